@@ -1,0 +1,90 @@
+// Durable ingest. Aedes writes the publisher's PUBACK before it routes (and stores) a message, so a
+// crash right after the PUBACK would lose it. Here every publish is written first, in the same
+// group-commit transaction as its copies for the shared-subscription queues; the PUBACK waits for
+// that commit. The inbox row is cleared once Aedes has routed the message to every session (the
+// `published` hook); rows still there at start are routed again.
+import type { Aedes, Client } from 'aedes';
+import type { DB } from '../lib/db.js';
+import type { Logger } from '../lib/log.js';
+import type { CommitQueue } from './commit-queue.js';
+import type { SharedSubscriptions } from './group-queue.js';
+import type { StoredPacket } from './persistence.js';
+
+type PublishDone = (err?: Error | null) => void;
+
+export class Ingest {
+  readonly #inboxIds = new WeakMap<object, number>();
+  readonly #refused = new WeakSet<object>();
+  #nextId = 1;
+  readonly #sql;
+  accepted = 0;
+
+  constructor(
+    private readonly db: DB,
+    private readonly commits: CommitQueue,
+    private readonly shared: SharedSubscriptions,
+    private readonly log: Logger,
+  ) {
+    this.#sql = {
+      put: db.prepare('INSERT INTO inbox (id, packet, payload) VALUES (?, ?, ?)'),
+      del: db.prepare('DELETE FROM inbox WHERE id = ?'),
+    };
+    const max = db.prepare('SELECT max(id) AS id FROM inbox').get() as { id: number | null };
+    this.#nextId = (max.id ?? 0) + 1;
+  }
+
+  /** Stores a publish (and its shared-subscription copies); resolves once committed. */
+  async accept(packet: StoredPacket): Promise<void> {
+    let staged: ReturnType<SharedSubscriptions['store']>;
+    const durable = (packet.qos ?? 0) > 0;
+    const id = durable ? this.#nextId++ : 0;
+    if (durable) this.#inboxIds.set(packet, id);
+    const fields = JSON.stringify({ topic: packet.topic, qos: packet.qos, retain: packet.retain ?? false });
+    const write = () => {
+      if (durable) this.#sql.put.run(id, fields, packet.payload ?? null);
+      staged = this.shared.store(packet);
+    };
+    if (durable) await this.commits.write(write);
+    else this.commits.queue(write);
+    this.accepted++;
+    if (staged) this.shared.release(staged);
+  }
+
+  /**
+   * A publish the ACL refused: like Mosquitto, acknowledge it, deliver it to no one and close the
+   * publisher's connection (MQTT 3.1.1 has no way to say "refused" in a PUBACK).
+   */
+  refuse(packet: object): void {
+    this.#refused.add(packet);
+  }
+
+  /** Hooks into the broker: drop refused publishes, and clear inbox rows once routed. */
+  attach(broker: Aedes): void {
+    const publish = broker.publish.bind(broker) as unknown as (packet: object, client: Client | null, done?: PublishDone) => void;
+    (broker as { publish: unknown }).publish = (packet: object, client: Client | PublishDone | null, done?: PublishDone) => {
+      if (typeof client === 'function') return publish(packet, null, client);
+      if (!this.#refused.has(packet)) return publish(packet, client, done);
+      done?.();
+      client?.close();
+    };
+    broker.published = (packet, _client, done) => {
+      const id = this.#inboxIds.get(packet);
+      if (id !== undefined) this.commits.queue(() => this.#sql.del.run(id));
+      done(null);
+    };
+  }
+
+  /** Routes again what was acknowledged but maybe not routed before the last stop; at start, before clients connect. */
+  async replay(broker: Aedes): Promise<number> {
+    const rows = this.db.prepare('SELECT id, packet, payload FROM inbox ORDER BY id').all() as Array<{ id: number; packet: string; payload: Buffer | null }>;
+    for (const r of rows) {
+      const { topic, qos, retain } = JSON.parse(r.packet) as { topic: string; qos: 0 | 1 | 2; retain: boolean };
+      await new Promise<void>((resolve, reject) =>
+        broker.publish({ cmd: 'publish', topic, qos, retain, dup: false, payload: r.payload ?? Buffer.alloc(0) }, (err) => (err ? reject(err) : resolve())),
+      );
+      this.commits.queue(() => this.#sql.del.run(r.id));
+    }
+    if (rows.length > 0) this.log.info({ messages: rows.length }, 'routed messages acknowledged before the last stop');
+    return rows.length;
+  }
+}

@@ -1,0 +1,146 @@
+// The embedded MQTT broker (Aedes): MQTT 3.1.1 over TCP and WebSocket, with health and metrics over
+// HTTP. This file only wires: config → SQLite (persistence, ingest, shared-subscription queues) →
+// Aedes with our access control → listeners → shutdown.
+import { Aedes } from 'aedes';
+import { randomUUID } from 'node:crypto';
+import { createServer, type Server as NetServer } from 'node:net';
+import { createServer as createHttpServer } from 'node:http';
+import { fileURLToPath } from 'node:url';
+import { WebSocketServer, createWebSocketStream } from 'ws';
+import { z } from 'zod';
+import { bool, commonEnv, loadConfig, port } from '../lib/config.js';
+import { dataFile, openDatabase } from '../lib/db.js';
+import { createLogger } from '../lib/log.js';
+import { createMetrics } from '../lib/metrics.js';
+import { createApp, serveApp } from '../lib/http.js';
+import { onShutdown } from '../lib/shutdown.js';
+import { Acl } from './acl.js';
+import { Access } from './auth.js';
+import { CommitQueue } from './commit-queue.js';
+import { SHARE_PREFIX, SharedSubscriptions, parseShare } from './group-queue.js';
+import { Ingest } from './ingest.js';
+import { registerBrokerMetrics } from './metrics.js';
+import { parsePasswordFile, readPasswordFile } from './password.js';
+import { SqlitePersistence, type StoredPacket } from './persistence.js';
+import { migrations } from './schema.js';
+
+const config = loadConfig({
+  ...commonEnv,
+  MQTT_HOST: commonEnv.HTTP_HOST,
+  MQTT_PORT: port(1883),
+  MQTT_WS_PORT: port(8083),
+  HTTP_PORT: port(3006),
+  /** Mosquitto password_file (npm run broker:passwd writes one). */
+  BROKER_PASSWORD_FILE: z.string().min(1).optional(),
+  /** The same, inline: `user:$7$…` entries separated by commas or newlines. */
+  BROKER_PASSWORDS: z.string().min(1).optional(),
+  BROKER_ACL_FILE: z.string().min(1).default(fileURLToPath(new URL('./mosquitto/acl', import.meta.url))),
+  BROKER_ALLOW_ANONYMOUS: bool(false),
+  BROKER_INFLIGHT_WINDOW: z.coerce.number().int().min(1).max(4).default(2),
+  BROKER_REDISPATCH_GRACE_MS: z.coerce.number().int().min(0).max(600_000).default(2000),
+});
+const log = createLogger('broker', config.LOG_LEVEL);
+const metrics = createMetrics('broker');
+
+const passwords = new Map([
+  ...(config.BROKER_PASSWORD_FILE ? readPasswordFile(config.BROKER_PASSWORD_FILE) : []),
+  ...(config.BROKER_PASSWORDS ? parsePasswordFile(config.BROKER_PASSWORDS.replaceAll(',', '\n')) : []),
+]);
+if (passwords.size === 0 && !config.BROKER_ALLOW_ANONYMOUS) {
+  console.error('broker: no users: set BROKER_PASSWORD_FILE (npm run broker:passwd writes one) or BROKER_PASSWORDS, or BROKER_ALLOW_ANONYMOUS=true for development');
+  process.exit(78);
+}
+if (config.BROKER_ALLOW_ANONYMOUS) log.warn('anonymous clients are allowed, with full access (development only)');
+
+const db = openDatabase(dataFile(config.DATA_DIR, 'broker'), { migrations });
+const commits = new CommitQueue(db, (err) => {
+  // Acknowledged messages can no longer be kept: stop rather than lie to publishers.
+  log.fatal({ err }, 'SQLite commit failed');
+  process.exit(1);
+});
+const persistence = new SqlitePersistence(db, commits);
+const shared = new SharedSubscriptions({
+  db,
+  commits,
+  persistence,
+  log,
+  window: config.BROKER_INFLIGHT_WINDOW,
+  graceMs: config.BROKER_REDISPATCH_GRACE_MS,
+});
+persistence.claimAck = (clientId, messageId) => shared.acknowledge(clientId, messageId);
+const ingest = new Ingest(db, commits, shared, log);
+const access = new Access({ passwords, acl: Acl.read(config.BROKER_ACL_FILE), allowAnonymous: config.BROKER_ALLOW_ANONYMOUS, log });
+
+const broker = await Aedes.createBroker({
+  // A new id per start: Aedes de-duplicates deliveries by (broker id, counter), and the counter restarts.
+  id: `woodytoys-broker-${randomUUID().slice(0, 8)}`,
+  persistence,
+  authenticate: access.authenticate,
+  authorizeForward: access.forward,
+  authorizeSubscribe(client, sub, done) {
+    const isShared = sub.topic.startsWith(SHARE_PREFIX);
+    const parsed = isShared ? parseShare(sub.topic) : undefined;
+    const filter = typeof parsed === 'object' ? parsed.filter : sub.topic;
+    const reason = (isShared ? shared.refusal(client, sub.topic) : undefined) ?? access.subscribeRefusal(client, filter, isShared);
+    if (reason) {
+      log.warn({ clientId: client.id, filter: sub.topic, reason }, 'subscription refused');
+      brokerMetrics.refused.inc({ what: 'subscribe' });
+      return done(null, null);
+    }
+    // Shared subscriptions are delivered with QoS 1 at most.
+    done(null, isShared && sub.qos > 1 ? { ...sub, qos: 1 } : sub);
+  },
+  authorizePublish(client, packet, done) {
+    const reason = access.publishRefusal(client, packet.topic);
+    if (reason) {
+      log.warn({ clientId: client?.id, topic: packet.topic, reason }, 'publish refused; closing the connection');
+      brokerMetrics.refused.inc({ what: 'publish' });
+      ingest.refuse(packet);
+      return done(null);
+    }
+    ingest.accept(packet as StoredPacket).then(() => done(null), done);
+  },
+});
+broker.on('clientError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'client error'));
+broker.on('connectionError', () => brokerMetrics.refused.inc({ what: 'connect' }));
+const brokerMetrics = registerBrokerMetrics(metrics, { broker, shared, persistence, commits });
+shared.start(broker);
+ingest.attach(broker);
+await ingest.replay(broker);
+
+const listen = (server: NetServer | ReturnType<typeof createHttpServer>, p: number) =>
+  new Promise<number>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(p, config.MQTT_HOST, () => resolve((server.address() as { port: number }).port));
+  });
+
+const tcp = createServer(broker.handle);
+const mqttPort = await listen(tcp, config.MQTT_PORT);
+const wsHttp = createHttpServer((_req, res) => res.writeHead(426).end('use a WebSocket MQTT client\n'));
+const wss = new WebSocketServer({ server: wsHttp });
+wss.on('connection', (ws, req) => broker.handle(createWebSocketStream(ws) as never, req as never));
+const wsPort = await listen(wsHttp, config.MQTT_WS_PORT);
+
+const app = createApp({ log, metrics, ready: () => ({ listening: tcp.listening && wsHttp.listening, database: db.open }) });
+const http = await serveApp(app, config.HTTP_PORT, config.HTTP_HOST);
+log.info(
+  {
+    mqtt: `mqtt://${config.MQTT_HOST}:${mqttPort}`,
+    ws: `ws://${config.MQTT_HOST}:${wsPort}`,
+    http: http.port,
+    window: config.BROKER_INFLIGHT_WINDOW,
+    graceMs: config.BROKER_REDISPATCH_GRACE_MS,
+  },
+  'broker listening',
+);
+
+onShutdown(log, async () => {
+  tcp.close();
+  wss.close();
+  wsHttp.close();
+  await new Promise<void>((resolve) => broker.close(() => resolve()));
+  shared.stop();
+  commits.flush();
+  db.close();
+  await http.close();
+});

@@ -1,0 +1,76 @@
+// The broker's Prometheus metrics, read when scraped: clients, messages in and out, queued
+// messages of persistent sessions, and per shared subscription its depth, in-flight messages,
+// online members and re-dispatches.
+import type { Aedes } from 'aedes';
+import { Counter, Gauge } from 'prom-client';
+import type { Metrics } from '../lib/metrics.js';
+import type { CommitQueue } from './commit-queue.js';
+import type { SharedSubscriptions } from './group-queue.js';
+import type { SqlitePersistence } from './persistence.js';
+
+export interface BrokerMetricsSources {
+  broker: Aedes;
+  shared: SharedSubscriptions;
+  persistence: SqlitePersistence;
+  commits: CommitQueue;
+}
+
+export function registerBrokerMetrics({ registry }: Metrics, { broker, shared, persistence, commits }: BrokerMetricsSources) {
+  const registers = [registry];
+  new Gauge({
+    name: 'mqtt_connected_clients',
+    help: 'Connected MQTT clients',
+    registers,
+    collect() {
+      this.set(broker.connectedClients);
+    },
+  });
+  const messagesIn = new Counter({ name: 'mqtt_messages_in_total', help: 'PUBLISH packets accepted from clients', labelNames: ['qos'] as const, registers });
+  const messagesOut = new Counter({ name: 'mqtt_messages_acknowledged_total', help: 'QoS 1 deliveries acknowledged by subscribers (PUBACK)', registers });
+  const refused = new Counter({ name: 'mqtt_refused_total', help: 'Connections, publishes and subscriptions refused', labelNames: ['what'] as const, registers });
+  broker.on('publish', (packet, client) => {
+    if (client) messagesIn.inc({ qos: String(packet.qos) });
+  });
+  broker.on('ack', () => messagesOut.inc());
+  new Gauge({
+    name: 'mqtt_session_queued_messages',
+    help: 'Messages queued for persistent sessions (normal subscriptions), sent or not',
+    registers,
+    collect() {
+      this.set(persistence.outgoingDepth);
+    },
+  });
+  const perShare = (name: string, help: string, pick: (s: SharedSubscriptions['stats'][number]) => number) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ['share'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const s of shared.stats) this.set({ share: s.share }, pick(s));
+      },
+    });
+  perShare('mqtt_shared_queue_depth', 'Messages of a shared subscription waiting for a member', (s) => s.depth);
+  perShare('mqtt_shared_inflight', 'Messages of a shared subscription sent and not yet acknowledged', (s) => s.inflight);
+  perShare('mqtt_shared_members', 'Members of a shared subscription', (s) => s.members);
+  perShare('mqtt_shared_members_online', 'Members of a shared subscription now connected', (s) => s.online);
+  perShare('mqtt_shared_redispatched_total', 'Messages handed to another member after theirs left (monotonic while the broker runs)', (s) => s.redispatched);
+  new Gauge({
+    name: 'broker_commits_total',
+    help: 'SQLite group-commit transactions (monotonic)',
+    registers,
+    collect() {
+      this.set(commits.stats.commits);
+    },
+  });
+  new Gauge({
+    name: 'broker_commit_writes_total',
+    help: 'Writes made durable by group commits (monotonic)',
+    registers,
+    collect() {
+      this.set(commits.stats.writes);
+    },
+  });
+  return { refused };
+}

@@ -1,0 +1,405 @@
+// Aedes session state that survives kill -9: subscriptions, messages queued for persistent
+// sessions, QoS 2 incoming packets, wills and retained messages. Reads are served from memory (the
+// same shapes as aedes-persistence's memory implementation); every change is also written to SQLite
+// through the group-commit queue, and the whole state is loaded back at start.
+import { Readable } from 'node:stream';
+import type { DB } from '../lib/db.js';
+import { topicMatches } from '../lib/events.js';
+import type { CommitQueue } from './commit-queue.js';
+
+/** A packet as Aedes hands it over: publish (or pubrel) fields plus broker bookkeeping. */
+export interface StoredPacket {
+  cmd?: string;
+  topic?: string;
+  payload?: Buffer | string;
+  qos?: number;
+  retain?: boolean;
+  dup?: boolean;
+  messageId?: number | undefined;
+  brokerId?: string;
+  brokerCounter?: number;
+  [field: string]: unknown;
+}
+
+export interface SubscriptionOptions {
+  qos: number;
+  rh?: number;
+  rap?: boolean;
+  nl?: boolean;
+  subscriptionIdentifier?: number;
+}
+
+interface ClientRef {
+  id: string;
+}
+
+interface Queued {
+  rowId: number;
+  packet: StoredPacket;
+}
+
+/** Splits a packet into its JSON fields and its payload, for one row. */
+function toRow(packet: StoredPacket): [string, Buffer | string | null] {
+  const { payload, ...fields } = packet;
+  return [JSON.stringify(fields), payload ?? null];
+}
+
+function fromRow(json: string, payload: Buffer | string | null): StoredPacket {
+  const packet = JSON.parse(json) as StoredPacket;
+  if (payload !== null) packet.payload = payload;
+  return packet;
+}
+
+/** The copy put in a queue: a fresh object with no packet identifier yet (as aedes-packet does). */
+function queuedCopy(original: StoredPacket): StoredPacket {
+  const copy: StoredPacket = {};
+  for (const key of ['clientId', 'nl', 'properties', 'messageExpiry'] as const) {
+    if (Object.prototype.hasOwnProperty.call(original, key)) copy[key] = original[key];
+  }
+  copy.cmd = original.cmd ?? 'publish';
+  copy.brokerId = original.brokerId;
+  copy.brokerCounter = original.brokerCounter ?? 0;
+  copy.topic = original.topic;
+  copy.payload = original.payload ?? Buffer.alloc(0);
+  copy.qos = original.qos ?? 0;
+  copy.retain = original.retain ?? false;
+  copy.dup = original.dup ?? false;
+  if (copy.qos > 0 || copy.cmd !== 'publish') copy.messageId = undefined;
+  return copy;
+}
+
+const isEmpty = (payload: Buffer | string | undefined) => payload === undefined || payload.length === 0;
+
+export class SqlitePersistence {
+  #broker: { id: string } | undefined;
+  readonly #retained = new Map<string, StoredPacket>();
+  /** clientId → topic filter → options */
+  readonly #subscriptions = new Map<string, Map<string, SubscriptionOptions>>();
+  /** topic → matching QoS>0 subscriptions; cleared whenever a subscription changes. */
+  #byTopic = new Map<string, Array<{ clientId: string; topic: string } & SubscriptionOptions>>();
+  readonly #outgoing = new Map<string, Queued[]>();
+  readonly #incoming = new Map<string, Map<number, StoredPacket>>();
+  readonly #wills = new Map<string, StoredPacket>();
+  #nextRowId = 1;
+  readonly #sql;
+
+  constructor(
+    private readonly db: DB,
+    private readonly commits: CommitQueue,
+  ) {
+    this.#sql = {
+      putRetained: db.prepare('INSERT OR REPLACE INTO retained (topic, packet, payload) VALUES (?, ?, ?)'),
+      delRetained: db.prepare('DELETE FROM retained WHERE topic = ?'),
+      putSub: db.prepare('INSERT OR REPLACE INTO subscriptions (client_id, topic, options) VALUES (?, ?, ?)'),
+      delSub: db.prepare('DELETE FROM subscriptions WHERE client_id = ? AND topic = ?'),
+      delSubs: db.prepare('DELETE FROM subscriptions WHERE client_id = ?'),
+      putOut: db.prepare('INSERT INTO outgoing (id, client_id, packet, payload) VALUES (?, ?, ?, ?)'),
+      setOut: db.prepare('UPDATE outgoing SET packet = ?, payload = ? WHERE id = ?'),
+      delOut: db.prepare('DELETE FROM outgoing WHERE id = ?'),
+      putIn: db.prepare('INSERT OR REPLACE INTO incoming (client_id, message_id, packet, payload) VALUES (?, ?, ?, ?)'),
+      delIn: db.prepare('DELETE FROM incoming WHERE client_id = ? AND message_id = ?'),
+      delIns: db.prepare('DELETE FROM incoming WHERE client_id = ?'),
+      putWill: db.prepare('INSERT OR REPLACE INTO wills (client_id, packet, payload) VALUES (?, ?, ?)'),
+      delWill: db.prepare('DELETE FROM wills WHERE client_id = ?'),
+    };
+  }
+
+  get broker() {
+    return this.#broker;
+  }
+
+  /** Loads the stored state; Aedes calls it once, and insists it be an async function. */
+  async setup(broker: { id: string }): Promise<void> {
+    this.#broker = broker;
+    type Row = { packet: string; payload: Buffer | string | null };
+    for (const r of this.db.prepare('SELECT topic, packet, payload FROM retained').all() as Array<Row & { topic: string }>) {
+      this.#retained.set(r.topic, fromRow(r.packet, r.payload));
+    }
+    for (const r of this.db.prepare('SELECT client_id, topic, options FROM subscriptions').all() as Array<{ client_id: string; topic: string; options: string }>) {
+      this.#clientSubs(r.client_id).set(r.topic, JSON.parse(r.options) as SubscriptionOptions);
+    }
+    for (const r of this.db.prepare('SELECT id, client_id, packet, payload FROM outgoing ORDER BY id').all() as Array<Row & { id: number; client_id: string }>) {
+      const packet = fromRow(r.packet, r.payload);
+      // Packet identifiers belonged to connections that no longer exist.
+      if (packet.cmd === 'publish') packet.messageId = undefined;
+      this.#queue(r.client_id).push({ rowId: r.id, packet });
+      this.#nextRowId = Math.max(this.#nextRowId, r.id + 1);
+    }
+    for (const r of this.db.prepare('SELECT client_id, message_id, packet, payload FROM incoming').all() as Array<Row & { client_id: string; message_id: number }>) {
+      this.#clientIncoming(r.client_id).set(r.message_id, fromRow(r.packet, r.payload));
+    }
+    for (const r of this.db.prepare('SELECT client_id, packet, payload FROM wills').all() as Array<Row & { client_id: string }>) {
+      this.#wills.set(r.client_id, fromRow(r.packet, r.payload));
+    }
+  }
+
+  // --- retained -----------------------------------------------------------------------------
+
+  async storeRetained(packet: StoredPacket): Promise<void> {
+    const topic = packet.topic ?? '';
+    if (isEmpty(packet.payload)) {
+      this.#retained.delete(topic);
+      this.commits.queue(() => this.#sql.delRetained.run(topic));
+    } else {
+      const copy = { ...packet };
+      this.#retained.set(topic, copy);
+      const [json, payload] = toRow(copy);
+      this.commits.queue(() => this.#sql.putRetained.run(topic, json, payload));
+    }
+  }
+
+  createRetainedStreamCombi(patterns: string[]): Readable {
+    const retained = this.#retained;
+    function* matching() {
+      for (const pattern of patterns) {
+        for (const [topic, packet] of retained) {
+          if (matchesFilter(pattern, topic)) yield packet;
+        }
+      }
+    }
+    return Readable.from(matching());
+  }
+
+  createRetainedStream(pattern: string): Readable {
+    return this.createRetainedStreamCombi([pattern]);
+  }
+
+  // --- subscriptions ------------------------------------------------------------------------
+
+  async addSubscriptions(client: ClientRef, subs: Array<SubscriptionOptions & { topic: string }>): Promise<void> {
+    const stored = this.#clientSubs(client.id);
+    for (const { topic, qos, rh, rap, nl, subscriptionIdentifier } of subs) {
+      const options: SubscriptionOptions = { qos, rh, rap, nl };
+      if (subscriptionIdentifier !== undefined) options.subscriptionIdentifier = subscriptionIdentifier;
+      stored.set(topic, options);
+      const json = JSON.stringify(options);
+      this.commits.queue(() => this.#sql.putSub.run(client.id, topic, json));
+    }
+    this.#byTopic = new Map();
+    // A SUBACK promises the subscription is kept: wait for the commit.
+    await this.commits.write(() => {});
+  }
+
+  async removeSubscriptions(client: ClientRef, topics: string[]): Promise<void> {
+    const stored = this.#subscriptions.get(client.id);
+    if (!stored) return;
+    for (const topic of topics) {
+      if (stored.delete(topic)) this.commits.queue(() => this.#sql.delSub.run(client.id, topic));
+    }
+    if (stored.size === 0) this.#subscriptions.delete(client.id);
+    this.#byTopic = new Map();
+    await this.commits.write(() => {});
+  }
+
+  async subscriptionsByClient(client: ClientRef) {
+    const stored = this.#subscriptions.get(client.id);
+    return stored ? [...stored].map(([topic, options]) => ({ topic, ...options })) : [];
+  }
+
+  async countOffline() {
+    let subsCount = 0;
+    for (const subs of this.#subscriptions.values()) {
+      for (const s of subs.values()) if (s.qos > 0) subsCount++;
+    }
+    return { subsCount, clientsCount: this.#subscriptions.size };
+  }
+
+  async subscriptionsByTopic(topic: string) {
+    let found = this.#byTopic.get(topic);
+    if (!found) {
+      found = [];
+      for (const [clientId, subs] of this.#subscriptions) {
+        for (const [filter, options] of subs) {
+          if (options.qos > 0 && matchesFilter(filter, topic)) {
+            found.push({ clientId, topic: filter, qos: options.qos, rh: options.rh, rap: options.rap, nl: options.nl });
+          }
+        }
+      }
+      // Multi-level wildcards first, as the memory implementation's trie returns them.
+      const rank = (f: string) => (f.includes('#') ? 0 : f.includes('+') ? 1 : 2);
+      found.sort((a, b) => rank(a.topic) - rank(b.topic));
+      if (this.#byTopic.size > 10_000) this.#byTopic = new Map();
+      this.#byTopic.set(topic, found);
+    }
+    return found;
+  }
+
+  async cleanSubscriptions(client: ClientRef): Promise<void> {
+    if (!this.#subscriptions.delete(client.id)) return;
+    this.#byTopic = new Map();
+    await this.commits.write(() => this.#sql.delSubs.run(client.id));
+  }
+
+  /** Every client holding a subscription whose filter is exactly `topic`. */
+  getClientList(topic: string): Readable {
+    const subscriptions = this.#subscriptions;
+    function* clients() {
+      for (const [clientId, subs] of subscriptions) if (subs.has(topic)) yield clientId;
+    }
+    return Readable.from(clients());
+  }
+
+  /** Persistent subscriptions whose filter starts with `prefix`, e.g. every `$share/` one. */
+  subscriptionsWithPrefix(prefix: string): Array<{ clientId: string; topic: string; qos: number }> {
+    const found = [];
+    for (const [clientId, subs] of this.#subscriptions) {
+      for (const [topic, options] of subs) if (topic.startsWith(prefix)) found.push({ clientId, topic, qos: options.qos });
+    }
+    return found;
+  }
+
+  // --- outgoing: messages queued for persistent sessions ------------------------------------
+
+  async outgoingEnqueue(sub: { clientId: string }, packet: StoredPacket): Promise<void> {
+    this.#enqueue(sub.clientId, packet);
+  }
+
+  // Not awaited: the ingest inbox makes the publish durable, and the commit queue's ordering
+  // guarantees this row commits no later than the inbox row is cleared.
+  async outgoingEnqueueCombi(subs: Array<{ clientId: string }>, packet: StoredPacket): Promise<void> {
+    for (const sub of subs) this.#enqueue(sub.clientId, packet);
+  }
+
+  async outgoingUpdate(client: ClientRef, packet: StoredPacket): Promise<void> {
+    const queue = this.#queue(client.id);
+    for (const item of queue) {
+      const stored = item.packet;
+      if (stored.brokerId === packet.brokerId) {
+        if (stored.brokerCounter === packet.brokerCounter) {
+          // Packet identifiers only matter to the current connection: kept in memory only.
+          stored.messageId = packet.messageId;
+          return;
+        }
+      } else if (stored.messageId === packet.messageId) {
+        item.packet = packet;
+        const [json, payload] = toRow(packet);
+        const rowId = item.rowId;
+        this.commits.queue(() => this.#sql.setOut.run(json, payload, rowId));
+        return;
+      }
+    }
+    throw new Error('no such packet');
+  }
+
+  /** Set by the shared subscriptions: takes the PUBACKs of the messages they sent themselves. */
+  claimAck: ((clientId: string, messageId: number | undefined) => boolean) | undefined;
+
+  async outgoingClearMessageId(client: ClientRef, packet: StoredPacket): Promise<StoredPacket | undefined> {
+    if (this.claimAck?.(client.id, packet.messageId)) return undefined;
+    const queue = this.#outgoing.get(client.id);
+    if (!queue) return undefined;
+    // Without a packet identifier (a message not forwarded to this client) it is found by its broker counter.
+    const i =
+      packet.messageId === undefined
+        ? queue.findIndex((item) => item.packet.brokerId === packet.brokerId && item.packet.brokerCounter === packet.brokerCounter)
+        : queue.findIndex((item) => item.packet.messageId === packet.messageId);
+    if (i < 0) return undefined;
+    const [item] = queue.splice(i, 1);
+    const rowId = item!.rowId;
+    this.commits.queue(() => this.#sql.delOut.run(rowId));
+    return item!.packet;
+  }
+
+  outgoingStream(client: ClientRef): Readable {
+    return Readable.from((this.#outgoing.get(client.id) ?? []).map((item) => item.packet));
+  }
+
+  /** Messages queued per client, for metrics. */
+  get outgoingDepth(): number {
+    let n = 0;
+    for (const q of this.#outgoing.values()) n += q.length;
+    return n;
+  }
+
+  // --- incoming QoS 2 -----------------------------------------------------------------------
+
+  async incomingStorePacket(client: ClientRef, packet: StoredPacket): Promise<void> {
+    const copy = queuedCopy(packet);
+    copy.messageId = packet.messageId;
+    const id = packet.messageId ?? 0;
+    this.#clientIncoming(client.id).set(id, copy);
+    const [json, payload] = toRow(copy);
+    await this.commits.write(() => this.#sql.putIn.run(client.id, id, json, payload));
+  }
+
+  async incomingGetPacket(client: ClientRef, packet: StoredPacket): Promise<StoredPacket> {
+    const found = this.#incoming.get(client.id)?.get(packet.messageId ?? 0);
+    if (!found) throw new Error('no such packet');
+    return found;
+  }
+
+  async incomingDelPacket(client: ClientRef, packet: StoredPacket): Promise<void> {
+    const id = packet.messageId ?? 0;
+    if (!this.#incoming.get(client.id)?.delete(id)) throw new Error('no such packet');
+    this.commits.queue(() => this.#sql.delIn.run(client.id, id));
+  }
+
+  async cleanIncoming(client: ClientRef): Promise<void> {
+    if (this.#incoming.delete(client.id)) this.commits.queue(() => this.#sql.delIns.run(client.id));
+  }
+
+  // --- wills --------------------------------------------------------------------------------
+
+  async putWill(client: ClientRef, packet: StoredPacket): Promise<void> {
+    packet.brokerId = this.#broker?.id;
+    packet.clientId = client.id;
+    this.#wills.set(client.id, packet);
+    const [json, payload] = toRow(packet);
+    await this.commits.write(() => this.#sql.putWill.run(client.id, json, payload));
+  }
+
+  async getWill(client: ClientRef): Promise<StoredPacket | undefined> {
+    return this.#wills.get(client.id);
+  }
+
+  async delWill(client: ClientRef): Promise<StoredPacket | undefined> {
+    const will = this.#wills.get(client.id);
+    if (will) {
+      this.#wills.delete(client.id);
+      this.commits.queue(() => this.#sql.delWill.run(client.id));
+    }
+    return will;
+  }
+
+  streamWill(brokers: Record<string, unknown> = {}): Readable {
+    return Readable.from([...this.#wills.values()].filter((w) => !brokers[w.brokerId ?? '']));
+  }
+
+  async destroy(): Promise<void> {
+    this.commits.flush();
+  }
+
+  // --- internals ----------------------------------------------------------------------------
+
+  #enqueue(clientId: string, packet: StoredPacket): void {
+    const copy = queuedCopy(packet);
+    const rowId = this.#nextRowId++;
+    this.#queue(clientId).push({ rowId, packet: copy });
+    const [json, payload] = toRow(copy);
+    this.commits.queue(() => this.#sql.putOut.run(rowId, clientId, json, payload));
+  }
+
+  #queue(clientId: string): Queued[] {
+    let q = this.#outgoing.get(clientId);
+    if (!q) this.#outgoing.set(clientId, (q = []));
+    return q;
+  }
+
+  #clientSubs(clientId: string) {
+    let s = this.#subscriptions.get(clientId);
+    if (!s) this.#subscriptions.set(clientId, (s = new Map()));
+    return s;
+  }
+
+  #clientIncoming(clientId: string) {
+    let s = this.#incoming.get(clientId);
+    if (!s) this.#incoming.set(clientId, (s = new Map()));
+    return s;
+  }
+}
+
+/** MQTT matching, including [MQTT-4.7.2-1]: a filter starting with a wildcard never matches a `$` topic. */
+export function matchesFilter(filter: string, topic: string): boolean {
+  if (topic.startsWith('$') && (filter.startsWith('+') || filter.startsWith('#'))) return false;
+  return topicMatches(filter, topic);
+}

@@ -1,0 +1,51 @@
+// The SQLite persistence against aedes-persistence's own abstract test suite (the contract Aedes
+// relies on), plus what the memory implementation cannot do: state survives reopening the file.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openDatabase } from '../lib/db.js';
+import { CommitQueue } from '../broker/commit-queue.js';
+import { SqlitePersistence } from '../broker/persistence.js';
+import { migrations } from '../broker/schema.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'broker-persistence-'));
+let n = 0;
+const open = (file = join(dir, `p${n++}.db`)) => {
+  const db = openDatabase(file, { migrations });
+  const commits = new CommitQueue(db, (err) => {
+    throw err;
+  });
+  return { db, persistence: new SqlitePersistence(db, commits) };
+};
+
+const require = createRequire(import.meta.url);
+const abstractPersistence = require('aedes-persistence/abstract.js') as (opts: object) => void;
+abstractPersistence({ test, persistence: () => open().persistence, testAsync: true });
+
+test('subscriptions, queued messages, wills and retained messages survive reopening the database', async () => {
+  const file = join(dir, 'reopen.db');
+  const first = open(file);
+  await first.persistence.setup({ id: 'b1' });
+  await first.persistence.addSubscriptions({ id: 'c1' }, [{ topic: 'woodytoys/#', qos: 1 }]);
+  await first.persistence.storeRetained({ topic: 'woodytoys/stock/levels/x', payload: Buffer.from('7'), qos: 1, retain: true });
+  await first.persistence.outgoingEnqueueCombi([{ clientId: 'c1' }], { cmd: 'publish', topic: 'woodytoys/a', payload: Buffer.from('m'), qos: 1, brokerId: 'b1', brokerCounter: 1 });
+  await first.persistence.putWill({ id: 'c1' }, { topic: 'woodytoys/will', payload: Buffer.from('bye'), qos: 1, retain: false });
+  await first.persistence.destroy();
+  first.db.close();
+
+  const second = open(file);
+  await second.persistence.setup({ id: 'b2' });
+  assert.deepEqual(await second.persistence.subscriptionsByClient({ id: 'c1' }), [{ topic: 'woodytoys/#', qos: 1 }]);
+  const queued = await second.persistence.outgoingStream({ id: 'c1' }).toArray();
+  assert.equal(queued.length, 1);
+  assert.equal(queued[0].payload.toString(), 'm');
+  const retained = await second.persistence.createRetainedStream('woodytoys/stock/#').toArray();
+  assert.equal(retained[0].payload.toString(), '7');
+  assert.equal((await second.persistence.getWill({ id: 'c1' }))?.topic, 'woodytoys/will');
+  second.db.close();
+});
+
+test.after(() => rmSync(dir, { recursive: true, force: true }));

@@ -1,0 +1,74 @@
+// Starts our broker (broker/main.ts) as a child process on free loopback ports and waits for its
+// 'broker listening' line. Anonymous clients are allowed unless `env` says otherwise, and the data
+// directory is a fresh temporary one unless `env.DATA_DIR` is given (pass the same one to restart).
+//
+//   const broker = await startBroker();
+//   … mqtt.connect(broker.mqttUrl) …
+//   await broker.stop();   // SIGTERM, graceful;  broker.kill() is SIGKILL (crash tests)
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+export interface RunningBroker {
+  mqttUrl: string;
+  wsUrl: string;
+  httpUrl: string;
+  dataDir: string;
+  /** Every log line so far (JSON strings), for assertions on what the broker said. */
+  logs: string[];
+  process: ChildProcess;
+  /** SIGTERM and wait for the exit. */
+  stop(): Promise<void>;
+  /** SIGKILL (kill -9) and wait for the exit. */
+  kill(): Promise<void>;
+}
+
+const main = fileURLToPath(new URL('../../broker/main.ts', import.meta.url));
+
+export async function startBroker({ env = {}, timeoutMs = 15_000 }: { env?: Record<string, string>; timeoutMs?: number } = {}): Promise<RunningBroker> {
+  const dataDir = env.DATA_DIR ?? mkdtempSync(join(tmpdir(), 'broker-'));
+  const child = spawn(process.execPath, ['--import', 'tsx', main], {
+    env: {
+      ...process.env,
+      LOG_LEVEL: 'info',
+      BROKER_ALLOW_ANONYMOUS: 'true',
+      MQTT_PORT: '0',
+      MQTT_WS_PORT: '0',
+      HTTP_PORT: '0',
+      ...env,
+      DATA_DIR: dataDir,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const logs: string[] = [];
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const ready = new Promise<{ mqtt: string; ws: string; http: number }>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`broker not listening after ${timeoutMs} ms:\n${logs.slice(-20).join('\n')}`)), timeoutMs);
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      logs.push(line);
+      if (line.includes('"broker listening"')) {
+        clearTimeout(timer);
+        resolve(JSON.parse(line));
+      }
+    });
+    createInterface({ input: child.stderr! }).on('line', (line) => logs.push(line));
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`broker exited with ${code} before listening:\n${logs.slice(-20).join('\n')}`));
+    });
+  });
+  const end = (signal: NodeJS.Signals) => async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    await exited;
+  };
+  try {
+    const line = await ready;
+    return { mqttUrl: line.mqtt, wsUrl: line.ws, httpUrl: `http://127.0.0.1:${line.http}`, dataDir, logs, process: child, stop: end('SIGTERM'), kill: end('SIGKILL') };
+  } catch (err) {
+    await end('SIGKILL')();
+    throw err;
+  }
+}

@@ -1,0 +1,33 @@
+// Tests that need a program on this machine (mosquitto, nginx, redis-server, …) ask here first.
+//
+//   const skip = requireProgram('mosquitto', 'mosquitto');
+//   test('…', { skip }, async () => { … });
+//
+// Returns false when the program is on the PATH (or at /usr/sbin), or else a one-line skip reason
+// with the install command. Under CI (CI=true) a missing program fails the run instead of skipping.
+import { accessSync, constants } from 'node:fs';
+import { delimiter, join } from 'node:path';
+
+/** Absolute path of `name` on the PATH (plus /usr/sbin and /sbin, where daemons live), or undefined. */
+export function findProgram(name: string): string | undefined {
+  const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/local/sbin', '/usr/sbin', '/sbin'];
+  for (const dir of dirs) {
+    if (!dir) continue;
+    const file = join(dir, name);
+    try {
+      accessSync(file, constants.X_OK);
+      return file;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+/** false when `name` is installed; otherwise a skip reason, or a thrown Error when CI=true. */
+export function requireProgram(name: string, aptPackage: string = name): false | string {
+  if (findProgram(name)) return false;
+  const reason = `${name} is not installed (apt-get install -y ${aptPackage})`;
+  if (process.env.CI === 'true') throw new Error(`${reason}; CI must run every test`);
+  return reason;
+}
