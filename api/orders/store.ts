@@ -1,0 +1,142 @@
+// The orders service's SQL: orders, their history, the events already applied, and the outbox.
+import { randomUUID } from 'node:crypto';
+import { openDatabase, type DB } from '../../lib/db.js';
+import { createEvent } from '../../lib/events.js';
+import { enqueueEvent, outboxMigration } from '../../lib/outbox.js';
+import { orderCreated } from '../../lib/topics.js';
+import type { z } from 'zod';
+import type { customer as customerSchema, orderItem } from '../../lib/topics.js';
+
+export const SOURCE = '/woodytoys/orders';
+
+const migrations = [
+  `CREATE TABLE orders (
+     id TEXT PRIMARY KEY,
+     status TEXT NOT NULL CHECK (status IN ('pending', 'confirmed', 'rejected')),
+     customer TEXT NOT NULL,
+     items TEXT NOT NULL,
+     reason TEXT,
+     erp_reference TEXT,
+     created_at TEXT NOT NULL,
+     updated_at TEXT NOT NULL
+   );
+   CREATE INDEX orders_status ON orders (status);
+   CREATE TABLE order_history (
+     order_id TEXT NOT NULL REFERENCES orders (id),
+     seq INTEGER NOT NULL,
+     status TEXT NOT NULL,
+     at TEXT NOT NULL,
+     detail TEXT,
+     PRIMARY KEY (order_id, seq)
+   );
+   CREATE TABLE processed_events (id TEXT PRIMARY KEY, processed_at TEXT NOT NULL);
+   ${outboxMigration}`,
+];
+
+export type Status = 'pending' | 'confirmed' | 'rejected';
+export type NewOrder = { customer: z.infer<typeof customerSchema>; items: z.infer<typeof orderItem>[] };
+
+export interface Order extends NewOrder {
+  id: string;
+  status: Status;
+  reason: string | null;
+  erpReference: string | null;
+  createdAt: string;
+  updatedAt: string;
+  history: { status: Status; at: string; detail: string | null }[];
+}
+
+interface OrderRow {
+  id: string;
+  status: Status;
+  customer: string;
+  items: string;
+  reason: string | null;
+  erp_reference: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export type OutcomeResult = 'applied' | 'duplicate' | 'unknown-order' | 'already-final';
+
+export class OrderStore {
+  readonly db: DB;
+
+  constructor(file: string) {
+    this.db = openDatabase(file, { migrations });
+  }
+
+  /** Writes the order as pending and the event announcing it, in one transaction. */
+  create(input: NewOrder): Order {
+    const id = randomUUID();
+    const now = new Date().toISOString();
+    this.db.transaction(() => {
+      this.db
+        .prepare('INSERT INTO orders (id, status, customer, items, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)')
+        .run(id, 'pending', JSON.stringify(input.customer), JSON.stringify(input.items), now, now);
+      this.addHistory(id, 'pending', now, null);
+      const event = createEvent(orderCreated, { orderId: id, ...input }, { source: SOURCE, subject: id });
+      enqueueEvent(this.db, orderCreated.topic, event);
+    })();
+    return this.get(id)!;
+  }
+
+  get(id: string): Order | undefined {
+    const row = this.db.prepare('SELECT * FROM orders WHERE id = ?').get(id) as OrderRow | undefined;
+    if (!row) return undefined;
+    const history = this.db
+      .prepare('SELECT status, at, detail FROM order_history WHERE order_id = ? ORDER BY seq')
+      .all(id) as Order['history'];
+    return {
+      id: row.id,
+      status: row.status,
+      customer: JSON.parse(row.customer) as Order['customer'],
+      items: JSON.parse(row.items) as Order['items'],
+      reason: row.reason,
+      erpReference: row.erp_reference,
+      createdAt: row.created_at,
+      updatedAt: row.updated_at,
+      history,
+    };
+  }
+
+  /**
+   * Applies an outcome event once: the event id is remembered in the same transaction as the change,
+   * so a redelivered event changes nothing. Only a pending order moves to a final status.
+   */
+  applyOutcome(eventId: string, orderId: string, status: Exclude<Status, 'pending'>, detail: { reason?: string; erpReference?: string }): OutcomeResult {
+    return this.db.transaction((): OutcomeResult => {
+      const now = new Date().toISOString();
+      const fresh = this.db.prepare('INSERT INTO processed_events (id, processed_at) VALUES (?, ?) ON CONFLICT DO NOTHING').run(eventId, now);
+      if (fresh.changes === 0) return 'duplicate';
+      const row = this.db.prepare('SELECT status FROM orders WHERE id = ?').get(orderId) as { status: Status } | undefined;
+      if (!row) return 'unknown-order';
+      if (row.status !== 'pending') return 'already-final';
+      this.db
+        .prepare('UPDATE orders SET status = ?, reason = ?, erp_reference = ?, updated_at = ? WHERE id = ?')
+        .run(status, detail.reason ?? null, detail.erpReference ?? null, now, orderId);
+      this.addHistory(orderId, status, now, detail.reason ?? detail.erpReference ?? null);
+      return 'applied';
+    })();
+  }
+
+  countByStatus(): Record<Status, number> {
+    const counts: Record<Status, number> = { pending: 0, confirmed: 0, rejected: 0 };
+    for (const r of this.db.prepare('SELECT status, count(*) AS n FROM orders GROUP BY status').all() as { status: Status; n: number }[]) {
+      counts[r.status] = r.n;
+    }
+    return counts;
+  }
+
+  private addHistory(orderId: string, status: Status, at: string, detail: string | null): void {
+    this.db
+      .prepare(
+        'INSERT INTO order_history (order_id, seq, status, at, detail) VALUES (?, (SELECT coalesce(max(seq), 0) + 1 FROM order_history WHERE order_id = ?), ?, ?, ?)',
+      )
+      .run(orderId, orderId, status, at, detail);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}

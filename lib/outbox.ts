@@ -1,0 +1,159 @@
+// Transactional outbox: a service writes its state change and the event announcing it in one SQLite
+// transaction; the relay publishes unsent rows with QoS 1 and marks each sent only on its PUBACK.
+// While the broker is away rows simply accumulate, and the relay drains them when it is back.
+import type { DB } from './db.js';
+import type { CloudEvent } from './events.js';
+import type { Logger } from './log.js';
+import { publishEvent, type MqttClient } from './mqtt.js';
+
+/** Add to a service's migrations to give it an outbox. */
+export const outboxMigration = `
+CREATE TABLE outbox (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  topic TEXT NOT NULL,
+  payload TEXT NOT NULL,
+  retain INTEGER NOT NULL DEFAULT 0,
+  created_at INTEGER NOT NULL,
+  sent_at INTEGER
+);
+CREATE INDEX outbox_unsent ON outbox (id) WHERE sent_at IS NULL;
+`;
+
+/** Call inside the transaction that makes the change the event announces. */
+export function enqueueEvent(db: DB, topic: string, event: CloudEvent, { retain = false } = {}): void {
+  db.prepare('INSERT INTO outbox (topic, payload, retain, created_at) VALUES (?, ?, ?, ?)').run(
+    topic,
+    JSON.stringify(event),
+    retain ? 1 : 0,
+    Date.now(),
+  );
+}
+
+interface Row {
+  id: number;
+  topic: string;
+  payload: string;
+  retain: number;
+}
+
+export interface RelayOptions {
+  db: DB;
+  client: MqttClient;
+  log: Logger;
+  /** How many publishes may await their PUBACK at once. */
+  window?: number;
+  /** Safety-net poll; wake() makes a fresh row go out at once. */
+  pollMs?: number;
+  /** Sent rows are kept this long (for inspection), then deleted. */
+  keepSentMs?: number;
+}
+
+export class OutboxRelay {
+  private readonly db: DB;
+  private readonly client: MqttClient;
+  private readonly log: Logger;
+  private readonly window: number;
+  private readonly pollMs: number;
+  private readonly keepSentMs: number;
+  private readonly inFlight = new Set<number>();
+  private readonly acked: number[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private pruneTimer: NodeJS.Timeout | undefined;
+  private scheduled = false;
+  private running = false;
+  private readonly onConnect = () => {
+    // A new connection: publishes still awaiting a PUBACK from the old one may never get it.
+    // Forget them and send again; consumers are idempotent on the event id.
+    this.inFlight.clear();
+    this.wake();
+  };
+
+  constructor({ db, client, log, window = 64, pollMs = 250, keepSentMs = 60 * 60 * 1000 }: RelayOptions) {
+    this.db = db;
+    this.client = client;
+    this.log = log;
+    this.window = window;
+    this.pollMs = pollMs;
+    this.keepSentMs = keepSentMs;
+  }
+
+  start(): void {
+    this.running = true;
+    this.client.on('connect', this.onConnect);
+    this.timer = setInterval(() => this.wake(), this.pollMs);
+    this.pruneTimer = setInterval(() => this.prune(), 60_000);
+    this.timer.unref();
+    this.pruneTimer.unref();
+    this.wake();
+  }
+
+  /** Rows not yet acknowledged by the broker. */
+  pending(): number {
+    return (this.db.prepare('SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL').get() as { n: number }).n;
+  }
+
+  wake(): void {
+    if (this.scheduled || !this.running) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.pump();
+    });
+  }
+
+  private pump(): void {
+    if (!this.running || !this.client.connected) return;
+    const room = this.window - this.inFlight.size;
+    if (room <= 0) return;
+    const rows = this.db
+      .prepare('SELECT id, topic, payload, retain FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT ?')
+      .all(room + this.inFlight.size) as Row[];
+    for (const row of rows) {
+      if (this.inFlight.has(row.id)) continue;
+      if (this.inFlight.size >= this.window) break;
+      this.inFlight.add(row.id);
+      publishEvent(this.client, row.topic, JSON.parse(row.payload) as CloudEvent, { retain: row.retain === 1 }).then(
+        () => this.markSent(row.id),
+        (err: Error) => {
+          this.inFlight.delete(row.id);
+          this.log.warn({ err: err.message, outboxId: row.id }, 'outbox publish failed; will retry');
+        },
+      );
+    }
+  }
+
+  private markSent(id: number): void {
+    this.acked.push(id);
+    this.inFlight.delete(id);
+    if (this.acked.length === 1) {
+      // Group the UPDATEs of acks that arrive together into one transaction.
+      setImmediate(() => {
+        this.flushAcked();
+        this.wake();
+      });
+    }
+  }
+
+  private flushAcked(): void {
+    const ids = this.acked.splice(0);
+    if (ids.length === 0 || !this.db.open) return;
+    const now = Date.now();
+    const stmt = this.db.prepare('UPDATE outbox SET sent_at = ? WHERE id = ?');
+    this.db.transaction(() => ids.forEach((i) => stmt.run(now, i)))();
+  }
+
+  private prune(): void {
+    this.db.prepare('DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?').run(Date.now() - this.keepSentMs);
+  }
+
+  /** Stops publishing and waits (bounded) for publishes already sent to be acknowledged. */
+  async stop(timeoutMs = 2000): Promise<void> {
+    this.running = false;
+    clearInterval(this.timer);
+    clearInterval(this.pruneTimer);
+    this.client.off('connect', this.onConnect);
+    const deadline = Date.now() + timeoutMs;
+    while (this.inFlight.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    this.flushAcked();
+  }
+}

@@ -1,0 +1,123 @@
+// Every topic and event of the system, defined once. Producers and consumers import from here, so a
+// newcomer can follow where an order goes next by reading this file top to bottom.
+import { z } from 'zod';
+import { TOPIC_ROOT, defineEvent } from './events.js';
+
+export const productId = z.string().regex(/^[a-z0-9][a-z0-9-]{0,63}$/, 'lower-case letters, digits and dashes');
+
+export const orderItem = z.strictObject({
+  productId,
+  quantity: z.number().int().min(1).max(1000),
+});
+
+export const customer = z.strictObject({
+  name: z.string().trim().min(1).max(120),
+  email: z.email().max(254),
+});
+
+const order = z.strictObject({
+  orderId: z.uuid(),
+  customer,
+  items: z.array(orderItem).min(1).max(50),
+});
+
+/** 1. The orders service accepted an order (published from its outbox). */
+export const orderCreated = defineEvent({
+  topic: `${TOPIC_ROOT}/orders/created`,
+  type: 'woodytoys.order.created',
+  data: order,
+});
+
+/**
+ * The event that tells the order workers to record an order in the ERP. Until the stock service
+ * reserves items (saga step 3) that is the order's creation; afterwards, its stock reservation.
+ */
+export const orderReadyForErp = orderCreated;
+
+/** 4a. The ERP recorded the order. */
+export const orderConfirmed = defineEvent({
+  topic: `${TOPIC_ROOT}/orders/confirmed`,
+  type: 'woodytoys.order.confirmed',
+  data: z.strictObject({ orderId: z.uuid(), erpReference: z.string().min(1).max(128) }),
+});
+
+/** 4b. The order cannot be completed; `reason` is shown to the customer in the order's history. */
+export const orderFailed = defineEvent({
+  topic: `${TOPIC_ROOT}/orders/failed`,
+  type: 'woodytoys.order.failed',
+  data: z.strictObject({ orderId: z.uuid(), reason: z.string().min(1).max(500) }),
+});
+
+/** A message a consumer could not process: the original payload and why. Never retried automatically. */
+export const deadLetter = defineEvent({
+  topic: `${TOPIC_ROOT}/deadletter/+`,
+  type: 'woodytoys.deadletter',
+  data: z.strictObject({
+    consumer: z.string().min(1),
+    topic: z.string(),
+    reason: z.string(),
+    attempts: z.number().int().min(0).optional(),
+    /** The original payload, UTF-8, cut at 4 KiB. */
+    payload: z.string(),
+    payloadBytes: z.number().int().min(0),
+  }),
+});
+
+export const deadLetterTopic = (consumer: string) => `${TOPIC_ROOT}/deadletter/${consumer}`;
+
+const orderRef = z.strictObject({ orderId: z.uuid(), reason: z.string().min(1).max(500) });
+
+/** 3a. The stock service reserved every item of the order (all or none). */
+export const stockReserved = defineEvent({
+  topic: `${TOPIC_ROOT}/stock/reserved`,
+  type: 'woodytoys.stock.reserved',
+  data: order,
+});
+
+/** 3b. Not enough stock for at least one item: nothing was reserved. */
+export const stockRejected = defineEvent({
+  topic: `${TOPIC_ROOT}/stock/rejected`,
+  type: 'woodytoys.stock.rejected',
+  data: orderRef,
+});
+
+/** The current level of one product, retained so a display sees it the moment it subscribes. */
+export const stockLevel = defineEvent({
+  topic: `${TOPIC_ROOT}/stock/levels/+`,
+  type: 'woodytoys.stock.level',
+  retain: true,
+  data: z.strictObject({
+    productId,
+    available: z.number().int().min(0),
+    reserved: z.number().int().min(0),
+    updatedAt: z.iso.datetime({ offset: true }),
+  }),
+});
+export const stockLevelTopic = (id: string) => `${TOPIC_ROOT}/stock/levels/${id}`;
+
+/** One movement of a bulk stock import, for the stock workers to write to the ERP (paced). */
+export const stockMovement = defineEvent({
+  topic: `${TOPIC_ROOT}/stock/movements`,
+  type: 'woodytoys.stock.movement',
+  data: z.strictObject({
+    importId: z.uuid(),
+    /** Unique within the whole system; the ERP operation id is derived from it. */
+    movementId: z.string().regex(/^[A-Za-z0-9:._-]{1,128}$/),
+    productId,
+    /** Units received (positive) or removed (negative). */
+    delta: z.number().int().min(-1_000_000).max(1_000_000).refine((n) => n !== 0, 'must not be 0'),
+  }),
+});
+
+/** A stock worker's result for one movement: recorded in the ERP, or failed for good (with why). */
+export const stockMovementProcessed = defineEvent({
+  topic: `${TOPIC_ROOT}/stock/movements/processed`,
+  type: 'woodytoys.stock.movement-processed',
+  data: z.strictObject({
+    importId: z.uuid(),
+    movementId: z.string().min(1).max(128),
+    outcome: z.enum(['recorded', 'failed']),
+    erpReference: z.string().max(128).optional(),
+    reason: z.string().max(500).optional(),
+  }),
+});

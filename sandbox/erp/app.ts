@@ -1,0 +1,124 @@
+// The ERP sandbox's HTTP API: a stand-in for the throttled back-office system. It charges request
+// units per operation against a provisioned capacity, answers 429 with Retry-After beyond it,
+// deduplicates by operation id and counts everything so tests and benchmarks can check the pacing.
+import { createRoute, z } from '@hono/zod-openapi';
+import { Counter, Gauge } from 'prom-client';
+import { createApp, problem } from '../../lib/http.js';
+import type { Logger } from '../../lib/log.js';
+import type { Metrics } from '../../lib/metrics.js';
+import { sleep } from '../../lib/shutdown.js';
+import type { ErpStore } from './store.js';
+import type { Throttle } from './throttle.js';
+
+export const recordKinds = ['order', 'stock-movement'] as const;
+export type RecordKind = (typeof recordKinds)[number];
+
+export interface ErpOptions {
+  store: ErpStore;
+  throttle: Throttle;
+  /** Request units each kind of operation costs. */
+  costs: Record<RecordKind, number>;
+  /** Orders from these e-mail domains are refused (a stand-in for a failed credit check). */
+  blockedDomains: string[];
+  /** Fault injection for resilience tests: extra latency and a share of random 500s. */
+  latencyMs?: number;
+  errorRate?: number;
+  log: Logger;
+  metrics: Metrics;
+}
+
+const recordBody = z.strictObject({
+  operationId: z.string().regex(/^[A-Za-z0-9:._-]{1,128}$/),
+  kind: z.enum(recordKinds),
+  payload: z.record(z.string(), z.unknown()),
+});
+
+const recordRoute = createRoute({
+  method: 'post',
+  path: '/erp/records',
+  request: { body: { content: { 'application/json': { schema: recordBody } }, required: true } },
+  responses: {
+    201: { description: 'recorded' },
+    200: { description: 'already recorded (duplicate operation id)' },
+    422: { description: 'refused by business rules' },
+    429: { description: 'over provisioned capacity; see Retry-After' },
+  },
+});
+
+export function createErpApp({ store, throttle, costs, blockedDomains, latencyMs = 0, errorRate = 0, log, metrics }: ErpOptions) {
+  const counters = { calls: 0, accepted: 0, rejected: 0, duplicates: 0, refused: 0, errors: 0 };
+  const calls = new Counter({
+    name: 'erp_calls_total',
+    help: 'ERP calls by outcome (accepted, duplicate, throttled, refused, error)',
+    labelNames: ['outcome', 'kind'] as const,
+    registers: [metrics.registry],
+  });
+  new Gauge({
+    name: 'erp_capacity_units_per_second',
+    help: 'Provisioned ERP capacity in request units per second',
+    registers: [metrics.registry],
+    collect() {
+      this.set(throttle.capacity);
+    },
+  });
+  const count = (outcome: string, kind: string) => calls.inc({ outcome, kind });
+
+  const app = createApp({ log, metrics, ready: () => ({ database: store.db.open }) });
+
+  app.openapi(recordRoute, async (c) => {
+    const { operationId, kind, payload } = c.req.valid('json');
+    counters.calls++;
+    if (latencyMs > 0) await sleep(latencyMs);
+    if (errorRate > 0 && Math.random() < errorRate) {
+      counters.errors++;
+      count('error', kind);
+      return problem(500, 'ERP internal error', 'injected fault (ERP_ERROR_RATE)');
+    }
+    const charge = throttle.take(costs[kind]);
+    if (!charge.ok) {
+      counters.rejected++;
+      count('throttled', kind);
+      return problem(429, 'Too Many Requests', `capacity of ${throttle.capacity} RU/s exceeded`, {}, {
+        'retry-after': String(Math.ceil(charge.retryAfterMs / 1000)),
+        'retry-after-ms': String(charge.retryAfterMs),
+      });
+    }
+    if (kind === 'order' && isBlocked(payload, blockedDomains)) {
+      counters.refused++;
+      count('refused', kind);
+      return problem(422, 'Refused by ERP', 'customer failed the credit check');
+    }
+    const { record, duplicate } = store.record(operationId, kind, payload);
+    if (duplicate) {
+      counters.duplicates++;
+      count('duplicate', kind);
+      return c.json({ reference: record.reference, duplicate: true }, 200);
+    }
+    counters.accepted++;
+    count('accepted', kind);
+    return c.json({ reference: record.reference, duplicate: false }, 201);
+  });
+
+  app.get('/erp/records/:operationId', (c) => {
+    const record = store.get(c.req.param('operationId'));
+    return record ? c.json(record) : problem(404, 'Not Found', 'no such operation');
+  });
+
+  app.get('/erp/stats', (c) =>
+    c.json({
+      capacity: throttle.capacity,
+      costs,
+      ...counters,
+      records: store.countByKind(),
+      seconds: throttle.seconds().slice(-120),
+    }),
+  );
+
+  return app;
+}
+
+function isBlocked(payload: Record<string, unknown>, blockedDomains: string[]): boolean {
+  const customer = payload.customer as { email?: unknown } | undefined;
+  const email = typeof customer?.email === 'string' ? customer.email.toLowerCase() : '';
+  return blockedDomains.some((d) => email.endsWith(`@${d}`));
+}

@@ -1,0 +1,72 @@
+// The ERP's system of record: every accepted operation exactly once, keyed by its operation id.
+import { openDatabase, type DB } from '../../lib/db.js';
+
+const migrations = [
+  `CREATE TABLE records (
+     operation_id TEXT PRIMARY KEY,
+     kind TEXT NOT NULL,
+     reference TEXT NOT NULL,
+     payload TEXT NOT NULL,
+     accepted_at INTEGER NOT NULL
+   );
+   CREATE INDEX records_kind ON records (kind);`,
+];
+
+export interface ErpRecord {
+  operationId: string;
+  kind: string;
+  reference: string;
+  payload: unknown;
+  acceptedAt: string;
+}
+
+interface Row {
+  operation_id: string;
+  kind: string;
+  reference: string;
+  payload: string;
+  accepted_at: number;
+}
+
+const toRecord = (r: Row): ErpRecord => ({
+  operationId: r.operation_id,
+  kind: r.kind,
+  reference: r.reference,
+  payload: JSON.parse(r.payload) as unknown,
+  acceptedAt: new Date(r.accepted_at).toISOString(),
+});
+
+export class ErpStore {
+  readonly db: DB;
+  private readonly insert;
+  private readonly byId;
+
+  constructor(file: string) {
+    this.db = openDatabase(file, { migrations });
+    this.insert = this.db.prepare(
+      'INSERT INTO records (operation_id, kind, reference, payload, accepted_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING',
+    );
+    this.byId = this.db.prepare('SELECT * FROM records WHERE operation_id = ?');
+  }
+
+  /** Records the operation unless it is already there; says which. */
+  record(operationId: string, kind: string, payload: unknown): { record: ErpRecord; duplicate: boolean } {
+    const reference = `ERP-${operationId.slice(-12).toUpperCase()}`;
+    const inserted = this.insert.run(operationId, kind, reference, JSON.stringify(payload), Date.now()).changes === 1;
+    return { record: this.get(operationId)!, duplicate: !inserted };
+  }
+
+  get(operationId: string): ErpRecord | undefined {
+    const row = this.byId.get(operationId) as Row | undefined;
+    return row && toRecord(row);
+  }
+
+  countByKind(): Record<string, number> {
+    const rows = this.db.prepare('SELECT kind, count(*) AS n FROM records GROUP BY kind').all() as { kind: string; n: number }[];
+    return Object.fromEntries(rows.map((r) => [r.kind, r.n]));
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}

@@ -1,0 +1,133 @@
+// Starts the project's real processes for multi-process tests: each runs from source with tsx on
+// loopback ports the test chose, and is ready once it logs its "… listening" line.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+/** A free TCP port on 127.0.0.1 (bound, read, released). */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as { port: number };
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+export interface Proc {
+  name: string;
+  child: ChildProcess;
+  /** Every JSON log line the process wrote so far. */
+  logs: Record<string, unknown>[];
+  /** SIGTERM, then wait for the exit (SIGKILL after the timeout). */
+  stop(timeoutMs?: number): Promise<number | null>;
+  /** kill -9. */
+  kill(): Promise<void>;
+  /** Resolves with the first log line (past or future) that matches. */
+  waitForLog(match: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
+}
+
+export interface StartOptions {
+  name: string;
+  /** Entry file relative to the repository root, e.g. 'api/orders/main.ts'. */
+  entry: string;
+  env: Record<string, string>;
+  /** The log message that says it is ready; default: any message ending in "listening". */
+  ready?: (line: Record<string, unknown>) => boolean;
+  timeoutMs?: number;
+  /** Print the process's output (for debugging a failing test). */
+  echo?: boolean;
+}
+
+export async function startProcess({ name, entry, env, ready, timeoutMs = 20_000, echo = process.env.TEST_ECHO === '1' }: StartOptions): Promise<Proc> {
+  const child = spawn(process.execPath, ['--import', 'tsx', entry], {
+    cwd: ROOT,
+    env: { ...process.env, LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const logs: Record<string, unknown>[] = [];
+  const waiters: { match: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
+  let stderr = '';
+  createInterface({ input: child.stdout! }).on('line', (text) => {
+    if (echo) console.log(`[${name}] ${text}`);
+    let line: Record<string, unknown>;
+    try {
+      line = JSON.parse(text) as Record<string, unknown>;
+    } catch {
+      line = { msg: text };
+    }
+    logs.push(line);
+    for (const w of [...waiters]) {
+      if (w.match(line)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(line);
+      }
+    }
+  });
+  child.stderr!.on('data', (d: Buffer) => {
+    stderr += d.toString();
+    if (echo) process.stderr.write(`[${name}] ${d.toString()}`);
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+
+  const waitForLog: Proc['waitForLog'] = (match, ms = timeoutMs) => {
+    const seen = logs.find(match);
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${name}: no matching log line within ${ms} ms\n${stderr.slice(-2000)}`)), ms);
+      waiters.push({
+        match,
+        resolve: (l) => {
+          clearTimeout(timer);
+          resolve(l);
+        },
+      });
+      void exited.then((code) => {
+        clearTimeout(timer);
+        reject(new Error(`${name} exited with ${code} before it was ready\n${stderr.slice(-2000)}`));
+      });
+    });
+  };
+
+  const proc: Proc = {
+    name,
+    child,
+    logs,
+    waitForLog,
+    async stop(ms = 10_000) {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), ms);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+    async kill() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+  await waitForLog(ready ?? ((l) => typeof l.msg === 'string' && l.msg.endsWith('listening')));
+  return proc;
+}
+
+/** Polls `check` until it returns a truthy value or the time is up. */
+export async function eventually<T>(check: () => Promise<T | undefined | false> | T | undefined | false, { timeoutMs = 30_000, intervalMs = 100, what = 'condition' } = {}): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const value = await check();
+      if (value) return value;
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+}
