@@ -16,4 +16,11 @@ export default tseslint.config(
     files: ['scripts/**', 'bench/**', 'test/**'],
     rules: { 'no-console': 'off' },
   },
+  {
+    // The dashboard is plain browser JavaScript, served as is (no build step).
+    files: ['dashboard/**/*.js'],
+    languageOptions: {
+      globals: { window: 'readonly', document: 'readonly', location: 'readonly', fetch: 'readonly', TextDecoder: 'readonly' },
+    },
+  },
 );

@@ -45,7 +45,7 @@ const recordRoute = createRoute({
   },
 });
 
-export function createErpApp({ store, throttle, costs, blockedDomains, latencyMs = 0, errorRate = 0, log, metrics }: ErpOptions) {
+export function createErp({ store, throttle, costs, blockedDomains, latencyMs = 0, errorRate = 0, log, metrics }: ErpOptions) {
   const counters = { calls: 0, accepted: 0, rejected: 0, duplicates: 0, refused: 0, errors: 0 };
   const calls = new Counter({
     name: 'erp_calls_total',
@@ -104,17 +104,17 @@ export function createErpApp({ store, throttle, costs, blockedDomains, latencyMs
     return record ? c.json(record) : problem(404, 'Not Found', 'no such operation');
   });
 
-  app.get('/erp/stats', (c) =>
-    c.json({
-      capacity: throttle.capacity,
-      costs,
-      ...counters,
-      records: store.countByKind(),
-      seconds: throttle.seconds().slice(-120),
-    }),
-  );
+  /** Everything the ERP counted; `seconds` are its one-second windows, oldest first. */
+  const snapshot = (seconds = 120) => ({
+    capacity: throttle.capacity,
+    costs,
+    ...counters,
+    records: store.countByKind(),
+    seconds: throttle.seconds().slice(-seconds),
+  });
+  app.get('/erp/stats', (c) => c.json(snapshot()));
 
-  return app;
+  return { app, snapshot };
 }
 
 function isBlocked(payload: Record<string, unknown>, blockedDomains: string[]): boolean {

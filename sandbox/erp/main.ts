@@ -1,12 +1,14 @@
 // ERP sandbox process: config → database → HTTP → shutdown.
 import { z } from 'zod';
-import { commonEnv, loadConfig, port, positiveInt } from '../../lib/config.js';
+import { bool, commonEnv, loadConfig, mqttEnv, port, positiveInt } from '../../lib/config.js';
 import { dataFile } from '../../lib/db.js';
 import { serveApp } from '../../lib/http.js';
 import { createLogger } from '../../lib/log.js';
 import { createMetrics } from '../../lib/metrics.js';
 import { onShutdown } from '../../lib/shutdown.js';
-import { createErpApp } from './app.js';
+import { closeMqtt, connectMqtt } from '../../lib/mqtt.js';
+import { StatsPublisher } from '../../lib/stats.js';
+import { createErp } from './app.js';
 import { ErpStore } from './store.js';
 import { Throttle } from './throttle.js';
 
@@ -19,10 +21,13 @@ const config = loadConfig({
   ERP_BLOCKED_DOMAINS: z.string().default('blocked.example'),
   ERP_LATENCY_MS: z.coerce.number().int().min(0).max(60_000).default(0),
   ERP_ERROR_RATE: z.coerce.number().min(0).max(1).default(0),
+  /** Publish the live figures on woodytoys/stats/erp for the dashboard (needs the broker). */
+  ERP_PUBLISH_STATS: bool(true),
+  ...mqttEnv,
 });
 const log = createLogger('erp', config.LOG_LEVEL);
 const store = new ErpStore(dataFile(config.DATA_DIR, 'erp'));
-const app = createErpApp({
+const { app, snapshot } = createErp({
   store,
   throttle: new Throttle(config.ERP_CAPACITY_RU),
   costs: { order: config.ERP_ORDER_COST_RU, 'stock-movement': config.ERP_MOVEMENT_COST_RU },
@@ -33,9 +38,17 @@ const app = createErpApp({
   metrics: createMetrics('erp'),
 });
 const http = await serveApp(app, config.HTTP_PORT, config.HTTP_HOST);
+// The sandbox is not part of the message flow; it only shows its figures to the dashboard.
+const mqtt = config.ERP_PUBLISH_STATS
+  ? connectMqtt({ url: config.MQTT_URL, clientId: config.MQTT_CLIENT_ID ?? 'erp-stats', clean: true, username: config.MQTT_USERNAME, password: config.MQTT_PASSWORD, log })
+  : undefined;
+const stats = mqtt && new StatsPublisher(mqtt, 'erp', () => snapshot(10));
+stats?.start();
 log.info({ http: `http://${config.HTTP_HOST}:${http.port}`, capacity: config.ERP_CAPACITY_RU }, 'erp listening');
 
 onShutdown(log, async () => {
+  stats?.stop();
   await http.close();
+  if (mqtt) await closeMqtt(mqtt);
   store.close();
 });

@@ -1,0 +1,184 @@
+// The live dashboard: a read-only MQTT subscriber over WebSocket. Everything it shows comes from
+// retained topics (stats, stock levels) and the order events flowing through the broker.
+import mqtt from './vendor/mqtt.esm.js';
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  erp: undefined,
+  series: [], // { second, units, rejectedUnits }
+  orders: new Map(), // orderId → { status, at }
+  counts: undefined, // from woodytoys/stats/orders when published
+  workers: new Map(),
+  groups: [],
+  stock: new Map(),
+};
+window.dashboard = state; // for the browser test and the curious
+
+async function settings() {
+  const defaults = { path: '/mqtt', username: undefined, password: undefined };
+  try {
+    const res = await fetch('config.json', { cache: 'no-store' });
+    if (res.ok) return { ...defaults, ...(await res.json()) };
+  } catch {
+    // no config: anonymous, same origin
+  }
+  return defaults;
+}
+
+function setConnection(text, stateName) {
+  const el = $('connection');
+  el.textContent = text;
+  el.dataset.state = stateName;
+}
+
+const parse = (payload) => {
+  try {
+    return JSON.parse(new TextDecoder().decode(payload));
+  } catch {
+    return undefined;
+  }
+};
+
+function onMessage(topic, payload) {
+  const msg = parse(payload);
+  if (!msg) return;
+  const parts = topic.split('/');
+  if (topic === 'woodytoys/stats/erp') return onErp(msg);
+  if (topic === 'woodytoys/stats/orders') {
+    state.counts = msg.counts;
+    return renderOrders();
+  }
+  if (topic === 'woodytoys/stats/broker') {
+    state.groups = Array.isArray(msg.groups) ? msg.groups : [];
+    return renderBacklog();
+  }
+  if (parts[1] === 'stats' && parts[2] === 'workers') {
+    state.workers.set(parts.slice(3).join('/') || msg.workerId || '?', msg);
+    return renderWorkers();
+  }
+  if (parts[1] === 'stock' && parts[2] === 'levels' && msg.data) {
+    state.stock.set(msg.data.productId, msg.data);
+    return renderStock();
+  }
+  const id = msg.data?.orderId;
+  if (!id || msg.type === undefined) return;
+  const next = { 'woodytoys.order.created': 'pending', 'woodytoys.order.confirmed': 'confirmed', 'woodytoys.order.failed': 'rejected', 'woodytoys.stock.rejected': 'rejected' }[msg.type];
+  if (!next) return;
+  const known = state.orders.get(id);
+  if (known && known.status !== 'pending' && next === 'pending') return; // events may arrive out of order
+  state.orders.set(id, { status: next, at: msg.time });
+  while (state.orders.size > 500) state.orders.delete(state.orders.keys().next().value);
+  renderOrders();
+}
+
+function onErp(msg) {
+  state.erp = msg;
+  const cost = msg.costs?.order ?? 1;
+  for (const s of msg.seconds ?? []) {
+    const point = { second: s.second, units: s.units, rejectedUnits: s.rejected * cost };
+    const i = state.series.findIndex((p) => p.second === s.second);
+    if (i >= 0) state.series[i] = point;
+    else state.series.push(point);
+  }
+  state.series.sort((a, b) => a.second - b.second);
+  state.series = state.series.slice(-90);
+  renderErp();
+}
+
+function renderErp() {
+  const e = state.erp;
+  $('erp-figures').innerHTML = [
+    ['capacity RU/s', e.capacity],
+    ['calls', e.calls],
+    ['accepted', e.accepted],
+    ['429s', e.rejected],
+    ['duplicates', e.duplicates],
+    ['refused', e.refused],
+  ]
+    .map(([k, v]) => `<div><dt>${k}</dt><dd>${v ?? 0}</dd></div>`)
+    .join('');
+  drawChart($('erp-chart'), state.series, e.capacity);
+}
+
+function drawChart(canvas, series, capacity) {
+  const ratio = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth || canvas.width;
+  const height = canvas.clientHeight || canvas.height;
+  canvas.width = width * ratio;
+  canvas.height = height * ratio;
+  const g = canvas.getContext('2d');
+  g.scale(ratio, ratio);
+  g.clearRect(0, 0, width, height);
+  const pad = { l: 48, r: 8, t: 8, b: 20 };
+  const max = Math.max(capacity * 1.2, ...series.map((p) => p.units + p.rejectedUnits), 1);
+  const x = (i) => pad.l + (i / Math.max(1, 89)) * (width - pad.l - pad.r);
+  const y = (v) => height - pad.b - (v / max) * (height - pad.t - pad.b);
+  g.font = '11px system-ui';
+  g.fillStyle = '#8a7a6a';
+  for (const v of [0, capacity / 2, capacity]) g.fillText(String(Math.round(v)), 4, y(v) + 4);
+  const offset = 90 - series.length;
+  const barWidth = Math.max(2, (width - pad.l - pad.r) / 90 - 2);
+  series.forEach((p, i) => {
+    g.fillStyle = '#2f7d32';
+    g.fillRect(x(i + offset) - barWidth / 2, y(p.units), barWidth, y(0) - y(p.units));
+    if (p.rejectedUnits > 0) {
+      g.fillStyle = '#c62828';
+      g.fillRect(x(i + offset) - barWidth / 2, y(p.units + p.rejectedUnits), barWidth, y(0) - y(p.rejectedUnits));
+    }
+  });
+  g.strokeStyle = '#6d4c41';
+  g.setLineDash([6, 4]);
+  g.beginPath();
+  g.moveTo(pad.l, y(capacity));
+  g.lineTo(width - pad.r, y(capacity));
+  g.stroke();
+  canvas.dataset.points = String(series.length);
+  canvas.dataset.lastUnits = String(series.at(-1)?.units ?? 0);
+}
+
+function renderOrders() {
+  const counts = { pending: 0, confirmed: 0, rejected: 0 };
+  if (state.counts) Object.assign(counts, state.counts);
+  else for (const o of state.orders.values()) counts[o.status]++;
+  for (const el of document.querySelectorAll('#order-counts dd')) el.textContent = String(counts[el.dataset.status] ?? 0);
+  const latest = [...state.orders.entries()].slice(-12).reverse();
+  $('latest-orders').innerHTML = latest.map(([id, o]) => `<li class="${o.status}"><code>${id.slice(0, 8)}</code><span>${o.status}</span></li>`).join('');
+}
+
+function renderBacklog() {
+  $('backlog').tBodies[0].innerHTML = state.groups
+    .map((g) => `<tr><td>${escape(g.group)}${g.filter ? ` <small>${escape(g.filter)}</small>` : ''}</td><td>${g.depth ?? 0}</td><td>${g.inFlight ?? 0}</td></tr>`)
+    .join('');
+}
+
+function renderWorkers() {
+  $('workers').tBodies[0].innerHTML = [...state.workers.entries()]
+    .map(([id, w]) => {
+      const backlog = typeof w.backlog === 'object' && w.backlog ? Object.entries(w.backlog).map(([k, v]) => `${k} ${v}`).join(', ') : (w.backlog ?? '');
+      return `<tr><td>${escape(id)}</td><td>${w.leasedPartitions ?? 0}${w.partitions ? `/${w.partitions}` : ''}</td><td>${Math.round(w.rateRuPerSec ?? w.capacityRu ?? 0)}</td><td>${escape(String(backlog))}</td></tr>`;
+    })
+    .join('');
+}
+
+function renderStock() {
+  const items = [...state.stock.values()].sort((a, b) => a.productId.localeCompare(b.productId));
+  $('stock').innerHTML = items.map((s) => `<li class="${s.available < 5 ? 'low' : ''}"><span>${escape(s.productId)}</span><b>${s.available}</b></li>`).join('');
+}
+
+const escape = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+const cfg = await settings();
+const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+const client = mqtt.connect(`${scheme}://${location.host}${cfg.path}`, {
+  clientId: `dashboard-${Math.random().toString(16).slice(2, 10)}`,
+  clean: true,
+  reconnectPeriod: 2000,
+  ...(cfg.username ? { username: cfg.username, password: cfg.password } : {}),
+});
+client.on('connect', () => {
+  setConnection('connected', 'connected');
+  client.subscribe(['woodytoys/stats/#', 'woodytoys/stock/levels/#', 'woodytoys/orders/#', 'woodytoys/stock/rejected'], { qos: 0 });
+});
+client.on('offline', () => setConnection('offline — reconnecting…', 'offline'));
+client.on('error', (err) => setConnection(`error: ${err.message}`, 'error'));
+client.on('message', onMessage);
