@@ -1,6 +1,8 @@
-// Group commit: every write queued during one turn of the event loop runs in a single SQLite
-// transaction, in the order queued. Callers that need durability (a PUBACK, a SUBACK) await the
-// promise; the rest only rely on the ordering: a later write never commits before an earlier one.
+// Group commit: queued writes run in a single SQLite transaction, in the order queued. Callers that
+// need durability (a PUBACK, a SUBACK) await write(), which commits at the end of this turn of the
+// event loop. The rest use queue(): they only rely on the ordering (a later write never commits
+// before an earlier one) and may wait up to `lazyMs`, so that acknowledgements flowing back and
+// forth do not pay for a commit each.
 import type { DB } from '../lib/db.js';
 
 type Write = () => void;
@@ -8,35 +10,38 @@ type Write = () => void;
 export class CommitQueue {
   #writes: Write[] = [];
   #waiters: Array<{ resolve: () => void; reject: (err: unknown) => void }> = [];
-  #scheduled = false;
+  #immediate: NodeJS.Immediate | undefined;
+  #timer: NodeJS.Timeout | undefined;
   #commits = 0;
   #written = 0;
 
   constructor(
     private readonly db: DB,
     private readonly onError: (err: unknown) => void,
+    private readonly lazyMs = 10,
   ) {}
 
-  /** Queues a write and resolves once its transaction has committed. */
+  /** Queues a write and resolves once its transaction has committed (at the end of this turn). */
   write(fn: Write): Promise<void> {
     return new Promise((resolve, reject) => {
       this.#waiters.push({ resolve, reject });
-      this.queue(fn);
+      this.#writes.push(fn);
+      this.#immediate ??= setImmediate(() => this.flush());
     });
   }
 
-  /** Queues a write without waiting for it. */
+  /** Queues a write without waiting for it; it commits with the next write(), or within lazyMs. */
   queue(fn: Write): void {
     this.#writes.push(fn);
-    if (!this.#scheduled) {
-      this.#scheduled = true;
-      setImmediate(() => this.flush());
-    }
+    if (!this.#timer && !this.#immediate) this.#timer = setTimeout(() => this.flush(), this.lazyMs);
   }
 
   /** Commits everything queued so far, now. */
   flush(): void {
-    this.#scheduled = false;
+    if (this.#immediate) clearImmediate(this.#immediate);
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#immediate = undefined;
+    this.#timer = undefined;
     const writes = this.#writes;
     const waiters = this.#waiters;
     if (writes.length === 0) return;

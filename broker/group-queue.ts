@@ -74,12 +74,31 @@ class GroupQueue {
   readonly backlog = new Backlog();
   readonly members = new Map<string, Member>();
   #turn = 0;
+  /** members in turn order; rebuilt after a change */
+  #list: Member[] | undefined;
+
+  membersChanged() {
+    this.#list = undefined;
+  }
   redispatched = 0;
 
   constructor(
     readonly share: string,
     readonly filter: string,
   ) {}
+
+  readonly #matches = new Map<string, boolean>();
+
+  /** Does a publish on `topic` belong to this shared subscription? (topics repeat: remembered) */
+  matches(topic: string): boolean {
+    let m = this.#matches.get(topic);
+    if (m === undefined) {
+      m = topicMatches(this.filter, topic);
+      if (this.#matches.size > 10_000) this.#matches.clear();
+      this.#matches.set(topic, m);
+    }
+    return m;
+  }
 
   get inflight() {
     let n = 0;
@@ -89,7 +108,7 @@ class GroupQueue {
 
   /** The next member, in turn, that is online and has room in its window. */
   nextReady(window: number, online: Map<string, Client>): Member | undefined {
-    const list = [...this.members.values()];
+    const list = (this.#list ??= [...this.members.values()]);
     for (let i = 0; i < list.length; i++) {
       const m = list[(this.#turn + i) % list.length]!;
       if (m.inflight.size < window && online.has(m.clientId)) {
@@ -189,7 +208,7 @@ export class SharedSubscriptions {
     let staged: Entry[] | undefined;
     const topic = packet.topic ?? '';
     for (const queue of this.#queues.values()) {
-      if (!topicMatches(queue.filter, topic)) continue;
+      if (!queue.matches(topic)) continue;
       const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload ?? '');
       const entry: Entry = { id: this.#nextId++, topic, payload, qos: packet.qos ? 1 : 0 };
       this.#sql.put.run(entry.id, queue.share, JSON.stringify({ topic, qos: entry.qos }), payload);
@@ -247,6 +266,7 @@ export class SharedSubscriptions {
     const member = queue.members.get(clientId);
     if (member) member.qos = qos;
     else queue.members.set(clientId, { clientId, qos, inflight: new Map() });
+    queue.membersChanged();
   }
 
   #leave(share: string, clientId: string, why: string) {
@@ -254,6 +274,7 @@ export class SharedSubscriptions {
     const member = queue?.members.get(clientId);
     if (!queue || !member) return;
     queue.members.delete(clientId);
+    queue.membersChanged();
     this.#requeue(queue, member);
     this.opts.log.info({ clientId, share, why }, 'member left shared subscription');
     if (queue.members.size === 0) {

@@ -8,7 +8,7 @@ import type { DB } from '../lib/db.js';
 import type { Logger } from '../lib/log.js';
 import type { CommitQueue } from './commit-queue.js';
 import type { SharedSubscriptions } from './group-queue.js';
-import type { StoredPacket } from './persistence.js';
+import type { SqlitePersistence, StoredPacket } from './persistence.js';
 
 type PublishDone = (err?: Error | null) => void;
 
@@ -23,6 +23,7 @@ export class Ingest {
     private readonly db: DB,
     private readonly commits: CommitQueue,
     private readonly shared: SharedSubscriptions,
+    private readonly persistence: SqlitePersistence,
     private readonly log: Logger,
   ) {
     this.#sql = {
@@ -36,7 +37,10 @@ export class Ingest {
   /** Stores a publish (and its shared-subscription copies); resolves once committed. */
   async accept(packet: StoredPacket): Promise<void> {
     let staged: ReturnType<SharedSubscriptions['store']>;
-    const durable = (packet.qos ?? 0) > 0;
+    // Only what Aedes stores itself needs the inbox: retained messages and copies for persistent
+    // sessions. Online clean sessions end with a crash anyway; shared copies are stored right here.
+    const durable = (packet.qos ?? 0) > 0 && (packet.retain === true || this.persistence.hasSessionSubscriber(packet.topic ?? ''));
+    const awaited = (packet.qos ?? 0) > 0;
     const id = durable ? this.#nextId++ : 0;
     if (durable) this.#inboxIds.set(packet, id);
     const fields = JSON.stringify({ topic: packet.topic, qos: packet.qos, retain: packet.retain ?? false });
@@ -44,7 +48,7 @@ export class Ingest {
       if (durable) this.#sql.put.run(id, fields, packet.payload ?? null);
       staged = this.shared.store(packet);
     };
-    if (durable) await this.commits.write(write);
+    if (awaited) await this.commits.write(write);
     else this.commits.queue(write);
     this.accepted++;
     if (staged) this.shared.release(staged);

@@ -23,6 +23,7 @@ import { registerBrokerMetrics } from './metrics.js';
 import { parsePasswordFile, readPasswordFile } from './password.js';
 import { SqlitePersistence, type StoredPacket } from './persistence.js';
 import { migrations } from './schema.js';
+import { coalesceWrites } from './wire.js';
 
 const config = loadConfig({
   ...commonEnv,
@@ -68,7 +69,7 @@ const shared = new SharedSubscriptions({
   graceMs: config.BROKER_REDISPATCH_GRACE_MS,
 });
 persistence.claimAck = (clientId, messageId) => shared.acknowledge(clientId, messageId);
-const ingest = new Ingest(db, commits, shared, log);
+const ingest = new Ingest(db, commits, shared, persistence, log);
 const access = new Access({ passwords, acl: Acl.read(config.BROKER_ACL_FILE), allowAnonymous: config.BROKER_ALLOW_ANONYMOUS, log });
 
 const broker = await Aedes.createBroker({
@@ -114,7 +115,12 @@ const listen = (server: NetServer | ReturnType<typeof createHttpServer>, p: numb
     server.listen(p, config.MQTT_HOST, () => resolve((server.address() as { port: number }).port));
   });
 
-const tcp = createServer(broker.handle);
+// No Nagle: acknowledgements and small PUBLISH packets go out at once (flow control waits on
+// them), but what one tick writes leaves together.
+const tcp = createServer({ noDelay: true }, (socket) => {
+  coalesceWrites(socket);
+  broker.handle(socket);
+});
 const mqttPort = await listen(tcp, config.MQTT_PORT);
 const wsHttp = createHttpServer((_req, res) => res.writeHead(426).end('use a WebSocket MQTT client\n'));
 const wss = new WebSocketServer({ server: wsHttp });

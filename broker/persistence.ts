@@ -205,6 +205,10 @@ export class SqlitePersistence {
   }
 
   async subscriptionsByTopic(topic: string) {
+    return this.#matching(topic);
+  }
+
+  #matching(topic: string) {
     let found = this.#byTopic.get(topic);
     if (!found) {
       found = [];
@@ -222,6 +226,11 @@ export class SqlitePersistence {
       this.#byTopic.set(topic, found);
     }
     return found;
+  }
+
+  /** Would a publish on `topic` be queued for some persistent session (QoS > 0 subscription)? */
+  hasSessionSubscriber(topic: string): boolean {
+    return this.#matching(topic).length > 0;
   }
 
   async cleanSubscriptions(client: ClientRef): Promise<void> {

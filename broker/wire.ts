@@ -1,4 +1,5 @@
 // The one MQTT packet the broker writes itself: a PUBLISH to a shared-subscription member, sent
+import type { Socket } from 'node:net';
 // outside Aedes's own delivery path so the group queue controls packet identifiers and flow.
 export interface OutgoingPublish {
   topic: string;
@@ -32,4 +33,25 @@ export function encodePublish({ topic, payload, qos, messageId, dup = false }: O
   }
   payload.copy(buf, o);
   return buf;
+}
+
+/**
+ * Lets everything written to `socket` during one turn of the event loop leave in one system call: Aedes writes each
+ * packet (and parts of packets) separately, and with Nagle off that is a TCP segment per write.
+ */
+export function coalesceWrites(socket: Socket): void {
+  const write = socket.write.bind(socket) as (...args: unknown[]) => boolean;
+  let corked = false;
+  const uncork = () => {
+    corked = false;
+    socket.uncork();
+  };
+  socket.write = ((...args: unknown[]) => {
+    if (!corked) {
+      corked = true;
+      socket.cork();
+      setImmediate(uncork);
+    }
+    return write(...args);
+  }) as Socket['write'];
 }

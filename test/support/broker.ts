@@ -1,5 +1,5 @@
 // Starts our broker (broker/main.ts) as a child process on free loopback ports and waits for its
-// 'broker listening' line. Anonymous clients are allowed unless `env` says otherwise, and the data
+// 'broker listening' line (so LOG_LEVEL must stay info or lower). Anonymous clients are allowed unless `env` says otherwise, and the data
 // directory is a fresh temporary one unless `env.DATA_DIR` is given (pass the same one to restart).
 //
 //   const broker = await startBroker();

@@ -1,0 +1,118 @@
+// QoS 1 throughput through three brokers with the same mqtt.js clients, in one run:
+//   - our broker: a shared subscription with two members, durable (SQLite, PUBACK after commit);
+//   - plain Aedes, in memory, one normal subscription (what we started from);
+//   - Mosquitto with the repo's config, the same shared subscription with two members.
+// One publisher keeps up to BENCH_INFLIGHT publishes unacknowledged; the clock runs from the first
+// publish to the last delivery, after a warm-up round. Prints messages per second and the ratios.
+//
+//   npm run bench:broker            (BENCH_MESSAGES=20000 BENCH_PAYLOAD_BYTES=256 BENCH_INFLIGHT=500)
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import mqtt, { type MqttClient } from 'mqtt';
+import { formatPasswordFile } from '../broker/password.js';
+import { freePort, startMosquitto } from '../broker/mosquitto/run.js';
+import { startBroker } from '../test/support/broker.js';
+import { findProgram } from '../test/support/programs.js';
+
+const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 20_000);
+const PAYLOAD = Buffer.alloc(Number(process.env.BENCH_PAYLOAD_BYTES ?? 256), 'x');
+const INFLIGHT = Number(process.env.BENCH_INFLIGHT ?? 500);
+const TOPIC = 'woodytoys/stock/bench';
+
+const dir = mkdtempSync(join(tmpdir(), 'bench-broker-'));
+const passwordFile = join(dir, 'passwd');
+writeFileSync(passwordFile, formatPasswordFile({ stock: 'bench', worker: 'bench' }));
+
+const connect = (url: string, clientId: string, user?: string, clean = false) =>
+  mqtt.connectAsync(url, { clientId, clean, protocolVersion: 4, reconnectPeriod: 0, ...(user ? { username: user, password: 'bench' } : {}) });
+
+/** A warm-up round (JIT, caches), then the measured one: messages per second. */
+async function measure(url: string, how: { shared: boolean; user: boolean }): Promise<number> {
+  await run(url, how, Math.ceil(MESSAGES / 5));
+  return run(url, how, MESSAGES);
+}
+
+/** Publishes `count` messages with QoS 1 and resolves with messages per second once all were delivered. */
+async function run(url: string, { shared, user }: { shared: boolean; user: boolean }, count: number): Promise<number> {
+  const filter = shared ? `$share/bench/${TOPIC}` : TOPIC;
+  const members: MqttClient[] = [];
+  let delivered = 0;
+  let done: () => void = () => {};
+  const allDelivered = new Promise<void>((resolve) => (done = resolve));
+  for (const name of shared ? ['m1', 'm2'] : ['m1']) {
+    const m = await connect(url, `bench-${name}`, user ? 'worker' : undefined);
+    m.handleMessage = (_packet, ack) => {
+      if (++delivered === count) done();
+      ack();
+    };
+    await m.subscribeAsync(filter, { qos: 1 });
+    members.push(m);
+  }
+  const publisher = await connect(url, 'bench-pub', user ? 'stock' : undefined, true);
+  const started = performance.now();
+  let sent = 0;
+  await new Promise<void>((resolve, reject) => {
+    let outstanding = 0;
+    const pump = () => {
+      while (outstanding < INFLIGHT && sent < count) {
+        outstanding++;
+        sent++;
+        publisher.publish(TOPIC, PAYLOAD, { qos: 1 }, (err) => {
+          if (err) return reject(err);
+          outstanding--;
+          if (sent === count && outstanding === 0) resolve();
+          else pump();
+        });
+      }
+    };
+    pump();
+  });
+  await allDelivered;
+  const seconds = (performance.now() - started) / 1000;
+  await Promise.all([publisher, ...members].map((c) => c.endAsync(true)));
+  return count / seconds;
+}
+
+/** Plain Aedes with its in-memory persistence, in its own process like the other two brokers. */
+async function startPlainAedes() {
+  const script = `
+    import { Aedes } from 'aedes';
+    import { createServer } from 'node:net';
+    const broker = await Aedes.createBroker();
+    const server = createServer(broker.handle).listen(0, '127.0.0.1', () => console.log(server.address().port));
+  `;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { cwd: process.cwd(), stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise<string>((resolve) => createInterface({ input: child.stdout }).once('line', resolve));
+  return {
+    url: `mqtt://127.0.0.1:${port}`,
+    stop: () => new Promise<void>((resolve) => child.once('exit', () => resolve()).kill('SIGTERM')),
+  };
+}
+
+const results: Record<string, number> = {};
+
+const ours = await startBroker({ env: { BROKER_ALLOW_ANONYMOUS: 'false', BROKER_PASSWORD_FILE: passwordFile } });
+results['our broker (shared, 2 members, durable)'] = await measure(ours.mqttUrl, { shared: true, user: true });
+await ours.stop();
+
+const plain = await startPlainAedes();
+results['plain Aedes (memory, normal subscription)'] = await measure(plain.url, { shared: false, user: false });
+await plain.stop();
+
+if (findProgram('mosquitto')) {
+  const mosquitto = await startMosquitto({ port: await freePort(), dataDir: join(dir, 'mosquitto'), passwordFile });
+  results['Mosquitto 2.0 (shared, 2 members, repo config)'] = await measure(mosquitto.url, { shared: true, user: true });
+  await mosquitto.stop();
+} else {
+  process.stderr.write('mosquitto not installed (apt-get install -y mosquitto): skipping it\n');
+}
+rmSync(dir, { recursive: true, force: true });
+
+const [oursRate, plainRate, mosquittoRate] = Object.values(results);
+process.stdout.write(`QoS 1, ${MESSAGES} messages of ${PAYLOAD.length} bytes, publisher window ${INFLIGHT}\n`);
+for (const [name, rate] of Object.entries(results)) process.stdout.write(`${name.padEnd(50)} ${Math.round(rate).toString().padStart(8)} msg/s\n`);
+process.stdout.write(`our broker / plain Aedes: ${(oursRate! / plainRate!).toFixed(2)}\n`);
+if (mosquittoRate) process.stdout.write(`our broker / Mosquitto:   ${(oursRate! / mosquittoRate).toFixed(2)} (goal: at least 0.50)\n`);
