@@ -28,11 +28,27 @@ export const orderCreated = defineEvent({
   data: order,
 });
 
+const orderRef = z.strictObject({ orderId: z.uuid(), reason: z.string().min(1).max(500) });
+
+/** 3a. The stock service reserved every item of the order (all or none). */
+export const stockReserved = defineEvent({
+  topic: `${TOPIC_ROOT}/stock/reserved`,
+  type: 'woodytoys.stock.reserved',
+  data: order,
+});
+
+/** 3b. Not enough stock for at least one item: nothing was reserved. */
+export const stockRejected = defineEvent({
+  topic: `${TOPIC_ROOT}/stock/rejected`,
+  type: 'woodytoys.stock.rejected',
+  data: orderRef,
+});
+
 /**
- * The event that tells the order workers to record an order in the ERP. Until the stock service
- * reserves items (saga step 3) that is the order's creation; afterwards, its stock reservation.
+ * The event that tells the order workers to record an order in the ERP: its stock reservation
+ * (saga step 3), so the ERP only ever sees orders whose items are set aside.
  */
-export const orderReadyForErp = orderCreated;
+export const orderReadyForErp = stockReserved;
 
 /** 4a. The ERP recorded the order. */
 export const orderConfirmed = defineEvent({
@@ -64,22 +80,6 @@ export const deadLetter = defineEvent({
 });
 
 export const deadLetterTopic = (consumer: string) => `${TOPIC_ROOT}/deadletter/${consumer}`;
-
-const orderRef = z.strictObject({ orderId: z.uuid(), reason: z.string().min(1).max(500) });
-
-/** 3a. The stock service reserved every item of the order (all or none). */
-export const stockReserved = defineEvent({
-  topic: `${TOPIC_ROOT}/stock/reserved`,
-  type: 'woodytoys.stock.reserved',
-  data: order,
-});
-
-/** 3b. Not enough stock for at least one item: nothing was reserved. */
-export const stockRejected = defineEvent({
-  topic: `${TOPIC_ROOT}/stock/rejected`,
-  type: 'woodytoys.stock.rejected',
-  data: orderRef,
-});
 
 /** The current level of one product, retained so a display sees it the moment it subscribes. */
 export const stockLevel = defineEvent({
@@ -121,3 +121,20 @@ export const stockMovementProcessed = defineEvent({
     reason: z.string().max(500).optional(),
   }),
 });
+
+/** A product was created or changed in the catalogue; retained, so a display gets the current product. */
+export const productChanged = defineEvent({
+  topic: `${TOPIC_ROOT}/catalog/products/+`,
+  type: 'woodytoys.catalog.product-changed',
+  retain: true,
+  data: z.strictObject({
+    productId,
+    name: z.string().min(1).max(120),
+    category: z.string().min(1).max(60),
+    priceCents: z.number().int().min(0),
+    currency: z.string().length(3),
+    active: z.boolean(),
+    updatedAt: z.iso.datetime({ offset: true }),
+  }),
+});
+export const productTopic = (id: string) => `${TOPIC_ROOT}/catalog/products/${id}`;

@@ -13,7 +13,7 @@ interface ErpStats {
 describe('an order travels the whole system', () => {
   let stack: Stack;
   before(async () => {
-    stack = await startStack({ erpCapacityRu: 1000 });
+    stack = await startStack({ erpCapacityRu: 1000, stock: { 'wooden-train': 10_000 } });
   });
   after(async () => {
     await stack?.stop();
@@ -60,7 +60,7 @@ describe('an order travels the whole system', () => {
 describe('a broker outage', () => {
   let stack: Stack;
   before(async () => {
-    stack = await startStack({ erpCapacityRu: 1000 });
+    stack = await startStack({ erpCapacityRu: 1000, stock: { 'wooden-train': 10_000 } });
   });
   after(async () => {
     await stack?.stop();

@@ -1,6 +1,7 @@
 // The orders HTTP API: accept an order at once (202) and let the saga finish it asynchronously.
 import { createRoute, z } from '@hono/zod-openapi';
 import { bodyLimit } from 'hono/body-limit';
+import { decodeCursor, encodeCursor, pageOf, pageQuery, problemContent } from '../../lib/api-docs.js';
 import { createApp, payloadTooLarge, problem, type Readiness } from '../../lib/http.js';
 import type { Logger } from '../../lib/log.js';
 import type { Metrics } from '../../lib/metrics.js';
@@ -23,11 +24,12 @@ const NewOrderSchema = z
     example: { customer: { name: 'Ada', email: 'ada@example.com' }, items: [{ productId: 'wooden-train', quantity: 1 }] },
   });
 
+const statusSchema = z.enum(['pending', 'confirmed', 'rejected']);
 const HistorySchema = z.object({ status: z.string(), at: z.string(), detail: z.string().nullable() });
 const OrderSchema = z
   .object({
     id: z.uuid(),
-    status: z.enum(['pending', 'confirmed', 'rejected']),
+    status: statusSchema,
     customer,
     items: z.array(orderItem),
     reason: z.string().nullable(),
@@ -37,16 +39,23 @@ const OrderSchema = z
     history: z.array(HistorySchema),
   })
   .openapi('Order');
-const ProblemSchema = z
-  .object({ type: z.string(), title: z.string(), status: z.number(), detail: z.string().optional() })
-  .openapi('Problem');
-const problemContent = { 'application/problem+json': { schema: ProblemSchema } };
 
 const createOrder = createRoute({
   method: 'post',
   path: '/api/orders',
   summary: 'Place an order; it is validated and recorded asynchronously',
-  request: { body: { content: { 'application/json': { schema: NewOrderSchema } }, required: true } },
+  description:
+    'With an Idempotency-Key, retrying is safe: the same key and body answer like the first time (same order, same Location); the same key with another body is a 422.',
+  request: {
+    headers: z.object({
+      'idempotency-key': z
+        .string()
+        .regex(/^[\x21-\x7e]{1,255}$/, '1-255 visible ASCII characters')
+        .optional()
+        .openapi({ param: { name: 'Idempotency-Key', in: 'header' }, example: '6f1c2f0e-order-42' }),
+    }),
+    body: { content: { 'application/json': { schema: NewOrderSchema } }, required: true },
+  },
   responses: {
     202: {
       description: 'Accepted; follow Location for the status',
@@ -55,6 +64,20 @@ const createOrder = createRoute({
     },
     400: { description: 'Invalid order', content: problemContent },
     413: { description: 'Body too large', content: problemContent },
+    422: { description: 'Idempotency-Key already used with a different body', content: problemContent },
+  },
+});
+
+const listOrders = createRoute({
+  method: 'get',
+  path: '/api/orders',
+  summary: 'Orders, newest first, one page at a time',
+  request: {
+    query: z.object({ ...pageQuery, status: statusSchema.optional().openapi({ param: { name: 'status', in: 'query' } }) }),
+  },
+  responses: {
+    200: { description: 'One page of orders', content: { 'application/json': { schema: pageOf(OrderSchema, 'OrderPage') } } },
+    400: { description: 'Invalid query or cursor', content: problemContent },
   },
 });
 
@@ -80,10 +103,22 @@ export function createOrdersApp({ store, log, metrics, ready, onOrderCreated, ma
   app.doc31('/api/orders/openapi.json', { openapi: '3.1.0', info: { title: 'Woodytoys orders', version: '1.0.0' } });
 
   app.openapi(createOrder, (c) => {
-    const order = store.create(c.req.valid('json'));
-    onOrderCreated?.();
-    c.header('Location', orderLocation(order));
-    return c.json(order, 202);
+    const result = store.create(c.req.valid('json'), c.req.valid('header')['idempotency-key']);
+    if (result.kind === 'key-reused') {
+      return problem(422, 'Idempotency-Key reused', 'this Idempotency-Key was first used with a different body') as never;
+    }
+    if (result.kind === 'created') onOrderCreated?.();
+    else c.header('Idempotent-Replayed', 'true');
+    c.header('Location', orderLocation(result.order));
+    return c.json(result.order, 202);
+  });
+
+  app.openapi(listOrders, (c) => {
+    const { limit, cursor, status } = c.req.valid('query');
+    const before = decodeCursor<number>(cursor, 'number');
+    if (before instanceof Error) return problem(400, 'Invalid request', before.message) as never;
+    const page = store.list({ status, before, limit });
+    return c.json({ items: page.items, nextCursor: page.more && page.last !== undefined ? encodeCursor(page.last) : null }, 200);
   });
 
   app.openapi(getOrder, (c) => {

@@ -8,7 +8,7 @@ import { createMetrics } from '../../lib/metrics.js';
 import { closeMqtt, connectMqtt, consume, subscribe } from '../../lib/mqtt.js';
 import { OutboxRelay } from '../../lib/outbox.js';
 import { onShutdown } from '../../lib/shutdown.js';
-import { orderConfirmed, orderFailed } from '../../lib/topics.js';
+import { orderConfirmed, orderFailed, stockRejected } from '../../lib/topics.js';
 import { createOrdersApp } from './app.js';
 import { outcomeRoutes } from './outcomes.js';
 import { OrderStore, SOURCE } from './store.js';
@@ -25,7 +25,7 @@ const publisher = connectMqtt({ ...credentials, clientId: `${clientId}-pub`, cle
 const consumer = connectMqtt({ ...credentials, clientId });
 const relay = new OutboxRelay({ db: store.db, client: publisher, log });
 consume(consumer, { consumer: 'orders', publisher, source: SOURCE, log, routes: outcomeRoutes(store, log) });
-subscribe(consumer, [orderConfirmed.topic, orderFailed.topic], log);
+subscribe(consumer, [orderConfirmed.topic, orderFailed.topic, stockRejected.topic], log);
 relay.start();
 
 new Gauge({

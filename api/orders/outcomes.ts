@@ -1,7 +1,8 @@
-// Consumes the saga's outcome events and moves each order to its final status.
+// Consumes the saga's outcome events (ERP confirmed or failed, stock rejected) and moves each order
+// to its final status.
 import { decodeEvent } from '../../lib/events.js';
 import { PermanentFailure, type Route } from '../../lib/mqtt.js';
-import { orderConfirmed, orderFailed } from '../../lib/topics.js';
+import { orderConfirmed, orderFailed, stockRejected } from '../../lib/topics.js';
 import type { Logger } from '../../lib/log.js';
 import type { OrderStore } from './store.js';
 
@@ -20,6 +21,16 @@ export function outcomeRoutes(store: OrderStore, log: Logger): Route[] {
       filter: orderFailed.topic,
       async handle(_topic, payload) {
         const decoded = decodeEvent(orderFailed, payload);
+        if (!decoded.ok) throw new PermanentFailure(decoded.reason);
+        const { id, data } = decoded.event;
+        report(store.applyOutcome(id, data.orderId, 'rejected', { reason: data.reason }), data.orderId, log);
+      },
+    },
+    {
+      // Saga step 3b: no stock for it, so the order never reaches the ERP.
+      filter: stockRejected.topic,
+      async handle(_topic, payload) {
+        const decoded = decodeEvent(stockRejected, payload);
         if (!decoded.ok) throw new PermanentFailure(decoded.reason);
         const { id, data } = decoded.event;
         report(store.applyOutcome(id, data.orderId, 'rejected', { reason: data.reason }), data.orderId, log);

@@ -1,5 +1,5 @@
 // The orders service's SQL: orders, their history, the events already applied, and the outbox.
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { openDatabase, type DB } from '../../lib/db.js';
 import { createEvent } from '../../lib/events.js';
 import { enqueueEvent, outboxMigration } from '../../lib/outbox.js';
@@ -31,6 +31,13 @@ const migrations = [
    );
    CREATE TABLE processed_events (id TEXT PRIMARY KEY, processed_at TEXT NOT NULL);
    ${outboxMigration}`,
+  // Idempotency-Key: the key, a hash of the body it came with, and the order it created.
+  `CREATE TABLE idempotency_keys (
+     key TEXT PRIMARY KEY,
+     body_hash TEXT NOT NULL,
+     order_id TEXT NOT NULL REFERENCES orders (id),
+     created_at TEXT NOT NULL
+   );`,
 ];
 
 export type Status = 'pending' | 'confirmed' | 'rejected';
@@ -57,6 +64,9 @@ interface OrderRow {
   updated_at: string;
 }
 
+/** What create() did with an Idempotency-Key: a new order, the one the key made before, or a clash. */
+export type CreateResult = { kind: 'created'; order: Order } | { kind: 'replayed'; order: Order } | { kind: 'key-reused' };
+
 export type OutcomeResult = 'applied' | 'duplicate' | 'unknown-order' | 'already-final';
 
 export class OrderStore {
@@ -66,19 +76,43 @@ export class OrderStore {
     this.db = openDatabase(file, { migrations });
   }
 
-  /** Writes the order as pending and the event announcing it, in one transaction. */
-  create(input: NewOrder): Order {
+  /**
+   * Writes the order as pending and the event announcing it, in one transaction. With an idempotency
+   * key, the key and a hash of the body are stored in that transaction too: the same key and body
+   * again give back the first order; the same key with another body is refused.
+   */
+  create(input: NewOrder, idempotencyKey?: string): CreateResult {
     const id = randomUUID();
     const now = new Date().toISOString();
-    this.db.transaction(() => {
+    const bodyHash = createHash('sha256').update(canonicalJson(input)).digest('hex');
+    const result = this.db.transaction((): CreateResult | undefined => {
+      if (idempotencyKey !== undefined) {
+        const seen = this.db.prepare('SELECT body_hash, order_id FROM idempotency_keys WHERE key = ?').get(idempotencyKey) as
+          | { body_hash: string; order_id: string }
+          | undefined;
+        if (seen) return seen.body_hash === bodyHash ? { kind: 'replayed', order: this.get(seen.order_id)! } : { kind: 'key-reused' };
+      }
       this.db
         .prepare('INSERT INTO orders (id, status, customer, items, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)')
         .run(id, 'pending', JSON.stringify(input.customer), JSON.stringify(input.items), now, now);
       this.addHistory(id, 'pending', now, null);
+      if (idempotencyKey !== undefined) {
+        this.db.prepare('INSERT INTO idempotency_keys (key, body_hash, order_id, created_at) VALUES (?, ?, ?, ?)').run(idempotencyKey, bodyHash, id, now);
+      }
       const event = createEvent(orderCreated, { orderId: id, ...input }, { source: SOURCE, subject: id });
       enqueueEvent(this.db, orderCreated.topic, event);
+      return undefined;
     })();
-    return this.get(id)!;
+    return result ?? { kind: 'created', order: this.get(id)! };
+  }
+
+  /** Newest first; `before` is the position (rowid) of the last order of the previous page. */
+  list({ status, before, limit }: { status?: Status | undefined; before?: number | undefined; limit: number }): { items: Order[]; more: boolean; last?: number } {
+    const rows = this.db
+      .prepare(`SELECT rowid AS pos, id FROM orders WHERE rowid < ? ${status ? 'AND status = ?' : ''} ORDER BY rowid DESC LIMIT ?`)
+      .all(...[before ?? Number.MAX_SAFE_INTEGER, ...(status ? [status] : []), limit + 1]) as { pos: number; id: string }[];
+    const page = rows.slice(0, limit);
+    return { items: page.map((r) => this.get(r.id)!), more: rows.length > limit, ...(page.length ? { last: page.at(-1)!.pos } : {}) };
   }
 
   get(id: string): Order | undefined {
@@ -139,4 +173,17 @@ export class OrderStore {
   close(): void {
     this.db.close();
   }
+}
+
+/** JSON with object keys sorted, so the same body hashes the same whatever its key order. */
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>).filter(([, v]) => v !== undefined);
+    return `{${entries
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(value);
 }

@@ -1,5 +1,5 @@
-// The whole system for end-to-end tests: broker, ERP sandbox, orders service and workers, each a
-// real process from source, on free loopback ports, sharing one temporary data directory.
+// The whole system for end-to-end tests: broker, ERP sandbox, catalog, stock, orders and workers,
+// each a real process from source, on free loopback ports, sharing one temporary data directory.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,22 +11,31 @@ export interface StackOptions {
   /** Extra environment for every process. */
   env?: Record<string, string>;
   workerEnv?: Record<string, string>;
+  /** Available units to set (admin API) once the stock service runs; the rest keep their seed level. */
+  stock?: Record<string, number>;
 }
+
+/** The ADMIN_API_KEY the stack gives catalog and stock. */
+export const ADMIN_KEY = 'test-admin-key-0123456789';
 
 export interface Stack {
   dataDir: string;
-  urls: { orders: string; erp: string; mqtt: string };
+  urls: { orders: string; erp: string; mqtt: string; catalog: string; stock: string };
   broker: Proc;
   erp: Proc;
+  catalog: Proc;
+  stock: Proc;
   orders: Proc;
   workers: Proc[];
   startBroker(): Promise<Proc>;
   stop(): Promise<void>;
 }
 
-export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, workerEnv = {} }: StackOptions = {}): Promise<Stack> {
+export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, workerEnv = {}, stock = {} }: StackOptions = {}): Promise<Stack> {
   const dataDir = mkdtempSync(join(tmpdir(), 'woodytoys-'));
-  const [mqttPort, wsPort, brokerHttp, erpPort, ordersPort] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
+  const [mqttPort, wsPort, brokerHttp, erpPort, ordersPort, catalogPort, stockPort] = await Promise.all(
+    [1, 2, 3, 4, 5, 6, 7].map(() => freePort()),
+  ) as [number, number, number, number, number, number, number];
   const common = { DATA_DIR: dataDir, HTTP_HOST: '127.0.0.1', MQTT_URL: `mqtt://127.0.0.1:${mqttPort}`, BROKER_ALLOW_ANONYMOUS: 'true', ...env };
   const startBroker = () =>
     startProcess({ name: 'broker', entry: 'broker/main.ts', env: { ...common, MQTT_PORT: String(mqttPort), MQTT_WS_PORT: String(wsPort), HTTP_PORT: String(brokerHttp) } });
@@ -37,6 +46,15 @@ export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, 
     started.push(broker);
     const erp = await startProcess({ name: 'erp', entry: 'sandbox/erp/main.ts', env: { ...common, HTTP_PORT: String(erpPort), ERP_CAPACITY_RU: String(erpCapacityRu) } });
     started.push(erp);
+    const admin = { ADMIN_API_KEY: ADMIN_KEY };
+    const catalog = await startProcess({ name: 'catalog', entry: 'api/catalog/main.ts', env: { ...common, ...admin, HTTP_PORT: String(catalogPort) } });
+    started.push(catalog);
+    const stockProc = await startProcess({ name: 'stock', entry: 'api/stock/main.ts', env: { ...common, ...admin, HTTP_PORT: String(stockPort) } });
+    started.push(stockProc);
+    // Orders must not be created before the stock group exists, or the broker has nobody to keep them for.
+    await stockProc.waitForLog((l) => l.msg === 'subscribed');
+    const stockUrl = `http://127.0.0.1:${stockPort}`;
+    for (const [productId, available] of Object.entries(stock)) await setStock(stockUrl, productId, available);
     const orders = await startProcess({ name: 'orders', entry: 'api/orders/main.ts', env: { ...common, HTTP_PORT: String(ordersPort) } });
     started.push(orders);
     const workerProcs: Proc[] = [];
@@ -45,6 +63,7 @@ export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, 
         name: `worker-${i}`,
         entry: 'workers/main.ts',
         env: { ...common, HTTP_PORT: '0', WORKER_ID: `test-worker-${i}`, ERP_URL: `http://127.0.0.1:${erpPort}`, ...workerEnv },
+        // The order group is joined first; tests of the stock-movement group wait for 'worker consuming'.
         ready: (l) => l.msg === 'subscribed',
       });
       workerProcs.push(w);
@@ -52,9 +71,17 @@ export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, 
     }
     const stack: Stack = {
       dataDir,
-      urls: { orders: `http://127.0.0.1:${ordersPort}`, erp: `http://127.0.0.1:${erpPort}`, mqtt: `mqtt://127.0.0.1:${mqttPort}` },
+      urls: {
+        orders: `http://127.0.0.1:${ordersPort}`,
+        erp: `http://127.0.0.1:${erpPort}`,
+        mqtt: `mqtt://127.0.0.1:${mqttPort}`,
+        catalog: `http://127.0.0.1:${catalogPort}`,
+        stock: stockUrl,
+      },
       broker,
       erp,
+      catalog,
+      stock: stockProc,
       orders,
       workers: workerProcs,
       async startBroker() {
@@ -62,7 +89,7 @@ export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, 
         return stack.broker;
       },
       async stop() {
-        await Promise.all([...stack.workers, stack.orders, stack.erp].map((p) => p.stop()));
+        await Promise.all([...stack.workers, stack.orders, stack.stock, stack.catalog, stack.erp].map((p) => p.stop()));
         await stack.broker.stop();
         rmSync(dataDir, { recursive: true, force: true });
       },
@@ -90,3 +117,21 @@ export async function getJson<T = Record<string, unknown>>(url: string): Promise
   if (!res.ok) throw new Error(`GET ${url} → ${res.status}`);
   return (await res.json()) as T;
 }
+
+/** Sets a product's available units through the stock admin API. */
+export async function setStock(stockUrl: string, productId: string, available: number): Promise<void> {
+  const res = await fetch(`${stockUrl}/api/stock/levels/${productId}`, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/json', 'x-api-key': ADMIN_KEY },
+    body: JSON.stringify({ available, reason: 'test setup' }),
+  });
+  if (!res.ok) throw new Error(`PUT stock level ${productId} → ${res.status}: ${await res.text()}`);
+}
+
+export interface StockLevel {
+  productId: string;
+  available: number;
+  reserved: number;
+}
+
+export const getStock = (stockUrl: string, productId: string) => getJson<StockLevel>(`${stockUrl}/api/stock/levels/${productId}`);

@@ -1,0 +1,156 @@
+// The catalog HTTP API: anyone lists and reads products; admins (API key) create and change them.
+import { createRoute, z } from '@hono/zod-openapi';
+import { bodyLimit } from 'hono/body-limit';
+import { requireAdminKey } from '../../lib/admin-key.js';
+import { adminSecurity, decodeCursor, encodeCursor, pageOf, pageQuery, problemResponse, registerAdminScheme } from '../../lib/api-docs.js';
+import { createApp, payloadTooLarge, problem, type Readiness } from '../../lib/http.js';
+import type { Logger } from '../../lib/log.js';
+import type { Metrics } from '../../lib/metrics.js';
+import { productId } from '../../lib/topics.js';
+import type { CatalogStore } from './store.js';
+
+export interface CatalogAppOptions {
+  store: CatalogStore;
+  log: Logger;
+  metrics: Metrics;
+  ready: Readiness;
+  /** Unset disables the admin routes (503). */
+  adminApiKey?: string | undefined;
+  /** Called after a change is committed, so the outbox relay publishes it without waiting to poll. */
+  onChange?: () => void;
+}
+
+const name = z.string().trim().min(1).max(120);
+const description = z.string().trim().max(2000);
+const category = z.string().regex(/^[a-z0-9][a-z0-9-]{0,59}$/, 'lower-case letters, digits and dashes');
+const priceCents = z.number().int().min(0).max(100_000_000);
+const currency = z.string().regex(/^[A-Z]{3}$/, 'ISO 4217 code, e.g. EUR');
+
+const ProductSchema = z
+  .object({ id: productId, name, description, category, priceCents, currency, active: z.boolean(), createdAt: z.string(), updatedAt: z.string() })
+  .openapi('Product');
+const NewProductSchema = z
+  .strictObject({ id: productId, name, description: description.default(''), category, priceCents, currency: currency.optional(), active: z.boolean().optional() })
+  .openapi('NewProduct', { example: { id: 'wooden-whale', name: 'Wooden whale', description: 'A pull-along whale.', category: 'baby', priceCents: 1590 } });
+const ProductChangesSchema = z
+  .strictObject({ name, description, category, priceCents, currency, active: z.boolean() })
+  .partial()
+  .refine((o) => Object.keys(o).length > 0, 'at least one field to change')
+  .openapi('ProductChanges', { example: { priceCents: 1490 } });
+
+const idParam = z.object({ id: productId.openapi({ param: { name: 'id', in: 'path' }, example: 'wooden-train' }) });
+const boolParam = z.enum(['true', 'false']).transform((v) => v === 'true');
+const money = (param: string, description: string) =>
+  z.coerce.number().int().min(0).optional().openapi({ param: { name: param, in: 'query' }, description });
+
+const listProducts = createRoute({
+  method: 'get',
+  path: '/api/catalog/products',
+  summary: 'Products in id order, one page at a time, with optional filters',
+  request: {
+    query: z.object({
+      ...pageQuery,
+      category: category.optional().openapi({ param: { name: 'category', in: 'query' }, example: 'vehicles' }),
+      minPrice: money('minPrice', 'lowest price, in cents'),
+      maxPrice: money('maxPrice', 'highest price, in cents'),
+      q: z.string().max(100).optional().openapi({ param: { name: 'q', in: 'query' }, description: 'words to find in name or description' }),
+      active: boolParam.optional().openapi({ param: { name: 'active', in: 'query' }, type: 'string', enum: ['true', 'false'] }),
+    }),
+  },
+  responses: {
+    200: { description: 'One page of products', content: { 'application/json': { schema: pageOf(ProductSchema, 'ProductPage') } } },
+    400: problemResponse('Invalid filter or cursor'),
+  },
+});
+
+const getProduct = createRoute({
+  method: 'get',
+  path: '/api/catalog/products/{id}',
+  summary: 'One product',
+  request: { params: idParam },
+  responses: {
+    200: { description: 'The product', content: { 'application/json': { schema: ProductSchema } } },
+    400: problemResponse('Malformed id'),
+    404: problemResponse('No such product'),
+  },
+});
+
+export function createCatalogApp({ store, log, metrics, ready, adminApiKey, onChange }: CatalogAppOptions) {
+  const app = createApp({ log, metrics, ready });
+  const admin = requireAdminKey(adminApiKey, log);
+  const adminResponses = {
+    401: problemResponse('Missing or wrong API key'),
+    503: problemResponse('Admin routes disabled (no ADMIN_API_KEY)'),
+  };
+  registerAdminScheme(app);
+  app.use('/api/catalog/*', bodyLimit({ maxSize: 64 * 1024, onError: payloadTooLarge(64 * 1024) }));
+  app.doc31('/api/catalog/openapi.json', { openapi: '3.1.0', info: { title: 'Woodytoys catalog', version: '1.0.0' } });
+
+  app.openapi(listProducts, (c) => {
+    const { limit, cursor, category, minPrice, maxPrice, q, active } = c.req.valid('query');
+    const after = decodeCursor<string>(cursor, 'string');
+    if (after instanceof Error) return problem(400, 'Invalid request', after.message) as never;
+    const page = store.list({ category, minPriceCents: minPrice, maxPriceCents: maxPrice, q, active, after, limit });
+    const last = page.items.at(-1);
+    return c.json({ items: page.items, nextCursor: page.more && last ? encodeCursor(last.id) : null }, 200);
+  });
+
+  app.openapi(getProduct, (c) => {
+    const product = store.get(c.req.valid('param').id);
+    if (!product) return problem(404, 'Not Found', 'no product with this id') as never;
+    return c.json(product, 200);
+  });
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/api/catalog/products',
+      summary: 'Add a product (admin)',
+      security: adminSecurity,
+      middleware: [admin],
+      request: { body: { content: { 'application/json': { schema: NewProductSchema } }, required: true } },
+      responses: {
+        201: {
+          description: 'Created',
+          headers: z.object({ Location: z.string() }),
+          content: { 'application/json': { schema: ProductSchema } },
+        },
+        400: problemResponse('Invalid product'),
+        409: problemResponse('A product with this id exists'),
+        ...adminResponses,
+      },
+    }),
+    (c) => {
+      const product = store.create(c.req.valid('json'));
+      if (!product) return problem(409, 'Conflict', 'a product with this id already exists') as never;
+      onChange?.();
+      c.header('Location', `/api/catalog/products/${product.id}`);
+      return c.json(product, 201);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'patch',
+      path: '/api/catalog/products/{id}',
+      summary: 'Change a product (admin); only the fields given change',
+      security: adminSecurity,
+      middleware: [admin],
+      request: { params: idParam, body: { content: { 'application/json': { schema: ProductChangesSchema } }, required: true } },
+      responses: {
+        200: { description: 'The changed product', content: { 'application/json': { schema: ProductSchema } } },
+        400: problemResponse('Invalid change'),
+        404: problemResponse('No such product'),
+        ...adminResponses,
+      },
+    }),
+    (c) => {
+      const product = store.update(c.req.valid('param').id, c.req.valid('json'));
+      if (!product) return problem(404, 'Not Found', 'no product with this id') as never;
+      onChange?.();
+      return c.json(product, 200);
+    },
+  );
+
+  return app;
+}

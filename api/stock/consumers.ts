@@ -1,0 +1,54 @@
+// What the stock service consumes, each in its shared group `stock`: new orders (reserve), the
+// order's end (sell or release), the workers' results for imported movements, and new products.
+import type { z } from 'zod';
+import { decodeEvent, type EventDefinition } from '../../lib/events.js';
+import type { Logger } from '../../lib/log.js';
+import { PermanentFailure, type Route } from '../../lib/mqtt.js';
+import { orderConfirmed, orderCreated, orderFailed, productChanged, stockMovementProcessed } from '../../lib/topics.js';
+import type { StockStore } from './store.js';
+
+export const GROUP = 'stock';
+
+/** The topics, in the shared group, that `stockRoutes` handles. */
+export const stockSubscriptions = [orderCreated, orderConfirmed, orderFailed, stockMovementProcessed, productChanged].map((e) => `$share/${GROUP}/${e.topic}`);
+
+export interface StockConsumerOptions {
+  store: StockStore;
+  log: Logger;
+  /** After a change that put events in the outbox. */
+  onChange?: () => void;
+}
+
+export function stockRoutes({ store, log, onChange }: StockConsumerOptions): Route[] {
+  const route = <D extends EventDefinition>(def: D, apply: (data: z.infer<D['data']>) => void): Route => ({
+    filter: def.topic,
+    async handle(_topic, payload) {
+      apply(decode(def, payload));
+      onChange?.();
+    },
+  });
+  return [
+    route(orderCreated, (order) => {
+      const r = store.reserve(order);
+      log.debug({ orderId: order.orderId, ...r }, 'reservation');
+    }),
+    route(orderConfirmed, ({ orderId }) => {
+      log.debug({ orderId, result: store.sell(orderId) }, 'reservation sold');
+    }),
+    route(orderFailed, ({ orderId, reason }) => {
+      const result = store.release(orderId, reason);
+      log.info({ orderId, result }, 'reservation released (order failed)');
+    }),
+    route(stockMovementProcessed, (outcome) => {
+      const result = store.applyMovementOutcome(outcome);
+      if (result === 'unknown-movement') throw new PermanentFailure(`unknown movement ${outcome.movementId} of import ${outcome.importId}`);
+    }),
+    route(productChanged, ({ productId }) => store.ensureProduct(productId)),
+  ];
+}
+
+function decode<D extends EventDefinition>(def: D, payload: Buffer) {
+  const decoded = decodeEvent(def, payload);
+  if (!decoded.ok) throw new PermanentFailure(decoded.reason);
+  return decoded.event.data as z.infer<D['data']>;
+}

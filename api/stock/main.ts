@@ -1,0 +1,68 @@
+// Stock service: config → database (seeded on first start) → MQTT (outbox relay + consumer in the
+// shared group `stock`) → HTTP → shutdown.
+import { Gauge } from 'prom-client';
+import { z } from 'zod';
+import { bool, commonEnv, loadConfig, mqttEnv, port, positiveInt } from '../../lib/config.js';
+import { dataFile } from '../../lib/db.js';
+import { serveApp } from '../../lib/http.js';
+import { createLogger } from '../../lib/log.js';
+import { createMetrics } from '../../lib/metrics.js';
+import { closeMqtt, connectMqtt, consume, subscribe } from '../../lib/mqtt.js';
+import { OutboxRelay } from '../../lib/outbox.js';
+import { onShutdown } from '../../lib/shutdown.js';
+import { createStockApp } from './app.js';
+import { GROUP, stockRoutes, stockSubscriptions } from './consumers.js';
+import { SOURCE, StockStore } from './store.js';
+
+const config = loadConfig({
+  ...commonEnv,
+  ...mqttEnv,
+  HTTP_PORT: port(3003),
+  ADMIN_API_KEY: z.string().min(16, 'use at least 16 characters').optional(),
+  STOCK_SEED: bool(true),
+  STOCK_IMPORT_MAX_BYTES: positiveInt(32 * 1024 * 1024),
+  STOCK_IMPORT_MAX_MOVEMENTS: positiveInt(100_000),
+  /** Publishes awaiting their PUBACK at once: a 20,000-movement import goes out faster with more. */
+  STOCK_OUTBOX_WINDOW: positiveInt(256),
+});
+const log = createLogger('stock', config.LOG_LEVEL);
+const metrics = createMetrics('stock');
+const store = new StockStore(dataFile(config.DATA_DIR, 'stock'), { seed: config.STOCK_SEED });
+
+const clientId = config.MQTT_CLIENT_ID ?? 'stock';
+const credentials = { url: config.MQTT_URL, username: config.MQTT_USERNAME, password: config.MQTT_PASSWORD, log };
+// One connection publishes (outbox relay, dead letters); the other consumes in a persistent session.
+const publisher = connectMqtt({ ...credentials, clientId: `${clientId}-pub`, clean: true });
+const consumer = connectMqtt({ ...credentials, clientId });
+const relay = new OutboxRelay({ db: store.db, client: publisher, log, window: config.STOCK_OUTBOX_WINDOW });
+consume(consumer, { consumer: GROUP, publisher, source: SOURCE, log, routes: stockRoutes({ store, log, onChange: () => relay.wake() }) });
+subscribe(consumer, stockSubscriptions, log);
+relay.start();
+
+new Gauge({
+  name: 'outbox_pending',
+  help: 'Events written but not yet acknowledged by the broker',
+  registers: [metrics.registry],
+  collect() {
+    this.set(relay.pending());
+  },
+});
+const app = createStockApp({
+  store,
+  log,
+  metrics,
+  ready: () => ({ database: store.db.open }),
+  adminApiKey: config.ADMIN_API_KEY,
+  onChange: () => relay.wake(),
+  importMaxBytes: config.STOCK_IMPORT_MAX_BYTES,
+  importMaxMovements: config.STOCK_IMPORT_MAX_MOVEMENTS,
+});
+const http = await serveApp(app, config.HTTP_PORT, config.HTTP_HOST);
+log.info({ http: `http://${config.HTTP_HOST}:${http.port}` }, 'stock listening');
+
+onShutdown(log, async () => {
+  await http.close();
+  await relay.stop();
+  await Promise.all([closeMqtt(consumer), closeMqtt(publisher)]);
+  store.close();
+});
