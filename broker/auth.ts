@@ -21,6 +21,7 @@ export class Access {
   /** The user each authenticated client logged in as; absent for anonymous clients. */
   readonly #users = new WeakMap<Client, string>();
   readonly #readable = new Map<string, boolean>();
+  readonly #writable = new Map<string, boolean>();
 
   constructor(private readonly opts: AccessOptions) {}
 
@@ -36,6 +37,13 @@ export class Access {
       return done(notAuthorized(), false);
     }
     this.#users.set(client, username);
+    // A will is checked now, while we know who set it: it may be published after a restart, without a client.
+    const will = (client as unknown as { _will?: { topic: string } | null })._will;
+    if (will && this.publishRefusal(client, will.topic)) {
+      this.#users.delete(client);
+      this.opts.log.warn({ clientId: client.id, username, topic: will.topic }, 'connection refused: will topic not allowed by the ACL');
+      return done(notAuthorized(), false);
+    }
     done(null, true);
   };
 
@@ -43,7 +51,7 @@ export class Access {
   publishRefusal(client: Client | null, topic: string): string | undefined {
     if (topic.startsWith('$')) return 'topics starting with $ are reserved';
     if (!client || this.#anonymous(client)) return undefined;
-    return this.opts.acl.canPublish(this.#who(client), topic) ? undefined : 'not allowed by the ACL';
+    return this.#decide(this.#writable, client, topic, (who) => this.opts.acl.canPublish(who, topic)) ? undefined : 'not allowed by the ACL';
   }
 
   /** Why `client` may not subscribe to `filter`, or undefined when it may. */
@@ -55,16 +63,20 @@ export class Access {
   /** authorizeForward: a subscription may be wider than what its client may read; check each message. */
   forward = <P extends { topic: string }>(client: Client, packet: P): P | null => {
     if (this.#anonymous(client)) return packet;
-    const user = this.#users.get(client)!;
-    const key = `${user}\n${client.id}\n${packet.topic}`;
-    let ok = this.#readable.get(key);
-    if (ok === undefined) {
-      ok = this.opts.acl.canRead(this.#who(client), packet.topic);
-      if (this.#readable.size > 50_000) this.#readable.clear();
-      this.#readable.set(key, ok);
-    }
-    return ok ? packet : null;
+    return this.#decide(this.#readable, client, packet.topic, (who) => this.opts.acl.canRead(who, packet.topic)) ? packet : null;
   };
+
+  /** ACL answers per user, client and topic, remembered: topics repeat and rules do not change. */
+  #decide(cache: Map<string, boolean>, client: Client, topic: string, ask: (who: { username: string | undefined; clientId: string }) => boolean) {
+    const key = `${this.#users.get(client)}\n${client.id}\n${topic}`;
+    let ok = cache.get(key);
+    if (ok === undefined) {
+      ok = ask(this.#who(client));
+      if (cache.size > 50_000) cache.clear();
+      cache.set(key, ok);
+    }
+    return ok;
+  }
 
   #anonymous(client: Client) {
     return !this.#users.has(client);

@@ -138,6 +138,8 @@ export class SharedSubscriptions {
   /** clientId → packet identifier → the queue holding that in-flight message */
   readonly #inflightByClient = new Map<string, Map<number, GroupQueue>>();
   #nextId = 1;
+  /** delivered and acknowledged, to be deleted */
+  #done: number[] = [];
   readonly #sql;
 
   constructor(private readonly opts: SharedSubscriptionOptions) {
@@ -206,12 +208,14 @@ export class SharedSubscriptions {
    */
   store(packet: StoredPacket): Entry[] | undefined {
     let staged: Entry[] | undefined;
+    let fields: string | undefined;
     const topic = packet.topic ?? '';
+    const qos = packet.qos ? 1 : 0;
     for (const queue of this.#queues.values()) {
       if (!queue.matches(topic)) continue;
       const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload ?? '');
-      const entry: Entry = { id: this.#nextId++, topic, payload, qos: packet.qos ? 1 : 0 };
-      this.#sql.put.run(entry.id, queue.share, JSON.stringify({ topic, qos: entry.qos }), payload);
+      const entry: Entry = { id: this.#nextId++, topic, payload, qos };
+      this.#sql.put.run(entry.id, queue.share, (fields ??= JSON.stringify({ topic, qos })), payload);
       (staged ??= []).push(Object.assign(entry, { share: queue.share }));
     }
     return staged;
@@ -239,7 +243,7 @@ export class SharedSubscriptions {
     const member = queue.members.get(clientId);
     const entry = member?.inflight.get(messageId);
     member?.inflight.delete(messageId);
-    if (entry) this.opts.commits.queue(() => this.#sql.del.run(entry.id));
+    if (entry) this.#forget(entry.id);
     this.#dispatch(queue);
     return true;
   }
@@ -366,7 +370,7 @@ export class SharedSubscriptions {
     const qos = Math.min(entry.qos, member.qos) as 0 | 1;
     if (qos === 0) {
       this.#write(client, encodePublish({ topic: entry.topic, payload: entry.payload, qos }));
-      this.opts.commits.queue(() => this.#sql.del.run(entry.id));
+      this.#forget(entry.id);
       return;
     }
     const messageId = this.#allocateId(client);
@@ -375,6 +379,16 @@ export class SharedSubscriptions {
     if (!byId) this.#inflightByClient.set(client.id, (byId = new Map()));
     byId.set(messageId, queue);
     this.#write(client, encodePublish({ topic: entry.topic, payload: entry.payload, qos, messageId, dup }));
+  }
+
+  /** Deletes a delivered message's row with the next commit; all such deletes go in one queued write. */
+  #forget(id: number) {
+    if (this.#done.length === 0) {
+      this.opts.commits.queue(() => {
+        for (const done of this.#done.splice(0)) this.#sql.del.run(done);
+      });
+    }
+    this.#done.push(id);
   }
 
   #write(client: Client, packet: Buffer) {

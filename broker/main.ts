@@ -24,6 +24,7 @@ import { parsePasswordFile, readPasswordFile } from './password.js';
 import { SqlitePersistence, type StoredPacket } from './persistence.js';
 import { migrations } from './schema.js';
 import { coalesceWrites } from './wire.js';
+import { publishOrphanedWills } from './wills.js';
 
 const config = loadConfig({
   ...commonEnv,
@@ -108,6 +109,7 @@ const brokerMetrics = registerBrokerMetrics(metrics, { broker, shared, persisten
 shared.start(broker);
 ingest.attach(broker);
 await ingest.replay(broker);
+await publishOrphanedWills(broker, persistence, log);
 
 const listen = (server: NetServer | ReturnType<typeof createHttpServer>, p: number) =>
   new Promise<number>((resolve, reject) => {
