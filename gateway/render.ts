@@ -1,0 +1,146 @@
+// Renders the repository's nginx.conf for local runs (npm start, tests, bench): substitutes the
+// known ${…} placeholders, exactly as the official nginx image's envsubst does in compose, and
+// writes a runnable config plus its runtime directory (pid, temp files, API keys) so nginx runs as
+// a normal user without touching /var.
+//
+//   npm run gateway:render               writes $DATA_DIR/gateway/nginx.conf, prints the nginx command
+//   npm run -s gateway:render -- --env   prints every placeholder's value as KEY=value (for compose)
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+import { loadConfig, parseConfig, port, positiveInt } from '../lib/config.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+export const TEMPLATE = join(ROOT, 'nginx.conf');
+
+// Values end up inside nginx directives: nothing that could close a directive or start a variable.
+const nginxWord = z.string().regex(/^[^\s;'"{}$\\]+$/, 'no spaces, quotes, braces, ; $ or \\');
+const upstream = (fallback: string) =>
+  z
+    .string()
+    .regex(/^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}$/, 'must be host:port')
+    .default(fallback);
+const apiKey = /^[A-Za-z0-9._~+/=-]{8,256}$/;
+
+export const gatewayEnv = {
+  DATA_DIR: z.string().min(1).default('./data'),
+  /** Interface and port nginx listens on. */
+  GATEWAY_HOST: nginxWord.default('127.0.0.1'),
+  GATEWAY_PORT: port(8080),
+  ORDERS_UPSTREAM: upstream('127.0.0.1:3002'),
+  CATALOG_UPSTREAM: upstream('127.0.0.1:3001'),
+  STOCK_UPSTREAM: upstream('127.0.0.1:3003'),
+  MQTT_WS_UPSTREAM: upstream('127.0.0.1:8083'),
+  GATEWAY_READ_RATE_PER_MIN: positiveInt(300),
+  GATEWAY_READ_BURST: z.coerce.number().int().min(0).default(50),
+  GATEWAY_WRITE_RATE_PER_MIN: positiveInt(60),
+  GATEWAY_WRITE_BURST: z.coerce.number().int().min(0).default(10),
+  /** Seconds in a 429's Retry-After; default: the time one request takes to refill, ceil(60 / rate). */
+  GATEWAY_READ_RETRY_AFTER: z.coerce.number().int().positive().optional(),
+  GATEWAY_WRITE_RETRY_AFTER: z.coerce.number().int().positive().optional(),
+  GATEWAY_CONN_PER_IP: positiveInt(50),
+  /** Comma-separated API keys that get a bucket of their own (others are counted by IP). */
+  GATEWAY_API_KEYS: z
+    .string()
+    .transform((s) => s.split(',').map((k) => k.trim()).filter(Boolean))
+    .pipe(z.array(z.string().regex(apiKey, 'each API key: 8-256 of A-Z a-z 0-9 . _ ~ + / = -')))
+    .default([]),
+  GATEWAY_WORKER_PROCESSES: z.union([z.literal('auto'), z.coerce.number().int().positive()]).default('auto'),
+  /**
+   * Default: access.log in the runtime directory. /dev/stdout works in a container, but not where
+   * stdout is a socket (node's child processes, concurrently): nginx cannot open(2) a socket.
+   */
+  GATEWAY_ACCESS_LOG: nginxWord.optional(),
+  GATEWAY_DASHBOARD_DIR: nginxWord.optional(),
+  GATEWAY_RUNTIME_DIR: nginxWord.optional(),
+};
+
+export type GatewayConfig = ReturnType<typeof parseConfig<typeof gatewayEnv>>;
+
+/** The value of every placeholder in nginx.conf, from a parsed config. */
+export function placeholders(config: GatewayConfig): Record<string, string> {
+  const retryAfter = (perMin: number) => String(Math.ceil(60 / perMin));
+  return {
+    GATEWAY_HOST: config.GATEWAY_HOST,
+    GATEWAY_PORT: String(config.GATEWAY_PORT),
+    ORDERS_UPSTREAM: config.ORDERS_UPSTREAM,
+    CATALOG_UPSTREAM: config.CATALOG_UPSTREAM,
+    STOCK_UPSTREAM: config.STOCK_UPSTREAM,
+    MQTT_WS_UPSTREAM: config.MQTT_WS_UPSTREAM,
+    GATEWAY_READ_RATE_PER_MIN: String(config.GATEWAY_READ_RATE_PER_MIN),
+    GATEWAY_READ_BURST: String(config.GATEWAY_READ_BURST),
+    GATEWAY_WRITE_RATE_PER_MIN: String(config.GATEWAY_WRITE_RATE_PER_MIN),
+    GATEWAY_WRITE_BURST: String(config.GATEWAY_WRITE_BURST),
+    GATEWAY_READ_RETRY_AFTER: String(config.GATEWAY_READ_RETRY_AFTER ?? retryAfter(config.GATEWAY_READ_RATE_PER_MIN)),
+    GATEWAY_WRITE_RETRY_AFTER: String(config.GATEWAY_WRITE_RETRY_AFTER ?? retryAfter(config.GATEWAY_WRITE_RATE_PER_MIN)),
+    GATEWAY_CONN_PER_IP: String(config.GATEWAY_CONN_PER_IP),
+    GATEWAY_WORKER_PROCESSES: String(config.GATEWAY_WORKER_PROCESSES),
+    GATEWAY_ACCESS_LOG: config.GATEWAY_ACCESS_LOG ?? join(runtimeDir(config), 'access.log'),
+    GATEWAY_DASHBOARD_DIR: resolve(config.GATEWAY_DASHBOARD_DIR ?? join(ROOT, 'dashboard')),
+    GATEWAY_RUNTIME_DIR: runtimeDir(config),
+  };
+}
+
+export const runtimeDir = (config: GatewayConfig) => resolve(config.GATEWAY_RUNTIME_DIR ?? join(config.DATA_DIR, 'gateway'));
+
+/**
+ * Substitutes `${NAME}` for the given names only (nginx's own `$name` variables are left alone) and
+ * refuses a template that still has a `${…}` placeholder nobody filled in.
+ */
+export function substitute(template: string, values: Record<string, string>): string {
+  const text = template.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (whole, name: string) => values[name] ?? whole);
+  const left = [...new Set(text.match(/\$\{[A-Za-z_][A-Za-z0-9_]*\}/g) ?? [])];
+  if (left.length > 0) throw new Error(`nginx.conf has placeholders with no value: ${left.join(', ')}`);
+  return text;
+}
+
+/** The map entries of api-keys.map: each known key stands for itself. */
+export function apiKeysMap(keys: readonly string[]): string {
+  const lines = [...new Set(keys)].map((k) => `"${k}" "key:${k}";`);
+  return `# Generated by gateway/render.ts from GATEWAY_API_KEYS; one bucket per listed key.\n${lines.join('\n')}\n`;
+}
+
+export interface RenderedGateway {
+  /** Where nginx runs: the -p prefix, also holding the config, pid and temp files. */
+  dir: string;
+  confFile: string;
+  /** Base URL of the gateway, e.g. http://127.0.0.1:8080. */
+  url: string;
+  config: GatewayConfig;
+  /** Where the JSON access log goes. */
+  accessLog: string;
+  /** Arguments for nginx to run this config in the foreground. */
+  args: string[];
+}
+
+/** Parses `env`, writes <runtime dir>/nginx.conf and api-keys.map; throws ConfigError on a bad value. */
+export function renderGateway(env: NodeJS.ProcessEnv = process.env): RenderedGateway {
+  const config = parseConfig(gatewayEnv, env);
+  return writeGateway(config);
+}
+
+function writeGateway(config: GatewayConfig): RenderedGateway {
+  const values = placeholders(config);
+  const dir = values.GATEWAY_RUNTIME_DIR!;
+  mkdirSync(dir, { recursive: true });
+  const confFile = join(dir, 'nginx.conf');
+  writeFileSync(confFile, substitute(readFileSync(TEMPLATE, 'utf8'), values));
+  writeFileSync(join(dir, 'api-keys.map'), apiKeysMap(config.GATEWAY_API_KEYS));
+  const host = config.GATEWAY_HOST === '0.0.0.0' ? '127.0.0.1' : config.GATEWAY_HOST;
+  return { dir, confFile, url: `http://${host}:${config.GATEWAY_PORT}`, config, accessLog: values.GATEWAY_ACCESS_LOG!, args: nginxArgs(dir, confFile) };
+}
+
+/** `-e stderr` keeps nginx (>= 1.19.5) from opening its compiled-in error log before reading ours. */
+export const nginxArgs = (dir: string, confFile: string) => ['-p', `${dir}/`, '-c', confFile, '-e', 'stderr', '-g', 'daemon off;'];
+
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const config = loadConfig(gatewayEnv);
+  if (process.argv.includes('--env')) {
+    for (const [name, value] of Object.entries(placeholders(config))) process.stdout.write(`${name}=${value}\n`);
+  } else {
+    const gateway = writeGateway(config);
+    const quote = (a: string) => (/^[\w./:=-]+$/.test(a) ? a : `'${a}'`);
+    process.stdout.write(`${gateway.confFile}\nnginx ${gateway.args.map(quote).join(' ')}\n`);
+  }
+}

@@ -1,0 +1,423 @@
+// The gateway, tested with real nginx running the repository's nginx.conf (rendered on free ports):
+//   - in front of the real services (broker, orders, worker, ERP; catalog and stock when their
+//     main.ts exists), for routing, limits, the /mqtt WebSocket and the hidden endpoints;
+//   - in front of recording stand-ins, to see exactly which path, query and headers each
+//     service receives.
+// Each rate-limit case is a different client: a different loopback source address (127.0.0.N),
+// so the cases never share a bucket.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, request, Agent, type IncomingHttpHeaders, type IncomingMessage, type Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { once } from 'node:events';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import mqtt from 'mqtt';
+import WebSocket from 'ws';
+import { checkConfig, startGateway, type RunningGateway } from '../gateway/nginx.js';
+import { renderGateway } from '../gateway/render.js';
+import { requireProgram } from './support/programs.js';
+import { ROOT, freePort, startProcess, type Proc } from './support/process.js';
+import { sampleOrder, startStack, type Stack } from './support/stack.js';
+
+const skip = requireProgram('nginx', 'nginx');
+// Other loopback source addresses than 127.0.0.1 work out of the box on Linux only.
+const otherClients = process.platform === 'linux' ? false : 'needs the 127.0.0.0/8 loopback range (Linux)';
+
+// Small limits so the tests see them at once: a write token every 3 s, a read token every 2 s.
+const LIMITS = {
+  GATEWAY_READ_RATE_PER_MIN: '30',
+  GATEWAY_READ_BURST: '8',
+  GATEWAY_WRITE_RATE_PER_MIN: '20',
+  GATEWAY_WRITE_BURST: '3',
+  GATEWAY_CONN_PER_IP: '3',
+  GATEWAY_WORKER_PROCESSES: '2',
+};
+const PARTNER_KEY = 'test-partner-key-1';
+
+interface Reply {
+  status: number;
+  headers: IncomingHttpHeaders;
+  text: string;
+  json<T = Record<string, unknown>>(): T;
+}
+
+const agent = new Agent({ keepAlive: true });
+
+/** One HTTP request with the path sent exactly as given, from a chosen loopback address. */
+function call(base: string, path: string, { method = 'GET', headers = {}, body, from = '127.0.0.1' }: { method?: string; headers?: Record<string, string>; body?: string | Buffer; from?: string } = {}): Promise<Reply> {
+  const { hostname, port } = new URL(base);
+  return new Promise((resolve, reject) => {
+    const req = request({ host: hostname, port, path, method, headers, agent, localAddress: from }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString();
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json: <T>() => JSON.parse(text) as T });
+      });
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+const postOrder = (base: string, from: string, headers: Record<string, string> = {}) =>
+  call(base, '/api/orders', { method: 'POST', from, headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(sampleOrder()) });
+
+function assertTooManyRequests(reply: Reply, retryAfter: string) {
+  assert.equal(reply.status, 429);
+  assert.equal(reply.headers['content-type'], 'application/problem+json');
+  assert.equal(reply.headers['retry-after'], retryAfter);
+  const body = reply.json();
+  assert.equal(body.status, 429);
+  assert.equal(body.title, 'Too Many Requests');
+  assert.equal(body.type, 'about:blank');
+}
+
+/**
+ * A runtime directory for nginx. Run as root, nginx's workers are `nobody`: they must be able to
+ * enter it to write request bodies and responses to temporary files (mkdtemp makes it 0700).
+ */
+function gatewayDir(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  chmodSync(dir, 0o755);
+  return dir;
+}
+
+describe('gateway (real nginx)', { skip }, () => {
+  test('nginx -t accepts the rendered configuration, with and without API keys', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gateway-t-'));
+    try {
+      for (const keys of ['', 'partner-key-0001,partner-key-0002']) {
+        const gateway = renderGateway({ GATEWAY_RUNTIME_DIR: dir, GATEWAY_API_KEYS: keys, GATEWAY_PORT: '8080' });
+        const { ok, output } = checkConfig(gateway);
+        assert.ok(ok, output);
+        assert.match(output, /test is successful/);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  describe('in front of the real services', () => {
+    let stack: Stack;
+    let gateway: RunningGateway;
+    const extra: Record<string, { proc?: Proc; url?: string; failed?: string }> = {};
+    let wsPort: number;
+    let runtimeDir: string;
+
+    before(async () => {
+      runtimeDir = gatewayDir('gateway-stack-');
+      stack = await startStack();
+      wsPort = Number(new URL(String(stack.broker.logs.find((l) => typeof l.ws === 'string')?.ws)).port);
+      // catalog and stock join when their services exist; their route cases skip otherwise.
+      for (const service of ['catalog', 'stock']) {
+        const entry = `api/${service}/main.ts`;
+        if (!existsSync(join(ROOT, entry))) continue;
+        const port = await freePort();
+        try {
+          const proc = await startProcess({ name: service, entry, env: { DATA_DIR: stack.dataDir, HTTP_HOST: '127.0.0.1', HTTP_PORT: String(port), MQTT_URL: stack.urls.mqtt, BROKER_ALLOW_ANONYMOUS: 'true' } });
+          extra[service] = { proc, url: `http://127.0.0.1:${port}` };
+        } catch (err) {
+          extra[service] = { failed: String(err) };
+        }
+      }
+      const upstream = (service: string) => (extra[service]?.url ? new URL(extra[service].url).host : '127.0.0.1:9');
+      gateway = await startGateway({
+        ...LIMITS,
+        GATEWAY_RUNTIME_DIR: runtimeDir,
+        GATEWAY_PORT: String(await freePort()),
+        GATEWAY_API_KEYS: PARTNER_KEY,
+        ORDERS_UPSTREAM: new URL(stack.urls.orders).host,
+        CATALOG_UPSTREAM: upstream('catalog'),
+        STOCK_UPSTREAM: upstream('stock'),
+        MQTT_WS_UPSTREAM: `127.0.0.1:${wsPort}`,
+      });
+    });
+
+    after(async () => {
+      agent.destroy();
+      await gateway?.stop();
+      await Promise.all(Object.values(extra).map((e) => e.proc?.stop()));
+      await stack?.stop();
+      if (runtimeDir) rmSync(runtimeDir, { recursive: true, force: true });
+    });
+
+    const accessLog = () =>
+      readFileSync(gateway.accessLog, 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Record<string, string | number>);
+
+    test('an order placed through the gateway is the order the service stored; the request id goes both ways', async () => {
+      const from = '127.0.0.10';
+      const placed = await postOrder(gateway.url, from, { 'x-request-id': 'test-order-1' });
+      assert.equal(placed.status, 202, placed.text);
+      assert.equal(placed.headers['x-request-id'], 'test-order-1', 'the client sees its own id, once');
+      const location = placed.headers.location!;
+      assert.match(location, /^\/api\/orders\/[0-9a-f-]{36}$/);
+
+      const viaGateway = await call(gateway.url, `${location}?view=full`, { from });
+      const direct = await call(stack.urls.orders, `${location}?view=full`);
+      assert.equal(viaGateway.status, 200);
+      assert.equal(viaGateway.json().id, placed.json().id);
+      assert.equal(viaGateway.json().id, direct.json().id);
+      assert.match(String(viaGateway.headers['x-request-id']), /^[0-9a-f]{32}$/, 'nginx made an id');
+
+      const logged = accessLog().find((l) => l.request_id === 'test-order-1');
+      assert.ok(logged, 'the access log line carries the request id');
+      assert.equal(logged.status, 202);
+      assert.equal(logged.uri, '/api/orders');
+      assert.equal(logged.limit_req, 'PASSED');
+    });
+
+    for (const { service, probe } of [
+      { service: 'catalog', probe: '/api/catalog/products?category=vehicles&limit=2' },
+      // Not a level: orders placed by the other cases move the levels between the two reads.
+      { service: 'stock', probe: '/api/stock/imports/00000000-0000-4000-8000-000000000000?probe=1' },
+    ]) {
+      test(`/api/${service} reaches the ${service} service with path and query intact`, async (t) => {
+        const running = extra[service];
+        if (!running) return t.skip(`api/${service}/main.ts does not exist yet`);
+        assert.ok(running.url, `the ${service} service did not start: ${running.failed}`);
+        const viaGateway = await call(gateway.url, probe, { from: '127.0.0.10' });
+        const direct = await call(running.url, probe);
+        assert.equal(viaGateway.status, direct.status, viaGateway.text);
+        assert.deepEqual(viaGateway.json(), direct.json());
+      });
+    }
+
+    test('the services\u2019 metrics and readiness stay inside; /healthz is the gateway\u2019s own', async () => {
+      const from = '127.0.0.11';
+      for (const path of ['/metrics', '/readyz', '/api/orders/../../metrics', '/api/orders/%2e%2e/%2e%2e/readyz', '/metrics/']) {
+        const reply = await call(gateway.url, path, { from });
+        assert.ok([403, 404].includes(reply.status), `${path} → ${reply.status}`);
+        assert.doesNotMatch(reply.text, /# HELP|"checks"/, path);
+      }
+      const health = await call(gateway.url, '/healthz', { from });
+      assert.deepEqual(health.json(), { status: 'ok', service: 'gateway' });
+      const unknown = await call(gateway.url, '/api/nothing-here', { from });
+      assert.equal(unknown.status, 404);
+      assert.equal(unknown.headers['content-type'], 'application/problem+json');
+    });
+
+    test('a burst of writes from one client: exactly 1 + burst get through, the rest 429 with a problem body', { skip: otherClients }, async () => {
+      const from = '127.0.0.2';
+      const replies: Reply[] = [];
+      for (let i = 0; i < 8; i++) replies.push(await postOrder(gateway.url, from));
+      const passed = replies.filter((r) => r.status !== 429);
+      assert.equal(passed.length, 1 + Number(LIMITS.GATEWAY_WRITE_BURST), replies.map((r) => r.status).join(','));
+      assert.ok(passed.every((r) => r.status === 202));
+      assert.deepEqual(replies.map((r) => r.status === 429), [false, false, false, false, true, true, true, true]);
+      for (const r of replies.filter((r) => r.status === 429)) {
+        assertTooManyRequests(r, '3'); // 60 s / 20 per minute
+        assert.match(String(r.headers['x-request-id']), /^[0-9a-f]{32}$/);
+      }
+
+      // Reads are another, more generous bucket: the same client can still look.
+      assert.notEqual((await call(gateway.url, '/api/orders/openapi.json', { from })).status, 429);
+
+      const mine = accessLog().filter((l) => l.remote_addr === from && l.method === 'POST');
+      assert.deepEqual(
+        mine.map((l) => l.limit_req),
+        replies.map((r) => (r.status === 429 ? 'REJECTED' : 'PASSED')),
+        'the access log records each outcome',
+      );
+    });
+
+    test('another client is not affected by the first one\u2019s burst', { skip: otherClients }, async () => {
+      for (let i = 0; i < 6; i++) await postOrder(gateway.url, '127.0.0.3');
+      assert.equal((await postOrder(gateway.url, '127.0.0.3')).status, 429);
+      assert.equal((await postOrder(gateway.url, '127.0.0.4')).status, 202);
+    });
+
+    test('a burst of reads: exactly 1 + burst get through', { skip: otherClients }, async () => {
+      const statuses: number[] = [];
+      for (let i = 0; i < 12; i++) statuses.push((await call(gateway.url, '/api/orders/openapi.json', { from: '127.0.0.5' })).status);
+      // What the service answers does not matter here, only whether the gateway let it through.
+      assert.equal(statuses.filter((s) => s !== 429).length, 1 + Number(LIMITS.GATEWAY_READ_BURST), statuses.join(','));
+      assert.ok(statuses.slice(-3).every((s) => s === 429));
+      const last = await call(gateway.url, '/api/orders/openapi.json', { from: '127.0.0.5' });
+      assertTooManyRequests(last, '2'); // 60 s / 30 per minute
+    });
+
+    test('the bucket refills at the configured rate: one request, not the whole burst', { skip: otherClients }, async () => {
+      const from = '127.0.0.6';
+      for (let i = 0; i < 5; i++) await postOrder(gateway.url, from);
+      assert.equal((await postOrder(gateway.url, from)).status, 429, 'the bucket is empty');
+      // One write token every 3 s; rejected requests do not drain the bucket, so polling is fair.
+      let admitted: Reply | undefined;
+      for (let i = 0; i < 40 && !admitted; i++) {
+        await new Promise((r) => setTimeout(r, 250));
+        const reply = await postOrder(gateway.url, from);
+        if (reply.status !== 429) admitted = reply;
+      }
+      assert.equal(admitted?.status, 202, 'a request gets through once the bucket has refilled');
+      assert.equal((await postOrder(gateway.url, from)).status, 429, 'the refill was one request, not a new burst');
+    });
+
+    test('a rotating made-up API key does not escape the limit; a known key has its own bucket', { skip: otherClients }, async () => {
+      const from = '127.0.0.7';
+      const statuses: number[] = [];
+      for (let i = 0; i < 8; i++) statuses.push((await postOrder(gateway.url, from, { 'x-api-key': `made-up-key-${i}-${Date.now()}` })).status);
+      assert.equal(statuses.filter((s) => s !== 429).length, 1 + Number(LIMITS.GATEWAY_WRITE_BURST), statuses.join(','));
+      assert.equal((await postOrder(gateway.url, from)).status, 429, 'no key: the same IP bucket');
+      assert.equal((await postOrder(gateway.url, from, { 'x-api-key': PARTNER_KEY })).status, 202, 'the partner has its own bucket');
+    });
+
+    test('an oversized order is refused by the gateway with a 413 problem', { skip: otherClients }, async () => {
+      const body = JSON.stringify({ ...sampleOrder(), padding: 'x'.repeat(20 * 1024) });
+      const reply = await call(gateway.url, '/api/orders', { method: 'POST', from: '127.0.0.8', headers: { 'content-type': 'application/json' }, body });
+      assert.equal(reply.status, 413);
+      assert.equal(reply.headers['content-type'], 'application/problem+json');
+      assert.match(String(reply.json().detail), /at the gateway/);
+    });
+
+    test('limit_conn: a client holds at most GATEWAY_CONN_PER_IP connections at once', { skip: otherClients }, async () => {
+      const url = `ws://127.0.0.1:${new URL(gateway.url).port}/mqtt`;
+      const open = (): Promise<WebSocket | number> =>
+        new Promise((resolve, reject) => {
+          const ws = new WebSocket(url, 'mqtt', { localAddress: '127.0.0.9' });
+          ws.once('open', () => resolve(ws));
+          ws.once('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+          ws.once('error', reject);
+        });
+      const held: WebSocket[] = [];
+      try {
+        for (let i = 0; i < Number(LIMITS.GATEWAY_CONN_PER_IP); i++) {
+          const ws = await open();
+          assert.ok(ws instanceof WebSocket, `connection ${i + 1} is allowed`);
+          held.push(ws);
+        }
+        assert.equal(await open(), 429, 'one more is refused');
+      } finally {
+        for (const ws of held) ws.terminate();
+      }
+    });
+
+    test('an MQTT client subscribes and publishes through /mqtt', async () => {
+      const url = `ws://127.0.0.1:${new URL(gateway.url).port}/mqtt`;
+      const client = await mqtt.connectAsync(url, { protocolVersion: 4, clientId: `gateway-test-${process.pid}`, reconnectPeriod: 0, connectTimeout: 5000 });
+      try {
+        const topic = 'woodytoys/test/gateway';
+        await client.subscribeAsync(topic, { qos: 1 });
+        const received = new Promise<[string, Buffer]>((resolve) => client.once('message', (t, payload) => resolve([t, payload])));
+        await client.publishAsync(topic, 'hello through nginx', { qos: 1 });
+        const [gotTopic, payload] = await received;
+        assert.equal(gotTopic, topic);
+        assert.equal(payload.toString(), 'hello through nginx');
+      } finally {
+        await client.endAsync();
+      }
+    });
+  });
+
+  describe('routing, seen by recording stand-ins', () => {
+    interface Seen {
+      service: string;
+      method: string;
+      url: string;
+      headers: IncomingHttpHeaders;
+      bytes: number;
+    }
+    const servers: Server[] = [];
+    let gateway: RunningGateway;
+    let dir: string;
+
+    async function recorder(service: string): Promise<string> {
+      const seen = (req: IncomingMessage, bytes: number): string => JSON.stringify({ service, method: req.method ?? '', url: req.url ?? '', headers: req.headers, bytes } satisfies Seen);
+      const server = createServer((req, res) => {
+        let bytes = 0;
+        req.on('data', (c: Buffer) => (bytes += c.length));
+        req.on('end', () => res.writeHead(200, { 'content-type': 'application/json', 'x-request-id': 'from-the-service' }).end(seen(req, bytes)));
+      });
+      // A WebSocket handshake arrives as 'upgrade'; the stand-in answers it as a plain 200.
+      server.on('upgrade', (req: IncomingMessage, socket: Duplex) => {
+        const body = seen(req, 0);
+        socket.end(`HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+      });
+      server.listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      servers.push(server);
+      return `127.0.0.1:${(server.address() as { port: number }).port}`;
+    }
+
+    before(async () => {
+      dir = gatewayDir('gateway-routing-');
+      gateway = await startGateway({
+        GATEWAY_RUNTIME_DIR: dir,
+        GATEWAY_PORT: String(await freePort()),
+        GATEWAY_WORKER_PROCESSES: '1',
+        ORDERS_UPSTREAM: await recorder('orders'),
+        CATALOG_UPSTREAM: await recorder('catalog'),
+        STOCK_UPSTREAM: await recorder('stock'),
+        MQTT_WS_UPSTREAM: await recorder('broker'),
+      });
+    });
+
+    after(async () => {
+      await gateway?.stop();
+      await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+      rmSync(dir, { recursive: true, force: true });
+    });
+
+    for (const [method, path, service] of [
+      ['GET', '/api/orders', 'orders'],
+      ['POST', '/api/orders?dryRun=true', 'orders'],
+      ['GET', '/api/orders/5f0c/items?x=1&y=a%2Fb&z=%C3%A9t%C3%A9', 'orders'],
+      ['GET', '/api/catalog/products?category=vehicles&q=wooden%20train&limit=2', 'catalog'],
+      ['GET', '/api/catalog', 'catalog'],
+      ['GET', '/api/stock/levels/wooden-train?fields=a,b', 'stock'],
+      ['POST', '/api/stock/imports?source=warehouse-2', 'stock'],
+      ['GET', '/api/stock/imports/42', 'stock'],
+    ] as const) {
+      test(`${method} ${path} → ${service}, path and query unchanged`, async () => {
+        const reply = await call(gateway.url, path, { method, body: method === 'POST' ? '{}' : undefined, headers: method === 'POST' ? { 'content-type': 'application/json' } : {} });
+        assert.equal(reply.status, 200, reply.text);
+        const seen = reply.json<Seen>();
+        assert.equal(seen.service, service);
+        assert.equal(seen.method, method);
+        assert.equal(seen.url, path);
+        assert.equal(seen.headers['x-forwarded-for'], '127.0.0.1');
+        assert.match(String(seen.headers['x-request-id']), /^[0-9a-f]{32}$/);
+        assert.equal(reply.headers['x-request-id'], seen.headers['x-request-id'], 'the client gets the id the service got');
+      });
+    }
+
+    test('a prefix is a whole path segment: /api/ordersXYZ is not the orders service', async () => {
+      const reply = await call(gateway.url, '/api/ordersXYZ');
+      assert.equal(reply.status, 404);
+      assert.equal(reply.headers['content-type'], 'application/problem+json');
+    });
+
+    test('a client\u2019s request id is kept; a malformed one is replaced', async () => {
+      const kept = await call(gateway.url, '/api/orders/x', { headers: { 'x-request-id': 'abc-123' } });
+      assert.equal(kept.json<Seen>().headers['x-request-id'], 'abc-123');
+      assert.equal(kept.headers['x-request-id'], 'abc-123');
+      const replaced = await call(gateway.url, '/api/orders/x', { headers: { 'x-request-id': 'no spaces {allowed}' } });
+      assert.match(String(replaced.json<Seen>().headers['x-request-id']), /^[0-9a-f]{32}$/);
+    });
+
+    test('bulk imports may be large (20m); everything else stays small', async () => {
+      const big = Buffer.alloc(1024 * 1024, 'a');
+      const imported = await call(gateway.url, '/api/stock/imports', { method: 'POST', body: big, headers: { 'content-type': 'application/json' } });
+      assert.equal(imported.status, 200);
+      assert.equal(imported.json<Seen>().bytes, big.length);
+      for (const path of ['/api/stock/levels', '/api/catalog/products', '/api/orders']) {
+        const refused = await call(gateway.url, path, { method: 'POST', body: big, headers: { 'content-type': 'application/json' } });
+        assert.equal(refused.status, 413, path);
+      }
+    });
+
+    test('/mqtt is proxied as a WebSocket upgrade to the broker', async () => {
+      // The stand-in is plain HTTP: it sees the upgrade request with its headers and answers 200.
+      const reply = await call(gateway.url, '/mqtt', { headers: { upgrade: 'websocket', connection: 'Upgrade', 'sec-websocket-protocol': 'mqtt' } });
+      const seen = reply.json<Seen>();
+      assert.equal(seen.service, 'broker');
+      assert.equal(seen.headers.upgrade, 'websocket');
+      assert.equal(seen.headers.connection, 'upgrade');
+    });
+  });
+});
