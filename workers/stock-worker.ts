@@ -1,0 +1,53 @@
+// The stock-movement worker's handler: record each movement of a bulk stock import in the ERP, then
+// publish its outcome. Like the order worker, the outcome's event id is derived from the input
+// event's, so a redelivered movement produces the very same outcome event.
+import { createEvent, decodeEvent, deriveId } from '../lib/events.js';
+import type { Logger } from '../lib/log.js';
+import { PermanentFailure, publishEvent, type MqttClient, type Route } from '../lib/mqtt.js';
+import { stockMovement, stockMovementProcessed } from '../lib/topics.js';
+import type { ErpClient, ErpResult } from './erp-client.js';
+import { SOURCE, recordWithRetry } from './order-worker.js';
+
+export interface StockWorkerOptions {
+  /** The publishing connection, not the consuming one. */
+  publisher: MqttClient;
+  erp: ErpClient;
+  log: Logger;
+  maxAttempts: number;
+  onErpResult?: (result: ErpResult['kind']) => void;
+}
+
+/** The ERP operation id of a movement: unique system-wide, so a retried movement is recorded once. */
+export const movementOperationId = (movementId: string) => `movement:${movementId}`;
+
+export function stockWorkerRoutes({ publisher, erp, log, maxAttempts, onErpResult }: StockWorkerOptions): Route[] {
+  return [
+    {
+      filter: stockMovement.topic,
+      async handle(_topic, payload) {
+        const decoded = decodeEvent(stockMovement, payload);
+        if (!decoded.ok) throw new PermanentFailure(decoded.reason);
+        const { id, data } = decoded.event;
+        const final = await recordWithRetry(
+          erp,
+          { operationId: movementOperationId(data.movementId), kind: 'stock-movement', payload: { ...data } },
+          maxAttempts,
+          onErpResult,
+        );
+        const base = { importId: data.importId, movementId: data.movementId };
+        const subject = data.movementId;
+        if (final.kind === 'recorded') {
+          const event = createEvent(stockMovementProcessed, { ...base, outcome: 'recorded', erpReference: final.reference }, { source: SOURCE, id: deriveId(id, 'recorded'), subject });
+          await publishEvent(publisher, stockMovementProcessed.topic, event);
+          log.debug({ movementId: data.movementId, duplicate: final.duplicate }, 'movement recorded in ERP');
+          return;
+        }
+        const reason = final.reason.slice(0, 500);
+        const event = createEvent(stockMovementProcessed, { ...base, outcome: 'failed', reason }, { source: SOURCE, id: deriveId(id, 'failed'), subject });
+        await publishEvent(publisher, stockMovementProcessed.topic, event);
+        if (final.kind === 'exhausted') throw new PermanentFailure(final.reason, final.attempts);
+        log.info({ movementId: data.movementId, reason }, 'movement refused by ERP');
+      },
+    },
+  ];
+}
