@@ -1,0 +1,85 @@
+// A bulk stock import end to end: 20,000 movements as NDJSON → stock (stored, outbox) → broker →
+// stock workers → ERP → stock (progress, levels). Every movement must reach the ERP exactly once.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { eventually } from './support/process.js';
+import { ADMIN_KEY, getJson, getStock, startStack, type Stack } from './support/stack.js';
+
+interface Progress {
+  id: string;
+  status: string;
+  total: number;
+  done: number;
+  failed: number;
+}
+
+const PRODUCTS = ['wooden-train', 'wooden-car', 'fire-truck', 'marble-run', 'tangram', 'chess-set', 'xylophone', 'yo-yo', 'tea-set', 'biplane'];
+const START = 100_000;
+const COUNT = 20_000;
+
+/** A fixed pseudo-random sequence, so a failure can be replayed. */
+function movements(n: number): { productId: string; delta: number }[] {
+  let seed = 42;
+  const next = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+  return Array.from({ length: n }, () => {
+    const delta = Math.floor(next() * 13) - 4; // -4 … 8
+    return { productId: PRODUCTS[Math.floor(next() * PRODUCTS.length)]!, delta: delta === 0 ? 1 : delta };
+  });
+}
+
+describe('a bulk stock import of 20,000 movements', () => {
+  let stack: Stack;
+  before(async () => {
+    stack = await startStack({
+      workers: 2,
+      erpCapacityRu: 200_000,
+      workerEnv: { WORKER_SUBSCRIPTION: 'shared' },
+      stock: Object.fromEntries(PRODUCTS.map((p) => [p, START])),
+    });
+    // The stock-movement group is joined after the order group: wait for both.
+    await Promise.all(stack.workers.map((w) => w.waitForLog((l) => l.msg === 'worker consuming')));
+  });
+  after(async () => {
+    await stack?.stop();
+  });
+
+  it('records every movement in the ERP once, shows progress, and ends with the levels they imply', async () => {
+    const batch = movements(COUNT);
+    const res = await fetch(`${stack.urls.stock}/api/stock/imports`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-ndjson', 'x-api-key': ADMIN_KEY },
+      body: batch.map((m) => JSON.stringify(m)).join('\n') + '\n',
+    });
+    assert.equal(res.status, 202);
+    const accepted = (await res.json()) as Progress;
+    assert.equal(res.headers.get('location'), `/api/stock/imports/${accepted.id}`);
+    assert.equal(accepted.total, COUNT);
+    assert.equal(accepted.status, 'processing');
+
+    let last = accepted;
+    const progress = await eventually(
+      async () => {
+        const p = await getJson<Progress>(`${stack.urls.stock}/api/stock/imports/${accepted.id}`);
+        assert.ok(p.done >= last.done, 'progress never goes back');
+        assert.equal(p.status === 'processing', p.done + p.failed < p.total);
+        last = p;
+        return p.done + p.failed === p.total && p;
+      },
+      { timeoutMs: 100_000, intervalMs: 250, what: 'the import to finish' },
+    );
+    assert.deepEqual({ status: progress.status, done: progress.done, failed: progress.failed }, { status: 'completed', done: COUNT, failed: 0 });
+
+    const stats = await getJson<{ records: Record<string, number> }>(`${stack.urls.erp}/erp/stats`);
+    assert.equal(stats.records['stock-movement'], COUNT, 'each movement recorded once (the ERP deduplicates by operation id)');
+    for (const line of [1, 2, 777, 10_000, 19_999, COUNT]) {
+      const record = await getJson<{ operationId: string; payload: { delta: number; productId: string } }>(`${stack.urls.erp}/erp/records/movement:${accepted.id}:${line}`);
+      assert.deepEqual({ productId: record.payload.productId, delta: record.payload.delta }, batch[line - 1]);
+    }
+
+    const expected = new Map(PRODUCTS.map((p) => [p, START]));
+    for (const m of batch) expected.set(m.productId, expected.get(m.productId)! + m.delta);
+    for (const [productId, available] of expected) {
+      assert.equal((await getStock(stack.urls.stock, productId)).available, available, productId);
+    }
+  });
+});
