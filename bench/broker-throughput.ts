@@ -5,7 +5,8 @@
 // One publisher keeps up to BENCH_INFLIGHT publishes unacknowledged; the clock runs from the first
 // publish to the last delivery, after a warm-up round. Prints messages per second and the ratios.
 //
-//   npm run bench:broker            (BENCH_MESSAGES=20000 BENCH_PAYLOAD_BYTES=256 BENCH_INFLIGHT=500)
+//   npm run bench:broker   (BENCH_MESSAGES=20000 BENCH_PAYLOAD_BYTES=256 BENCH_INFLIGHT=500 BENCH_ROUNDS=3;
+//                           BROKER_INFLIGHT_WINDOW=1..4 is passed on to our broker)
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -92,27 +93,40 @@ async function startPlainAedes() {
   };
 }
 
-const results: Record<string, number> = {};
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+interface Contender {
+  name: string;
+  url: string;
+  how: { shared: boolean; user: boolean };
+  stop(): Promise<void>;
+  rates: number[];
+}
 
 const ours = await startBroker({ env: { BROKER_ALLOW_ANONYMOUS: 'false', BROKER_PASSWORD_FILE: passwordFile } });
-results['our broker (shared, 2 members, durable)'] = await measure(ours.mqttUrl, { shared: true, user: true });
-await ours.stop();
-
 const plain = await startPlainAedes();
-results['plain Aedes (memory, normal subscription)'] = await measure(plain.url, { shared: false, user: false });
-await plain.stop();
-
+const contenders: Contender[] = [
+  { name: `our broker (shared, 2 members, durable, window ${process.env.BROKER_INFLIGHT_WINDOW ?? 2})`, url: ours.mqttUrl, how: { shared: true, user: true }, stop: ours.stop, rates: [] },
+  { name: 'plain Aedes (memory, normal subscription)', url: plain.url, how: { shared: false, user: false }, stop: plain.stop, rates: [] },
+];
 if (findProgram('mosquitto')) {
   const mosquitto = await startMosquitto({ port: await freePort(), dataDir: join(dir, 'mosquitto'), passwordFile });
-  results['Mosquitto 2.0 (shared, 2 members, repo config)'] = await measure(mosquitto.url, { shared: true, user: true });
-  await mosquitto.stop();
+  contenders.push({ name: 'Mosquitto 2.0 (shared, 2 members, repo config)', url: mosquitto.url, how: { shared: true, user: true }, stop: mosquitto.stop, rates: [] });
 } else {
   process.stderr.write('mosquitto not installed (apt-get install -y mosquitto): skipping it\n');
 }
+// Rounds alternate between the brokers, so that a busy moment on the machine hits all of them.
+for (let round = 0; round < ROUNDS; round++) {
+  for (const c of contenders) c.rates.push(await measure(c.url, c.how));
+}
+await Promise.all(contenders.map((c) => c.stop()));
 rmSync(dir, { recursive: true, force: true });
 
-const [oursRate, plainRate, mosquittoRate] = Object.values(results);
-process.stdout.write(`QoS 1, ${MESSAGES} messages of ${PAYLOAD.length} bytes, publisher window ${INFLIGHT}\n`);
-for (const [name, rate] of Object.entries(results)) process.stdout.write(`${name.padEnd(50)} ${Math.round(rate).toString().padStart(8)} msg/s\n`);
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const [oursRate, plainRate, mosquittoRate] = contenders.map((c) => median(c.rates));
+process.stdout.write(`QoS 1, ${MESSAGES} messages of ${PAYLOAD.length} bytes, publisher window ${INFLIGHT}, median of ${ROUNDS} rounds\n`);
+for (const c of contenders) {
+  const all = c.rates.map((r) => Math.round(r)).join(', ');
+  process.stdout.write(`${c.name.padEnd(58)} ${Math.round(median(c.rates)).toString().padStart(7)} msg/s   (${all})\n`);
+}
 process.stdout.write(`our broker / plain Aedes: ${(oursRate! / plainRate!).toFixed(2)}\n`);
 if (mosquittoRate) process.stdout.write(`our broker / Mosquitto:   ${(oursRate! / mosquittoRate).toFixed(2)} (goal: at least 0.50)\n`);
