@@ -52,7 +52,7 @@ const createOrder = createRoute({
         .string()
         .regex(/^[\x21-\x7e]{1,255}$/, '1-255 visible ASCII characters')
         .optional()
-        .openapi({ param: { name: 'Idempotency-Key', in: 'header' }, example: '6f1c2f0e-order-42' }),
+        .openapi({ param: { name: 'idempotency-key', in: 'header' }, description: 'Idempotency-Key (header names are case-insensitive)', example: '6f1c2f0e-order-42' }),
     }),
     body: { content: { 'application/json': { schema: NewOrderSchema } }, required: true },
   },

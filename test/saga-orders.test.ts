@@ -1,0 +1,78 @@
+// The orders API in-process (app.request, in-memory SQLite): Idempotency-Key and the paginated list.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { createOrdersApp } from '../api/orders/app.js';
+import { OrderStore } from '../api/orders/store.js';
+import { createLogger } from '../lib/log.js';
+import { createMetrics } from '../lib/metrics.js';
+
+function setup() {
+  const store = new OrderStore(':memory:');
+  const app = createOrdersApp({ store, log: createLogger('orders-test', 'silent'), metrics: createMetrics('orders-test'), ready: () => ({ database: true }) });
+  const events = () => (store.db.prepare("SELECT count(*) AS n FROM outbox WHERE topic = 'woodytoys/orders/created'").get() as { n: number }).n;
+  return { store, app, events };
+}
+
+const body = (n = 1, quantity = 1) => ({ customer: { name: `C${n}`, email: `c${n}@example.com` }, items: [{ productId: 'wooden-train', quantity }] });
+const send = (app: ReturnType<typeof setup>['app'], payload: unknown, key?: string) =>
+  app.request('/api/orders', { method: 'POST', headers: { 'content-type': 'application/json', ...(key ? { 'idempotency-key': key } : {}) }, body: JSON.stringify(payload) });
+
+describe('orders API: Idempotency-Key', () => {
+  it('answers a repeated request like the first time and creates one order', async () => {
+    const { app, events } = setup();
+    const first = await send(app, body(), 'key-1');
+    const again = await send(app, body(), 'key-1');
+    assert.equal(first.status, 202);
+    assert.equal(again.status, 202);
+    assert.equal(again.headers.get('location'), first.headers.get('location'));
+    assert.equal(((await again.json()) as { id: string }).id, ((await first.json()) as { id: string }).id);
+    assert.equal(again.headers.get('idempotent-replayed'), 'true');
+    assert.equal(events(), 1, 'one order, one event');
+  });
+
+  it('refuses the same key with a different body (422), and keeps keys apart', async () => {
+    const { app, events } = setup();
+    await send(app, body(1, 1), 'key-2');
+    const clash = await send(app, body(1, 2), 'key-2');
+    assert.equal(clash.status, 422);
+    assert.equal(clash.headers.get('content-type'), 'application/problem+json');
+    assert.equal((await send(app, body(1, 2), 'key-3')).status, 202);
+    assert.equal((await send(app, body(1, 2))).status, 202, 'no key, a new order');
+    assert.equal(events(), 3);
+  });
+
+  it('rejects a malformed key or body with a 400 before using the key', async () => {
+    const { app, events } = setup();
+    assert.equal((await send(app, body(), 'x'.repeat(256))).status, 400);
+    assert.equal((await send(app, body(), 'has space')).status, 400);
+    assert.equal((await send(app, { customer: body().customer, items: [] }, 'key-4')).status, 400);
+    assert.equal((await send(app, body(), 'key-4')).status, 202, 'the key was not taken by the invalid request');
+    assert.equal(events(), 1);
+  });
+});
+
+describe('orders API: list', () => {
+  it('pages through orders newest first, filtered by status', async () => {
+    const { app, store } = setup();
+    const ids: string[] = [];
+    for (let i = 0; i < 12; i++) ids.push(((await (await send(app, body(i))).json()) as { id: string }).id);
+    for (const id of ids.slice(0, 5)) store.applyOutcome(`e-${id}`, id, 'confirmed', { erpReference: 'r' });
+    const walk = async (query: string) => {
+      const seen: string[] = [];
+      let cursor: string | null = null;
+      for (let i = 0; i < 20; i++) {
+        const res = await app.request(`/api/orders?limit=5${query}${cursor ? `&cursor=${cursor}` : ''}`);
+        assert.equal(res.status, 200);
+        const page = (await res.json()) as { items: { id: string; status: string }[]; nextCursor: string | null };
+        seen.push(...page.items.map((o) => `${o.id}:${o.status}`));
+        cursor = page.nextCursor;
+        if (!cursor) break;
+      }
+      return seen;
+    };
+    assert.deepEqual(await walk(''), ids.map((id, i) => `${id}:${i < 5 ? 'confirmed' : 'pending'}`).reverse());
+    assert.deepEqual(await walk('&status=confirmed'), ids.slice(0, 5).map((id) => `${id}:confirmed`).reverse());
+    assert.deepEqual(await walk('&status=rejected'), []);
+    for (const bad of ['status=lost', 'limit=0', 'cursor=%21%21']) assert.equal((await app.request(`/api/orders?${bad}`)).status, 400, bad);
+  });
+});
