@@ -237,7 +237,7 @@ for (const kind of ['aedes', 'mosquitto'] as const) {
         connect(target.url, 'worker', id('fast')),
         connect(target.url, 'stock', id('pub'), { clean: true }),
       ]);
-      const gotSlow = collect(slow, { ackDelayMs: 200 });
+      const gotSlow = collect(slow, { ackDelayMs: 300 });
       const gotFast = collect(fast);
       await slow.subscribeAsync(`$share/g${n}/${t}`, { qos: 1 });
       await fast.subscribeAsync(`$share/g${n}/${t}`, { qos: 1 });
@@ -294,6 +294,28 @@ for (const kind of ['aedes', 'mosquitto'] as const) {
         const gotBack = collect(back);
         await waitFor('the returning member to get its messages', () => missing.every((p) => unique(gotBack).has(p)));
       }
+    });
+
+    test('a member that comes back within the grace period gets its unacknowledged messages again', async () => {
+      const { t, id } = next();
+      const [member, other, publisher] = await Promise.all([
+        connect(target.url, 'worker', id('member')),
+        connect(target.url, 'worker', id('other')),
+        connect(target.url, 'stock', id('pub'), { clean: true }),
+      ]);
+      const held = collect(member, { hold: true });
+      await member.subscribeAsync(`$share/g${n}/${t}`, { qos: 1 });
+      await publisher.publishAsync(t, 'first', { qos: 1 });
+      await waitFor('the member to hold the message', () => held.length >= 1);
+      // Only now the second member: the first message is the first member's alone.
+      const gotOther = collect(other);
+      await other.subscribeAsync(`$share/g${n}/${t}`, { qos: 1 });
+      member.stream.destroy();
+      const back = await connect(target.url, 'worker', id('member'));
+      const gotBack = collect(back);
+      await waitFor('the message to come back to its member', () => gotBack.some((m) => m.payload === 'first'));
+      await sleep(GRACE_MS + 500);
+      assert.ok(!gotOther.some((m) => m.payload === 'first'), 'the other member never got it');
     });
 
     test('messages wait while a group has no member online', async () => {
