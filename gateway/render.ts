@@ -134,13 +134,18 @@ function writeGateway(config: GatewayConfig): RenderedGateway {
 /** `-e stderr` keeps nginx (>= 1.19.5) from opening its compiled-in error log before reading ours. */
 export const nginxArgs = (dir: string, confFile: string) => ['-p', `${dir}/`, '-c', confFile, '-e', 'stderr', '-g', 'daemon off;'];
 
+/** The shell command line that runs `nginx` on a rendered gateway (arguments quoted only where needed). */
+export function shellCommand(nginx: string, gateway: RenderedGateway): string {
+  const quote = (a: string) => (/^[\w./:=@-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`);
+  return [nginx, ...gateway.args].map(quote).join(' ');
+}
+
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const config = loadConfig(gatewayEnv);
   if (process.argv.includes('--env')) {
     for (const [name, value] of Object.entries(placeholders(config))) process.stdout.write(`${name}=${value}\n`);
   } else {
     const gateway = writeGateway(config);
-    const quote = (a: string) => (/^[\w./:=-]+$/.test(a) ? a : `'${a}'`);
-    process.stdout.write(`${gateway.confFile}\nnginx ${gateway.args.map(quote).join(' ')}\n`);
+    process.stdout.write(`${gateway.confFile}\n${shellCommand('nginx', gateway)}\n`);
   }
 }

@@ -1,13 +1,13 @@
 // The gateway, tested with real nginx running the repository's nginx.conf (rendered on free ports):
-//   - in front of the real services (broker, orders, worker, ERP; catalog and stock when their
-//     main.ts exists), for routing, limits, the /mqtt WebSocket and the hidden endpoints;
+//   - in front of the real services (test/support/stack.ts: broker, ERP, catalog, stock, orders,
+//     worker), for routing, limits, the /mqtt WebSocket and the hidden endpoints;
 //   - in front of recording stand-ins, to see exactly which path, query and headers each
 //     service receives.
 // Each rate-limit case is a different client: a different loopback source address (127.0.0.N),
 // so the cases never share a bucket.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, request, Agent, type IncomingHttpHeaders, type IncomingMessage, type Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { once } from 'node:events';
@@ -18,7 +18,7 @@ import WebSocket from 'ws';
 import { checkConfig, startGateway, type RunningGateway } from '../gateway/nginx.js';
 import { renderGateway } from '../gateway/render.js';
 import { requireProgram } from './support/programs.js';
-import { ROOT, freePort, startProcess, type Proc } from './support/process.js';
+import { freePort } from './support/process.js';
 import { sampleOrder, startStack, type Stack } from './support/stack.js';
 
 const skip = requireProgram('nginx', 'nginx');
@@ -104,43 +104,27 @@ describe('gateway (real nginx)', { skip }, () => {
   describe('in front of the real services', () => {
     let stack: Stack;
     let gateway: RunningGateway;
-    const extra: Record<string, { proc?: Proc; url?: string; failed?: string }> = {};
-    let wsPort: number;
     let runtimeDir: string;
 
     before(async () => {
       runtimeDir = gatewayDir('gateway-stack-');
       stack = await startStack();
-      wsPort = Number(new URL(String(stack.broker.logs.find((l) => typeof l.ws === 'string')?.ws)).port);
-      // catalog and stock join when their services exist; their route cases skip otherwise.
-      for (const service of ['catalog', 'stock']) {
-        const entry = `api/${service}/main.ts`;
-        if (!existsSync(join(ROOT, entry))) continue;
-        const port = await freePort();
-        try {
-          const proc = await startProcess({ name: service, entry, env: { DATA_DIR: stack.dataDir, HTTP_HOST: '127.0.0.1', HTTP_PORT: String(port), MQTT_URL: stack.urls.mqtt, BROKER_ALLOW_ANONYMOUS: 'true' } });
-          extra[service] = { proc, url: `http://127.0.0.1:${port}` };
-        } catch (err) {
-          extra[service] = { failed: String(err) };
-        }
-      }
-      const upstream = (service: string) => (extra[service]?.url ? new URL(extra[service].url).host : '127.0.0.1:9');
+      const wsUrl = stack.broker.logs.find((l) => typeof l.ws === 'string')?.ws;
       gateway = await startGateway({
         ...LIMITS,
         GATEWAY_RUNTIME_DIR: runtimeDir,
         GATEWAY_PORT: String(await freePort()),
         GATEWAY_API_KEYS: PARTNER_KEY,
         ORDERS_UPSTREAM: new URL(stack.urls.orders).host,
-        CATALOG_UPSTREAM: upstream('catalog'),
-        STOCK_UPSTREAM: upstream('stock'),
-        MQTT_WS_UPSTREAM: `127.0.0.1:${wsPort}`,
+        CATALOG_UPSTREAM: new URL(stack.urls.catalog).host,
+        STOCK_UPSTREAM: new URL(stack.urls.stock).host,
+        MQTT_WS_UPSTREAM: new URL(String(wsUrl)).host,
       });
     });
 
     after(async () => {
       agent.destroy();
       await gateway?.stop();
-      await Promise.all(Object.values(extra).map((e) => e.proc?.stop()));
       await stack?.stop();
       if (runtimeDir) rmSync(runtimeDir, { recursive: true, force: true });
     });
@@ -177,13 +161,10 @@ describe('gateway (real nginx)', { skip }, () => {
       { service: 'catalog', probe: '/api/catalog/products?category=vehicles&limit=2' },
       // Not a level: orders placed by the other cases move the levels between the two reads.
       { service: 'stock', probe: '/api/stock/imports/00000000-0000-4000-8000-000000000000?probe=1' },
-    ]) {
-      test(`/api/${service} reaches the ${service} service with path and query intact`, async (t) => {
-        const running = extra[service];
-        if (!running) return t.skip(`api/${service}/main.ts does not exist yet`);
-        assert.ok(running.url, `the ${service} service did not start: ${running.failed}`);
+    ] as const) {
+      test(`/api/${service} reaches the ${service} service with path and query intact`, async () => {
         const viaGateway = await call(gateway.url, probe, { from: '127.0.0.10' });
-        const direct = await call(running.url, probe);
+        const direct = await call(stack.urls[service], probe);
         assert.equal(viaGateway.status, direct.status, viaGateway.text);
         assert.deepEqual(viaGateway.json(), direct.json());
       });
