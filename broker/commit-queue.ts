@@ -12,6 +12,7 @@ export class CommitQueue {
   #waiters: Array<{ resolve: () => void; reject: (err: unknown) => void }> = [];
   #immediate: NodeJS.Immediate | undefined;
   #timer: NodeJS.Timeout | undefined;
+  #closed = false;
   #commits = 0;
   #written = 0;
 
@@ -23,6 +24,7 @@ export class CommitQueue {
 
   /** Queues a write and resolves once its transaction has committed (at the end of this turn). */
   write(fn: Write): Promise<void> {
+    if (this.#closed) return Promise.reject(new Error('the broker database is closed'));
     return new Promise((resolve, reject) => {
       this.#waiters.push({ resolve, reject });
       this.#writes.push(fn);
@@ -32,8 +34,15 @@ export class CommitQueue {
 
   /** Queues a write without waiting for it; it commits with the next write(), or within lazyMs. */
   queue(fn: Write): void {
+    if (this.#closed) return;
     this.#writes.push(fn);
     if (!this.#timer && !this.#immediate) this.#timer = setTimeout(() => this.flush(), this.lazyMs);
+  }
+
+  /** Commits what is queued and refuses further writes: for shutdown, before the database closes. */
+  close(): void {
+    this.flush();
+    this.#closed = true;
   }
 
   /** Commits everything queued so far, now. */

@@ -81,6 +81,7 @@ class GroupQueue {
     this.#list = undefined;
   }
   redispatched = 0;
+  delivered = 0;
 
   constructor(
     readonly share: string,
@@ -257,6 +258,7 @@ export class SharedSubscriptions {
       members: q.members.size,
       online: [...q.members.keys()].filter((id) => this.#online.has(id)).length,
       redispatched: q.redispatched,
+      delivered: q.delivered,
     }));
   }
 
@@ -367,6 +369,7 @@ export class SharedSubscriptions {
   }
 
   #send(client: Client, queue: GroupQueue, member: Member, entry: Entry, dup: boolean) {
+    queue.delivered++;
     const qos = Math.min(entry.qos, member.qos) as 0 | 1;
     if (qos === 0) {
       this.#write(client, encodePublish({ topic: entry.topic, payload: entry.payload, qos }));

@@ -148,7 +148,7 @@ onShutdown(log, async () => {
   wsHttp.close();
   await new Promise<void>((resolve) => broker.close(() => resolve()));
   shared.stop();
-  commits.flush();
+  commits.close();
   db.close();
   await http.close();
 });
