@@ -63,8 +63,8 @@ export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, 
         name: `worker-${i}`,
         entry: 'workers/main.ts',
         env: { ...common, HTTP_PORT: '0', WORKER_ID: `test-worker-${i}`, ERP_URL: `http://127.0.0.1:${erpPort}`, ...workerEnv },
-        // The order group is joined first; tests of the stock-movement group wait for 'worker consuming'.
-        ready: (l) => l.msg === 'subscribed',
+        // Every group joined (orders, stock movements): nothing published from now on is lost.
+        ready: (l) => l.msg === 'worker consuming',
       });
       workerProcs.push(w);
       started.push(w);
