@@ -16,9 +16,10 @@ import { join } from 'node:path';
 import mqtt from 'mqtt';
 import WebSocket from 'ws';
 import { checkConfig, startGateway, type RunningGateway } from '../gateway/nginx.js';
-import { renderGateway } from '../gateway/render.js';
+import { TEMPLATE, gatewayEnv, placeholders, renderGateway, substitute } from '../gateway/render.js';
+import { parseConfig, type ConfigError } from '../lib/config.js';
 import { requireProgram } from './support/programs.js';
-import { freePort } from './support/process.js';
+import { ROOT, freePort } from './support/process.js';
 import { sampleOrder, startStack, type Stack } from './support/stack.js';
 
 const skip = requireProgram('nginx', 'nginx');
@@ -85,6 +86,35 @@ function gatewayDir(prefix: string): string {
   chmodSync(dir, 0o755);
   return dir;
 }
+
+describe('gateway configuration (no nginx needed)', () => {
+  const template = readFileSync(TEMPLATE, 'utf8');
+  const inTemplate = new Set([...template.matchAll(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g)].map((m) => m[1]));
+
+  test('the renderer and compose\u2019s env file give every placeholder of nginx.conf a value', () => {
+    const rendered = placeholders(parseConfig(gatewayEnv, {}));
+    assert.deepEqual(new Set(Object.keys(rendered)), inTemplate);
+    const composeEnv = readFileSync(join(ROOT, 'gateway/compose.env'), 'utf8')
+      .split('\n')
+      .filter((l) => l && !l.startsWith('#'))
+      .map((l) => l.slice(0, l.indexOf('=')));
+    assert.deepEqual(new Set(composeEnv), inTemplate);
+  });
+
+  test('only the known ${NAME} placeholders are substituted; nginx\u2019s own $variables stay', () => {
+    assert.equal(substitute('listen ${GATEWAY_PORT}; return 200 $request_id;', { GATEWAY_PORT: '8080' }), 'listen 8080; return 200 $request_id;');
+    assert.throws(() => substitute('server ${SOMETHING_ELSE};', { GATEWAY_PORT: '8080' }), /SOMETHING_ELSE/);
+  });
+
+  test('bad values stop the renderer, naming the variable; Retry-After follows the rate', () => {
+    assert.throws(() => parseConfig(gatewayEnv, { ORDERS_UPSTREAM: 'orders; return 200' }), (e: ConfigError) => /ORDERS_UPSTREAM/.test(e.message));
+    assert.throws(() => parseConfig(gatewayEnv, { GATEWAY_API_KEYS: 'good-key-0001,bad key' }), (e: ConfigError) => /GATEWAY_API_KEYS/.test(e.message));
+    assert.throws(() => parseConfig(gatewayEnv, { GATEWAY_RUNTIME_DIR: '/tmp/x;' }), /GATEWAY_RUNTIME_DIR/);
+    const values = placeholders(parseConfig(gatewayEnv, { GATEWAY_WRITE_RATE_PER_MIN: '7', GATEWAY_READ_RATE_PER_MIN: '600' }));
+    assert.equal(values.GATEWAY_WRITE_RETRY_AFTER, '9'); // one request per 60/7 = 8.6 s
+    assert.equal(values.GATEWAY_READ_RETRY_AFTER, '1');
+  });
+});
 
 describe('gateway (real nginx)', { skip }, () => {
   test('nginx -t accepts the rendered configuration, with and without API keys', () => {
