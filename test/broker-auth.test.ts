@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { Acl, filterCovers, filtersIntersect } from '../broker/acl.js';
 import { aclFile } from '../broker/mosquitto/run.js';
 import { formatPasswordFile, hashPassword, parsePasswordFile, verifyPassword } from '../broker/password.js';
+import { startBroker } from './support/broker.js';
 import { requireProgram } from './support/programs.js';
 
 test('a hashed password verifies, a wrong one does not', () => {
@@ -92,4 +93,9 @@ pattern readwrite users/%u/#
   assert.ok(acl.canRead(anonymous, 'public/x'));
   assert.ok(acl.canPublish(anonymous, 'clients/c9/status'));
   assert.throws(() => Acl.parse('frobnicate x'), /line 1/);
+});
+
+test('the broker will not start without users unless anonymous clients are allowed', async () => {
+  await assert.rejects(startBroker({ env: { BROKER_ALLOW_ANONYMOUS: 'false' } }), /exited with 78[\s\S]*BROKER_PASSWORD_FILE/);
+  await assert.rejects(startBroker({ env: { BROKER_INFLIGHT_WINDOW: '5' } }), /exited with 78[\s\S]*BROKER_INFLIGHT_WINDOW/);
 });
