@@ -97,9 +97,13 @@ export function createApp({ log, metrics, ready }: AppOptions): OpenAPIHono<AppE
   return app;
 }
 
-/** For body-limit middleware: an oversized body is a 413 problem. */
+/**
+ * For body-limit middleware: an oversized body is a 413 problem. The rest of the body is never
+ * read, so the connection cannot carry another request: say so, or a keep-alive client would send
+ * its next request on a socket the server is about to close.
+ */
 export const payloadTooLarge = (maxBytes: number) => (_c: Context) =>
-  problem(413, 'Payload Too Large', `request body exceeds ${maxBytes} bytes`);
+  problem(413, 'Payload Too Large', `request body exceeds ${maxBytes} bytes`, {}, { connection: 'close' });
 
 export interface Served {
   port: number;
