@@ -17,7 +17,6 @@ export class Ingest {
   readonly #refused = new WeakSet<object>();
   #nextId = 1;
   readonly #sql;
-  accepted = 0;
 
   constructor(
     private readonly db: DB,
@@ -40,17 +39,13 @@ export class Ingest {
     // Only what Aedes stores itself needs the inbox: retained messages and copies for persistent
     // sessions. Online clean sessions end with a crash anyway; shared copies are stored right here.
     const durable = (packet.qos ?? 0) > 0 && (packet.retain === true || this.persistence.hasSessionSubscriber(packet.topic ?? ''));
-    const awaited = (packet.qos ?? 0) > 0;
     const id = durable ? this.#nextId++ : 0;
     if (durable) this.#inboxIds.set(packet, id);
-    const fields = JSON.stringify({ topic: packet.topic, qos: packet.qos, retain: packet.retain ?? false });
-    const write = () => {
-      if (durable) this.#sql.put.run(id, fields, packet.payload ?? null);
+    // QoS 0 waits for the commit too: its shared-subscription copies are handed out after it.
+    await this.commits.write(() => {
+      if (durable) this.#sql.put.run(id, JSON.stringify({ topic: packet.topic, qos: packet.qos, retain: packet.retain ?? false }), packet.payload ?? null);
       staged = this.shared.store(packet);
-    };
-    if (awaited) await this.commits.write(write);
-    else this.commits.queue(write);
-    this.accepted++;
+    });
     if (staged) this.shared.release(staged);
   }
 

@@ -1,6 +1,8 @@
-// The one MQTT packet the broker writes itself: a PUBLISH to a shared-subscription member, sent
+// Bytes on the wire: the one MQTT packet the broker writes itself (a PUBLISH to a shared-subscription
+// member, sent outside Aedes's delivery path so the group queue controls packet identifiers and
+// flow), and write coalescing for the TCP connections.
 import type { Socket } from 'node:net';
-// outside Aedes's own delivery path so the group queue controls packet identifiers and flow.
+
 export interface OutgoingPublish {
   topic: string;
   payload: Buffer;

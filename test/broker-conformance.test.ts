@@ -212,6 +212,22 @@ for (const kind of ['aedes', 'mosquitto'] as const) {
       assert.deepEqual(sorted(gotViewer.map((m) => m.payload)), sorted(sent), 'normal subscriber: every message once');
     });
 
+    test('QoS 0 publishes reach one member of the group', async () => {
+      const { t, id } = next();
+      const [a1, a2, publisher] = await Promise.all([
+        connect(target.url, 'worker', id('a1')),
+        connect(target.url, 'worker', id('a2')),
+        connect(target.url, 'stock', id('pub'), { clean: true }),
+      ]);
+      const [gotA1, gotA2] = [collect(a1), collect(a2)];
+      await a1.subscribeAsync(`$share/g${n}/${t}`, { qos: 1 });
+      await a2.subscribeAsync(`$share/g${n}/${t}`, { qos: 1 });
+      await Promise.all(payloads(6).map((p) => publisher.publishAsync(t, p, { qos: 0 })));
+      await waitFor('six deliveries', () => gotA1.length + gotA2.length >= 6);
+      await sleep(200);
+      assert.deepEqual(sorted([...gotA1, ...gotA2].map((m) => m.payload)), sorted(payloads(6)));
+    });
+
     test('unsubscribing leaves the group', async () => {
       const { t, id } = next();
       const [a1, a2, publisher] = await Promise.all([
