@@ -124,13 +124,16 @@ function storeContract(name: string, spec: () => string, skip: string | false = 
       assert.equal(await a.renew(grant, 300), false, 'a released lease cannot be renewed');
     });
 
-    it('counts the owners that announced they want capacity until they withdraw or lapse', async () => {
-      assert.equal(await a.announce('a', 10_000), 1);
-      assert.equal(await b.announce('b', 200), 2);
+    it('lists the owners that want capacity, and how much, until they withdraw or lapse', async () => {
+      assert.deepEqual(await a.announce('a', 5, 10_000), [{ owner: 'a', wanted: 5 }]);
+      assert.deepEqual(await b.announce('b', 7, 10_000), [
+        { owner: 'a', wanted: 5 },
+        { owner: 'b', wanted: 7 },
+      ]);
       await b.withdraw('b');
-      assert.equal(await a.announce('a', 10_000), 1);
-      assert.equal(await b.announce('b', 100), 2);
-      await eventually(async () => (await a.announce('a', 10_000)) === 1, { what: 'b to lapse', intervalMs: 50, timeoutMs: 5000 });
+      assert.deepEqual(await a.announce('a', 3, 10_000), [{ owner: 'a', wanted: 3 }]);
+      assert.equal((await b.announce('b', 1, 100)).length, 2);
+      await eventually(async () => (await a.announce('a', 3, 10_000)).length === 1, { what: 'b to lapse', intervalMs: 50, timeoutMs: 5000 });
       await a.withdraw('a');
     });
 

@@ -3,7 +3,7 @@
 // in Lua, so a process whose lease expired can never extend or free the next holder's. Expiry is
 // Redis's own (PX), the member count uses Redis's clock (TIME).
 import { Redis } from 'ioredis';
-import { newToken, type Grant, type LeaseStore } from './store.js';
+import { newToken, type Grant, type LeaseStore, type Member } from './store.js';
 
 const ACQUIRE = `
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
@@ -23,19 +23,32 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0`;
 
+// KEYS: members (sorted set by expiry, Redis's clock), wants (hash owner → partitions wanted).
 const ANNOUNCE = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return redis.call('ZCARD', KEYS[1])`;
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+if #gone > 0 then
+  redis.call('HDEL', KEYS[2], unpack(gone))
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+local owners = redis.call('ZRANGE', KEYS[1], 0, -1)
+local out = {}
+for i, owner in ipairs(owners) do
+  out[#out + 1] = owner
+  out[#out + 1] = redis.call('HGET', KEYS[2], owner) or '0'
+end
+return out`;
 
 type Scripted = Redis & {
   leaseAcquire(key: string, epochKey: string, token: string, ttl: number): Promise<number>;
   leaseRenew(key: string, token: string, ttl: number): Promise<number>;
   leaseRelease(key: string, token: string): Promise<number>;
-  leaseAnnounce(key: string, owner: string, ttl: number): Promise<number>;
+  leaseAnnounce(members: string, wants: string, owner: string, wanted: number, ttl: number): Promise<string[]>;
 };
 
 export interface RedisLeaseStoreOptions {
@@ -65,7 +78,7 @@ export class RedisLeaseStore implements LeaseStore {
     this.#redis.defineCommand('leaseAcquire', { numberOfKeys: 2, lua: ACQUIRE });
     this.#redis.defineCommand('leaseRenew', { numberOfKeys: 1, lua: RENEW });
     this.#redis.defineCommand('leaseRelease', { numberOfKeys: 1, lua: RELEASE });
-    this.#redis.defineCommand('leaseAnnounce', { numberOfKeys: 1, lua: ANNOUNCE });
+    this.#redis.defineCommand('leaseAnnounce', { numberOfKeys: 2, lua: ANNOUNCE });
     this.#prefix = `woodytoys:lease:${resource}`;
   }
 
@@ -94,12 +107,15 @@ export class RedisLeaseStore implements LeaseStore {
     return (await this.#redis.leaseRelease(this.#key(grant.partition), grant.token)) === 1;
   }
 
-  async announce(owner: string, ttlMs: number): Promise<number> {
-    return this.#redis.leaseAnnounce(`${this.#prefix}:members`, owner, Math.round(ttlMs));
+  async announce(owner: string, wanted: number, ttlMs: number): Promise<Member[]> {
+    const flat = await this.#redis.leaseAnnounce(`${this.#prefix}:members`, `${this.#prefix}:wants`, owner, wanted, Math.round(ttlMs));
+    const members: Member[] = [];
+    for (let i = 0; i + 1 < flat.length; i += 2) members.push({ owner: flat[i]!, wanted: Number(flat[i + 1]) });
+    return members.sort((a, b) => (a.owner < b.owner ? -1 : a.owner > b.owner ? 1 : 0));
   }
 
   async withdraw(owner: string): Promise<void> {
-    await this.#redis.zrem(`${this.#prefix}:members`, owner);
+    await this.#redis.multi().zrem(`${this.#prefix}:members`, owner).hdel(`${this.#prefix}:wants`, owner).exec();
   }
 
   async close(): Promise<void> {

@@ -2,7 +2,7 @@
 // renew and release is one atomic statement judged by SQLite's clock; a short busy timeout keeps a
 // contended write from blocking the event loop for long (the caller treats SQLITE_BUSY as "not now").
 import { openDatabase, type DB } from '../db.js';
-import { newToken, type Grant, type LeaseStore } from './store.js';
+import { newToken, type Grant, type LeaseStore, type Member } from './store.js';
 
 const migrations = [
   `CREATE TABLE IF NOT EXISTS leases (
@@ -17,6 +17,7 @@ const migrations = [
    CREATE TABLE IF NOT EXISTS members (
      resource TEXT NOT NULL,
      owner TEXT NOT NULL,
+     wanted INTEGER NOT NULL,
      expires_at INTEGER NOT NULL,
      PRIMARY KEY (resource, owner)
    ) WITHOUT ROWID;`,
@@ -63,10 +64,10 @@ export class SqliteLeaseStore implements LeaseStore {
          WHERE resource = @resource AND partition = @partition AND token = @token AND expires_at > ${NOW}`,
       ),
       announce: this.#db.prepare(
-        `INSERT INTO members (resource, owner, expires_at) VALUES (@resource, @owner, ${NOW} + @ttl)
-         ON CONFLICT (resource, owner) DO UPDATE SET expires_at = excluded.expires_at`,
+        `INSERT INTO members (resource, owner, wanted, expires_at) VALUES (@resource, @owner, @wanted, ${NOW} + @ttl)
+         ON CONFLICT (resource, owner) DO UPDATE SET wanted = excluded.wanted, expires_at = excluded.expires_at`,
       ),
-      members: this.#db.prepare(`SELECT count(*) AS n FROM members WHERE resource = ? AND expires_at > ${NOW}`),
+      members: this.#db.prepare(`SELECT owner, wanted FROM members WHERE resource = ? AND expires_at > ${NOW} ORDER BY owner`),
       prune: this.#db.prepare(`DELETE FROM members WHERE resource = ? AND expires_at <= ${NOW}`),
       withdraw: this.#db.prepare('DELETE FROM members WHERE resource = ? AND owner = ?'),
     };
@@ -86,11 +87,11 @@ export class SqliteLeaseStore implements LeaseStore {
     return this.#sql.release.run({ resource: this.#resource, partition: grant.partition, token: grant.token }).changes === 1;
   }
 
-  async announce(owner: string, ttlMs: number): Promise<number> {
+  async announce(owner: string, wanted: number, ttlMs: number): Promise<Member[]> {
     return this.#db.transaction(() => {
-      this.#sql.announce.run({ resource: this.#resource, owner, ttl: Math.round(ttlMs) });
+      this.#sql.announce.run({ resource: this.#resource, owner, wanted, ttl: Math.round(ttlMs) });
       this.#sql.prune.run(this.#resource);
-      return (this.#sql.members.get(this.#resource) as { n: number }).n;
+      return this.#sql.members.all(this.#resource) as Member[];
     }).immediate();
   }
 

@@ -20,13 +20,18 @@ export interface LeaseStore {
   /** Frees the partition at once if the lease is still ours; false otherwise. */
   release(grant: Grant): Promise<boolean>;
   /**
-   * Says `owner` wants capacity for the next ttlMs; answers how many owners want it now (this one
-   * included), which is what a fair share is divided by.
+   * Says `owner` wants `wanted` partitions for the next ttlMs; answers every owner that wants some
+   * now (this one included), ordered by name, so each can work out the same fair shares.
    */
-  announce(owner: string, ttlMs: number): Promise<number>;
+  announce(owner: string, wanted: number, ttlMs: number): Promise<Member[]>;
   /** `owner` no longer wants capacity. */
   withdraw(owner: string): Promise<void>;
   close(): Promise<void>;
+}
+
+export interface Member {
+  owner: string;
+  wanted: number;
 }
 
 export const newToken = () => randomBytes(16).toString('hex');
@@ -41,4 +46,34 @@ export function partitionCapacities(capacity: number, count: number): number[] {
   const base = Math.floor(capacity / count);
   const extra = capacity - base * count;
   return Array.from({ length: count }, (_, i) => base + (i < extra ? 1 : 0));
+}
+
+/**
+ * Max-min fair shares of `partitions` among members by what they want: nobody gets more than it
+ * wants, what one does not want goes to the others, and the last indivisible partitions go to the
+ * first members by name. Every process computes the same answer from the same member list.
+ */
+export function fairShares(partitions: number, members: readonly Member[]): Map<string, number> {
+  const shares = new Map<string, number>();
+  let left = [...members].filter((m) => m.wanted > 0).sort((a, b) => (a.owner < b.owner ? -1 : a.owner > b.owner ? 1 : 0));
+  let remaining = partitions;
+  for (;;) {
+    if (left.length === 0) return shares;
+    const even = Math.floor(remaining / left.length);
+    const satisfied = left.filter((m) => m.wanted <= even);
+    if (satisfied.length === 0) break;
+    for (const m of satisfied) {
+      shares.set(m.owner, m.wanted);
+      remaining -= m.wanted;
+    }
+    left = left.filter((m) => m.wanted > even);
+  }
+  const even = Math.floor(remaining / left.length);
+  let extra = remaining - even * left.length;
+  for (const m of left) {
+    const share = Math.min(m.wanted, even + (extra > 0 ? 1 : 0));
+    if (share > even) extra--;
+    shares.set(m.owner, share);
+  }
+  return shares;
 }

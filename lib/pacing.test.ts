@@ -1,0 +1,116 @@
+// The pacer on a hand-driven clock: what it releases per slice, not how long anything takes.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { Pacer } from './pacing.js';
+
+/** A clock the test moves, and a pacer whose slices the test triggers. */
+function setup(capacity: number) {
+  let now = 1_000_000;
+  const pacer = new Pacer({ capacity, sliceMs: 100, now: () => now });
+  let started = 0;
+  const startedBy = new Map<string, number>();
+  const enqueue = (n: number, workflow = 'w', cost = 1) => {
+    for (let i = 0; i < n; i++) {
+      void pacer.run(workflow, cost, async () => {
+        started += cost;
+        startedBy.set(workflow, (startedBy.get(workflow) ?? 0) + cost);
+      });
+    }
+  };
+  /** Lets Bottleneck run whatever the reservoir allows, until nothing more starts. */
+  const settle = async () => {
+    let last = -1;
+    let quiet = 0;
+    while (quiet < 3) {
+      await new Promise((r) => setTimeout(r, 1));
+      if (pacer.spent === last) quiet++;
+      else quiet = 0;
+      last = pacer.spent;
+    }
+  };
+  const advance = async (slices: number, ms = 100) => {
+    for (let i = 0; i < slices; i++) {
+      now += ms;
+      pacer.slice();
+      await settle();
+    }
+  };
+  return { pacer, enqueue, advance, settle, units: () => started, unitsOf: (w: string) => startedBy.get(w) ?? 0, tick: (ms: number) => (now += ms) };
+}
+
+describe('pacer', () => {
+  it('carries fractional credit over, so 20,000 RU/s over 7 partitions is not truncated', async () => {
+    const t = setup(20_000 / 7); // 2857.14… RU/s: 285.714… per 100 ms slice
+    t.enqueue(40_000);
+    await t.advance(50);
+    // 5 s at 2857.14 RU/s = 14,285.7 units; truncating each slice to 285 would give 14,250.
+    assert.ok(Math.abs(t.units() - 14_285) <= 1, `released ${t.units()}`);
+    await t.pacer.stop();
+  });
+
+  it('retunes to a new capacity at once, in both directions', async () => {
+    const t = setup(1000);
+    t.enqueue(20_000);
+    await t.advance(10);
+    assert.ok(Math.abs(t.units() - 1000) <= 1, `first second: ${t.units()}`);
+    t.pacer.setCapacity(250);
+    await t.advance(10);
+    assert.ok(Math.abs(t.units() - 1250) <= 1, `after the cut: ${t.units()}`);
+    t.pacer.setCapacity(3000);
+    await t.advance(10);
+    assert.ok(Math.abs(t.units() - 4250) <= 1, `after the raise: ${t.units()}`);
+    await t.pacer.stop();
+  });
+
+  it('saves no burst while idle: at most one slice of credit waits for new work', async () => {
+    const t = setup(1000);
+    await t.advance(1, 60_000); // a minute with nothing to do
+    t.enqueue(5000);
+    await t.settle();
+    assert.equal(t.units(), 100, 'one slice of 100 ms at 1000 RU/s');
+    await t.pacer.stop();
+  });
+
+  it('charges each operation its cost', async () => {
+    const t = setup(1000);
+    t.enqueue(500, 'w', 10);
+    await t.advance(10);
+    assert.equal(t.units(), 1000, '100 operations of 10 RU in one second');
+    await t.pacer.stop();
+  });
+
+  it('releases nothing until Retry-After after a 429, then recovers its rate slowly', async () => {
+    const t = setup(1000);
+    t.enqueue(50_000);
+    await t.advance(10);
+    const before = t.units();
+    t.pacer.throttled(500);
+    assert.equal(t.pacer.rate, 0);
+    await t.advance(4);
+    assert.equal(t.units(), before, 'nothing released while paused');
+    await t.advance(2);
+    assert.ok(t.pacer.factor < 1, 'the rate was cut');
+    const cut = t.pacer.factor;
+    await t.advance(20);
+    assert.ok(t.pacer.factor > cut, 'and it recovers');
+    await t.advance(100);
+    assert.equal(t.pacer.factor, 1, 'fully, in the end');
+    await t.pacer.stop();
+  });
+
+  it('shares the capacity between workflows by their weights', async () => {
+    const t = setup(3000);
+    t.pacer.setWeights({ orders: 2, movements: 1 });
+    t.enqueue(10_000, 'orders', 10);
+    t.enqueue(10_000, 'movements', 10);
+    await t.advance(20);
+    const ratio = t.unitsOf('orders') / t.unitsOf('movements');
+    assert.ok(ratio > 1.8 && ratio < 2.2, `orders:movements = ${ratio.toFixed(2)}`);
+    t.pacer.setWeights({ orders: 1, movements: 3 });
+    const [o, m] = [t.unitsOf('orders'), t.unitsOf('movements')];
+    await t.advance(20);
+    const ratio2 = (t.unitsOf('movements') - m) / (t.unitsOf('orders') - o);
+    assert.ok(ratio2 > 2.6 && ratio2 < 3.4, `movements:orders = ${ratio2.toFixed(2)}`);
+    await t.pacer.stop();
+  });
+});
