@@ -44,7 +44,15 @@ export async function startBroker({ env = {}, timeoutMs = 15_000 }: { env?: Reco
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logs: string[] = [];
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  // A test process that dies (assertion, uncaught error) must not leave a broker behind.
+  const orphanGuard = () => child.kill('SIGKILL');
+  process.once('exit', orphanGuard);
+  const exited = new Promise<void>((resolve) =>
+    child.once('exit', () => {
+      process.off('exit', orphanGuard);
+      resolve();
+    }),
+  );
   const ready = new Promise<{ mqtt: string; ws: string; http: number }>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`broker not listening after ${timeoutMs} ms:\n${logs.slice(-20).join('\n')}`)), timeoutMs);
     createInterface({ input: child.stdout! }).on('line', (line) => {
