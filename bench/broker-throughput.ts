@@ -5,7 +5,7 @@
 // One publisher keeps up to BENCH_INFLIGHT publishes unacknowledged; the clock runs from the first
 // publish to the last delivery, after a warm-up round. Prints messages per second and the ratios.
 //
-//   npm run bench:broker   (BENCH_MESSAGES=20000 BENCH_PAYLOAD_BYTES=256 BENCH_INFLIGHT=500 BENCH_ROUNDS=3;
+//   npm run bench:broker   (BENCH_MESSAGES=20000 BENCH_PAYLOAD_BYTES=256 BENCH_INFLIGHT=500 BENCH_WARMUP=10000 BENCH_ROUNDS=3;
 //                           BROKER_INFLIGHT_WINDOW=1..4 is passed on to our broker)
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -21,6 +21,8 @@ import { findProgram } from '../test/support/programs.js';
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 20_000);
 const PAYLOAD = Buffer.alloc(Number(process.env.BENCH_PAYLOAD_BYTES ?? 256), 'x');
 const INFLIGHT = Number(process.env.BENCH_INFLIGHT ?? 500);
+/** Messages of the unmeasured round before each measured one (JIT, caches, SQLite pages). */
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 10_000);
 const TOPIC = 'woodytoys/stock/bench';
 
 const dir = mkdtempSync(join(tmpdir(), 'bench-broker-'));
@@ -32,7 +34,7 @@ const connect = (url: string, clientId: string, user?: string, clean = false) =>
 
 /** A warm-up round (JIT, caches), then the measured one: messages per second. */
 async function measure(url: string, how: { shared: boolean; user: boolean }): Promise<number> {
-  await run(url, how, Math.ceil(MESSAGES / 5));
+  await run(url, how, WARMUP);
   return run(url, how, MESSAGES);
 }
 
