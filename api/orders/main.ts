@@ -8,6 +8,7 @@ import { createMetrics } from '../../lib/metrics.js';
 import { closeMqtt, connectMqtt, consume, subscribe } from '../../lib/mqtt.js';
 import { OutboxRelay } from '../../lib/outbox.js';
 import { onShutdown } from '../../lib/shutdown.js';
+import { StatsPublisher } from '../../lib/stats.js';
 import { orderConfirmed, orderFailed, stockRejected } from '../../lib/topics.js';
 import { createOrdersApp } from './app.js';
 import { outcomeRoutes } from './outcomes.js';
@@ -27,6 +28,9 @@ const relay = new OutboxRelay({ db: store.db, client: publisher, log });
 consume(consumer, { consumer: 'orders', publisher, source: SOURCE, log, routes: outcomeRoutes(store, log) });
 subscribe(consumer, [orderConfirmed.topic, orderFailed.topic, stockRejected.topic], log);
 relay.start();
+// Order counts by status for displays and the dashboard (woodytoys/stats/orders, retained).
+const stats = new StatsPublisher(publisher, 'orders', () => ({ counts: store.countByStatus(), outboxPending: relay.pending() }));
+stats.start();
 
 new Gauge({
   name: 'outbox_pending',
@@ -58,6 +62,7 @@ const http = await serveApp(app, config.HTTP_PORT, config.HTTP_HOST);
 log.info({ http: `http://${config.HTTP_HOST}:${http.port}` }, 'orders listening');
 
 onShutdown(log, async () => {
+  stats.stop();
   await http.close();
   await relay.stop();
   await Promise.all([closeMqtt(consumer), closeMqtt(publisher)]);

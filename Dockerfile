@@ -1,0 +1,35 @@
+# One image for every Node process of Woodytoys (broker, catalog, orders, stock, workers, ERP
+# sandbox); compose picks the process with `command`. Multi-stage: the build stage compiles
+# TypeScript and the native SQLite addon, the runtime stage has production dependencies only.
+
+FROM node:24-bookworm-slim AS build
+WORKDIR /app
+# better-sqlite3 builds from source when no prebuilt binary matches.
+RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY lib lib
+COPY broker broker
+COPY api api
+COPY workers workers
+COPY sandbox sandbox
+COPY scripts scripts
+RUN npm run build \
+  # files the compiled code reads beside itself (the broker's default ACL)
+  && mkdir -p dist/broker/mosquitto && cp broker/mosquitto/acl dist/broker/mosquitto/acl \
+  && npm prune --omit=dev
+
+FROM node:24-bookworm-slim
+ENV NODE_ENV=production \
+    DATA_DIR=/data \
+    HTTP_HOST=0.0.0.0
+WORKDIR /app
+COPY --from=build /app/package.json ./
+COPY --from=build /app/node_modules node_modules
+COPY --from=build /app/dist dist
+RUN mkdir -p /data && chown node:node /data
+USER node
+VOLUME ["/data"]
+# Exec form: node runs as PID 1 and receives SIGTERM itself; every process handles it (lib/shutdown.ts).
+CMD ["node", "dist/api/orders/main.js"]

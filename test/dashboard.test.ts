@@ -1,0 +1,73 @@
+// The live dashboard, as a person sees it: headless Chromium opens the page the gateway serves,
+// the page connects to the broker over MQTT/WebSocket, and posting orders moves its counters and
+// its ERP chart. A screenshot is saved under test-output/.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium, type Browser } from 'playwright-core';
+import { startGateway, type RunningGateway } from '../gateway/nginx.js';
+import { ROOT, freePort } from './support/process.js';
+import { findProgram, requireProgram } from './support/programs.js';
+import { postOrder, sampleOrder, startStack, type Stack } from './support/stack.js';
+
+const skip = requireProgram('nginx') || requireProgram('chromium');
+
+describe('dashboard', { skip }, () => {
+  let stack: Stack;
+  let gateway: RunningGateway;
+  let browser: Browser;
+  let runtimeDir: string;
+
+  before(async () => {
+    runtimeDir = mkdtempSync(join(tmpdir(), 'dashboard-'));
+    chmodSync(runtimeDir, 0o755); // nginx's workers (nobody, when run as root) must enter it
+    stack = await startStack({ stock: { 'wooden-train': 1000 } });
+    const ws = stack.broker.logs.find((l) => typeof l.ws === 'string')?.ws;
+    gateway = await startGateway({
+      GATEWAY_RUNTIME_DIR: runtimeDir,
+      GATEWAY_PORT: String(await freePort()),
+      ORDERS_UPSTREAM: new URL(stack.urls.orders).host,
+      CATALOG_UPSTREAM: new URL(stack.urls.catalog).host,
+      STOCK_UPSTREAM: new URL(stack.urls.stock).host,
+      MQTT_WS_UPSTREAM: new URL(String(ws)).host,
+    });
+    browser = await chromium.launch({
+      executablePath: findProgram('chromium'),
+      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+  });
+
+  after(async () => {
+    await browser?.close();
+    await gateway?.stop();
+    await stack?.stop();
+    if (runtimeDir) rmSync(runtimeDir, { recursive: true, force: true });
+  });
+
+  it('connects, then shows orders and ERP load change as orders flow', async () => {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    const errors: string[] = [];
+    page.on('pageerror', (err) => errors.push(err.message));
+    await page.goto(gateway.url);
+    await page.locator('#connection[data-state="connected"]').waitFor({ timeout: 15_000 });
+
+    const confirmed = page.locator('#order-counts dd[data-status="confirmed"]');
+    const before = Number(await confirmed.textContent());
+    for (let i = 0; i < 8; i++) assert.equal((await postOrder(gateway.url, sampleOrder(i))).status, 202);
+
+    // The counters follow the orders to confirmed; the chart gets points with ERP load in them.
+    await page.waitForFunction((n) => Number(document.querySelector('#order-counts dd[data-status="confirmed"]')?.textContent) >= n, before + 8, { timeout: 30_000 });
+    await page.waitForFunction(() => Number(document.querySelector('#erp-chart')?.getAttribute('data-points')) > 0, undefined, { timeout: 15_000 });
+    const latest = await page.locator('#latest-orders li').count();
+    assert.ok(latest >= 1, 'the latest orders list shows orders');
+    const levels = await page.locator('#stock li').count();
+    assert.ok(levels >= 1, 'stock levels arrive from the retained topics');
+    assert.deepEqual(errors, []);
+
+    const dir = join(ROOT, 'test-output');
+    mkdirSync(dir, { recursive: true });
+    await page.screenshot({ path: join(dir, 'dashboard.png'), fullPage: true });
+  });
+});
