@@ -17,7 +17,7 @@ export interface PacerOptions {
   capacity?: number;
   /** How often credit is released (100–200 ms in the pattern). */
   sliceMs?: number;
-  /** An idle process keeps at most this many slices of credit: it saves no burst for later. */
+  /** The reservoir keeps at most this many slices of credit: unspent capacity is not saved up. */
   burstSlices?: number;
   /** Rate multiplier applied on a 429, and the lowest it may fall to. */
   cutFactor?: number;
@@ -58,7 +58,7 @@ export class Pacer {
   spent = 0;
   readonly released = new Map<string, number>();
 
-  constructor({ capacity = 0, sliceMs = 100, burstSlices = 1, cutFactor = 0.8, minFactor = 0.25, recoveryPerSecond = 0.05, now = Date.now }: PacerOptions = {}) {
+  constructor({ capacity = 0, sliceMs = 100, burstSlices = 1, cutFactor = 0.9, minFactor = 0.25, recoveryPerSecond = 0.05, now = Date.now }: PacerOptions = {}) {
     this.#opts = { sliceMs, burstSlices, cutFactor, minFactor, recoveryPerSecond, now };
     this.#capacity = capacity;
     this.#last = now();
@@ -156,10 +156,10 @@ export class Pacer {
     if (now < this.#pausedUntil) return;
     this.#credit += this.#capacity * this.#factor * elapsed;
     const whole = Math.floor(this.#credit);
-    // While operations wait, all credit goes to them; an idle process keeps at most one slice of it,
-    // so it saves no burst for later (unused capacity is not saved up; only the fraction is kept).
-    const busy = this.#batchPending || this.waiting() > 0;
-    const room = busy ? whole : Math.max(0, this.#cap() - this.#reservoir);
+    // The reservoir holds at most one slice (or one operation): credit a process could not spend
+    // is not saved up, or it would come out later as a burst beyond the service's window (only the
+    // fraction is kept).
+    const room = Math.max(0, this.#cap() - this.#reservoir);
     const give = Math.min(whole, room);
     this.#credit -= give;
     if (give < whole) this.#credit -= Math.floor(this.#credit);

@@ -1,4 +1,6 @@
 // Talks to the throttled ERP over HTTP and sorts every answer into what the caller must do next.
+import { Agent, request as httpRequest } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 export interface ErpOperation {
   operationId: string;
   kind: 'order' | 'stock-movement';
@@ -12,24 +14,33 @@ export type ErpResult =
   | { kind: 'unavailable'; reason: string };
 
 export class ErpClient {
+  // Keep-alive sockets: a new TCP connection per call would cost more than the call itself. node:http
+  // rather than fetch: at thousands of calls per second fetch's per-call overhead is the bottleneck.
+  readonly #agent: Agent;
+  readonly #url: URL;
+
   constructor(
-    private readonly baseUrl: string,
+    baseUrl: string,
     private readonly timeoutMs = 5000,
-  ) {}
+    maxSockets = 64,
+  ) {
+    this.#url = new URL('/erp/records', baseUrl);
+    this.#agent = new (this.#url.protocol === 'https:' ? HttpsAgent : Agent)({ keepAlive: true, maxSockets });
+  }
 
   async record(op: ErpOperation): Promise<ErpResult> {
-    let res: Response;
+    let res: { status: number; headers: Headers; body: string };
     try {
-      res = await fetch(new URL('/erp/records', this.baseUrl), {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify(op),
-        signal: AbortSignal.timeout(this.timeoutMs),
-      });
+      res = await this.#post(JSON.stringify(op));
     } catch (err) {
       return { kind: 'unavailable', reason: `ERP unreachable: ${(err as Error).message}` };
     }
-    const body = (await res.json().catch(() => ({}))) as { reference?: string; duplicate?: boolean; detail?: string; title?: string };
+    let body: { reference?: string; duplicate?: boolean; detail?: string; title?: string } = {};
+    try {
+      body = JSON.parse(res.body) as typeof body;
+    } catch {
+      // not JSON: judged by the status alone
+    }
     if (res.status === 200 || res.status === 201) {
       return { kind: 'recorded', reference: String(body.reference), duplicate: body.duplicate === true };
     }
@@ -38,6 +49,35 @@ export class ErpClient {
       return { kind: 'refused', reason: `ERP refused (${res.status}): ${body.detail ?? body.title ?? 'no detail'}` };
     }
     return { kind: 'unavailable', reason: `ERP answered ${res.status}` };
+  }
+
+  close(): void {
+    this.#agent.destroy();
+  }
+
+  #post(body: string): Promise<{ status: number; headers: Headers; body: string }> {
+    return new Promise((resolve, reject) => {
+      const req = (this.#url.protocol === 'https:' ? httpsRequest : httpRequest)(
+        this.#url,
+        { method: 'POST', agent: this.#agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }, timeout: this.timeoutMs },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            const headers = new Headers();
+            for (const name of ['retry-after', 'retry-after-ms']) {
+              const v = res.headers[name];
+              if (typeof v === 'string') headers.set(name, v);
+            }
+            resolve({ status: res.statusCode ?? 0, headers, body: Buffer.concat(chunks).toString('utf8') });
+          });
+          res.on('error', reject);
+        },
+      );
+      req.on('timeout', () => req.destroy(new Error(`no answer within ${this.timeoutMs} ms`)));
+      req.on('error', reject);
+      req.end(body);
+    });
   }
 }
 

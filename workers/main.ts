@@ -1,21 +1,30 @@
-// Worker process: config → MQTT (one publisher, several consuming connections per workflow) →
-// HTTP health/metrics → shutdown. Two workflows share the ERP: orders and stock movements.
+// Worker process: config → lease store and keeper → pacer → MQTT (one publisher, several consuming
+// connections per workflow) → HTTP health/metrics → shutdown. Two workflows share the ERP, orders
+// and stock movements, through one lease keeper and one pacer (the Rate Limiting pattern).
 //
 // mqtt.js handles one message at a time per connection (see lib/mqtt.ts), so a process runs several
 // operations at once by holding several consuming connections, each a member of its workflow's
-// shared group with its own stable client id.
+// shared group with its own stable client id; each acknowledges only after its operation succeeded.
 import { hostname } from 'node:os';
+import { join } from 'node:path';
 import { z } from 'zod';
-import { Counter } from 'prom-client';
+import { Counter, Gauge } from 'prom-client';
 import { commonEnv, loadConfig, mqttEnv, port, positiveInt, url } from '../lib/config.js';
 import { createApp, serveApp } from '../lib/http.js';
+import { LeaseKeeper } from '../lib/leases/keeper.js';
+import { RedisLeaseStore } from '../lib/leases/redis.js';
+import { SqliteLeaseStore } from '../lib/leases/sqlite.js';
+import type { LeaseStore } from '../lib/leases/store.js';
 import { createLogger } from '../lib/log.js';
 import { createMetrics } from '../lib/metrics.js';
 import { closeMqtt, connectMqtt, consume, subscribe, type MqttClient, type Route } from '../lib/mqtt.js';
+import { Pacer } from '../lib/pacing.js';
 import { onShutdown } from '../lib/shutdown.js';
 import { orderReadyForErp, stockMovement } from '../lib/topics.js';
-import { ErpClient } from './erp-client.js';
+import { BrokerBacklog } from './backlog.js';
+import { ErpClient, type ErpOperation } from './erp-client.js';
 import { SOURCE, orderWorkerRoutes } from './order-worker.js';
+import { pacedErp } from './paced-erp.js';
 import { stockWorkerRoutes } from './stock-worker.js';
 
 const config = loadConfig({
@@ -31,52 +40,177 @@ const config = loadConfig({
   WORKER_SUBSCRIPTION: z.enum(['shared', 'plain']).default('shared'),
   /** Consuming connections per workflow: operations in progress at once, per workflow. */
   WORKER_CONNECTIONS: z.coerce.number().int().min(1).max(64).default(4),
+  /** Request units an order / a stock movement costs at the ERP (the ERP's ERP_*_COST_RU). */
+  WORKER_ORDER_COST_RU: positiveInt(10),
+  WORKER_MOVEMENT_COST_RU: positiveInt(10),
+  /** Capacity this process uses without a lease; leave it out of LEASE_CAPACITY_RU. */
+  WORKER_RESERVED_RU: z.coerce.number().int().min(0).default(0),
+  /** The broker's Prometheus endpoint: per-group backlog for lease demand; unset = local estimate. */
+  BROKER_METRICS_URL: z.url().optional(),
+  LEASE_STORE: z.enum(['sqlite', 'redis']).default('sqlite'),
+  /** SQLite lease file, shared by every worker on the host. Default: DATA_DIR/leases.db. */
+  LEASE_FILE: z.string().min(1).optional(),
+  LEASE_REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must be a redis:// URL').default('redis://127.0.0.1:6379'),
+  /** The ERP capacity shared by leases (RU/s) and the partitions it is split into. */
+  LEASE_CAPACITY_RU: positiveInt(200),
+  LEASE_PARTITIONS: positiveInt(20),
+  LEASE_TTL_MS: z.coerce.number().int().min(1000).max(600_000).default(15_000),
+  /** How often the keeper re-reads demand, acquires and renews. */
+  LEASE_TICK_MS: z.coerce.number().int().min(20).max(10_000).default(250),
+  /** Pacing slice: credit is released this often (the pattern suggests 100–200 ms). */
+  PACING_SLICE_MS: z.coerce.number().int().min(10).max(1000).default(100),
 });
 const log = createLogger('worker', config.LOG_LEVEL);
 const metrics = createMetrics('worker');
-const erpCalls = new Counter({ name: 'worker_erp_calls_total', help: 'ERP calls by result', labelNames: ['result'] as const, registers: [metrics.registry] });
-const messages = new Counter({
-  name: 'worker_messages_total',
-  help: 'Messages handled by workflow and outcome',
-  labelNames: ['workflow', 'outcome'] as const,
-  registers: [metrics.registry],
-});
+const registers = [metrics.registry];
+const erpCalls = new Counter({ name: 'worker_erp_calls_total', help: 'ERP calls by result and kind', labelNames: ['result', 'kind'] as const, registers });
+const retries = new Counter({ name: 'worker_erp_retries_total', help: 'ERP calls that were retries (after a 429 or an error)', labelNames: ['kind'] as const, registers });
+const throttled = new Counter({ name: 'worker_erp_throttled_total', help: 'ERP answers 429 (throttled)', labelNames: ['kind'] as const, registers });
+const messages = new Counter({ name: 'worker_messages_total', help: 'Messages handled by workflow and outcome (ok, deadletter, retry)', labelNames: ['workflow', 'outcome'] as const, registers });
+const deadLetters = new Counter({ name: 'worker_dead_letters_total', help: 'Messages sent to the dead letters', labelNames: ['workflow'] as const, registers });
 
 const clientId = config.MQTT_CLIENT_ID ?? config.WORKER_ID;
-const credentials = { url: config.MQTT_URL, username: config.MQTT_USERNAME, password: config.MQTT_PASSWORD, log };
-// Outcomes and dead letters go out on their own connection (see lib/mqtt.ts on why).
-const publisher = connectMqtt({ ...credentials, clientId: `${clientId}-pub`, clean: true });
-const erp = new ErpClient(config.ERP_URL, config.ERP_TIMEOUT_MS);
-const common = { publisher, erp, log, maxAttempts: config.WORKER_MAX_ATTEMPTS, onErpResult: (r: string) => erpCalls.inc({ result: r }) };
+const owner = `${clientId}:${process.pid}`;
+const costs: Record<ErpOperation['kind'], number> = { order: config.WORKER_ORDER_COST_RU, 'stock-movement': config.WORKER_MOVEMENT_COST_RU };
 
 interface Workflow {
   name: 'orders' | 'movements';
+  kind: ErpOperation['kind'];
   /** Consumer name (dead-letter topic) and shared group. */
   group: string;
   topic: string;
   tag: string;
-  routes: Route[];
 }
 const workflows: Workflow[] = [
-  { name: 'orders', group: 'order-workers', topic: orderReadyForErp.topic, tag: 'o', routes: orderWorkerRoutes(common) },
-  { name: 'movements', group: 'stock-workers', topic: stockMovement.topic, tag: 'm', routes: stockWorkerRoutes(common) },
+  { name: 'orders', kind: 'order', group: 'order-workers', topic: orderReadyForErp.topic, tag: 'o' },
+  { name: 'movements', kind: 'stock-movement', group: 'stock-workers', topic: stockMovement.topic, tag: 'm' },
 ];
+const filterOf = (wf: Workflow) => (config.WORKER_SUBSCRIPTION === 'shared' ? `$share/${wf.group}/${wf.topic}` : wf.topic);
+
+// --- capacity: leases, pacing, backlog -------------------------------------------------------
+const store: LeaseStore =
+  config.LEASE_STORE === 'redis'
+    ? new RedisLeaseStore({ url: config.LEASE_REDIS_URL })
+    : new SqliteLeaseStore({ file: config.LEASE_FILE ?? join(config.DATA_DIR, 'leases.db') });
+const pacer = new Pacer({ capacity: config.WORKER_RESERVED_RU, sliceMs: config.PACING_SLICE_MS });
+const backlog = new BrokerBacklog({ metricsUrl: config.BROKER_METRICS_URL, shares: Object.fromEntries(workflows.map((wf) => [wf.kind, filterOf(wf)])), log });
+const inProgress = new Map<ErpOperation['kind'], number>(workflows.map((wf) => [wf.kind, 0]));
+
+/** Messages waiting per workflow: the broker's count for the whole group, else what this process holds. */
+const backlogOf = (kind: ErpOperation['kind']) => backlog.get(kind) ?? pacer.waiting(kind) + (inProgress.get(kind) ?? 0);
+
+// Observed spending, smoothed over about a second: demand keeps what the process is really using.
+let spentRate = 0;
+let lastSpent = 0;
+let lastAt = Date.now();
+const HORIZON_S = 1;
+const keeper: LeaseKeeper = new LeaseKeeper({
+  store,
+  owner,
+  capacity: config.LEASE_CAPACITY_RU,
+  partitions: config.LEASE_PARTITIONS,
+  reservedCapacity: config.WORKER_RESERVED_RU,
+  ttlMs: config.LEASE_TTL_MS,
+  tickMs: config.LEASE_TICK_MS,
+  log,
+  demand(): number {
+    const now = Date.now();
+    const dt = Math.max(1, now - lastAt) / 1000;
+    const instant = (pacer.spent - lastSpent) / dt;
+    spentRate += (instant - spentRate) * Math.min(1, dt);
+    [lastSpent, lastAt] = [pacer.spent, now];
+    const weights: Record<string, number> = {};
+    let backlogRu = 0;
+    for (const wf of workflows) {
+      const ru = backlogOf(wf.kind) * costs[wf.kind];
+      weights[wf.kind] = ru + costs[wf.kind];
+      backlogRu += ru;
+    }
+    // The split between workflows follows their backlogs (the same on every process).
+    pacer.setWeights(weights);
+    // The group backlog is shared by every member; this process drains its part within the horizon.
+    const share: number = backlog.get('order') === undefined ? backlogRu : backlogRu / keeper.members;
+    const starving = pacer.waiting() > 0 ? Math.max(pacer.capacity * 1.5, config.LEASE_CAPACITY_RU / config.LEASE_PARTITIONS) : 0;
+    return Math.max(share / HORIZON_S + spentRate * 1.2, starving);
+  },
+  onChange(capacity, held) {
+    pacer.setCapacity(capacity);
+    log.debug({ capacity, partitions: held.map((h) => `${h.partition}@${h.epoch}`) }, 'capacity retuned');
+  },
+});
+
+new Gauge({ name: 'worker_lease_partitions', help: 'Capacity partitions leased now', registers, collect() { this.set(keeper.held.length); } });
+new Gauge({ name: 'worker_leased_capacity_ru', help: 'Capacity usable now, RU/s: leases plus reserved', registers, collect() { this.set(keeper.capacity); } });
+new Gauge({ name: 'worker_pacing_rate_ru', help: 'RU/s the pacer releases now (after any 429 cut)', registers, collect() { this.set(pacer.rate); } });
+new Gauge({ name: 'worker_lease_members', help: 'Worker processes wanting capacity at the last lease tick', registers, collect() { this.set(keeper.members); } });
+new Gauge({ name: 'worker_lease_store_up', help: '1 while the lease store answers', registers, collect() { this.set(keeper.storeReachable ? 1 : 0); } });
+new Gauge({
+  name: 'worker_backlog_messages',
+  help: 'Messages waiting per workflow (the broker group queue, else local)',
+  labelNames: ['workflow'] as const,
+  registers,
+  collect() {
+    for (const wf of workflows) this.set({ workflow: wf.name }, backlogOf(wf.kind));
+  },
+});
+
+// --- MQTT -------------------------------------------------------------------------------------
+const credentials = { url: config.MQTT_URL, username: config.MQTT_USERNAME, password: config.MQTT_PASSWORD, log };
+// Outcomes and dead letters go out on their own connection (see lib/mqtt.ts on why).
+const publisher = connectMqtt({ ...credentials, clientId: `${clientId}-pub`, clean: true });
+const erp = new ErpClient(config.ERP_URL, config.ERP_TIMEOUT_MS);
+const paced = pacedErp({
+  erp,
+  pacer,
+  costs,
+  maxAttempts: config.WORKER_MAX_ATTEMPTS,
+  onResult: (result, kind) => {
+    erpCalls.inc({ result, kind });
+    if (result === 'throttled') throttled.inc({ kind });
+  },
+  onRetry: (kind) => retries.inc({ kind }),
+});
+const record: typeof paced = async (op) => {
+  inProgress.set(op.kind, (inProgress.get(op.kind) ?? 0) + 1);
+  try {
+    return await paced(op);
+  } finally {
+    inProgress.set(op.kind, inProgress.get(op.kind)! - 1);
+  }
+};
+const routes: Record<Workflow['name'], Route[]> = {
+  orders: orderWorkerRoutes({ publisher, record, log }),
+  movements: stockWorkerRoutes({ publisher, record, log }),
+};
+
+keeper.start();
+pacer.start();
+backlog.start();
 
 const consumers: MqttClient[] = [];
 const app = createApp({ log, metrics, ready: () => ({ consumers: consumers.length > 0 && consumers.every((c) => c.connected), publisher: publisher.connected }) });
 const http = await serveApp(app, config.HTTP_PORT, config.HTTP_HOST);
-log.info({ http: `http://${config.HTTP_HOST}:${http.port}`, workerId: config.WORKER_ID, subscription: config.WORKER_SUBSCRIPTION }, 'worker listening');
+log.info({ http: `http://${config.HTTP_HOST}:${http.port}`, workerId: config.WORKER_ID, subscription: config.WORKER_SUBSCRIPTION, leaseStore: store.kind }, 'worker listening');
 
 // One workflow's connections at a time, each group joined before the next: whoever waits for this
 // process's first "subscribed" line then knows the order group exists and keeps what it is sent.
 for (const wf of workflows) {
-  const filter = config.WORKER_SUBSCRIPTION === 'shared' ? `$share/${wf.group}/${wf.topic}` : wf.topic;
   const joined: Promise<void>[] = [];
   for (let i = 1; i <= config.WORKER_CONNECTIONS; i++) {
     const client = connectMqtt({ ...credentials, clientId: `${clientId}-${wf.tag}${i}` });
-    consume(client, { consumer: wf.group, publisher, source: SOURCE, log, routes: wf.routes, onOutcome: (outcome) => messages.inc({ workflow: wf.name, outcome }) });
+    consume(client, {
+      consumer: wf.group,
+      publisher,
+      source: SOURCE,
+      log,
+      routes: routes[wf.name],
+      onOutcome: (outcome) => {
+        messages.inc({ workflow: wf.name, outcome });
+        if (outcome === 'deadletter') deadLetters.inc({ workflow: wf.name });
+      },
+    });
     joined.push(new Promise((resolve) => client.on('packetreceive', (packet) => packet.cmd === 'suback' && resolve())));
-    subscribe(client, [filter], log);
+    subscribe(client, [filterOf(wf)], log);
     consumers.push(client);
   }
   await Promise.all(joined);
@@ -87,4 +221,8 @@ onShutdown(log, async () => {
   await http.close();
   // Closing the sessions hands unacknowledged messages back to the broker.
   await Promise.all([...consumers.map((c) => closeMqtt(c)), closeMqtt(publisher)]);
+  backlog.stop();
+  await pacer.stop();
+  await keeper.stop();
+  await store.close();
 });

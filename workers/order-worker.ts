@@ -4,43 +4,20 @@
 import { createEvent, decodeEvent, deriveId } from '../lib/events.js';
 import type { Logger } from '../lib/log.js';
 import { PermanentFailure, publishEvent, type MqttClient, type Route } from '../lib/mqtt.js';
-import { sleep } from '../lib/shutdown.js';
 import { orderConfirmed, orderFailed, orderReadyForErp } from '../lib/topics.js';
-import type { ErpClient, ErpOperation, ErpResult } from './erp-client.js';
+import type { RecordInErp } from './paced-erp.js';
 
 export const SOURCE = '/woodytoys/workers';
 
 export interface OrderWorkerOptions {
   /** The publishing connection, not the consuming one. */
   publisher: MqttClient;
-  erp: ErpClient;
+  /** Records an operation in the ERP, paced and retried (see paced-erp.ts). */
+  record: RecordInErp;
   log: Logger;
-  maxAttempts: number;
-  /** Counts what happened to each ERP call, e.g. into Prometheus. */
-  onErpResult?: (result: ErpResult['kind']) => void;
 }
 
-export type Final = Exclude<ErpResult, { kind: 'throttled' } | { kind: 'unavailable' }> | { kind: 'exhausted'; reason: string; attempts: number };
-
-/** Calls the ERP until it gives a final answer: honours Retry-After, backs off when it is down. */
-export async function recordWithRetry(erp: ErpClient, op: ErpOperation, maxAttempts: number, onResult?: (k: ErpResult['kind']) => void): Promise<Final> {
-  let last = '';
-  for (let attempt = 1; attempt <= maxAttempts; attempt++) {
-    const result = await erp.record(op);
-    onResult?.(result.kind);
-    if (result.kind === 'recorded' || result.kind === 'refused') return result;
-    if (result.kind === 'throttled') {
-      last = 'ERP throttled every attempt (429)';
-      await sleep(result.retryAfterMs + Math.random() * 50);
-    } else {
-      last = result.reason;
-      await sleep(Math.min(5000, 100 * 2 ** attempt) * (0.5 + Math.random() / 2));
-    }
-  }
-  return { kind: 'exhausted', reason: `gave up after ${maxAttempts} attempts: ${last}`, attempts: maxAttempts };
-}
-
-export function orderWorkerRoutes({ publisher, erp, log, maxAttempts, onErpResult }: OrderWorkerOptions): Route[] {
+export function orderWorkerRoutes({ publisher, record, log }: OrderWorkerOptions): Route[] {
   return [
     {
       filter: orderReadyForErp.topic,
@@ -48,12 +25,7 @@ export function orderWorkerRoutes({ publisher, erp, log, maxAttempts, onErpResul
         const decoded = decodeEvent(orderReadyForErp, payload);
         if (!decoded.ok) throw new PermanentFailure(decoded.reason);
         const { id, data } = decoded.event;
-        const final = await recordWithRetry(
-          erp,
-          { operationId: `order:${data.orderId}`, kind: 'order', payload: { orderId: data.orderId, customer: data.customer, items: data.items } },
-          maxAttempts,
-          onErpResult,
-        );
+        const final = await record({ operationId: `order:${data.orderId}`, kind: 'order', payload: { orderId: data.orderId, customer: data.customer, items: data.items } });
         const subject = data.orderId;
         if (final.kind === 'recorded') {
           const event = createEvent(orderConfirmed, { orderId: data.orderId, erpReference: final.reference }, { source: SOURCE, id: deriveId(id, 'confirmed'), subject });

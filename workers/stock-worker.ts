@@ -5,22 +5,21 @@ import { createEvent, decodeEvent, deriveId } from '../lib/events.js';
 import type { Logger } from '../lib/log.js';
 import { PermanentFailure, publishEvent, type MqttClient, type Route } from '../lib/mqtt.js';
 import { stockMovement, stockMovementProcessed } from '../lib/topics.js';
-import type { ErpClient, ErpResult } from './erp-client.js';
-import { SOURCE, recordWithRetry } from './order-worker.js';
+import { SOURCE } from './order-worker.js';
+import type { RecordInErp } from './paced-erp.js';
 
 export interface StockWorkerOptions {
   /** The publishing connection, not the consuming one. */
   publisher: MqttClient;
-  erp: ErpClient;
+  /** Records an operation in the ERP, paced and retried (see paced-erp.ts). */
+  record: RecordInErp;
   log: Logger;
-  maxAttempts: number;
-  onErpResult?: (result: ErpResult['kind']) => void;
 }
 
 /** The ERP operation id of a movement: unique system-wide, so a retried movement is recorded once. */
 export const movementOperationId = (movementId: string) => `movement:${movementId}`;
 
-export function stockWorkerRoutes({ publisher, erp, log, maxAttempts, onErpResult }: StockWorkerOptions): Route[] {
+export function stockWorkerRoutes({ publisher, record, log }: StockWorkerOptions): Route[] {
   return [
     {
       filter: stockMovement.topic,
@@ -28,12 +27,7 @@ export function stockWorkerRoutes({ publisher, erp, log, maxAttempts, onErpResul
         const decoded = decodeEvent(stockMovement, payload);
         if (!decoded.ok) throw new PermanentFailure(decoded.reason);
         const { id, data } = decoded.event;
-        const final = await recordWithRetry(
-          erp,
-          { operationId: movementOperationId(data.movementId), kind: 'stock-movement', payload: { ...data } },
-          maxAttempts,
-          onErpResult,
-        );
+        const final = await record({ operationId: movementOperationId(data.movementId), kind: 'stock-movement', payload: { ...data } });
         const base = { importId: data.importId, movementId: data.movementId };
         const subject = data.movementId;
         if (final.kind === 'recorded') {
