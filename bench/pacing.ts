@@ -1,0 +1,134 @@
+// Four worker processes, two workflows, one ERP: does the pacing hold across uncoordinated processes?
+// 10,000 orders and 5,000 stock movements wait in the broker (published straight to it), then four
+// workers drain them through leased partitions. Checks, from the ERP's own one-second windows:
+//   - no window accepts more than the capacity by more than 5 %;
+//   - utilisation ≥ 90 % in every full window while there is backlog;
+//   - the workflows share the capacity in proportion to their backlog (so they finish together);
+// then runs again and kills one worker with SIGKILL mid-run: the others must hold all the capacity
+// again within one lease TTL, and every record must be in the ERP exactly once.
+//
+//   npm run bench:pacing [-- --json]   (BENCH_ORDERS=10000 BENCH_MOVEMENTS=5000 BENCH_CAPACITY_RU=10000 BENCH_WORKERS=4 BENCH_TTL_MS=5000 BENCH_CONNECTIONS=24)
+import { connectPublisher, erpStats, movementMessages, orderMessages, publishAll, startWorkerSystem, type ErpStats, type WorkerSystem } from '../test/support/workers.js';
+
+const ORDERS = Number(process.env.BENCH_ORDERS ?? 10_000);
+const MOVEMENTS = Number(process.env.BENCH_MOVEMENTS ?? 5_000);
+const CAPACITY = Number(process.env.BENCH_CAPACITY_RU ?? 10_000);
+const WORKERS = Number(process.env.BENCH_WORKERS ?? 4);
+const TTL_MS = Number(process.env.BENCH_TTL_MS ?? 5000);
+const COST = 10;
+const json = process.argv.includes('--json');
+const say = (...args: unknown[]) => {
+  if (!json) console.log(...args);
+};
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface Sample {
+  at: number;
+  orders: number;
+  movements: number;
+}
+
+async function leasedCapacity(system: WorkerSystem, alive: number[]): Promise<number> {
+  const values = await Promise.all(
+    alive.map(async (i) => {
+      const url = String(system.workers[i]!.logs.find((l) => l.msg === 'worker listening')!.http);
+      const text = await (await fetch(`${url}/metrics`)).text();
+      const line = text.split('\n').find((l) => l.startsWith('worker_leased_capacity_ru'));
+      return Number(line?.slice(line.lastIndexOf(' ') + 1) ?? 0);
+    }),
+  );
+  return values.reduce((a, b) => a + b, 0);
+}
+
+async function run(kill: boolean) {
+  const system = await startWorkerSystem({
+    workers: WORKERS,
+    erpCapacityRu: CAPACITY,
+    workerEnv: { WORKER_CONNECTIONS: process.env.BENCH_CONNECTIONS ?? '24', LEASE_CAPACITY_RU: String(CAPACITY), LEASE_PARTITIONS: '20', LEASE_TTL_MS: String(TTL_MS) },
+  });
+  try {
+    // The work waits in the broker's group queues while the workers are away, as a backlog would.
+    await Promise.all(system.workers.map((w) => w.stop()));
+    const feeder = await connectPublisher(system.broker.mqttUrl);
+    await publishAll(feeder, [...orderMessages(ORDERS), ...movementMessages(MOVEMENTS, 'bench')]);
+    await feeder.endAsync();
+    const restarted = await Promise.all(Array.from({ length: WORKERS }, (_, i) => system.startWorker(i + 1)));
+    system.workers.splice(0, system.workers.length, ...restarted);
+
+    const samples: Sample[] = [];
+    let stats: ErpStats = await erpStats(system.erpUrl);
+    let killedAt: number | undefined;
+    let takeoverMs: number | undefined;
+    const total = ORDERS + MOVEMENTS;
+    const done = (s: ErpStats) => (s.records.order ?? 0) + (s.records['stock-movement'] ?? 0);
+    for (let i = 0; i < 2400 && done(stats) < total; i++) {
+      await sleep(100);
+      stats = await erpStats(system.erpUrl);
+      samples.push({ at: Date.now(), orders: stats.records.order ?? 0, movements: stats.records['stock-movement'] ?? 0 });
+      if (kill && killedAt === undefined && done(stats) >= total * 0.3) {
+        await system.workers[0]!.kill();
+        killedAt = Date.now();
+        say(`  killed worker-1 (kill -9) at ${done(stats)} of ${total} records`);
+      }
+      if (killedAt !== undefined && takeoverMs === undefined && Date.now() - killedAt > 500) {
+        const held = await leasedCapacity(system, [1, 2, 3].filter((n) => n < WORKERS));
+        if (held >= CAPACITY) takeoverMs = Date.now() - killedAt;
+      }
+    }
+    // Let redelivered messages of the killed worker settle, then read the final counts.
+    await sleep(kill ? 3000 : 500);
+    stats = await erpStats(system.erpUrl);
+    return { stats, samples, takeoverMs };
+  } finally {
+    await system.stop();
+  }
+}
+
+function judge({ stats, samples }: Awaited<ReturnType<typeof run>>) {
+  const windows = stats.seconds.filter((s) => s.units > 0);
+  // Full windows while there is backlog: all but the first (partial start) and the last (drained).
+  const full = windows.slice(1, -1);
+  const maxUnits = Math.max(...windows.map((w) => w.units));
+  const minUtilisation = Math.min(...full.map((w) => w.units / CAPACITY));
+  const meanUtilisation = full.reduce((a, w) => a + w.units, 0) / (full.length * CAPACITY);
+  // Proportional sharing: while both workflows have backlog, orders should get ORDERS/(ORDERS+MOVEMENTS).
+  const both = samples.filter((s) => s.orders < ORDERS && s.movements < MOVEMENTS);
+  const first = both[0];
+  const last = both.at(-1);
+  const orderShare = first && last ? (last.orders - first.orders) / (last.orders - first.orders + last.movements - first.movements) : NaN;
+  const finish = (key: 'orders' | 'movements', n: number) => {
+    const start = samples[0]!.at;
+    const at = samples.find((s) => s[key] >= n)?.at;
+    return at === undefined ? NaN : Math.round((at - start) / 100) / 10;
+  };
+  return {
+    records: { orders: stats.records.order ?? 0, movements: stats.records['stock-movement'] ?? 0 },
+    calls: stats.calls,
+    throttled: stats.rejected,
+    duplicates: stats.duplicates,
+    windowsRu: windows.map((w) => w.units),
+    maxWindowRu: maxUnits,
+    overCapacity: Math.round((maxUnits / CAPACITY - 1) * 1000) / 10,
+    minUtilisation: Math.round(minUtilisation * 1000) / 1000,
+    meanUtilisation: Math.round(meanUtilisation * 1000) / 1000,
+    orderShare: Math.round(orderShare * 1000) / 1000,
+    expectedOrderShare: Math.round((ORDERS / (ORDERS + MOVEMENTS)) * 1000) / 1000,
+    finishedSeconds: { orders: finish('orders', ORDERS), movements: finish('movements', MOVEMENTS) },
+  };
+}
+
+say(`${WORKERS} workers, ${ORDERS} orders + ${MOVEMENTS} movements × ${COST} RU, ERP capacity ${CAPACITY} RU/s, lease TTL ${TTL_MS} ms`);
+const steady = judge(await run(false));
+say('steady:', steady);
+const killedRun = await run(true);
+const killed = { ...judge(killedRun), takeoverMs: killedRun.takeoverMs ?? null };
+say('with kill -9:', killed);
+const checks = {
+  neverOver5Percent: steady.overCapacity <= 5 && killed.overCapacity <= 5,
+  utilisationAtLeast90: steady.minUtilisation >= 0.9,
+  proportionalShare: Math.abs(steady.orderShare - steady.expectedOrderShare) <= 0.05,
+  takeoverWithinTtl: killed.takeoverMs !== null && killed.takeoverMs <= TTL_MS,
+  everyRecordOnce: killed.records.orders === ORDERS && killed.records.movements === MOVEMENTS && steady.records.orders === ORDERS && steady.records.movements === MOVEMENTS,
+};
+if (json) console.log(JSON.stringify({ capacity: CAPACITY, workers: WORKERS, ttlMs: TTL_MS, steady, killed, checks }));
+else console.log('checks:', checks);
