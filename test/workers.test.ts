@@ -4,7 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import mqtt from 'mqtt';
 import { decodeEvent } from '../lib/events.js';
-import { stockMovementProcessed } from '../lib/topics.js';
+import { deadLetter, deadLetterTopic, stockMovementProcessed } from '../lib/topics.js';
 import { eventually } from './support/process.js';
 import { connectPublisher, erpStats, movementMessages, publishAll, startWorkerSystem, type WorkerSystem } from './support/workers.js';
 
@@ -34,6 +34,43 @@ describe('stock movements', () => {
     assert.equal(record.kind, 'stock-movement');
     const stats = await erpStats(system.erpUrl);
     assert.equal(stats.accepted, 300);
+    assert.equal(stats.duplicates, 0);
+    // 300 records of 10 RU at 2,000 RU/s: paced, they take about 1.5 s and are almost never refused.
+    assert.ok(stats.rejected <= 15, `${stats.rejected} answers 429`);
+    const workerUrl = String(system.workers[0]!.logs.find((l) => l.msg === 'worker listening')!.http);
+    const text = await (await fetch(`${workerUrl}/metrics`)).text();
+    for (const name of ['worker_lease_partitions', 'worker_pacing_rate_ru', 'worker_backlog_messages', 'worker_erp_throttled_total', 'worker_erp_retries_total', 'worker_dead_letters_total']) {
+      assert.match(text, new RegExp(`^# TYPE ${name} `, 'm'), `${name} is exported`);
+    }
+    await Promise.all([feeder.endAsync(), watcher.endAsync()]);
+  });
+});
+
+describe('an ERP that keeps failing', () => {
+  let system: WorkerSystem;
+  before(async () => {
+    system = await startWorkerSystem({ workers: 1, erpCapacityRu: 2000, erpEnv: { ERP_ERROR_RATE: '1' }, workerEnv: { WORKER_MAX_ATTEMPTS: '2' } });
+  });
+  after(async () => {
+    await system?.stop();
+  });
+
+  it('fails the movement and dead-letters it with the reason after the bounded attempts', async () => {
+    const watcher = await mqtt.connectAsync(system.broker.mqttUrl, { clientId: 'watcher-dl', clean: true, protocolVersion: 4 });
+    const seen: { topic: string; payload: Buffer }[] = [];
+    watcher.on('message', (topic, payload) => seen.push({ topic, payload }));
+    await watcher.subscribeAsync([stockMovementProcessed.topic, deadLetterTopic('stock-workers')], { qos: 1 });
+    const feeder = await connectPublisher(system.broker.mqttUrl);
+    await publishAll(feeder, movementMessages(1, 'doomed'));
+    const dead = await eventually(() => seen.find((m) => m.topic === deadLetterTopic('stock-workers')), { what: 'a dead letter' });
+    const letter = decodeEvent(deadLetter, dead.payload);
+    assert.ok(letter.ok);
+    assert.equal(letter.event.data.attempts, 2);
+    assert.match(letter.event.data.reason, /gave up after 2 attempts: ERP answered 500/);
+    const outcome = seen.find((m) => m.topic === stockMovementProcessed.topic);
+    assert.ok(outcome, 'the failed outcome is published before the dead letter');
+    const decoded = decodeEvent(stockMovementProcessed, outcome.payload);
+    assert.ok(decoded.ok && decoded.event.data.outcome === 'failed');
     await Promise.all([feeder.endAsync(), watcher.endAsync()]);
   });
 });
