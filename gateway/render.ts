@@ -54,6 +54,12 @@ export const gatewayEnv = {
   GATEWAY_ACCESS_LOG: nginxWord.optional(),
   GATEWAY_DASHBOARD_DIR: nginxWord.optional(),
   GATEWAY_RUNTIME_DIR: nginxWord.optional(),
+  /**
+   * The dashboard's MQTT login, served at /config.json: the read-only viewer. Empty means
+   * anonymous (a development broker). Restricted so it can sit inside a JSON string in nginx.conf.
+   */
+  DASHBOARD_MQTT_USERNAME: z.string().regex(/^[A-Za-z0-9._~-]*$/).default(''),
+  DASHBOARD_MQTT_PASSWORD: z.string().regex(/^[A-Za-z0-9._~-]*$/).default(''),
 };
 
 export type GatewayConfig = ReturnType<typeof parseConfig<typeof gatewayEnv>>;
@@ -79,6 +85,8 @@ export function placeholders(config: GatewayConfig): Record<string, string> {
     GATEWAY_ACCESS_LOG: config.GATEWAY_ACCESS_LOG ?? join(runtimeDir(config), 'access.log'),
     GATEWAY_DASHBOARD_DIR: resolve(config.GATEWAY_DASHBOARD_DIR ?? join(ROOT, 'dashboard')),
     GATEWAY_RUNTIME_DIR: runtimeDir(config),
+    DASHBOARD_MQTT_USERNAME: config.DASHBOARD_MQTT_USERNAME,
+    DASHBOARD_MQTT_PASSWORD: config.DASHBOARD_MQTT_PASSWORD,
   };
 }
 

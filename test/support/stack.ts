@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, startProcess, type Proc } from './process.js';
+import { brokerPasswords, devCredentials, mqttLogin } from '../../broker/credentials.js';
 
 export interface StackOptions {
   workers?: number;
@@ -36,33 +37,42 @@ export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, 
   const [mqttPort, wsPort, brokerHttp, erpPort, ordersPort, catalogPort, stockPort] = await Promise.all(
     [1, 2, 3, 4, 5, 6, 7].map(() => freePort()),
   ) as [number, number, number, number, number, number, number];
-  const common = { DATA_DIR: dataDir, HTTP_HOST: '127.0.0.1', MQTT_URL: `mqtt://127.0.0.1:${mqttPort}`, BROKER_ALLOW_ANONYMOUS: 'true', ...env };
+  const common = { DATA_DIR: dataDir, HTTP_HOST: '127.0.0.1', MQTT_URL: `mqtt://127.0.0.1:${mqttPort}`, ...env };
+  // Every service logs in as its own user and is held to the ACL, as in production. Anonymous
+  // clients are allowed too, with full access, so that tests can probe and inject freely.
+  const credentials = devCredentials(dataDir);
+  const login = (user: Parameters<typeof mqttLogin>[1]) => mqttLogin(credentials, user);
   const startBroker = () =>
-    startProcess({ name: 'broker', entry: 'broker/main.ts', env: { ...common, MQTT_PORT: String(mqttPort), MQTT_WS_PORT: String(wsPort), HTTP_PORT: String(brokerHttp) } });
+    startProcess({
+      name: 'broker',
+      entry: 'broker/main.ts',
+      env: { ...common, BROKER_PASSWORDS: brokerPasswords(credentials), BROKER_ALLOW_ANONYMOUS: 'true', MQTT_PORT: String(mqttPort), MQTT_WS_PORT: String(wsPort), HTTP_PORT: String(brokerHttp) },
+    });
 
   const started: Proc[] = [];
   try {
     const broker = await startBroker();
     started.push(broker);
-    const erp = await startProcess({ name: 'erp', entry: 'sandbox/erp/main.ts', env: { ...common, HTTP_PORT: String(erpPort), ERP_CAPACITY_RU: String(erpCapacityRu) } });
+    const erp = await startProcess({ name: 'erp', entry: 'sandbox/erp/main.ts', env: { ...common, ...login('erp'), HTTP_PORT: String(erpPort), ERP_CAPACITY_RU: String(erpCapacityRu) } });
     started.push(erp);
     const admin = { ADMIN_API_KEY: ADMIN_KEY };
-    const catalog = await startProcess({ name: 'catalog', entry: 'api/catalog/main.ts', env: { ...common, ...admin, HTTP_PORT: String(catalogPort) } });
+    const catalog = await startProcess({ name: 'catalog', entry: 'api/catalog/main.ts', env: { ...common, ...login('catalog'), ...admin, HTTP_PORT: String(catalogPort) } });
     started.push(catalog);
-    const stockProc = await startProcess({ name: 'stock', entry: 'api/stock/main.ts', env: { ...common, ...admin, HTTP_PORT: String(stockPort) } });
+    const stockProc = await startProcess({ name: 'stock', entry: 'api/stock/main.ts', env: { ...common, ...login('stock'), ...admin, HTTP_PORT: String(stockPort) } });
     started.push(stockProc);
     // Orders must not be created before the stock group exists, or the broker has nobody to keep them for.
     await stockProc.waitForLog((l) => l.msg === 'subscribed');
     const stockUrl = `http://127.0.0.1:${stockPort}`;
     for (const [productId, available] of Object.entries(stock)) await setStock(stockUrl, productId, available);
-    const orders = await startProcess({ name: 'orders', entry: 'api/orders/main.ts', env: { ...common, HTTP_PORT: String(ordersPort) } });
+    const orders = await startProcess({ name: 'orders', entry: 'api/orders/main.ts', env: { ...common, ...login('orders'), HTTP_PORT: String(ordersPort) } });
     started.push(orders);
     const workerProcs: Proc[] = [];
     for (let i = 1; i <= workers; i++) {
       const w = await startProcess({
         name: `worker-${i}`,
         entry: 'workers/main.ts',
-        env: { ...common, HTTP_PORT: '0', WORKER_ID: `test-worker-${i}`, ERP_URL: `http://127.0.0.1:${erpPort}`, ...workerEnv },
+        // The workers share the ERP's whole capacity among themselves (leases in the data directory).
+        env: { ...common, ...login('worker'), LEASE_CAPACITY_RU: String(erpCapacityRu), HTTP_PORT: '0', WORKER_ID: `test-worker-${i}`, ERP_URL: `http://127.0.0.1:${erpPort}`, ...workerEnv },
         // Every group joined (orders, stock movements): nothing published from now on is lost.
         ready: (l) => l.msg === 'worker consuming',
       });

@@ -1,0 +1,35 @@
+// Development credentials for `npm start` and the tests: one MQTT user per service (the users of
+// broker/mosquitto/acl), each with a random password, kept in <DATA_DIR>/mqtt-credentials.json
+// (mode 0600) so restarts keep them. Production sets them from the environment instead (.env).
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { z } from 'zod';
+import { formatPasswordFile } from './password.js';
+
+export const SERVICE_USERS = ['orders', 'stock', 'catalog', 'worker', 'erp', 'viewer'] as const;
+export type ServiceUser = (typeof SERVICE_USERS)[number];
+export type Credentials = Record<ServiceUser, string>;
+
+const stored = z.object(Object.fromEntries(SERVICE_USERS.map((u) => [u, z.string().regex(/^[a-f0-9]{32}$/)])) as Record<ServiceUser, z.ZodString>);
+
+export const newPassword = () => randomBytes(16).toString('hex');
+
+/** The passwords in <dataDir>/mqtt-credentials.json, created on first use. */
+export function devCredentials(dataDir: string): Credentials {
+  const file = join(dataDir, 'mqtt-credentials.json');
+  if (existsSync(file)) {
+    const parsed = stored.safeParse(JSON.parse(readFileSync(file, 'utf8')));
+    if (parsed.success) return parsed.data as Credentials;
+  }
+  const fresh = Object.fromEntries(SERVICE_USERS.map((u) => [u, newPassword()])) as Credentials;
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, `${JSON.stringify(fresh, null, 2)}\n`, { mode: 0o600 });
+  return fresh;
+}
+
+/** BROKER_PASSWORDS for the broker: every user's hashed entry, comma-separated. */
+export const brokerPasswords = (credentials: Credentials) => formatPasswordFile(credentials).trim().split('\n').join(',');
+
+/** The environment a process needs to log in as `user`. */
+export const mqttLogin = (credentials: Credentials, user: ServiceUser) => ({ MQTT_USERNAME: user, MQTT_PASSWORD: credentials[user] });
