@@ -16,7 +16,7 @@ import mqtt, { type MqttClient } from 'mqtt';
 import { formatPasswordFile } from '../broker/password.js';
 import { freePort, startMosquitto } from '../broker/mosquitto/run.js';
 import { startBroker } from '../test/support/broker.js';
-import { findProgram } from '../test/support/programs.js';
+import { findProgram } from '../lib/programs.js';
 
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 20_000);
 const PAYLOAD = Buffer.alloc(Number(process.env.BENCH_PAYLOAD_BYTES ?? 256), 'x');

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { startGateway } from '../gateway/nginx.js';
 import { freePort, startProcess, type Proc } from '../test/support/process.js';
-import { findProgram } from '../test/support/programs.js';
+import { findProgram } from '../lib/programs.js';
 import { sampleOrder } from '../test/support/stack.js';
 
 const DURATION = Number(process.env.BENCH_DURATION ?? 5);

@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { loadConfig } from '../lib/config.js';
 import { INSTALL_HINT } from './nginx.js';
 import { gatewayEnv, renderGateway, shellCommand } from './render.js';
-import { findProgram } from '../test/support/programs.js';
+import { findProgram } from '../lib/programs.js';
 
 loadConfig(gatewayEnv); // a bad value stops here with exit code 78, naming the variable
 const nginx = findProgram('nginx');

@@ -1,7 +1,7 @@
 // Runs real nginx on a rendered gateway config, in the foreground, as the current user: for the
 // tests, the bench and `npm run gateway`. Ready once the gateway's own /healthz answers.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { findProgram } from '../test/support/programs.js';
+import { findProgram } from '../lib/programs.js';
 import { renderGateway, type RenderedGateway } from './render.js';
 
 export const INSTALL_HINT = 'install nginx (Debian/Ubuntu: sudo apt-get install -y nginx; macOS: brew install nginx)';

@@ -5,24 +5,9 @@
 //
 // Returns false when the program is on the PATH (or at /usr/sbin), or else a one-line skip reason
 // with the install command. Under CI (CI=true) a missing program fails the run instead of skipping.
-import { accessSync, constants } from 'node:fs';
-import { delimiter, join } from 'node:path';
+import { findProgram } from '../../lib/programs.js';
 
-/** Absolute path of `name` on the PATH (plus /usr/sbin and /sbin, where daemons live), or undefined. */
-export function findProgram(name: string): string | undefined {
-  const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/local/sbin', '/usr/sbin', '/sbin'];
-  for (const dir of dirs) {
-    if (!dir) continue;
-    const file = join(dir, name);
-    try {
-      accessSync(file, constants.X_OK);
-      return file;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
+export { findProgram };
 
 /** false when `name` is installed; otherwise a skip reason, or a thrown Error when CI=true. */
 export function requireProgram(name: string, aptPackage: string = name): false | string {
