@@ -14,6 +14,7 @@ import { createLogger } from '../lib/log.js';
 import { createMetrics } from '../lib/metrics.js';
 import { createApp, serveApp } from '../lib/http.js';
 import { onShutdown } from '../lib/shutdown.js';
+import { statsTopic } from '../lib/stats.js';
 import { Acl } from './acl.js';
 import { Access } from './auth.js';
 import { CommitQueue } from './commit-queue.js';
@@ -142,7 +143,21 @@ log.info(
   'broker listening',
 );
 
+// Group backlogs for displays and the dashboard: woodytoys/stats/broker, retained, once a second.
+const statsTimer = setInterval(() => {
+  const groups = shared.stats.map((q) => {
+    const parsed = parseShare(q.share);
+    return typeof parsed === 'string'
+      ? { group: q.share, depth: q.depth, inFlight: q.inflight }
+      : { group: parsed.group, filter: parsed.filter, depth: q.depth, inFlight: q.inflight, members: q.members, online: q.online };
+  });
+  const payload = JSON.stringify({ name: 'broker', at: new Date().toISOString(), clients: broker.connectedClients, groups });
+  broker.publish({ cmd: 'publish', topic: statsTopic('broker'), payload: Buffer.from(payload), qos: 0, retain: true, dup: false }, () => {});
+}, 1000);
+statsTimer.unref();
+
 onShutdown(log, async () => {
+  clearInterval(statsTimer);
   tcp.close();
   wss.close();
   wsHttp.close();

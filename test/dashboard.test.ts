@@ -64,6 +64,10 @@ describe('dashboard', { skip }, () => {
     assert.ok(latest >= 1, 'the latest orders list shows orders');
     const levels = await page.locator('#stock li').count();
     assert.ok(levels >= 1, 'stock levels arrive from the retained topics');
+    // Each worker's leases and pace, and each workflow's backlog, come from the retained stats topics.
+    await page.locator('#workers tbody tr').first().waitFor({ timeout: 15_000 });
+    await page.locator('#backlog tbody tr').first().waitFor({ timeout: 15_000 });
+    assert.match((await page.locator('#backlog tbody').textContent()) ?? '', /order-workers/);
     assert.deepEqual(errors, []);
 
     const dir = join(ROOT, 'test-output');

@@ -19,6 +19,7 @@ import { createLogger } from '../lib/log.js';
 import { createMetrics } from '../lib/metrics.js';
 import { closeMqtt, connectMqtt, consume, subscribe, type MqttClient, type Route } from '../lib/mqtt.js';
 import { Pacer } from '../lib/pacing.js';
+import { StatsPublisher } from '../lib/stats.js';
 import { onShutdown } from '../lib/shutdown.js';
 import { orderReadyForErp, stockMovement } from '../lib/topics.js';
 import { BrokerBacklog } from './backlog.js';
@@ -217,7 +218,20 @@ for (const wf of workflows) {
 }
 log.info({ connections: consumers.length }, 'worker consuming');
 
+// Leases, pace and backlog for displays and the dashboard: woodytoys/stats/workers/<id>, retained.
+const stats = new StatsPublisher(publisher, `workers/${config.WORKER_ID}`, () => ({
+  workerId: config.WORKER_ID,
+  leasedPartitions: keeper.held.length,
+  partitions: config.LEASE_PARTITIONS,
+  capacityRu: keeper.capacity,
+  rateRuPerSec: pacer.rate,
+  members: keeper.members,
+  backlog: Object.fromEntries(workflows.map((wf) => [wf.name, backlogOf(wf.kind)])),
+}));
+stats.start();
+
 onShutdown(log, async () => {
+  stats.stop();
   await http.close();
   // Closing the sessions hands unacknowledged messages back to the broker.
   await Promise.all([...consumers.map((c) => closeMqtt(c)), closeMqtt(publisher)]);
