@@ -8,17 +8,16 @@ WORKDIR /app
 RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
-COPY tsconfig.json tsconfig.build.json ./
+COPY tsconfig.json tsconfig.build.json nginx.conf ./
 COPY lib lib
 COPY broker broker
 COPY api api
 COPY workers workers
 COPY sandbox sandbox
 COPY scripts scripts
-RUN npm run build \
-  # files the compiled code reads beside itself (the broker's default ACL)
-  && mkdir -p dist/broker/mosquitto && cp broker/mosquitto/acl dist/broker/mosquitto/acl \
-  && npm prune --omit=dev
+COPY gateway gateway
+# `npm run build` also copies what the compiled code reads beside itself (the broker's ACL).
+RUN npm run build && npm prune --omit=dev
 
 FROM node:24-bookworm-slim
 ENV NODE_ENV=production \

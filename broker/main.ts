@@ -21,7 +21,7 @@ import { CommitQueue } from './commit-queue.js';
 import { SHARE_PREFIX, SharedSubscriptions, parseShare } from './group-queue.js';
 import { Ingest } from './ingest.js';
 import { registerBrokerMetrics } from './metrics.js';
-import { parsePasswordFile, readPasswordFile } from './password.js';
+import { parsePasswordFile, passwordsFromEnv, readPasswordFile } from './password.js';
 import { SqlitePersistence, type StoredPacket } from './persistence.js';
 import { migrations } from './schema.js';
 import { coalesceWrites } from './wire.js';
@@ -45,12 +45,23 @@ const config = loadConfig({
 const log = createLogger('broker', config.LOG_LEVEL);
 const metrics = createMetrics('broker');
 
+const fromEnv = (() => {
+  try {
+    return passwordsFromEnv(process.env);
+  } catch (err) {
+    console.error(`broker: ${(err as Error).message}`);
+    process.exit(78);
+  }
+})();
 const passwords = new Map([
   ...(config.BROKER_PASSWORD_FILE ? readPasswordFile(config.BROKER_PASSWORD_FILE) : []),
   ...(config.BROKER_PASSWORDS ? parsePasswordFile(config.BROKER_PASSWORDS.replaceAll(',', '\n')) : []),
+  ...fromEnv,
 ]);
 if (passwords.size === 0 && !config.BROKER_ALLOW_ANONYMOUS) {
-  console.error('broker: no users: set BROKER_PASSWORD_FILE (npm run broker:passwd writes one) or BROKER_PASSWORDS, or BROKER_ALLOW_ANONYMOUS=true for development');
+  console.error(
+    'broker: no users: set BROKER_PASSWORD_<USER> variables, BROKER_PASSWORD_FILE (npm run broker:passwd writes one) or BROKER_PASSWORDS, or BROKER_ALLOW_ANONYMOUS=true for development',
+  );
   process.exit(78);
 }
 if (config.BROKER_ALLOW_ANONYMOUS) log.warn('anonymous clients are allowed, with full access (development only)');

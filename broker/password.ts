@@ -51,3 +51,18 @@ export function formatPasswordFile(passwords: Record<string, string>): string {
     .map(([user, password]) => `${user}:${hashPassword(password)}\n`)
     .join('');
 }
+
+/**
+ * Plain passwords from the environment, `BROKER_PASSWORD_<USER>=…` (user in lower case), hashed
+ * here at start: the container way, where secrets arrive as variables (compose's .env).
+ */
+export function passwordsFromEnv(env: NodeJS.ProcessEnv): Map<string, string> {
+  const users = new Map<string, string>();
+  for (const [key, value] of Object.entries(env)) {
+    const match = /^BROKER_PASSWORD_([A-Z0-9_]+)$/.exec(key);
+    if (!match || key === 'BROKER_PASSWORD_FILE' || !value) continue;
+    if (value.length < 8) throw new Error(`${key}: a password needs at least 8 characters`);
+    users.set(match[1]!.toLowerCase(), hashPassword(value));
+  }
+  return users;
+}

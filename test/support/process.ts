@@ -8,6 +8,12 @@ import { createInterface } from 'node:readline';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
+// A test process that dies (failed assertion, uncaught error) must not leave its children running.
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
 /** A free TCP port on 127.0.0.1 (bound, read, released). */
 export async function freePort(): Promise<number> {
   const server = createServer();
@@ -33,8 +39,10 @@ export interface Proc {
 
 export interface StartOptions {
   name: string;
-  /** Entry file relative to the repository root, e.g. 'api/orders/main.ts'. */
-  entry: string;
+  /** Entry file relative to the repository root, e.g. 'api/orders/main.ts' (run from source with tsx). */
+  entry?: string;
+  /** Or a whole command line, e.g. a container's `["node", "dist/broker/main.js"]`. */
+  command?: string[];
   env: Record<string, string>;
   /** The log message that says it is ready; default: any message ending in "listening". */
   ready?: (line: Record<string, unknown>) => boolean;
@@ -43,8 +51,9 @@ export interface StartOptions {
   echo?: boolean;
 }
 
-export async function startProcess({ name, entry, env, ready, timeoutMs = 20_000, echo = process.env.TEST_ECHO === '1' }: StartOptions): Promise<Proc> {
-  const child = spawn(process.execPath, ['--import', 'tsx', entry], {
+export async function startProcess({ name, entry, command, env, ready, timeoutMs = 20_000, echo = process.env.TEST_ECHO === '1' }: StartOptions): Promise<Proc> {
+  const [program, ...args] = command ?? [process.execPath, '--import', 'tsx', entry ?? `${name}/main.ts`];
+  const child = spawn(program === 'node' ? process.execPath : program!, args, {
     cwd: ROOT,
     env: { ...process.env, LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -72,7 +81,13 @@ export async function startProcess({ name, entry, env, ready, timeoutMs = 20_000
     stderr += d.toString();
     if (echo) process.stderr.write(`[${name}] ${d.toString()}`);
   });
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  running.add(child);
+  const exited = new Promise<number | null>((resolve) =>
+    child.once('exit', (code) => {
+      running.delete(child);
+      resolve(code);
+    }),
+  );
 
   const waitForLog: Proc['waitForLog'] = (match, ms = timeoutMs) => {
     const seen = logs.find(match);

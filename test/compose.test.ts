@@ -1,0 +1,187 @@
+// compose.yaml without a Docker engine: it is valid for docker-compose and for the compose-spec
+// JSON schema, nginx accepts the gateway configuration as the nginx image renders it, and every
+// container's own command line, run here with the environment compose gives it (Redis lease store
+// included), passes its healthcheck and confirms an order end to end.
+//
+// What differs from a real `docker compose up`, and why: service names resolve only inside
+// Docker's network, so each container port becomes a free loopback port and every `service:port`
+// in the environment is rewritten to 127.0.0.1:<that port>; volumes become temporary directories;
+// HTTP_HOST is 127.0.0.1 so nothing listens beyond loopback.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Ajv2019 } from 'ajv/dist/2019.js';
+import { parse } from 'yaml';
+import { nginxArgs, substitute, TEMPLATE } from '../gateway/render.js';
+import { ROOT, eventually, freePort, startProcess, type Proc } from './support/process.js';
+import { findProgram, requireProgram } from './support/programs.js';
+
+const COMPOSE_SCHEMA = '/usr/lib/python3/dist-packages/compose/config/compose_spec.json';
+const skip = requireProgram('docker-compose') || requireProgram('nginx') || requireProgram('redis-server', 'redis-server');
+
+interface Service {
+  command?: string[];
+  environment?: Record<string, string>;
+  healthcheck?: { test: string[] };
+  deploy?: { replicas?: number };
+  image?: string;
+  ports?: unknown[];
+}
+
+const compose = (...args: string[]) =>
+  execFileSync(findProgram('docker-compose')!, ['-f', 'compose.yaml', '--env-file', '.env.example', ...args], { cwd: ROOT, encoding: 'utf8' });
+
+describe('compose.yaml', { skip }, () => {
+  it('is valid for docker-compose, with and without the mosquitto profile', () => {
+    compose('config', '-q');
+    compose('--profile', 'mosquitto', 'config', '-q');
+  });
+
+  it('validates against the compose-spec JSON schema', (t) => {
+    if (!existsSync(COMPOSE_SCHEMA)) {
+      if (process.env.CI === 'true') assert.fail(`${COMPOSE_SCHEMA} is missing (apt-get install -y docker-compose)`);
+      return t.skip(`no compose-spec schema at ${COMPOSE_SCHEMA} (apt-get install -y docker-compose)`);
+    }
+    const ajv = new Ajv2019({ strict: false, allErrors: true });
+    // The file names its draft with a trailing '#' and labels its parts with draft-04's `id`, which
+    // Ajv does not take (the labels are not referenced); the rules themselves are 2019-09.
+    const { $schema: _draft, ...schema } = JSON.parse(readFileSync(COMPOSE_SCHEMA, 'utf8'), (key, value: unknown) =>
+      key === 'id' && typeof value === 'string' ? undefined : value,
+    ) as Record<string, unknown>;
+    const validate = ajv.compile(schema);
+    const document = parse(readFileSync(join(ROOT, 'compose.yaml'), 'utf8'), { merge: true }) as unknown;
+    assert.ok(validate(document), JSON.stringify(validate.errors, null, 2));
+  });
+
+  it('keeps secrets out of the file and stateful services on named volumes', () => {
+    const text = readFileSync(join(ROOT, 'compose.yaml'), 'utf8');
+    assert.doesNotMatch(text, /change-me/, 'example secrets belong in .env.example only');
+    const services = (parse(text, { merge: true }) as { services: Record<string, Service & { volumes?: string[] }> }).services;
+    for (const name of ['broker', 'erp', 'catalog', 'orders', 'stock']) {
+      assert.ok(services[name]!.volumes?.some((v) => /^[a-z-]+:\/data$/.test(v)), `${name} keeps /data on a named volume`);
+    }
+    for (const [name, service] of Object.entries(services)) assert.ok(service.healthcheck, `${name} has a healthcheck`);
+  });
+
+  describe('every container command, run outside Docker', () => {
+    const procs: Proc[] = [];
+    let redis: ChildProcess | undefined;
+    let nginx: ChildProcess | undefined;
+    let dir: string;
+    let services: Record<string, Service>;
+    const ports = new Map<string, number>(); // "service:containerPort" → loopback port
+    let gatewayUrl = '';
+
+    /** Rewrites every service:port the environment mentions, and the container's own ports. */
+    const rewrite = (value: string) => value.replace(/\b([a-z][a-z0-9-]*):(\d{2,5})\b/g, (whole, host: string, port: string) => {
+      const mapped = ports.get(`${host}:${port}`);
+      return mapped ? `127.0.0.1:${mapped}` : whole;
+    });
+
+    before(async () => {
+      dir = mkdtempSync(join(tmpdir(), 'compose-'));
+      chmodSync(dir, 0o755);
+      services = (parse(compose('config')) as { services: Record<string, Service> }).services;
+      for (const key of ['broker:1883', 'broker:8083', 'broker:3006', 'erp:3004', 'catalog:3001', 'orders:3002', 'stock:3003', 'workers:3005', 'redis:6379', 'gateway:8080']) {
+        ports.set(key, await freePort());
+      }
+      // The image's build step (Dockerfile): compile to dist/ with the files beside it.
+      execFileSync('npm', ['run', '-s', 'build'], { cwd: ROOT, stdio: 'ignore' });
+    });
+
+    after(async () => {
+      await Promise.all(procs.map((p) => p.stop()));
+      nginx?.kill('SIGTERM');
+      redis?.kill('SIGTERM');
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    });
+
+    it('starts each service, passes every healthcheck and confirms an order', async () => {
+      const redisPort = ports.get('redis:6379')!;
+      redis = spawn(findProgram('redis-server')!, ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+
+      const own: Record<string, Record<string, string>> = {
+        broker: { MQTT_PORT: 'broker:1883', MQTT_WS_PORT: 'broker:8083', HTTP_PORT: 'broker:3006' },
+        erp: { HTTP_PORT: 'erp:3004' },
+        catalog: { HTTP_PORT: 'catalog:3001' },
+        orders: { HTTP_PORT: 'orders:3002' },
+        stock: { HTTP_PORT: 'stock:3003' },
+        workers: { HTTP_PORT: 'workers:3005' },
+      };
+      // Dependency order, as depends_on says.
+      for (const name of ['broker', 'erp', 'catalog', 'stock', 'orders', 'workers']) {
+        const service = services[name]!;
+        assert.deepEqual(service.command?.slice(0, 1), ['node'], `${name} runs node in exec form`);
+        const env: Record<string, string> = {};
+        for (const [k, v] of Object.entries(service.environment ?? {})) env[k] = rewrite(String(v));
+        for (const [k, key] of Object.entries(own[name]!)) env[k] = String(ports.get(key));
+        env.HTTP_HOST = '127.0.0.1';
+        env.DATA_DIR = join(dir, name);
+        mkdirSync(env.DATA_DIR, { recursive: true });
+        procs.push(
+          await startProcess({
+            name,
+            command: service.command!,
+            env,
+            ready: (l) => typeof l.msg === 'string' && (l.msg.endsWith('listening') || l.msg === 'worker consuming') && (name !== 'workers' || l.msg === 'worker consuming'),
+          }),
+        );
+        await healthy(name, service);
+      }
+      assert.equal(services.workers!.environment!.LEASE_STORE, 'redis', 'the workers lease from Redis in compose');
+
+      // The gateway: the template rendered with the container's environment (what envsubst does).
+      const gateway = services.gateway!;
+      const values: Record<string, string> = {};
+      for (const [k, v] of Object.entries(gateway.environment ?? {})) values[k] = rewrite(String(v));
+      Object.assign(values, {
+        GATEWAY_HOST: '127.0.0.1',
+        GATEWAY_PORT: String(ports.get('gateway:8080')),
+        GATEWAY_RUNTIME_DIR: join(dir, 'nginx'),
+        GATEWAY_DASHBOARD_DIR: join(ROOT, 'dashboard'),
+        GATEWAY_ACCESS_LOG: join(dir, 'nginx', 'access.log'),
+      });
+      mkdirSync(values.GATEWAY_RUNTIME_DIR!, { recursive: true });
+      const conf = join(values.GATEWAY_RUNTIME_DIR!, 'nginx.conf');
+      writeFileSync(conf, substitute(readFileSync(TEMPLATE, 'utf8'), values));
+      const args = nginxArgs(values.GATEWAY_RUNTIME_DIR!, conf);
+      const check = spawnSync(findProgram('nginx')!, [...args.filter((a, i, all) => a !== '-g' && all[i - 1] !== '-g'), '-t'], { encoding: 'utf8' });
+      assert.equal(check.status, 0, `nginx -t on the compose rendering:\n${check.stderr}`);
+      nginx = spawn(findProgram('nginx')!, args, { stdio: 'ignore' });
+      gatewayUrl = `http://127.0.0.1:${ports.get('gateway:8080')}`;
+      await healthy('gateway', gateway, gatewayUrl);
+
+      const res = await fetch(`${gatewayUrl}/api/orders`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ customer: { name: 'Compose', email: 'compose@example.com' }, items: [{ productId: 'wooden-train', quantity: 1 }] }),
+      });
+      assert.equal(res.status, 202);
+      const location = res.headers.get('location')!;
+      const order = await eventually(async () => {
+        const o = (await (await fetch(`${gatewayUrl}${location}`)).json()) as { status: string };
+        return o.status !== 'pending' && o;
+      }, { what: 'the order to be confirmed' });
+      assert.equal(order.status, 'confirmed');
+      const config = (await (await fetch(`${gatewayUrl}/config.json`)).json()) as { username: string; password: string };
+      assert.equal(config.username, 'viewer');
+      assert.equal(config.password, services.gateway!.environment!.DASHBOARD_MQTT_PASSWORD);
+    });
+
+    /** Runs the service's own healthcheck command (ports rewritten) until it passes, as compose would. */
+    async function healthy(name: string, service: Service, url?: string) {
+      const [kind, ...test] = service.healthcheck!.test;
+      assert.ok(kind === 'CMD' || kind === 'CMD-SHELL', `${name}: healthcheck form ${kind}`);
+      const argv = test.map((a) => a.replace(/127\.0\.0\.1:(\d+)/g, (_w, p: string) => (url && name === 'gateway' ? url.slice(7) : `127.0.0.1:${ports.get(`${name}:${p}`) ?? p}`)));
+      await eventually(() => {
+        const [program, ...rest] = argv;
+        const bin = program === 'node' ? process.execPath : findProgram(program!);
+        if (!bin) throw new Error(`${program} is not installed here`);
+        return spawnSync(bin, rest, { stdio: 'ignore', timeout: 5000 }).status === 0 || undefined;
+      }, { timeoutMs: 30_000, what: `${name}'s healthcheck` });
+    }
+  });
+});
