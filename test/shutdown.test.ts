@@ -1,0 +1,31 @@
+// SIGTERM stops a process cleanly (exit 0) even when nobody reads its output any more, as after the
+// crash of the parent that started it. pino's default asynchronous destination used to retry the
+// EPIPE forever while flushing at exit, so such a process hung in process.exit (see lib/log.ts).
+// Graceful shutdown under load, process by process, is exercised by test/chaos.test.ts.
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort, startProcess } from './support/process.js';
+
+describe('SIGTERM with nobody reading stdout', () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'woodytoys-shutdown-'));
+  after(() => rmSync(dataDir, { recursive: true, force: true }));
+
+  for (const [name, entry, env] of [
+    ['erp', 'sandbox/erp/main.ts', { ERP_PUBLISH_STATS: 'false' }],
+    ['catalog', 'api/catalog/main.ts', {}],
+  ] as const) {
+    it(`${name} exits 0`, async () => {
+      const proc = await startProcess({ name, entry, env: { DATA_DIR: join(dataDir, name), HTTP_PORT: '0', MQTT_URL: `mqtt://127.0.0.1:${await freePort()}`, ...env } });
+      try {
+        // The reader goes away, as when the parent crashes; the next log line meets EPIPE.
+        proc.child.stdout!.destroy();
+        assert.equal(await proc.stop(10_000), 0);
+      } finally {
+        await proc.kill();
+      }
+    });
+  }
+});
