@@ -123,8 +123,9 @@ export class OutboxRelay {
   }
 
   private markSent(id: number): void {
+    // The row stays in flight until its UPDATE is done: until then a pump would select it again
+    // (sent_at is still NULL) and publish it twice.
     this.acked.push(id);
-    this.inFlight.delete(id);
     if (this.acked.length === 1) {
       // Group the UPDATEs of acks that arrive together into one transaction.
       setImmediate(() => {
@@ -140,6 +141,7 @@ export class OutboxRelay {
     const now = Date.now();
     const stmt = this.db.prepare('UPDATE outbox SET sent_at = ? WHERE id = ?');
     this.db.transaction(() => ids.forEach((i) => stmt.run(now, i)))();
+    for (const i of ids) this.inFlight.delete(i);
   }
 
   private prune(): void {

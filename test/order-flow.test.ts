@@ -43,6 +43,7 @@ describe('an order travels the whole system', () => {
     const stats = await getJson<ErpStats>(`${stack.urls.erp}/erp/stats`);
     assert.equal(stats.records.order, 200);
     assert.equal(stats.accepted, 200);
+    assert.equal(stats.duplicates, 0, 'no order reached the ERP twice');
   });
 
   it('answers a refused order with rejected and the reason', async () => {
@@ -89,5 +90,43 @@ describe('a broker outage', () => {
     );
     const stats = await getJson<ErpStats>(`${stack.urls.erp}/erp/stats`);
     assert.equal(stats.records.order, ids.length);
+  });
+});
+
+describe('several workers in the shared subscription', () => {
+  let stack: Stack;
+  before(async () => {
+    stack = await startStack({ workers: 3, erpCapacityRu: 3000, stock: { 'wooden-train': 10_000 } });
+  });
+  after(async () => {
+    await stack?.stop();
+  });
+
+  it('split the orders between them, none processed twice', async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 150; i++) {
+      const res = await postOrder(stack.urls.orders, sampleOrder(i));
+      assert.equal(res.status, 202);
+      ids.push(res.body.id!);
+    }
+    await eventually(
+      async () => (await Promise.all(ids.map((id) => getJson<{ status: string }>(`${stack.urls.orders}/api/orders/${id}`)))).every((o) => o.status === 'confirmed'),
+      { timeoutMs: 60_000, what: 'all 150 orders confirmed' },
+    );
+    const stats = await getJson<ErpStats>(`${stack.urls.erp}/erp/stats`);
+    assert.equal(stats.records.order, 150);
+    assert.equal(stats.accepted, 150);
+    assert.equal(stats.duplicates, 0, 'no order reached the ERP twice');
+    // Each worker handled a share, and together exactly the orders: no message was handled twice.
+    const handled = await Promise.all(
+      stack.workers.map(async (w) => {
+        const url = String(w.logs.find((l) => l.msg === 'worker listening')?.http);
+        const text = await (await fetch(`${url}/metrics`)).text();
+        const line = text.split('\n').find((l) => l.startsWith('worker_messages_total{') && l.includes('workflow="orders"') && l.includes('outcome="ok"'));
+        return Number(line?.split(' ').at(-1) ?? 0);
+      }),
+    );
+    assert.ok(handled.every((n) => n > 0), `every worker took a share: ${handled.join(', ')}`);
+    assert.equal(handled.reduce((a, b) => a + b, 0), 150, `handled in all: ${handled.join(', ')}`);
   });
 });
