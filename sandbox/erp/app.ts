@@ -20,9 +20,10 @@ export interface ErpOptions {
   costs: Record<RecordKind, number>;
   /** Orders from these e-mail domains are refused (a stand-in for a failed credit check). */
   blockedDomains: string[];
-  /** Fault injection for resilience tests: extra latency and a share of random 500s. */
+  /** Fault injection for resilience tests: extra latency, a share of random 500s and of random 429s. */
   latencyMs?: number;
   errorRate?: number;
+  throttleRate?: number;
   log: Logger;
   metrics: Metrics;
 }
@@ -45,7 +46,7 @@ const recordRoute = createRoute({
   },
 });
 
-export function createErp({ store, throttle, costs, blockedDomains, latencyMs = 0, errorRate = 0, log, metrics }: ErpOptions) {
+export function createErp({ store, throttle, costs, blockedDomains, latencyMs = 0, errorRate = 0, throttleRate = 0, log, metrics }: ErpOptions) {
   const counters = { calls: 0, accepted: 0, rejected: 0, duplicates: 0, refused: 0, errors: 0 };
   const calls = new Counter({
     name: 'erp_calls_total',
@@ -73,6 +74,13 @@ export function createErp({ store, throttle, costs, blockedDomains, latencyMs = 
       counters.errors++;
       count('error', kind);
       return problem(500, 'ERP internal error', 'injected fault (ERP_ERROR_RATE)');
+    }
+    if (throttleRate > 0 && Math.random() < throttleRate) {
+      // As if the ERP's own capacity had shrunk for a moment: nothing charged, nothing recorded.
+      const retryAfter = 100 + Math.floor(Math.random() * 400);
+      counters.rejected++;
+      count('throttled', kind);
+      return problem(429, 'Too Many Requests', 'injected fault (ERP_THROTTLE_RATE)', {}, { 'retry-after': '1', 'retry-after-ms': String(retryAfter) });
     }
     const charge = throttle.take(costs[kind]);
     if (!charge.ok) {

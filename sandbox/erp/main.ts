@@ -21,6 +21,8 @@ const config = loadConfig({
   ERP_BLOCKED_DOMAINS: z.string().default('blocked.example'),
   ERP_LATENCY_MS: z.coerce.number().int().min(0).max(60_000).default(0),
   ERP_ERROR_RATE: z.coerce.number().min(0).max(1).default(0),
+  /** Share of calls answered 429 at random (Retry-After 100–500 ms), whatever the capacity left. */
+  ERP_THROTTLE_RATE: z.coerce.number().min(0).max(1).default(0),
   /** Publish the live figures on woodytoys/stats/erp for the dashboard (needs the broker). */
   ERP_PUBLISH_STATS: bool(true),
   ...mqttEnv,
@@ -34,6 +36,7 @@ const { app, snapshot } = createErp({
   blockedDomains: config.ERP_BLOCKED_DOMAINS.split(',').map((d) => d.trim().toLowerCase()).filter(Boolean),
   latencyMs: config.ERP_LATENCY_MS,
   errorRate: config.ERP_ERROR_RATE,
+  throttleRate: config.ERP_THROTTLE_RATE,
   log,
   metrics: createMetrics('erp'),
 });

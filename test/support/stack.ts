@@ -12,6 +12,8 @@ export interface StackOptions {
   /** Extra environment for every process. */
   env?: Record<string, string>;
   workerEnv?: Record<string, string>;
+  /** Extra environment for the ERP sandbox (e.g. its fault injection: ERP_LATENCY_MS, ERP_ERROR_RATE). */
+  erpEnv?: Record<string, string>;
   /** Available units to set (admin API) once the stock service runs; the rest keep their seed level. */
   stock?: Record<string, number>;
 }
@@ -29,10 +31,19 @@ export interface Stack {
   orders: Proc;
   workers: Proc[];
   startBroker(): Promise<Proc>;
+  /** The process running now under that name: broker, erp, catalog, stock, orders, worker-<n>. */
+  proc(name: ProcessName): Proc;
+  /**
+   * Starts that process again after a kill or a stop (it is stopped first if still running): same
+   * ports, same data directory, same environment, plus `env`. Resolves once it is ready again.
+   */
+  restart(name: ProcessName, env?: Record<string, string>): Promise<Proc>;
   stop(): Promise<void>;
 }
 
-export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, workerEnv = {}, stock = {} }: StackOptions = {}): Promise<Stack> {
+export type ProcessName = 'broker' | 'erp' | 'catalog' | 'stock' | 'orders' | `worker-${number}`;
+
+export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, workerEnv = {}, erpEnv = {}, stock = {} }: StackOptions = {}): Promise<Stack> {
   const dataDir = mkdtempSync(join(tmpdir(), 'woodytoys-'));
   const [mqttPort, wsPort, brokerHttp, erpPort, ordersPort, catalogPort, stockPort] = await Promise.all(
     [1, 2, 3, 4, 5, 6, 7].map(() => freePort()),
@@ -42,40 +53,55 @@ export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, 
   // clients are allowed too, with full access, so that tests can probe and inject freely.
   const credentials = devCredentials(dataDir);
   const login = (user: Parameters<typeof mqttLogin>[1]) => mqttLogin(credentials, user);
-  const startBroker = () =>
+  const startBroker = (extra: Record<string, string> = {}) =>
     startProcess({
       name: 'broker',
       entry: 'broker/main.ts',
-      env: { ...common, BROKER_PASSWORDS: brokerPasswords(credentials), BROKER_ALLOW_ANONYMOUS: 'true', MQTT_PORT: String(mqttPort), MQTT_WS_PORT: String(wsPort), HTTP_PORT: String(brokerHttp) },
+      env: { ...common, BROKER_PASSWORDS: brokerPasswords(credentials), BROKER_ALLOW_ANONYMOUS: 'true', MQTT_PORT: String(mqttPort), MQTT_WS_PORT: String(wsPort), HTTP_PORT: String(brokerHttp), ...extra },
     });
+  const admin = { ADMIN_API_KEY: ADMIN_KEY };
+  const stockUrl = `http://127.0.0.1:${stockPort}`;
+  // How each process starts, kept so that restart() starts it exactly as before.
+  const starters: Record<string, (extra?: Record<string, string>) => Promise<Proc>> = {
+    broker: startBroker,
+    erp: (extra = {}) =>
+      startProcess({ name: 'erp', entry: 'sandbox/erp/main.ts', env: { ...common, ...login('erp'), HTTP_PORT: String(erpPort), ERP_CAPACITY_RU: String(erpCapacityRu), ...erpEnv, ...extra } }),
+    catalog: (extra = {}) => startProcess({ name: 'catalog', entry: 'api/catalog/main.ts', env: { ...common, ...login('catalog'), ...admin, HTTP_PORT: String(catalogPort), ...extra } }),
+    stock: async (extra = {}) => {
+      const p = await startProcess({ name: 'stock', entry: 'api/stock/main.ts', env: { ...common, ...login('stock'), ...admin, HTTP_PORT: String(stockPort), ...extra } });
+      // Orders must not be created before the stock group exists, or the broker has nobody to keep them for.
+      await p.waitForLog((l) => l.msg === 'subscribed');
+      return p;
+    },
+    orders: (extra = {}) => startProcess({ name: 'orders', entry: 'api/orders/main.ts', env: { ...common, ...login('orders'), HTTP_PORT: String(ordersPort), ...extra } }),
+  };
+  const startWorker = (i: number) => (extra: Record<string, string> = {}) =>
+    startProcess({
+      name: `worker-${i}`,
+      entry: 'workers/main.ts',
+      // The workers share the ERP's whole capacity among themselves (leases in the data directory).
+      env: { ...common, ...login('worker'), LEASE_CAPACITY_RU: String(erpCapacityRu), BROKER_METRICS_URL: `http://127.0.0.1:${brokerHttp}/metrics`, HTTP_PORT: '0', WORKER_ID: `test-worker-${i}`, ERP_URL: `http://127.0.0.1:${erpPort}`, ...workerEnv, ...extra },
+      // Every group joined (orders, stock movements): nothing published from now on is lost.
+      ready: (l) => l.msg === 'worker consuming',
+    });
+  for (let i = 1; i <= workers; i++) starters[`worker-${i}`] = startWorker(i);
 
   const started: Proc[] = [];
   try {
     const broker = await startBroker();
     started.push(broker);
-    const erp = await startProcess({ name: 'erp', entry: 'sandbox/erp/main.ts', env: { ...common, ...login('erp'), HTTP_PORT: String(erpPort), ERP_CAPACITY_RU: String(erpCapacityRu) } });
+    const erp = await starters.erp!();
     started.push(erp);
-    const admin = { ADMIN_API_KEY: ADMIN_KEY };
-    const catalog = await startProcess({ name: 'catalog', entry: 'api/catalog/main.ts', env: { ...common, ...login('catalog'), ...admin, HTTP_PORT: String(catalogPort) } });
+    const catalog = await starters.catalog!();
     started.push(catalog);
-    const stockProc = await startProcess({ name: 'stock', entry: 'api/stock/main.ts', env: { ...common, ...login('stock'), ...admin, HTTP_PORT: String(stockPort) } });
+    const stockProc = await starters.stock!();
     started.push(stockProc);
-    // Orders must not be created before the stock group exists, or the broker has nobody to keep them for.
-    await stockProc.waitForLog((l) => l.msg === 'subscribed');
-    const stockUrl = `http://127.0.0.1:${stockPort}`;
     for (const [productId, available] of Object.entries(stock)) await setStock(stockUrl, productId, available);
-    const orders = await startProcess({ name: 'orders', entry: 'api/orders/main.ts', env: { ...common, ...login('orders'), HTTP_PORT: String(ordersPort) } });
+    const orders = await starters.orders!();
     started.push(orders);
     const workerProcs: Proc[] = [];
     for (let i = 1; i <= workers; i++) {
-      const w = await startProcess({
-        name: `worker-${i}`,
-        entry: 'workers/main.ts',
-        // The workers share the ERP's whole capacity among themselves (leases in the data directory).
-        env: { ...common, ...login('worker'), LEASE_CAPACITY_RU: String(erpCapacityRu), BROKER_METRICS_URL: `http://127.0.0.1:${brokerHttp}/metrics`, HTTP_PORT: '0', WORKER_ID: `test-worker-${i}`, ERP_URL: `http://127.0.0.1:${erpPort}`, ...workerEnv },
-        // Every group joined (orders, stock movements): nothing published from now on is lost.
-        ready: (l) => l.msg === 'worker consuming',
-      });
+      const w = await starters[`worker-${i}`]!();
       workerProcs.push(w);
       started.push(w);
     }
@@ -97,6 +123,23 @@ export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, 
       async startBroker() {
         stack.broker = await startBroker();
         return stack.broker;
+      },
+      proc(name) {
+        if (name.startsWith('worker-')) {
+          const p = stack.workers[Number(name.slice('worker-'.length)) - 1];
+          if (!p) throw new Error(`no process ${name}`);
+          return p;
+        }
+        return stack[name as 'broker' | 'erp' | 'catalog' | 'stock' | 'orders'];
+      },
+      async restart(name, extra = {}) {
+        const start = starters[name];
+        if (!start) throw new Error(`no process ${name}`);
+        await stack.proc(name).stop();
+        const p = await start(extra);
+        if (name.startsWith('worker-')) stack.workers[Number(name.slice('worker-'.length)) - 1] = p;
+        else stack[name as 'broker' | 'erp' | 'catalog' | 'stock' | 'orders'] = p;
+        return p;
       },
       async stop() {
         await Promise.all([...stack.workers, stack.orders, stack.stock, stack.catalog, stack.erp].map((p) => p.stop()));
