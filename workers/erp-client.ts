@@ -51,15 +51,35 @@ export class ErpClient {
     return { kind: 'unavailable', reason: `ERP answered ${res.status}` };
   }
 
+  /**
+   * Whether the ERP holds the operation already: its reference, `undefined` if it does not, or
+   * 'unknown' when the ERP cannot say (unreachable, error). Reads are not metered by the ERP.
+   */
+  async find(operationId: string): Promise<{ reference: string } | undefined | 'unknown'> {
+    try {
+      const res = await this.#send('GET', new URL(`/erp/records/${encodeURIComponent(operationId)}`, this.#url));
+      if (res.status === 404) return undefined;
+      if (res.status !== 200) return 'unknown';
+      return { reference: String((JSON.parse(res.body) as { reference?: string }).reference) };
+    } catch {
+      return 'unknown';
+    }
+  }
+
   close(): void {
     this.#agent.destroy();
   }
 
   #post(body: string): Promise<{ status: number; headers: Headers; body: string }> {
+    return this.#send('POST', this.#url, body);
+  }
+
+  #send(method: 'GET' | 'POST', url: URL, body?: string): Promise<{ status: number; headers: Headers; body: string }> {
     return new Promise((resolve, reject) => {
-      const req = (this.#url.protocol === 'https:' ? httpsRequest : httpRequest)(
-        this.#url,
-        { method: 'POST', agent: this.#agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }, timeout: this.timeoutMs },
+      const requestHeaders = body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
+      const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(
+        url,
+        { method, agent: this.#agent, headers: requestHeaders, timeout: this.timeoutMs },
         (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));

@@ -1,10 +1,16 @@
 // Every ERP call of this process goes through here: paced by the shared Pacer at the operation's
 // cost, retried through the same pacer until the ERP gives a final answer. A 429 honours
 // Retry-After, cuts the local rate and goes ahead of new work; an unreachable ERP backs off.
-// After `maxAttempts` the caller gets `exhausted` and dead-letters the message.
+// After `maxAttempts` the caller gets `exhausted` and dead-letters the message, unless the ERP says
+// it holds the operation after all.
+//
+// Giving up says nothing about the ERP: an attempt that timed out, or one made by a process that
+// was killed or handed the message back mid-call, may have recorded it. Publishing "failed" for an
+// operation the ERP holds would make the order rejected (its stock released) or the movement failed
+// while the ERP applied it; the chaos run found exactly that. So the last word is a look-up.
+import type { ErpClient, ErpOperation, ErpResult } from './erp-client.js';
 import type { Pacer } from '../lib/pacing.js';
 import { sleep } from '../lib/shutdown.js';
-import type { ErpClient, ErpOperation, ErpResult } from './erp-client.js';
 
 export type Final = Exclude<ErpResult, { kind: 'throttled' } | { kind: 'unavailable' }> | { kind: 'exhausted'; reason: string; attempts: number };
 
@@ -12,7 +18,7 @@ export type Final = Exclude<ErpResult, { kind: 'throttled' } | { kind: 'unavaila
 export type RecordInErp = (op: ErpOperation) => Promise<Final>;
 
 export interface PacedErpOptions {
-  erp: ErpClient;
+  erp: Pick<ErpClient, 'record' | 'find'>;
   pacer: Pacer;
   /** Request units each kind of operation costs at the ERP. */
   costs: Record<ErpOperation['kind'], number>;
@@ -38,6 +44,8 @@ export function pacedErp({ erp, pacer, costs, maxAttempts, onResult, onRetry }: 
         await sleep(Math.min(5000, 100 * 2 ** attempt) * (0.5 + Math.random() / 2));
       }
     }
+    const found = await erp.find(op.operationId);
+    if (found && found !== 'unknown') return { kind: 'recorded', reference: found.reference, duplicate: true };
     return { kind: 'exhausted', reason: `gave up after ${maxAttempts} attempts: ${last}`, attempts: maxAttempts };
   };
 }
