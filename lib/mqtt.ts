@@ -101,6 +101,17 @@ export interface ConsumeOptions {
   onOutcome?: (outcome: 'ok' | 'deadletter' | 'retry', topic: string) => void;
 }
 
+/** A consuming connection's handling, for a graceful stop. */
+export interface Consumption {
+  /**
+   * Stops taking messages and waits (bounded) for the one in hand to finish and be acknowledged.
+   * Messages that arrive meanwhile are never acknowledged: when the connection closes, the broker
+   * hands them to another member. Closing without draining would hand back a message whose work is
+   * still running, so two processes would do it at once.
+   */
+  drain(timeoutMs?: number): Promise<void>;
+}
+
 /**
  * Routes every incoming message to its handler. A handler that returns has made its effect durable,
  * so the message is acknowledged. One that throws PermanentFailure (or anything unexpected) has the
@@ -108,8 +119,21 @@ export interface ConsumeOptions {
  * blocks its group. If even the dead letter cannot be published, the message stays unacknowledged
  * and the broker delivers it again.
  */
-export function consume(client: MqttClient, { consumer, publisher, source, log, routes, onOutcome }: ConsumeOptions): void {
-  client.handleMessage = (packet, done) => {
+export function consume(client: MqttClient, { consumer, publisher, source, log, routes, onOutcome }: ConsumeOptions): Consumption {
+  let draining = false;
+  let busy = 0;
+  let idle: (() => void)[] = [];
+  const finished = () => {
+    busy--;
+    if (busy === 0) for (const wake of idle.splice(0)) wake();
+  };
+  client.handleMessage = (packet, whenDone) => {
+    if (draining) return;
+    busy++;
+    const done = (err?: Error) => {
+      whenDone(err);
+      finished();
+    };
     const topic = packet.topic;
     const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
     const route = routes.find((r) => topicMatches(r.filter, topic));
@@ -151,6 +175,16 @@ export function consume(client: MqttClient, { consumer, publisher, source, log, 
         }
       },
     );
+  };
+  return {
+    async drain(timeoutMs = 8000) {
+      draining = true;
+      if (busy === 0) return;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([new Promise<void>((resolve) => idle.push(resolve)), new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
+      clearTimeout(timer);
+      idle = [];
+    },
   };
 }
 

@@ -17,7 +17,7 @@ import { SqliteLeaseStore } from '../lib/leases/sqlite.js';
 import type { LeaseStore } from '../lib/leases/store.js';
 import { createLogger } from '../lib/log.js';
 import { createMetrics } from '../lib/metrics.js';
-import { closeMqtt, connectMqtt, consume, subscribe, type MqttClient, type Route } from '../lib/mqtt.js';
+import { closeMqtt, connectMqtt, consume, subscribe, type Consumption, type MqttClient, type Route } from '../lib/mqtt.js';
 import { Pacer } from '../lib/pacing.js';
 import { StatsPublisher } from '../lib/stats.js';
 import { onShutdown } from '../lib/shutdown.js';
@@ -189,6 +189,7 @@ pacer.start();
 backlog.start();
 
 const consumers: MqttClient[] = [];
+const consumptions: Consumption[] = [];
 const app = createApp({ log, metrics, ready: () => ({ consumers: consumers.length > 0 && consumers.every((c) => c.connected), publisher: publisher.connected }) });
 const http = await serveApp(app, config.HTTP_PORT, config.HTTP_HOST);
 log.info({ http: `http://${config.HTTP_HOST}:${http.port}`, workerId: config.WORKER_ID, subscription: config.WORKER_SUBSCRIPTION, leaseStore: store.kind }, 'worker listening');
@@ -199,7 +200,7 @@ for (const wf of workflows) {
   const joined: Promise<void>[] = [];
   for (let i = 1; i <= config.WORKER_CONNECTIONS; i++) {
     const client = connectMqtt({ ...credentials, clientId: `${clientId}-${wf.tag}${i}` });
-    consume(client, {
+    consumptions.push(consume(client, {
       consumer: wf.group,
       publisher,
       source: SOURCE,
@@ -209,7 +210,7 @@ for (const wf of workflows) {
         messages.inc({ workflow: wf.name, outcome });
         if (outcome === 'deadletter') deadLetters.inc({ workflow: wf.name });
       },
-    });
+    }));
     joined.push(new Promise((resolve) => client.on('packetreceive', (packet) => packet.cmd === 'suback' && resolve())));
     subscribe(client, [filterOf(wf)], log);
     consumers.push(client);
@@ -233,7 +234,9 @@ stats.start();
 onShutdown(log, async () => {
   stats.stop();
   await http.close();
-  // Closing the sessions hands unacknowledged messages back to the broker.
+  // Operations in progress finish and are acknowledged first; closing the sessions then hands
+  // what was not started back to the broker.
+  await Promise.all(consumptions.map((c) => c.drain()));
   await Promise.all([...consumers.map((c) => closeMqtt(c)), closeMqtt(publisher)]);
   backlog.stop();
   await pacer.stop();
