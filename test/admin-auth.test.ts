@@ -1,0 +1,61 @@
+// Every admin route refuses a missing or wrong key, whichever way it is sent. The routes come from
+// the services' own OpenAPI documents (each operation marked with the admin security scheme), so a
+// new admin route that forgot its middleware fails here. In-process apps, in-memory SQLite.
+// (test/catalog.test.ts and test/stock.test.ts check the right key works, route by route.)
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { createCatalogApp } from '../api/catalog/app.js';
+import { CatalogStore } from '../api/catalog/store.js';
+import { createOrdersApp } from '../api/orders/app.js';
+import { OrderStore } from '../api/orders/store.js';
+import { createStockApp } from '../api/stock/app.js';
+import { StockStore } from '../api/stock/store.js';
+import { createLogger } from '../lib/log.js';
+import { createMetrics } from '../lib/metrics.js';
+
+const KEY = 'admin-auth-test-key-0123456789';
+const common = (name: string) => ({ log: createLogger(name, 'silent'), metrics: createMetrics(name), ready: () => ({ database: true }) });
+
+interface Doc {
+  paths: Record<string, Record<string, { security?: unknown[] }>>;
+}
+
+const services = [
+  { name: 'catalog', doc: '/api/catalog/openapi.json', app: createCatalogApp({ store: new CatalogStore(':memory:'), adminApiKey: KEY, ...common('admin-catalog') }) },
+  { name: 'stock', doc: '/api/stock/openapi.json', app: createStockApp({ store: new StockStore(':memory:'), adminApiKey: KEY, importMaxBytes: 1 << 20, importMaxMovements: 1000, ...common('admin-stock') }) },
+  { name: 'orders', doc: '/api/orders/openapi.json', app: createOrdersApp({ store: new OrderStore(':memory:'), ...common('admin-orders') }) },
+];
+
+const wrongKeys: [string, Record<string, string>][] = [
+  ['no key', {}],
+  ['an empty X-API-Key', { 'x-api-key': '' }],
+  ['a wrong X-API-Key', { 'x-api-key': `${KEY}x` }],
+  ['a prefix of the key', { 'x-api-key': KEY.slice(0, -1) }],
+  ['the key in another case', { 'x-api-key': KEY.toUpperCase() }],
+  ['a wrong Bearer token', { authorization: 'Bearer not-the-key-at-all' }],
+  ['the key under another scheme', { authorization: `Basic ${KEY}` }],
+];
+
+describe('admin routes refuse missing or wrong keys', () => {
+  let adminRoutes = 0;
+  for (const { name, doc, app } of services) {
+    it(`${name}: every operation with the admin scheme answers 401 problem+json`, async () => {
+      const spec = (await (await app.request(doc)).json()) as Doc;
+      for (const [path, methods] of Object.entries(spec.paths)) {
+        for (const [method, op] of Object.entries(methods)) {
+          if (!op.security?.length) continue;
+          adminRoutes++;
+          const url = path.replace(/\{[^}]+\}/g, 'wooden-train');
+          for (const [what, headers] of wrongKeys) {
+            const res = await app.request(url, { method: method.toUpperCase(), headers: { 'content-type': 'application/json', ...headers }, body: '{}' });
+            assert.equal(res.status, 401, `${method.toUpperCase()} ${path} with ${what}`);
+            assert.match(res.headers.get('content-type') ?? '', /application\/problem\+json/);
+          }
+        }
+      }
+    });
+  }
+  it('found the admin routes (catalog: create, change; stock: set, adjust, import)', () => {
+    assert.ok(adminRoutes >= 5, `${adminRoutes} admin operations`);
+  });
+});
