@@ -146,7 +146,10 @@ function renderOrders() {
 }
 
 function renderBacklog() {
-  $('backlog').tBodies[0].innerHTML = state.groups
+  // The workflows that drain into the ERP first, then the services' own groups.
+  const rank = (g) => (String(g.group).endsWith('-workers') ? 0 : 1);
+  $('backlog').tBodies[0].innerHTML = [...state.groups]
+    .sort((a, b) => rank(a) - rank(b) || String(a.group).localeCompare(String(b.group)))
     .map((g) => `<tr><td>${escape(g.group)}${g.filter ? ` <small>${escape(g.filter)}</small>` : ''}</td><td>${g.depth ?? 0}</td><td>${g.inFlight ?? 0}</td></tr>`)
     .join('');
 }

@@ -125,7 +125,7 @@ const importResults: { status: number; id?: string; done?: number; total?: numbe
 for (let i = 0; i < imports; i++) {
   const movements = Array.from({ length: importSize }, (_, k) => ({ productId: catalogue[k % catalogue.length]!, delta: 1 + (k % 5) }));
   const res = await fetch(`${base}/api/stock/imports`, { method: 'POST', headers, body: JSON.stringify(movements) }).catch(() => undefined);
-  const body = (await res?.json().catch(() => ({}))) as { id?: string; total?: number };
+  const body = (res ? await res.json().catch(() => ({})) : {}) as { id?: string; total?: number };
   importResults.push({ status: res?.status ?? 0, ...(body.id ? { id: body.id } : {}), ...(body.total ? { total: body.total } : {}) });
 }
 
@@ -180,7 +180,10 @@ if (args.json) {
     ['rejected', summary.rejected],
     ['still pending', summary.stillPending],
     ['latency p50 / p90 / p99 / max (ms)', `${f(summary.latencyMs.p50)} / ${f(summary.latencyMs.p90)} / ${f(summary.latencyMs.p99)} / ${f(summary.latencyMs.max)}`],
-    ...importResults.map((imp, i): [string, string] => [`import ${i + 1}`, `HTTP ${imp.status}${imp.id ? `, ${imp.done ?? '?'}/${imp.total ?? '?'} done` : ''}`]),
+    ...importResults.map((imp, i): [string, string] => [
+      `import ${i + 1}`,
+      `HTTP ${imp.status}${imp.id ? `, ${imp.done ?? '?'}/${imp.total ?? '?'} done` : ''}${imp.status === 401 ? ' (imports need --api-key <ADMIN_API_KEY>)' : ''}`,
+    ]),
   ];
   const width = Math.max(...rows.map(([k]) => k.length));
   for (const [k, v] of rows) console.log(`${k.padEnd(width)}  ${v}`);
