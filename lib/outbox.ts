@@ -1,6 +1,7 @@
 // Transactional outbox: a service writes its state change and the event announcing it in one SQLite
 // transaction; the relay publishes unsent rows with QoS 1 and marks each sent only on its PUBACK.
 // While the broker is away rows simply accumulate, and the relay drains them when it is back.
+import { Gauge, type Registry } from 'prom-client';
 import type { DB } from './db.js';
 import type { CloudEvent } from './events.js';
 import type { Logger } from './log.js';
@@ -46,6 +47,8 @@ export interface RelayOptions {
   pollMs?: number;
   /** Sent rows are kept this long (for inspection), then deleted. */
   keepSentMs?: number;
+  /** Where to export `outbox_pending`, the rows written but not yet acknowledged by the broker. */
+  registry?: Registry;
 }
 
 export class OutboxRelay {
@@ -68,13 +71,24 @@ export class OutboxRelay {
     this.wake();
   };
 
-  constructor({ db, client, log, window = 64, pollMs = 250, keepSentMs = 60 * 60 * 1000 }: RelayOptions) {
+  constructor({ db, client, log, window = 64, pollMs = 250, keepSentMs = 60 * 60 * 1000, registry }: RelayOptions) {
     this.db = db;
     this.client = client;
     this.log = log;
     this.window = window;
     this.pollMs = pollMs;
     this.keepSentMs = keepSentMs;
+    if (registry) {
+      const pending = () => this.pending();
+      new Gauge({
+        name: 'outbox_pending',
+        help: 'Events written but not yet acknowledged by the broker',
+        registers: [registry],
+        collect() {
+          this.set(pending());
+        },
+      });
+    }
   }
 
   start(): void {

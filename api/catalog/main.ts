@@ -9,7 +9,6 @@ import { createMetrics } from '../../lib/metrics.js';
 import { closeMqtt, connectMqtt } from '../../lib/mqtt.js';
 import { OutboxRelay } from '../../lib/outbox.js';
 import { onShutdown } from '../../lib/shutdown.js';
-import { Gauge } from 'prom-client';
 import { createCatalogApp } from './app.js';
 import { CatalogStore } from './store.js';
 
@@ -26,17 +25,9 @@ const store = new CatalogStore(dataFile(config.DATA_DIR, 'catalog'), { seed: con
 
 const clientId = config.MQTT_CLIENT_ID ?? 'catalog';
 const publisher = connectMqtt({ url: config.MQTT_URL, username: config.MQTT_USERNAME, password: config.MQTT_PASSWORD, log, clientId: `${clientId}-pub`, clean: true });
-const relay = new OutboxRelay({ db: store.db, client: publisher, log });
+const relay = new OutboxRelay({ db: store.db, client: publisher, log, registry: metrics.registry });
 relay.start();
 
-new Gauge({
-  name: 'outbox_pending',
-  help: 'Events written but not yet acknowledged by the broker',
-  registers: [metrics.registry],
-  collect() {
-    this.set(relay.pending());
-  },
-});
 const app = createCatalogApp({
   store,
   log,

@@ -24,7 +24,7 @@ const credentials = { url: config.MQTT_URL, username: config.MQTT_USERNAME, pass
 // One connection publishes (outbox relay, dead letters); the other consumes outcomes in a persistent session.
 const publisher = connectMqtt({ ...credentials, clientId: `${clientId}-pub`, clean: true });
 const consumer = connectMqtt({ ...credentials, clientId });
-const relay = new OutboxRelay({ db: store.db, client: publisher, log });
+const relay = new OutboxRelay({ db: store.db, client: publisher, log, registry: metrics.registry });
 consume(consumer, { consumer: 'orders', publisher, source: SOURCE, log, routes: outcomeRoutes(store, log) });
 subscribe(consumer, [orderConfirmed.topic, orderFailed.topic, stockRejected.topic], log);
 relay.start();
@@ -32,14 +32,6 @@ relay.start();
 const stats = new StatsPublisher(publisher, 'orders', () => ({ counts: store.countByStatus(), outboxPending: relay.pending() }));
 stats.start();
 
-new Gauge({
-  name: 'outbox_pending',
-  help: 'Events written but not yet acknowledged by the broker',
-  registers: [metrics.registry],
-  collect() {
-    this.set(relay.pending());
-  },
-});
 new Gauge({
   name: 'orders',
   help: 'Orders by status',

@@ -1,6 +1,5 @@
 // Stock service: config → database (seeded on first start) → MQTT (outbox relay + consumer in the
 // shared group `stock`) → HTTP → shutdown.
-import { Gauge } from 'prom-client';
 import { z } from 'zod';
 import { bool, commonEnv, loadConfig, mqttEnv, port, positiveInt } from '../../lib/config.js';
 import { dataFile } from '../../lib/db.js';
@@ -34,19 +33,11 @@ const credentials = { url: config.MQTT_URL, username: config.MQTT_USERNAME, pass
 // One connection publishes (outbox relay, dead letters); the other consumes in a persistent session.
 const publisher = connectMqtt({ ...credentials, clientId: `${clientId}-pub`, clean: true });
 const consumer = connectMqtt({ ...credentials, clientId });
-const relay = new OutboxRelay({ db: store.db, client: publisher, log, window: config.STOCK_OUTBOX_WINDOW });
+const relay = new OutboxRelay({ db: store.db, client: publisher, log, window: config.STOCK_OUTBOX_WINDOW, registry: metrics.registry });
 consume(consumer, { consumer: GROUP, publisher, source: SOURCE, log, routes: stockRoutes({ store, log, onChange: () => relay.wake() }) });
 subscribe(consumer, stockSubscriptions, log);
 relay.start();
 
-new Gauge({
-  name: 'outbox_pending',
-  help: 'Events written but not yet acknowledged by the broker',
-  registers: [metrics.registry],
-  collect() {
-    this.set(relay.pending());
-  },
-});
 const app = createStockApp({
   store,
   log,
