@@ -20,6 +20,9 @@ describe('SIGTERM with nobody reading stdout', () => {
     it(`${name} exits 0`, async () => {
       const proc = await startProcess({ name, entry, env: { DATA_DIR: join(dataDir, name), HTTP_PORT: '0', MQTT_URL: `mqtt://127.0.0.1:${await freePort()}`, ...env } });
       try {
+        // Handlers are installed just after the "listening" line: an answered request proves it.
+        const http = String(proc.logs.find((l) => typeof l.http === 'string')?.http);
+        assert.equal((await fetch(`${http}/healthz`)).status, 200);
         // The reader goes away, as when the parent crashes; the next log line meets EPIPE.
         proc.child.stdout!.destroy();
         assert.equal(await proc.stop(10_000), 0);
