@@ -2,7 +2,16 @@
 // (stop taking work, finish or hand back what is in flight, close connections), then exit.
 import type { Logger } from './log.js';
 
+// Until a process has registered its stop steps it is still starting: nothing is in flight that a
+// signal could lose (a message being handled is unacknowledged, so the broker keeps it). A signal
+// then ends the process at once, with exit code 0, instead of Node's default death by signal.
+const whileStarting = () => process.exit(0);
+process.on('SIGTERM', whileStarting);
+process.on('SIGINT', whileStarting);
+
 export function onShutdown(log: Logger, stop: () => Promise<void>, { timeoutMs = 15_000 } = {}): void {
+  process.off('SIGTERM', whileStarting);
+  process.off('SIGINT', whileStarting);
   let stopping = false;
   const handler = (signal: NodeJS.Signals) => {
     if (stopping) return;

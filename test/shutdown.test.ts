@@ -32,3 +32,23 @@ describe('SIGTERM with nobody reading stdout', () => {
     });
   }
 });
+
+describe('SIGTERM while a process is still starting', () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'woodytoys-starting-'));
+  after(() => rmSync(dataDir, { recursive: true, force: true }));
+
+  it('ends a worker that cannot reach its broker yet with exit code 0', async () => {
+    // With no broker the worker never joins its groups, so its stop steps are not registered yet.
+    const proc = await startProcess({
+      name: 'worker',
+      entry: 'workers/main.ts',
+      env: { DATA_DIR: dataDir, HTTP_PORT: '0', WORKER_ID: 'starting', MQTT_URL: `mqtt://127.0.0.1:${await freePort()}` },
+      ready: (l) => l.msg === 'worker listening',
+    });
+    try {
+      assert.equal(await proc.stop(10_000), 0);
+    } finally {
+      await proc.kill();
+    }
+  });
+});
