@@ -1,12 +1,16 @@
 // Giving up on an operation: the ERP is asked first, since an earlier attempt (timed out, or made
-// by a process that died mid-call) may have recorded it. A fake ERP, a real pacer.
+// by a process that died mid-call) may have recorded it; while it cannot answer, it is asked again.
+// A fake ERP (the look-up's answers are the point), a real pacer.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Pacer } from '../lib/pacing.js';
 import type { ErpClient } from './erp-client.js';
 import { pacedErp } from './paced-erp.js';
 
-function setup(found: Awaited<ReturnType<ErpClient['find']>>) {
+type Found = Awaited<ReturnType<ErpClient['find']>>;
+
+/** `answers` are the ERP's replies to the look-up, in turn; the last one repeats. */
+function setup(...answers: Found[]) {
   const pacer = new Pacer({ capacity: 100_000, sliceMs: 10 });
   pacer.start();
   let calls = 0;
@@ -15,10 +19,14 @@ function setup(found: Awaited<ReturnType<ErpClient['find']>>) {
       calls++;
       return { kind: 'throttled', retryAfterMs: 1 };
     },
-    find: async () => found,
+    find: async () => {
+      finds++;
+      return answers.length > 1 ? answers.shift() : answers[0];
+    },
   };
+  let finds = 0;
   const record = pacedErp({ erp, pacer, costs: { order: 1, 'stock-movement': 1 }, maxAttempts: 3 });
-  return { record: () => record({ operationId: 'order:1', kind: 'order', payload: {} }), calls: () => calls, stop: () => pacer.stop() };
+  return { record: () => record({ operationId: 'order:1', kind: 'order', payload: {} }), calls: () => calls, finds: () => finds, stop: () => pacer.stop() };
 }
 
 describe('paced ERP calls past the attempt limit', () => {
@@ -29,13 +37,22 @@ describe('paced ERP calls past the attempt limit', () => {
     await s.stop();
   });
 
-  it('give up with the reason when the ERP does not hold it, or cannot say', async () => {
-    for (const found of [undefined, 'unknown'] as const) {
-      const s = setup(found);
-      const final = await s.record();
-      assert.equal(final.kind, 'exhausted');
-      assert.match((final as { reason: string }).reason, /gave up after 3 attempts: ERP throttled/);
-      await s.stop();
-    }
+  it('give up with the reason when the ERP says it does not hold it', async () => {
+    const s = setup(undefined);
+    const final = await s.record();
+    assert.equal(final.kind, 'exhausted');
+    assert.match((final as { reason: string }).reason, /gave up after 3 attempts: ERP throttled/);
+    await s.stop();
+  });
+
+  it('ask again, without deciding, while the ERP cannot say', async () => {
+    const gone = setup('unknown', 'unknown', undefined);
+    assert.equal((await gone.record()).kind, 'exhausted');
+    assert.equal(gone.finds(), 3);
+    await gone.stop();
+    const held = setup('unknown', { reference: 'ERP-2' });
+    assert.deepEqual(await held.record(), { kind: 'recorded', reference: 'ERP-2', duplicate: true });
+    assert.equal(held.finds(), 2);
+    await held.stop();
   });
 });

@@ -2,7 +2,7 @@
 // cost, retried through the same pacer until the ERP gives a final answer. A 429 honours
 // Retry-After, cuts the local rate and goes ahead of new work; an unreachable ERP backs off.
 // After `maxAttempts` the caller gets `exhausted` and dead-letters the message, unless the ERP says
-// it holds the operation after all.
+// it holds the operation after all (or cannot say yet: then we wait until it can).
 //
 // Giving up says nothing about the ERP: an attempt that timed out, or one made by a process that
 // was killed or handed the message back mid-call, may have recorded it. Publishing "failed" for an
@@ -44,8 +44,14 @@ export function pacedErp({ erp, pacer, costs, maxAttempts, onResult, onRetry }: 
         await sleep(Math.min(5000, 100 * 2 ** attempt) * (0.5 + Math.random() / 2));
       }
     }
-    const found = await erp.find(op.operationId);
-    if (found && found !== 'unknown') return { kind: 'recorded', reference: found.reference, duplicate: true };
+    // Only the ERP's own answer may decide: while it cannot be asked (it is down or restarting),
+    // the message stays in hand and we ask again. On SIGTERM the drain hands it back unacknowledged.
+    for (let wait = 250; ; wait = Math.min(wait * 2, 5000)) {
+      const found = await erp.find(op.operationId);
+      if (found === undefined) break;
+      if (found !== 'unknown') return { kind: 'recorded', reference: found.reference, duplicate: true };
+      await sleep(wait * (0.5 + Math.random() / 2));
+    }
     return { kind: 'exhausted', reason: `gave up after ${maxAttempts} attempts: ${last}`, attempts: maxAttempts };
   };
 }
