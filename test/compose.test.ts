@@ -66,6 +66,44 @@ describe('compose.yaml', { skip }, () => {
     for (const [name, service] of Object.entries(services)) assert.ok(service.healthcheck, `${name} has a healthcheck`);
   });
 
+  it('the mosquitto profile: its own command writes the users and starts Mosquitto, which passes its healthcheck', async (t) => {
+    const missing = requireProgram('mosquitto') || requireProgram('mosquitto_passwd', 'mosquitto');
+    if (missing) return t.skip(missing);
+    const mosquitto = (parse(compose('--profile', 'mosquitto', 'config')) as { services: Record<string, Service> }).services.mosquitto!;
+    const dir = mkdtempSync(join(tmpdir(), 'compose-mosquitto-'));
+    const [tcp, ws] = [await freePort(), await freePort()];
+    // The container's paths become this directory; its listeners, loopback ports. docker-compose v1
+    // prints `$$` as written: the container's shell sees `$`.
+    const local = (text: string) => text.replaceAll('$$', '$').replaceAll('/mosquitto/', `${dir}/`);
+    mkdirSync(join(dir, 'config'), { recursive: true });
+    mkdirSync(join(dir, 'data'), { recursive: true });
+    const conf = readFileSync(join(ROOT, 'broker/mosquitto/compose.conf'), 'utf8')
+      .replace(/^listener 1883$/m, `listener ${tcp} 127.0.0.1`)
+      .replace(/^listener 8083$/m, `listener ${ws} 127.0.0.1`)
+      .replaceAll('/mosquitto/', `${dir}/`);
+    // Started as root outside a container, Mosquitto would switch to its own user, which cannot read the temporary files.
+    writeFileSync(join(dir, 'config', 'mosquitto.conf'), conf + (process.getuid?.() === 0 ? '\nuser root\n' : ''));
+    writeFileSync(join(dir, 'config', 'acl'), readFileSync(join(ROOT, 'broker/mosquitto/acl')));
+    const env = { ...process.env, ...mosquitto.environment, PATH: `${process.env.PATH}:/usr/sbin:/sbin` };
+    const [shell, ...args] = mosquitto.command!.map(local);
+    const child = spawn(shell!, args, { env, stdio: 'ignore' });
+    try {
+      const [kind, script] = mosquitto.healthcheck!.test;
+      assert.equal(kind, 'CMD-SHELL');
+      const check = local(script!).replace('-p 1883', `-p ${tcp}`);
+      await eventually(() => spawnSync('sh', ['-c', check], { env, stdio: 'ignore', timeout: 5000 }).status === 0 || undefined, {
+        timeoutMs: 20_000,
+        what: "mosquitto's healthcheck",
+      });
+      // A wrong password is refused: the users really came from the environment.
+      const wrong = check.replace('"$MQTT_PASSWORD_VIEWER"', 'not-the-password');
+      assert.notEqual(spawnSync('sh', ['-c', wrong], { env, stdio: 'ignore', timeout: 5000 }).status, 0);
+    } finally {
+      child.kill('SIGTERM');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   describe('every container command, run outside Docker', () => {
     const procs: Proc[] = [];
     let redis: ChildProcess | undefined;
@@ -101,7 +139,13 @@ describe('compose.yaml', { skip }, () => {
 
     it('starts each service, passes every healthcheck and confirms an order', async () => {
       const redisPort = ports.get('redis:6379')!;
-      redis = spawn(findProgram('redis-server')!, ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+      // Redis with the container's own command, on a loopback port.
+      const [redisProgram, ...redisArgs] = services.redis!.command!;
+      assert.equal(redisProgram, 'redis-server');
+      redis = spawn(findProgram('redis-server')!, [...redisArgs, '--port', String(redisPort), '--bind', '127.0.0.1'], { stdio: 'ignore' });
+      await eventually(() => spawnSync(findProgram('redis-cli') ?? 'redis-cli', ['-p', String(redisPort), 'ping'], { encoding: 'utf8' }).stdout?.trim() === 'PONG' || undefined, {
+        what: "redis's healthcheck (redis-cli ping)",
+      });
 
       const own: Record<string, Record<string, string>> = {
         broker: { MQTT_PORT: 'broker:1883', MQTT_WS_PORT: 'broker:8083', HTTP_PORT: 'broker:3006' },
