@@ -10,16 +10,15 @@
 import Database from 'better-sqlite3';
 import { randomUUID } from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import mqtt from 'mqtt';
-import { startGateway, type RunningGateway } from '../gateway/nginx.js';
+import type { RunningGateway } from '../gateway/nginx.js';
 import { findProgram } from '../lib/programs.js';
 import { sleep } from '../lib/shutdown.js';
-import { ROOT, eventually, freePort } from '../test/support/process.js';
-import { ADMIN_KEY, startStack, type ProcessName, type Stack } from '../test/support/stack.js';
+import { ROOT, eventually } from '../test/support/process.js';
+import { ADMIN_KEY, startGatewayFor, startStack, type ProcessName, type Stack } from '../test/support/stack.js';
 
 export interface ChaosOptions {
   /** Orders posted per second, and stock movements imported per second (in imports of `importSize`). */
@@ -289,7 +288,6 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
   const faults: Fault[] = [];
   let stack: Stack | undefined;
   let gateway: RunningGateway | undefined;
-  let runtimeDir: string | undefined;
   let probe: mqtt.MqttClient | undefined;
   let load: Load | undefined;
   let erpWatch: ErpWatch | undefined;
@@ -300,17 +298,8 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
     let urls = { orders: s.urls.orders, stock: s.urls.stock, catalog: s.urls.catalog };
     const viaGateway = !o.direct && findProgram('nginx') !== undefined;
     if (viaGateway) {
-      runtimeDir = mkdtempSync(join(tmpdir(), 'chaos-gateway-'));
-      chmodSync(runtimeDir, 0o755); // nginx's workers (nobody, when run as root) must enter it
-      const ws = String(s.broker.logs.find((l) => typeof l.ws === 'string')?.ws);
       // The edge limits are not under test here (test/gateway.test.ts): raised far above the load.
-      gateway = await startGateway({
-        GATEWAY_RUNTIME_DIR: runtimeDir,
-        GATEWAY_PORT: String(await freePort()),
-        ORDERS_UPSTREAM: new URL(s.urls.orders).host,
-        CATALOG_UPSTREAM: new URL(s.urls.catalog).host,
-        STOCK_UPSTREAM: new URL(s.urls.stock).host,
-        MQTT_WS_UPSTREAM: new URL(ws).host,
+      gateway = await startGatewayFor(s, {
         GATEWAY_READ_RATE_PER_MIN: '6000000',
         GATEWAY_READ_BURST: '100000',
         GATEWAY_WRITE_RATE_PER_MIN: '6000000',
@@ -555,7 +544,6 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
     probe?.end(true);
     await gateway?.stop();
     await stack?.stop();
-    if (runtimeDir) rmSync(runtimeDir, { recursive: true, force: true });
   }
 }
 

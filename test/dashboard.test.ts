@@ -3,14 +3,13 @@
 // its ERP chart. A screenshot is saved under test-output/.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
-import { startGateway, type RunningGateway } from '../gateway/nginx.js';
-import { ROOT, freePort } from './support/process.js';
+import type { RunningGateway } from '../gateway/nginx.js';
+import { ROOT } from './support/process.js';
 import { findProgram, requireProgram } from './support/programs.js';
-import { postOrder, sampleOrder, startStack, type Stack } from './support/stack.js';
+import { postOrder, sampleOrder, startGatewayFor, startStack, type Stack } from './support/stack.js';
 
 const skip = requireProgram('nginx') || requireProgram('chromium');
 
@@ -18,21 +17,10 @@ describe('dashboard', { skip }, () => {
   let stack: Stack;
   let gateway: RunningGateway;
   let browser: Browser;
-  let runtimeDir: string;
 
   before(async () => {
-    runtimeDir = mkdtempSync(join(tmpdir(), 'dashboard-'));
-    chmodSync(runtimeDir, 0o755); // nginx's workers (nobody, when run as root) must enter it
     stack = await startStack({ stock: { 'wooden-train': 1000 } });
-    const ws = stack.broker.logs.find((l) => typeof l.ws === 'string')?.ws;
-    gateway = await startGateway({
-      GATEWAY_RUNTIME_DIR: runtimeDir,
-      GATEWAY_PORT: String(await freePort()),
-      ORDERS_UPSTREAM: new URL(stack.urls.orders).host,
-      CATALOG_UPSTREAM: new URL(stack.urls.catalog).host,
-      STOCK_UPSTREAM: new URL(stack.urls.stock).host,
-      MQTT_WS_UPSTREAM: new URL(String(ws)).host,
-    });
+    gateway = await startGatewayFor(stack);
     browser = await chromium.launch({
       executablePath: findProgram('chromium'),
       args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
@@ -43,7 +31,6 @@ describe('dashboard', { skip }, () => {
     await browser?.close();
     await gateway?.stop();
     await stack?.stop();
-    if (runtimeDir) rmSync(runtimeDir, { recursive: true, force: true });
   });
 
   it('connects, then shows orders and ERP load change as orders flow', async () => {

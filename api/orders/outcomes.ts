@@ -1,45 +1,33 @@
 // Consumes the saga's outcome events (ERP confirmed or failed, stock rejected) and moves each order
 // to its final status.
-import { decodeEvent } from '../../lib/events.js';
+import type { z } from 'zod';
+import { decodeEvent, type EventDefinition } from '../../lib/events.js';
 import { PermanentFailure, type Route } from '../../lib/mqtt.js';
 import { orderConfirmed, orderFailed, stockRejected } from '../../lib/topics.js';
 import type { Logger } from '../../lib/log.js';
 import type { OrderStore } from './store.js';
 
 export function outcomeRoutes(store: OrderStore, log: Logger): Route[] {
+  /** One outcome event: decode it, then apply it once (its id is remembered with the change). */
+  const route = <T extends { orderId: string }>(
+    def: EventDefinition<z.ZodType<T>>,
+    status: 'confirmed' | 'rejected',
+    detail: (data: T) => { reason?: string; erpReference?: string },
+  ): Route => ({
+    filter: def.topic,
+    async handle(_topic, payload) {
+      const decoded = decodeEvent(def, payload);
+      if (!decoded.ok) throw new PermanentFailure(decoded.reason);
+      const { id, data } = decoded.event;
+      const result = store.applyOutcome(id, data.orderId, status, detail(data));
+      if (result === 'unknown-order') throw new PermanentFailure(`unknown order ${data.orderId}`);
+      log.debug({ orderId: data.orderId, result }, 'outcome applied');
+    },
+  });
   return [
-    {
-      filter: orderConfirmed.topic,
-      async handle(_topic, payload) {
-        const decoded = decodeEvent(orderConfirmed, payload);
-        if (!decoded.ok) throw new PermanentFailure(decoded.reason);
-        const { id, data } = decoded.event;
-        report(store.applyOutcome(id, data.orderId, 'confirmed', { erpReference: data.erpReference }), data.orderId, log);
-      },
-    },
-    {
-      filter: orderFailed.topic,
-      async handle(_topic, payload) {
-        const decoded = decodeEvent(orderFailed, payload);
-        if (!decoded.ok) throw new PermanentFailure(decoded.reason);
-        const { id, data } = decoded.event;
-        report(store.applyOutcome(id, data.orderId, 'rejected', { reason: data.reason }), data.orderId, log);
-      },
-    },
-    {
-      // Saga step 3b: no stock for it, so the order never reaches the ERP.
-      filter: stockRejected.topic,
-      async handle(_topic, payload) {
-        const decoded = decodeEvent(stockRejected, payload);
-        if (!decoded.ok) throw new PermanentFailure(decoded.reason);
-        const { id, data } = decoded.event;
-        report(store.applyOutcome(id, data.orderId, 'rejected', { reason: data.reason }), data.orderId, log);
-      },
-    },
+    route(orderConfirmed, 'confirmed', (d) => ({ erpReference: d.erpReference })),
+    route(orderFailed, 'rejected', (d) => ({ reason: d.reason })),
+    // Saga step 3b: no stock for it, so the order never reaches the ERP.
+    route(stockRejected, 'rejected', (d) => ({ reason: d.reason })),
   ];
-}
-
-function report(result: ReturnType<OrderStore['applyOutcome']>, orderId: string, log: Logger): void {
-  if (result === 'unknown-order') throw new PermanentFailure(`unknown order ${orderId}`);
-  log.debug({ orderId, result }, 'outcome applied');
 }

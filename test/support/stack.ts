@@ -1,9 +1,10 @@
 // The whole system for end-to-end tests: broker, ERP sandbox, catalog, stock, orders and workers,
 // each a real process from source, on free loopback ports, sharing one temporary data directory.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, startProcess, type Proc } from './process.js';
+import { startGateway, type RunningGateway } from '../../gateway/nginx.js';
 import { brokerPasswords, devCredentials, mqttLogin } from '../../broker/credentials.js';
 
 export interface StackOptions {
@@ -188,3 +189,34 @@ export interface StockLevel {
 }
 
 export const getStock = (stockUrl: string, productId: string) => getJson<StockLevel>(`${stockUrl}/api/stock/levels/${productId}`);
+
+/**
+ * nginx with the repository's nginx.conf in front of a stack, in a runtime directory of its own
+ * (removed by stop()). `env` adds gateway settings, e.g. limits.
+ */
+export async function startGatewayFor(stack: Stack, env: Record<string, string> = {}): Promise<RunningGateway> {
+  const runtimeDir = mkdtempSync(join(tmpdir(), 'gateway-'));
+  chmodSync(runtimeDir, 0o755); // nginx's workers (nobody, when run as root) must enter it
+  const ws = String(stack.broker.logs.find((l) => typeof l.ws === 'string')?.ws);
+  try {
+    const gateway = await startGateway({
+      GATEWAY_RUNTIME_DIR: runtimeDir,
+      GATEWAY_PORT: String(await freePort()),
+      ORDERS_UPSTREAM: new URL(stack.urls.orders).host,
+      CATALOG_UPSTREAM: new URL(stack.urls.catalog).host,
+      STOCK_UPSTREAM: new URL(stack.urls.stock).host,
+      MQTT_WS_UPSTREAM: new URL(ws).host,
+      ...env,
+    });
+    const stop = gateway.stop.bind(gateway);
+    return Object.assign(gateway, {
+      async stop(ms?: number) {
+        await stop(ms);
+        rmSync(runtimeDir, { recursive: true, force: true });
+      },
+    });
+  } catch (err) {
+    rmSync(runtimeDir, { recursive: true, force: true });
+    throw err;
+  }
+}
