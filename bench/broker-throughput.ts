@@ -14,7 +14,8 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import mqtt, { type MqttClient } from 'mqtt';
 import { formatPasswordFile } from '../broker/password.js';
-import { freePort, startMosquitto } from '../broker/mosquitto/run.js';
+import { startMosquitto } from '../broker/mosquitto/run.js';
+import { freePort } from '../test/support/process.js';
 import { startBroker } from '../test/support/broker.js';
 import { findProgram } from '../lib/programs.js';
 

@@ -9,6 +9,7 @@
 //
 //   npm run bench:pacing [-- --json]   (BENCH_ORDERS=10000 BENCH_MOVEMENTS=5000 BENCH_CAPACITY_RU=10000 BENCH_WORKERS=4 BENCH_TTL_MS=5000 BENCH_CONNECTIONS=24)
 import { connectPublisher, erpStats, movementMessages, orderMessages, publishAll, startWorkerSystem, type ErpStats, type WorkerSystem } from '../test/support/workers.js';
+import { sleep } from '../lib/shutdown.js';
 
 const ORDERS = Number(process.env.BENCH_ORDERS ?? 10_000);
 const MOVEMENTS = Number(process.env.BENCH_MOVEMENTS ?? 5_000);
@@ -20,7 +21,6 @@ const json = process.argv.includes('--json');
 const say = (...args: unknown[]) => {
   if (!json) console.log(...args);
 };
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface Sample {
   at: number;

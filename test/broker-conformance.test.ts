@@ -10,9 +10,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { formatPasswordFile } from '../broker/password.js';
-import { freePort, startMosquitto } from '../broker/mosquitto/run.js';
+import { startMosquitto } from '../broker/mosquitto/run.js';
+import { freePort } from './support/process.js';
 import { startBroker } from './support/broker.js';
 import { requireProgram } from './support/programs.js';
+import { sleep } from '../lib/shutdown.js';
 
 type Kind = 'aedes' | 'mosquitto';
 const USERS = ['orders', 'stock', 'catalog', 'worker', 'erp', 'viewer'] as const;
@@ -149,7 +151,6 @@ async function publishAll(client: MqttClient, topic: string, payloads: string[],
   await Promise.all(payloads.map((p) => client.publishAsync(topic, p, { qos: 1, ...options })));
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function waitFor(what: string, check: () => boolean, timeoutMs = 10_000) {
   const deadline = Date.now() + timeoutMs;

@@ -15,8 +15,8 @@ import { SqliteLeaseStore } from '../lib/leases/sqlite.js';
 import type { LeaseStore } from '../lib/leases/store.js';
 import { eventually, freePort } from './support/process.js';
 import { findProgram, requireProgram } from './support/programs.js';
+import { sleep } from '../lib/shutdown.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function openStore(spec: string): LeaseStore {
   return spec.startsWith('redis://') ? new RedisLeaseStore({ url: spec }) : new SqliteLeaseStore({ file: spec });

@@ -2,7 +2,7 @@
 // directory and password file: used by the conformance tests and the throughput benchmark.
 import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -35,14 +35,6 @@ export function renderMosquittoConfig({ port, dataDir, passwordFile }: Mosquitto
     // Started as root, Mosquitto would switch to the `mosquitto` user, which cannot read our temporary files.
     (process.getuid?.() === 0 ? '\nuser root\n' : '')
   );
-}
-
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 const accepts = (port: number) =>
