@@ -1,7 +1,7 @@
 // The orders HTTP API: accept an order at once (202) and let the saga finish it asynchronously.
 import { createRoute, z } from '@hono/zod-openapi';
 import { bodyLimit } from 'hono/body-limit';
-import { decodeCursor, encodeCursor, pageOf, pageQuery, problemContent } from '../../lib/api-docs.js';
+import { decodeCursor, encodeCursor, pageOf, pageQuery, problemResponse } from '../../lib/api-docs.js';
 import { createApp, payloadTooLarge, problem, type Readiness } from '../../lib/http.js';
 import type { Logger } from '../../lib/log.js';
 import type { Metrics } from '../../lib/metrics.js';
@@ -62,9 +62,9 @@ const createOrder = createRoute({
       headers: z.object({ Location: z.string() }),
       content: { 'application/json': { schema: OrderSchema } },
     },
-    400: { description: 'Invalid order', content: problemContent },
-    413: { description: 'Body too large', content: problemContent },
-    422: { description: 'Idempotency-Key already used with a different body', content: problemContent },
+    400: problemResponse('Invalid order'),
+    413: problemResponse('Body too large'),
+    422: problemResponse('Idempotency-Key already used with a different body'),
   },
 });
 
@@ -77,7 +77,7 @@ const listOrders = createRoute({
   },
   responses: {
     200: { description: 'One page of orders', content: { 'application/json': { schema: pageOf(OrderSchema, 'OrderPage') } } },
-    400: { description: 'Invalid query or cursor', content: problemContent },
+    400: problemResponse('Invalid query or cursor'),
   },
 });
 
@@ -88,8 +88,8 @@ const getOrder = createRoute({
   request: { params: z.object({ id: z.uuid().openapi({ param: { name: 'id', in: 'path' } }) }) },
   responses: {
     200: { description: 'The order', content: { 'application/json': { schema: OrderSchema } } },
-    400: { description: 'Malformed id', content: problemContent },
-    404: { description: 'No such order', content: problemContent },
+    400: problemResponse('Malformed id'),
+    404: problemResponse('No such order'),
   },
 });
 
