@@ -5,11 +5,14 @@
 //   - utilisation ≥ 90 % in every full window while there is backlog;
 //   - the workflows share the capacity in proportion to their backlog (so they finish together);
 // then runs again and kills one worker with SIGKILL mid-run: the others must hold all the capacity
-// again within one lease TTL, and every record must be in the ERP exactly once.
+// again within one lease TTL, and every record must be in the ERP exactly once. Times run from the
+// ERP's first record; the steady run also says how many CPU seconds the broker and the workers spent
+// per 1,000 records (each from when its part of the drain began).
 //
-//   npm run bench:pacing [-- --json]   (BENCH_ORDERS=10000 BENCH_MOVEMENTS=5000 BENCH_CAPACITY_RU=10000 BENCH_WORKERS=4 BENCH_TTL_MS=5000 BENCH_CONNECTIONS=24)
+//   npm run bench:pacing [-- --json]   (BENCH_ORDERS=10000 BENCH_MOVEMENTS=5000 BENCH_CAPACITY_RU=10000 BENCH_WORKERS=4 BENCH_TTL_MS=5000 BENCH_CONCURRENCY=32)
 import { connectPublisher, erpStats, movementMessages, orderMessages, publishAll, startWorkerSystem, type ErpStats, type WorkerSystem } from '../test/support/workers.js';
 import { sleep } from '../lib/shutdown.js';
+import { CpuMeter } from './cpu.js';
 
 const ORDERS = Number(process.env.BENCH_ORDERS ?? 10_000);
 const MOVEMENTS = Number(process.env.BENCH_MOVEMENTS ?? 5_000);
@@ -44,7 +47,7 @@ async function run(kill: boolean) {
   const system = await startWorkerSystem({
     workers: WORKERS,
     erpCapacityRu: CAPACITY,
-    workerEnv: { WORKER_CONNECTIONS: process.env.BENCH_CONNECTIONS ?? '24', LEASE_CAPACITY_RU: String(CAPACITY), LEASE_PARTITIONS: '20', LEASE_TTL_MS: String(TTL_MS) },
+    workerEnv: { CONSUMER_CONCURRENCY: process.env.BENCH_CONCURRENCY ?? '32', LEASE_CAPACITY_RU: String(CAPACITY), LEASE_PARTITIONS: '20', LEASE_TTL_MS: String(TTL_MS) },
   });
   try {
     // The work waits in the broker's group queues while the workers are away, as a backlog would.
@@ -52,20 +55,33 @@ async function run(kill: boolean) {
     const feeder = await connectPublisher(system.broker.mqttUrl);
     await publishAll(feeder, [...orderMessages(ORDERS), ...movementMessages(MOVEMENTS, 'bench')]);
     await feeder.endAsync();
-    const restarted = await Promise.all(Array.from({ length: WORKERS }, (_, i) => system.startWorker(i + 1)));
-    system.workers.splice(0, system.workers.length, ...restarted);
+    const cpu = new CpuMeter();
+    cpu.mark('broker', system.broker.process.pid);
+    // Polling starts at once: the first workers to be ready start draining before the last one is.
+    const restarting = Promise.all(
+      Array.from({ length: WORKERS }, (_, i) =>
+        system.startWorker(i + 1).then((w) => {
+          cpu.mark(`worker-${i + 1}`, w.child.pid);
+          return w;
+        }),
+      ),
+    ).then((restarted) => void system.workers.splice(0, system.workers.length, ...restarted));
 
     const samples: Sample[] = [];
     let stats: ErpStats = await erpStats(system.erpUrl);
+    // The clock starts at the ERP's first record (polled every 50 ms: half a poll is added back).
+    let firstAt: number | undefined;
     let killedAt: number | undefined;
     let takeoverMs: number | undefined;
     const total = ORDERS + MOVEMENTS;
     const done = (s: ErpStats) => (s.records.order ?? 0) + (s.records['stock-movement'] ?? 0);
-    for (let i = 0; i < 2400 && done(stats) < total; i++) {
-      await sleep(100);
+    for (let i = 0; i < 4800 && done(stats) < total; i++) {
+      await sleep(50);
       stats = await erpStats(system.erpUrl);
+      if (firstAt === undefined && done(stats) > 0) firstAt = Date.now() - 25;
       samples.push({ at: Date.now(), orders: stats.records.order ?? 0, movements: stats.records['stock-movement'] ?? 0 });
       if (kill && killedAt === undefined && done(stats) >= total * 0.3) {
+        await restarting;
         await system.workers[0]!.kill();
         killedAt = Date.now();
         say(`  killed worker-1 (kill -9) at ${done(stats)} of ${total} records`);
@@ -75,16 +91,18 @@ async function run(kill: boolean) {
         if (held >= CAPACITY) takeoverMs = Date.now() - killedAt;
       }
     }
+    await restarting;
+    cpu.read();
     // Let redelivered messages of the killed worker settle, then read the final counts.
     await sleep(kill ? 3000 : 500);
     stats = await erpStats(system.erpUrl);
-    return { stats, samples, takeoverMs };
+    return { stats, samples, takeoverMs, firstAt: firstAt ?? samples[0]!.at, cpu };
   } finally {
     await system.stop();
   }
 }
 
-function judge({ stats, samples }: Awaited<ReturnType<typeof run>>) {
+function judge({ stats, samples, firstAt, cpu }: Awaited<ReturnType<typeof run>>, killed = false) {
   const windows = stats.seconds.filter((s) => s.units > 0);
   // Full windows while there is backlog: all but the first (partial start) and the last (drained).
   const full = windows.slice(1, -1);
@@ -97,10 +115,11 @@ function judge({ stats, samples }: Awaited<ReturnType<typeof run>>) {
   const last = both.at(-1);
   const orderShare = first && last ? (last.orders - first.orders) / (last.orders - first.orders + last.movements - first.movements) : NaN;
   const finish = (key: 'orders' | 'movements', n: number) => {
-    const start = samples[0]!.at;
     const at = samples.find((s) => s[key] >= n)?.at;
-    return at === undefined ? NaN : Math.round((at - start) / 100) / 10;
+    return at === undefined ? NaN : Math.round((at - firstAt) / 100) / 10;
   };
+  const records = (stats.records.order ?? 0) + (stats.records['stock-movement'] ?? 0);
+  const per1000 = (s: number) => Math.round((s * 1_000_000) / Math.max(records, 1)) / 1000;
   return {
     records: { orders: stats.records.order ?? 0, movements: stats.records['stock-movement'] ?? 0 },
     calls: stats.calls,
@@ -114,6 +133,9 @@ function judge({ stats, samples }: Awaited<ReturnType<typeof run>>) {
     orderShare: Math.round(orderShare * 1000) / 1000,
     expectedOrderShare: Math.round((ORDERS / (ORDERS + MOVEMENTS)) * 1000) / 1000,
     finishedSeconds: { orders: finish('orders', ORDERS), movements: finish('movements', MOVEMENTS) },
+    idealSeconds: ((ORDERS + MOVEMENTS) * COST) / CAPACITY,
+    // A killed worker's CPU cannot be read after its death: only the steady run's figure is whole.
+    cpuSecondsPer1000: killed ? null : { broker: per1000(cpu.total('broker')), workers: per1000(cpu.total('worker')), total: per1000(cpu.total()) },
   };
 }
 
@@ -121,7 +143,7 @@ say(`${WORKERS} workers, ${ORDERS} orders + ${MOVEMENTS} movements × ${COST} RU
 const steady = judge(await run(false));
 say('steady:', steady);
 const killedRun = await run(true);
-const killed = { ...judge(killedRun), takeoverMs: killedRun.takeoverMs ?? null };
+const killed = { ...judge(killedRun, true), takeoverMs: killedRun.takeoverMs ?? null };
 say('with kill -9:', killed);
 const checks = {
   neverOver5Percent: steady.overCapacity <= 5 && killed.overCapacity <= 5,

@@ -4,21 +4,27 @@
 //          until none is left (no pacing, no Retry-After);
 //   paced: the records go to the real broker (QoS 1, stock movements) and the real worker processes
 //          drain them through leases and the pacer.
-// Prints a table, or with --json {"idealSeconds", "naive": {...}, "paced": {...}}.
+// Prints a table, or with --json {"idealSeconds", "naive": {...}, "paced": {...}}, and the CPU seconds
+// the broker and the workers spent per 1,000 paced records (each measured from when its part of the
+// drain began: the broker once the records are queued, a worker once it is consuming).
+// `--burn` runs one CPU-burning process beside the whole demo (a busy neighbour on the machine).
 //
-//   npm run demo:rate-limit [-- --json]     (DEMO_RECORDS=10000 DEMO_CAPACITY_RU=20000 DEMO_WORKERS=2 DEMO_CONNECTIONS=32)
+//   npm run demo:rate-limit [-- --json] [-- --burn]   (DEMO_RECORDS=10000 DEMO_CAPACITY_RU=20000 DEMO_WORKERS=2 DEMO_CONCURRENCY=32)
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, startProcess } from '../test/support/process.js';
 import { connectPublisher, erpStats, movementMessages, publishAll, startWorkerSystem } from '../test/support/workers.js';
+import { CpuMeter } from './cpu.js';
 
 const RECORDS = Number(process.env.DEMO_RECORDS ?? 10_000);
 const CAPACITY = Number(process.env.DEMO_CAPACITY_RU ?? 20_000);
 const COST = 10;
 const WORKERS = Number(process.env.DEMO_WORKERS ?? 2);
-const CONNECTIONS = process.env.DEMO_CONNECTIONS ?? '32';
+const CONCURRENCY = process.env.DEMO_CONCURRENCY ?? '32';
 const json = process.argv.includes('--json');
+const burn = process.argv.includes('--burn');
 const idealSeconds = (RECORDS * COST) / CAPACITY;
 const say = (...args: unknown[]) => {
   if (!json) console.log(...args);
@@ -71,7 +77,7 @@ async function paced() {
   const system = await startWorkerSystem({
     workers: WORKERS,
     erpCapacityRu: CAPACITY,
-    workerEnv: { WORKER_CONNECTIONS: CONNECTIONS, LEASE_CAPACITY_RU: String(CAPACITY), LEASE_PARTITIONS: '20' },
+    workerEnv: { CONSUMER_CONCURRENCY: CONCURRENCY, LEASE_CAPACITY_RU: String(CAPACITY), LEASE_PARTITIONS: '20' },
   });
   try {
     // As in the pattern, the records wait in durable messaging first: the workers joined their
@@ -82,7 +88,14 @@ async function paced() {
     await publishAll(feeder, movementMessages(RECORDS, 'demo'));
     const published = (performance.now() - publishStart) / 1000;
     await feeder.endAsync();
-    const restart = Array.from({ length: WORKERS }, (_, i) => system.startWorker(i + 1));
+    const cpu = new CpuMeter();
+    cpu.mark('broker', system.broker.process.pid);
+    const restart = Array.from({ length: WORKERS }, (_, i) =>
+      system.startWorker(i + 1).then((w) => {
+        cpu.mark(`worker-${i + 1}`, w.child.pid);
+        return w;
+      }),
+    );
     // The clock runs from the ERP's first paced record to its last, read every 20 ms.
     let stats = await erpStats(system.erpUrl);
     let first: number | undefined;
@@ -93,6 +106,7 @@ async function paced() {
     }
     const seconds = (performance.now() - (first ?? performance.now())) / 1000;
     await Promise.all(restart);
+    cpu.read();
     const units = (stats.records['stock-movement'] ?? 0) * COST;
     const busy = stats.seconds.filter((s) => s.units > 0);
     say(`  paced: ${RECORDS} records queued in the broker in ${published.toFixed(2)} s, then ${WORKERS} workers started`);
@@ -103,6 +117,7 @@ async function paced() {
       throttled: stats.rejected,
       seconds: round2(seconds),
       utilisation: round2(units / (CAPACITY * seconds)),
+      cpuSecondsPer1000: perThousand(cpu, stats.records['stock-movement'] ?? 0),
     };
   } finally {
     await system.stop();
@@ -110,12 +125,22 @@ async function paced() {
 }
 
 const round2 = (n: number) => Math.round(n * 100) / 100;
+const round3 = (n: number) => Math.round(n * 1000) / 1000;
+const perThousand = (cpu: CpuMeter, records: number) => {
+  const per = (s: number) => round3((s * 1000) / Math.max(records, 1));
+  return { broker: per(cpu.total('broker')), workers: per(cpu.total('worker')), total: per(cpu.total()) };
+};
 
-say(`${RECORDS} records × ${COST} RU into ${CAPACITY} RU/s: ideally ${idealSeconds} s`);
+/** One process spinning on a core for the whole demo, when --burn is given. */
+const burner = burn ? spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' }) : undefined;
+process.once('exit', () => burner?.kill('SIGKILL'));
+
+say(`${RECORDS} records × ${COST} RU into ${CAPACITY} RU/s: ideally ${idealSeconds} s${burn ? '; one CPU-burning process beside' : ''}`);
 const n = await naive();
 const p = await paced();
+burner?.kill('SIGKILL');
 if (json) {
-  console.log(JSON.stringify({ idealSeconds, naive: n, paced: p }));
+  console.log(JSON.stringify({ idealSeconds, burn, naive: n, paced: p }));
 } else {
   const rows = [
     ['', 'records', 'sent', '429s', 'seconds', 'utilisation'],
@@ -123,6 +148,8 @@ if (json) {
     ['paced', p.records, p.sent, p.throttled, p.seconds.toFixed(2), `${Math.round(p.utilisation * 100)} %`],
   ];
   for (const r of rows) console.log(r.map((c, i) => String(c).padStart(i === 0 ? 6 : 12)).join(''));
+  const c = p.cpuSecondsPer1000;
+  console.log(`paced: CPU seconds per 1,000 records: broker ${c.broker}, workers ${c.workers}, together ${c.total}${burn ? ' (one CPU-burning process beside)' : ''}`);
   const ok = p.sent <= 1.01 * p.records && p.throttled <= 0.005 * p.sent && p.seconds <= 1.1 * idealSeconds;
   console.log(`paced: sent ≤ 1.01 × records, 429s ≤ 0.5 % of sent, time ≤ 1.10 × ${idealSeconds} s: ${ok ? 'yes' : 'NO'}`);
 }

@@ -1,12 +1,17 @@
 // The one way a process talks to the broker: connect with a stable client id, subscribe again on
-// every connect, publish events with QoS 1, and consume messages acknowledging each one only after
-// its handler has made the effect durable (mqtt.js sends the PUBACK when handleMessage calls back).
+// every connect, publish events with QoS 1, and consume messages several at a time, acknowledging
+// each one only after its handler has made the effect durable (deferred-acks.ts says how, given that
+// mqtt.js would acknowledge each message as soon as its handler returns, one at a time).
 //
-// mqtt.js handles a connection's incoming packets one at a time and waits for handleMessage, so a
-// handler that awaited a PUBACK on its own connection would wait forever: that PUBACK is queued
-// behind the message being handled. Hence every process publishes on a separate connection from
-// the one it consumes on (see `publisher` below).
+// A consuming connection stops reading while the consumer is full, so a handler that awaited a
+// PUBACK on its own connection could wait forever: that PUBACK would be queued behind the messages
+// in hand. Hence every process publishes on a separate connection from the one it consumes on (see
+// `publisher` below).
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
+import { Gauge, Histogram, type Registry } from 'prom-client';
+import { z } from 'zod';
+import type { DB } from './db.js';
+import { deferAcks, type Delivery } from './deferred-acks.js';
 import type { Logger } from './log.js';
 import { MAX_EVENT_BYTES, createEvent, topicMatches, type CloudEvent, type EventDefinition } from './events.js';
 import { deadLetter, deadLetterTopic } from './topics.js';
@@ -83,20 +88,44 @@ export class PermanentFailure extends Error {
   }
 }
 
-export interface Route {
+/** A route whose effect is asynchronous (an ERP call, a publish): several run at once. */
+export interface HandleRoute {
   /** A topic filter, without the `$share/<group>/` prefix. */
   filter: string;
   handle(topic: string, payload: Buffer, packet: IPublishPacket): Promise<void>;
 }
 
+/**
+ * A route whose whole effect is a write to the consumer's own database (ConsumeOptions.db): it runs
+ * synchronously, and the effects of the messages in hand at once commit in one transaction.
+ */
+export interface ApplyRoute {
+  filter: string;
+  apply(topic: string, payload: Buffer, packet: IPublishPacket): void;
+}
+
+export type Route = HandleRoute | ApplyRoute;
+
+/** Settings of every consuming process: how many messages it holds at once. */
+export const consumerEnv = {
+  /** Messages a consumer has in hand at once (per workflow in a worker): handled concurrently, each acknowledged when done. */
+  CONSUMER_CONCURRENCY: z.coerce.number().int().min(1).max(1024).default(32),
+};
+
 export interface ConsumeOptions {
-  /** Names the consumer in logs and in its dead-letter topic. */
+  /** Names the consumer in logs, metrics and its dead-letter topic. */
   consumer: string;
   /** The connection dead letters are published on: never the consuming one (see the top of this file). */
   publisher: MqttClient;
   source: string;
   log: Logger;
   routes: Route[];
+  /** Messages in hand at once (default 32); the broker's in-flight window should allow as many. */
+  concurrency?: number;
+  /** The database `apply` routes write to: messages in hand together commit in one transaction. */
+  db?: DB;
+  /** Where to export the consumer's concurrency and messages in hand. */
+  registry?: Registry;
   /** Called after each message with its outcome, e.g. for metrics. */
   onOutcome?: (outcome: 'ok' | 'deadletter' | 'retry', topic: string) => void;
 }
@@ -104,86 +133,187 @@ export interface ConsumeOptions {
 /** A consuming connection's handling, for a graceful stop. */
 export interface Consumption {
   /**
-   * Stops taking messages and waits (bounded) for the one in hand to finish and be acknowledged.
+   * Stops taking messages and waits (bounded) for the ones in hand to finish and be acknowledged.
    * Messages that arrive meanwhile are never acknowledged: when the connection closes, the broker
-   * hands them to another member. Closing without draining would hand back a message whose work is
+   * hands them to another member. Closing without draining would hand back messages whose work is
    * still running, so two processes would do it at once.
    */
   drain(timeoutMs?: number): Promise<void>;
 }
 
+interface InHand {
+  delivery: Delivery;
+  topic: string;
+  payload: Buffer;
+  route: Route | undefined;
+}
+
+const consumerGauges = new WeakMap<Registry, { concurrency: Gauge<'consumer'>; inHand: Gauge<'consumer'>; batch: Histogram<'consumer'> }>();
+
+function gaugesOf(registry: Registry) {
+  let g = consumerGauges.get(registry);
+  if (!g) {
+    const registers = [registry];
+    g = {
+      concurrency: new Gauge({ name: 'mqtt_consumer_concurrency', help: 'Messages a consumer may hold at once', labelNames: ['consumer'] as const, registers }),
+      inHand: new Gauge({ name: 'mqtt_consumer_in_hand', help: 'Messages a consumer holds now (taken, not yet acknowledged)', labelNames: ['consumer'] as const, registers }),
+      batch: new Histogram({
+        name: 'mqtt_consumer_commit_messages',
+        help: 'Messages whose effects committed in one database transaction',
+        labelNames: ['consumer'] as const,
+        buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+        registers,
+      }),
+    };
+    consumerGauges.set(registry, g);
+  }
+  return g;
+}
+
 /**
- * Routes every incoming message to its handler. A handler that returns has made its effect durable,
- * so the message is acknowledged. One that throws PermanentFailure (or anything unexpected) has the
- * message sent to the dead letters with the reason, then acknowledged: a poison message never
- * blocks its group. If even the dead letter cannot be published, the message stays unacknowledged
- * and the broker delivers it again.
+ * Routes every incoming message to its handler, holding up to `concurrency` messages at once. A
+ * message is acknowledged once its effect is durable: when its `handle` resolves, or when the
+ * transaction holding its `apply` commits. A handler that throws PermanentFailure (or anything
+ * unexpected) has the message sent to the dead letters with the reason, then acknowledged: a poison
+ * message never blocks its group. If even the dead letter cannot be published, the message stays
+ * unacknowledged and the broker delivers it again.
  */
-export function consume(client: MqttClient, { consumer, publisher, source, log, routes, onOutcome }: ConsumeOptions): Consumption {
+export function consume(client: MqttClient, { consumer, publisher, source, log, routes, concurrency = 32, db, registry, onOutcome }: ConsumeOptions): Consumption {
   let draining = false;
-  let busy = 0;
+  let inHand = 0;
+  /** Reader releases held back while the consumer is full. */
+  const held: (() => void)[] = [];
   let idle: (() => void)[] = [];
+  let batch: InHand[] = [];
+  const gauges = registry ? gaugesOf(registry) : undefined;
+  gauges?.concurrency.set({ consumer }, concurrency);
+  const inHandGauge = gauges?.inHand.labels({ consumer });
+  const batchSize = gauges?.batch.labels({ consumer });
+  // One savepoint per message inside the batch's transaction: a message whose apply throws leaves no trace.
+  const applyOne = db?.transaction((m: InHand) => (m.route as ApplyRoute).apply(m.topic, m.payload, m.delivery.packet));
+
   const finished = () => {
-    busy--;
-    if (busy === 0) for (const wake of idle.splice(0)) wake();
+    inHand--;
+    inHandGauge?.set(inHand);
+    held.shift()?.();
+    if (inHand === 0) for (const wake of idle.splice(0)) wake();
   };
-  client.handleMessage = (packet, whenDone) => {
-    if (draining) return;
-    busy++;
-    const done = (err?: Error) => {
-      whenDone(err);
-      finished();
-    };
-    const topic = packet.topic;
-    const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
-    const route = routes.find((r) => topicMatches(r.filter, topic));
-    const run = async () => {
-      if (!route) throw new PermanentFailure(`no handler for topic ${topic}`);
-      if (payload.length > MAX_EVENT_BYTES) throw new PermanentFailure(`payload of ${payload.length} bytes exceeds ${MAX_EVENT_BYTES}`);
-      await route.handle(topic, payload, packet);
-    };
-    run().then(
-      () => {
-        onOutcome?.('ok', topic);
-        done();
-      },
-      async (err: unknown) => {
-        const failure = err instanceof PermanentFailure ? err : undefined;
-        const reason = failure?.reason ?? `handler error: ${err instanceof Error ? err.message : String(err)}`;
-        if (!failure) log.error({ err, topic }, 'handler failed unexpectedly');
+  const succeed = (m: InHand) => {
+    onOutcome?.('ok', m.topic);
+    m.delivery.ack();
+    finished();
+  };
+  const fail = async (m: InHand, err: unknown) => {
+    const failure = err instanceof PermanentFailure ? err : undefined;
+    const reason = failure?.reason ?? `handler error: ${err instanceof Error ? err.message : String(err)}`;
+    if (!failure) log.error({ err, topic: m.topic }, 'handler failed unexpectedly');
+    try {
+      const event = createEvent(
+        deadLetter,
+        {
+          consumer,
+          topic: m.topic,
+          reason,
+          ...(failure?.attempts === undefined ? {} : { attempts: failure.attempts }),
+          payload: m.payload.subarray(0, 4096).toString('utf8'),
+          payloadBytes: m.payload.length,
+        },
+        { source },
+      );
+      await publishEvent(publisher, deadLetterTopic(consumer), event);
+      log.warn({ topic: m.topic, reason }, 'message sent to dead letters');
+      onOutcome?.('deadletter', m.topic);
+      m.delivery.ack();
+    } catch (dlErr) {
+      log.error({ err: dlErr, topic: m.topic }, 'could not dead-letter message; leaving it unacknowledged');
+      onOutcome?.('retry', m.topic);
+    }
+    finished();
+  };
+  const check = (m: InHand) => {
+    if (!m.route) throw new PermanentFailure(`no handler for topic ${m.topic}`);
+    if (m.payload.length > MAX_EVENT_BYTES) throw new PermanentFailure(`payload of ${m.payload.length} bytes exceeds ${MAX_EVENT_BYTES}`);
+  };
+
+  /** Applies the messages gathered this turn in one transaction, then acknowledges them. */
+  const commitBatch = () => {
+    const items = batch;
+    batch = [];
+    const errors = new Map<InHand, unknown>();
+    const applyAll = () => {
+      errors.clear();
+      for (const m of items) {
         try {
-          const event = createEvent(
-            deadLetter,
-            {
-              consumer,
-              topic,
-              reason,
-              ...(failure?.attempts === undefined ? {} : { attempts: failure.attempts }),
-              payload: payload.subarray(0, 4096).toString('utf8'),
-              payloadBytes: payload.length,
-            },
-            { source },
-          );
-          await publishEvent(publisher, deadLetterTopic(consumer), event);
-          log.warn({ topic, reason }, 'message sent to dead letters');
-          onOutcome?.('deadletter', topic);
-          done();
-        } catch (dlErr) {
-          log.error({ err: dlErr, topic }, 'could not dead-letter message; leaving it unacknowledged');
-          onOutcome?.('retry', topic);
-          done(dlErr as Error);
+          check(m);
+          if (applyOne) applyOne(m);
+          else (m.route as ApplyRoute).apply(m.topic, m.payload, m.delivery.packet);
+        } catch (err) {
+          errors.set(m, err);
         }
-      },
-    );
+      }
+    };
+    try {
+      if (db && items.length > 1) db.transaction(applyAll)();
+      else applyAll();
+    } catch (err) {
+      // The batch could not commit: each message alone, so that a failure is its own.
+      log.warn({ err, messages: items.length }, 'batch commit failed; applying its messages one by one');
+      applyAll();
+    }
+    batchSize?.observe(items.length);
+    for (const m of items) {
+      if (errors.has(m)) void fail(m, errors.get(m));
+      else succeed(m);
+    }
   };
+
+  const start = (m: InHand) => {
+    if (m.route && 'apply' in m.route) {
+      if (batch.length === 0) setImmediate(commitBatch);
+      batch.push(m);
+      return;
+    }
+    const route = m.route;
+    Promise.resolve()
+      .then(() => {
+        check(m);
+        return route!.handle(m.topic, m.payload, m.delivery.packet);
+      })
+      .then(
+        () => succeed(m),
+        (err: unknown) => fail(m, err),
+      );
+  };
+
+  deferAcks(client, (delivery, readOn) => {
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      readOn();
+    };
+    if (draining) return release();
+    inHand++;
+    inHandGauge?.set(inHand);
+    const topic = delivery.packet.topic;
+    const payload = Buffer.isBuffer(delivery.packet.payload) ? delivery.packet.payload : Buffer.from(delivery.packet.payload);
+    start({ delivery, topic, payload, route: routes.find((r) => topicMatches(r.filter, topic)) });
+    // Room for another: read on now; full: read on when one is done (TCP carries the wait back to the broker).
+    if (inHand < concurrency) release();
+    else held.push(release);
+  });
   return {
     async drain(timeoutMs = 8000) {
       draining = true;
-      if (busy === 0) return;
+      // Let the connection read on (pings, and messages that will not be taken).
+      for (const release of held.splice(0)) release();
+      if (inHand === 0) return;
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([new Promise<void>((resolve) => idle.push(resolve)), new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
       clearTimeout(timer);
       idle = [];
+      // Acknowledgements of this turn leave before the connection is closed.
+      await new Promise((resolve) => setImmediate(resolve));
     },
   };
 }

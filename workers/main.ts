@@ -1,10 +1,10 @@
-// Worker process: config → lease store and keeper → pacer → MQTT (one publisher, several consuming
-// connections per workflow) → HTTP health/metrics → shutdown. Two workflows share the ERP, orders
+// Worker process: config → lease store and keeper → pacer → MQTT (one publisher, one consuming
+// connection per workflow) → HTTP health/metrics → shutdown. Two workflows share the ERP, orders
 // and stock movements, through one lease keeper and one pacer (the Rate Limiting pattern).
 //
-// mqtt.js handles one message at a time per connection (see lib/mqtt.ts), so a process runs several
-// operations at once by holding several consuming connections, each a member of its workflow's
-// shared group with its own stable client id; each acknowledges only after its operation succeeded.
+// Each workflow's connection is one member of its shared group and holds CONSUMER_CONCURRENCY
+// messages at once (lib/mqtt.ts consume): that many operations wait for pacing credit or run
+// against the ERP, and each message is acknowledged only after its operation succeeded.
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -17,7 +17,7 @@ import { SqliteLeaseStore } from '../lib/leases/sqlite.js';
 import type { LeaseStore } from '../lib/leases/store.js';
 import { createLogger } from '../lib/log.js';
 import { createMetrics } from '../lib/metrics.js';
-import { closeMqtt, connectMqtt, consume, subscribe, type Consumption, type MqttClient, type Route } from '../lib/mqtt.js';
+import { closeMqtt, connectMqtt, consume, consumerEnv, subscribe, type Consumption, type MqttClient, type Route } from '../lib/mqtt.js';
 import { Pacer } from '../lib/pacing.js';
 import { StatsPublisher } from '../lib/stats.js';
 import { onShutdown } from '../lib/shutdown.js';
@@ -31,6 +31,7 @@ import { stockWorkerRoutes } from './stock-worker.js';
 const config = loadConfig({
   ...commonEnv,
   ...mqttEnv,
+  ...consumerEnv,
   HTTP_PORT: port(3005),
   ERP_URL: url('http://127.0.0.1:3004'),
   ERP_TIMEOUT_MS: positiveInt(5000),
@@ -39,8 +40,6 @@ const config = loadConfig({
   WORKER_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,48}$/).default(`worker-${hostname()}`.slice(0, 48)),
   /** `shared` joins the order-workers / stock-workers groups ($share/…) so several workers split the work. */
   WORKER_SUBSCRIPTION: z.enum(['shared', 'plain']).default('shared'),
-  /** Consuming connections per workflow: operations in progress at once, per workflow. */
-  WORKER_CONNECTIONS: z.coerce.number().int().min(1).max(64).default(4),
   /** Request units an order / a stock movement costs at the ERP (the ERP's ERP_*_COST_RU). */
   WORKER_ORDER_COST_RU: positiveInt(10),
   WORKER_MOVEMENT_COST_RU: positiveInt(10),
@@ -194,28 +193,30 @@ const app = createApp({ log, metrics, ready: () => ({ consumers: consumers.lengt
 const http = await serveApp(app, config.HTTP_PORT, config.HTTP_HOST);
 log.info({ http: `http://${config.HTTP_HOST}:${http.port}`, workerId: config.WORKER_ID, subscription: config.WORKER_SUBSCRIPTION, leaseStore: store.kind }, 'worker listening');
 
-// One workflow's connections at a time, each group joined before the next: whoever waits for this
-// process's first "subscribed" line then knows the order group exists and keeps what it is sent.
+// One workflow at a time, each group joined before the next: whoever waits for this process's
+// first "subscribed" line then knows the order group exists and keeps what it is sent. (The client
+// ids end in 1: earlier versions held several connections per workflow, -o1 … -oN.)
 for (const wf of workflows) {
-  const joined: Promise<void>[] = [];
-  for (let i = 1; i <= config.WORKER_CONNECTIONS; i++) {
-    const client = connectMqtt({ ...credentials, clientId: `${clientId}-${wf.tag}${i}` });
-    consumptions.push(consume(client, {
+  const client = connectMqtt({ ...credentials, clientId: `${clientId}-${wf.tag}1` });
+  consumptions.push(
+    consume(client, {
       consumer: wf.group,
       publisher,
       source: SOURCE,
       log,
       routes: routes[wf.name],
+      concurrency: config.CONSUMER_CONCURRENCY,
+      registry: metrics.registry,
       onOutcome: (outcome) => {
         messages.inc({ workflow: wf.name, outcome });
         if (outcome === 'deadletter') deadLetters.inc({ workflow: wf.name });
       },
-    }));
-    joined.push(new Promise((resolve) => client.on('packetreceive', (packet) => packet.cmd === 'suback' && resolve())));
-    subscribe(client, [filterOf(wf)], log);
-    consumers.push(client);
-  }
-  await Promise.all(joined);
+    }),
+  );
+  const joined = new Promise<void>((resolve) => client.on('packetreceive', (packet) => packet.cmd === 'suback' && resolve()));
+  subscribe(client, [filterOf(wf)], log);
+  consumers.push(client);
+  await joined;
 }
 log.info({ connections: consumers.length }, 'worker consuming');
 

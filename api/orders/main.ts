@@ -5,7 +5,7 @@ import { dataFile } from '../../lib/db.js';
 import { serveApp } from '../../lib/http.js';
 import { createLogger } from '../../lib/log.js';
 import { createMetrics } from '../../lib/metrics.js';
-import { closeMqtt, connectMqtt, consume, subscribe } from '../../lib/mqtt.js';
+import { closeMqtt, connectMqtt, consume, consumerEnv, subscribe } from '../../lib/mqtt.js';
 import { OutboxRelay } from '../../lib/outbox.js';
 import { onShutdown } from '../../lib/shutdown.js';
 import { StatsPublisher } from '../../lib/stats.js';
@@ -14,7 +14,7 @@ import { createOrdersApp } from './app.js';
 import { outcomeRoutes } from './outcomes.js';
 import { OrderStore, SOURCE } from './store.js';
 
-const config = loadConfig({ ...commonEnv, ...mqttEnv, HTTP_PORT: port(3002), ORDERS_MAX_BODY_BYTES: positiveInt(16 * 1024) });
+const config = loadConfig({ ...commonEnv, ...mqttEnv, ...consumerEnv, HTTP_PORT: port(3002), ORDERS_MAX_BODY_BYTES: positiveInt(16 * 1024) });
 const log = createLogger('orders', config.LOG_LEVEL);
 const metrics = createMetrics('orders');
 const store = new OrderStore(dataFile(config.DATA_DIR, 'orders'));
@@ -25,7 +25,16 @@ const credentials = { url: config.MQTT_URL, username: config.MQTT_USERNAME, pass
 const publisher = connectMqtt({ ...credentials, clientId: `${clientId}-pub`, clean: true });
 const consumer = connectMqtt({ ...credentials, clientId });
 const relay = new OutboxRelay({ db: store.db, client: publisher, log, registry: metrics.registry });
-consume(consumer, { consumer: 'orders', publisher, source: SOURCE, log, routes: outcomeRoutes(store, log) });
+const consumption = consume(consumer, {
+  consumer: 'orders',
+  publisher,
+  source: SOURCE,
+  log,
+  routes: outcomeRoutes(store, log),
+  concurrency: config.CONSUMER_CONCURRENCY,
+  db: store.db,
+  registry: metrics.registry,
+});
 subscribe(consumer, [orderConfirmed.topic, orderFailed.topic, stockRejected.topic], log);
 relay.start();
 // Order counts by status for displays and the dashboard (woodytoys/stats/orders, retained).
@@ -56,6 +65,7 @@ log.info({ http: `http://${config.HTTP_HOST}:${http.port}` }, 'orders listening'
 onShutdown(log, async () => {
   stats.stop();
   await http.close();
+  await consumption.drain();
   await relay.stop();
   await Promise.all([closeMqtt(consumer), closeMqtt(publisher)]);
   store.close();

@@ -1,5 +1,5 @@
 // Consumes the saga's outcome events (ERP confirmed or failed, stock rejected) and moves each order
-// to its final status.
+// to its final status: writes to the orders database only, so the messages in hand commit together.
 import type { z } from 'zod';
 import { decodeEvent, type EventDefinition } from '../../lib/events.js';
 import { PermanentFailure, type Route } from '../../lib/mqtt.js';
@@ -15,7 +15,7 @@ export function outcomeRoutes(store: OrderStore, log: Logger): Route[] {
     detail: (data: T) => { reason?: string; erpReference?: string },
   ): Route => ({
     filter: def.topic,
-    async handle(_topic, payload) {
+    apply(_topic, payload) {
       const decoded = decodeEvent(def, payload);
       if (!decoded.ok) throw new PermanentFailure(decoded.reason);
       const { id, data } = decoded.event;

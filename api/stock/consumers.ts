@@ -1,5 +1,6 @@
 // What the stock service consumes, each in its shared group `stock`: new orders (reserve), the
 // order's end (sell or release), the workers' results for imported movements, and new products.
+// Every effect is a write to the stock database, so the messages in hand commit together.
 import type { z } from 'zod';
 import { decodeEvent, type EventDefinition } from '../../lib/events.js';
 import type { Logger } from '../../lib/log.js';
@@ -20,10 +21,10 @@ export interface StockConsumerOptions {
 }
 
 export function stockRoutes({ store, log, onChange }: StockConsumerOptions): Route[] {
-  const route = <D extends EventDefinition>(def: D, apply: (data: z.infer<D['data']>) => void): Route => ({
+  const route = <D extends EventDefinition>(def: D, effect: (data: z.infer<D['data']>) => void): Route => ({
     filter: def.topic,
-    async handle(_topic, payload) {
-      apply(decode(def, payload));
+    apply(_topic, payload) {
+      effect(decode(def, payload));
       onChange?.();
     },
   });

@@ -6,7 +6,7 @@ import { dataFile } from '../../lib/db.js';
 import { serveApp } from '../../lib/http.js';
 import { createLogger } from '../../lib/log.js';
 import { createMetrics } from '../../lib/metrics.js';
-import { closeMqtt, connectMqtt, consume, subscribe } from '../../lib/mqtt.js';
+import { closeMqtt, connectMqtt, consume, consumerEnv, subscribe } from '../../lib/mqtt.js';
 import { OutboxRelay } from '../../lib/outbox.js';
 import { onShutdown } from '../../lib/shutdown.js';
 import { createStockApp } from './app.js';
@@ -16,6 +16,7 @@ import { SOURCE, StockStore } from './store.js';
 const config = loadConfig({
   ...commonEnv,
   ...mqttEnv,
+  ...consumerEnv,
   HTTP_PORT: port(3003),
   ADMIN_API_KEY: z.string().min(16, 'use at least 16 characters').optional(),
   STOCK_SEED: bool(true),
@@ -34,7 +35,16 @@ const credentials = { url: config.MQTT_URL, username: config.MQTT_USERNAME, pass
 const publisher = connectMqtt({ ...credentials, clientId: `${clientId}-pub`, clean: true });
 const consumer = connectMqtt({ ...credentials, clientId });
 const relay = new OutboxRelay({ db: store.db, client: publisher, log, window: config.STOCK_OUTBOX_WINDOW, registry: metrics.registry });
-consume(consumer, { consumer: GROUP, publisher, source: SOURCE, log, routes: stockRoutes({ store, log, onChange: () => relay.wake() }) });
+const consumption = consume(consumer, {
+  consumer: GROUP,
+  publisher,
+  source: SOURCE,
+  log,
+  routes: stockRoutes({ store, log, onChange: () => relay.wake() }),
+  concurrency: config.CONSUMER_CONCURRENCY,
+  db: store.db,
+  registry: metrics.registry,
+});
 subscribe(consumer, stockSubscriptions, log);
 relay.start();
 
@@ -53,6 +63,7 @@ log.info({ http: `http://${config.HTTP_HOST}:${http.port}` }, 'stock listening')
 
 onShutdown(log, async () => {
   await http.close();
+  await consumption.drain();
   await relay.stop();
   await Promise.all([closeMqtt(consumer), closeMqtt(publisher)]);
   store.close();

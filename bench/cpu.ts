@@ -1,0 +1,70 @@
+// CPU time of the processes a benchmark started, read from /proc/<pid>/stat (user + system), so a
+// benchmark can say what its work cost in CPU seconds, not only how long it took: on a shared
+// machine wall time depends on the neighbours, CPU seconds much less.
+import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+
+/** Clock ticks per second of /proc's utime and stime (USER_HZ, 100 on Linux). */
+const TICKS = (() => {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+/** CPU seconds `pid` has used so far (user + system), or undefined when it is gone or not on Linux. */
+export function cpuSeconds(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name (field 2) may hold spaces: fields are counted after its closing parenthesis.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / TICKS;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Resident memory of `pid` in MiB (VmRSS), or undefined. */
+export function rssMiB(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const line = readFileSync(`/proc/${pid}/status`, 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('VmRSS:'));
+    return line ? Number(line.split(/\s+/)[1]) / 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * CPU seconds spent by named processes between mark() and read(): mark each process when its
+ * measured part begins (a process started later is marked then), read them all at the end.
+ */
+export class CpuMeter {
+  readonly #start = new Map<string, { pid: number; at: number }>();
+  readonly #spent = new Map<string, number>();
+
+  mark(name: string, pid: number | undefined): void {
+    const at = cpuSeconds(pid);
+    if (pid !== undefined && at !== undefined) this.#start.set(name, { pid, at });
+  }
+
+  /** Records what each marked process has spent since its mark (call before stopping them). */
+  read(): Map<string, number> {
+    for (const [name, { pid, at }] of this.#start) {
+      const now = cpuSeconds(pid);
+      if (now !== undefined) this.#spent.set(name, now - at);
+    }
+    return this.#spent;
+  }
+
+  /** Sum over the names that start with `prefix` (e.g. 'worker'). */
+  total(prefix = ''): number {
+    let sum = 0;
+    for (const [name, s] of this.#spent) if (name.startsWith(prefix)) sum += s;
+    return sum;
+  }
+}
