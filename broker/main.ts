@@ -15,6 +15,7 @@ import { createMetrics } from '../lib/metrics.js';
 import { createApp, serveApp } from '../lib/http.js';
 import { onShutdown } from '../lib/shutdown.js';
 import { statsTopic } from '../lib/stats.js';
+import { coalesceWrites } from '../lib/wire.js';
 import { Acl } from './acl.js';
 import { Access } from './auth.js';
 import { CommitQueue } from './commit-queue.js';
@@ -24,7 +25,6 @@ import { registerBrokerMetrics } from './metrics.js';
 import { parsePasswordFile, passwordsFromEnv, readPasswordFile } from './password.js';
 import { SqlitePersistence, type StoredPacket } from './persistence.js';
 import { migrations } from './schema.js';
-import { coalesceWrites } from './wire.js';
 import { publishOrphanedWills } from './wills.js';
 
 const config = loadConfig({

@@ -1,7 +1,6 @@
 // Bytes on the wire: the one MQTT packet the broker writes itself (a PUBLISH to a shared-subscription
 // member, sent outside Aedes's delivery path so the group queue controls packet identifiers and
-// flow), and write coalescing for the TCP connections.
-import type { Socket } from 'node:net';
+// flow). Write coalescing for the TCP connections is lib/wire.ts.
 
 export interface OutgoingPublish {
   topic: string;
@@ -35,25 +34,4 @@ export function encodePublish({ topic, payload, qos, messageId, dup = false }: O
   }
   payload.copy(buf, o);
   return buf;
-}
-
-/**
- * Lets everything written to `socket` during one turn of the event loop leave in one system call: Aedes writes each
- * packet (and parts of packets) separately, and with Nagle off that is a TCP segment per write.
- */
-export function coalesceWrites(socket: Socket): void {
-  const write = socket.write.bind(socket) as (...args: unknown[]) => boolean;
-  let corked = false;
-  const uncork = () => {
-    corked = false;
-    socket.uncork();
-  };
-  socket.write = ((...args: unknown[]) => {
-    if (!corked) {
-      corked = true;
-      socket.cork();
-      setImmediate(uncork);
-    }
-    return write(...args);
-  }) as Socket['write'];
 }

@@ -13,6 +13,7 @@ import { z } from 'zod';
 import type { DB } from './db.js';
 import { deferAcks, type Delivery } from './deferred-acks.js';
 import type { Logger } from './log.js';
+import { coalesceWrites } from './wire.js';
 import { MAX_EVENT_BYTES, createEvent, topicMatches, type CloudEvent, type EventDefinition } from './events.js';
 import { deadLetter, deadLetterTopic } from './topics.js';
 
@@ -46,6 +47,7 @@ export function connectMqtt({ url, clientId, clean = false, username, password, 
   const client = mqtt.connect(url, options);
   let wasConnected = false;
   client.on('connect', (connack) => {
+    coalesceWrites(client.stream);
     log.info({ clientId, sessionPresent: connack.sessionPresent, reconnect: wasConnected }, 'mqtt connected');
     wasConnected = true;
   });

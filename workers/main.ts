@@ -238,7 +238,7 @@ onShutdown(log, async () => {
   // Operations in progress finish and are acknowledged first; closing the sessions then hands
   // what was not started back to the broker.
   await Promise.all(consumptions.map((c) => c.drain()));
-  await Promise.all([...consumers.map((c) => closeMqtt(c)), closeMqtt(publisher)]);
+  await Promise.all([...consumers.map((c) => closeMqtt(c)), closeMqtt(publisher), erp.close()]);
   backlog.stop();
   await pacer.stop();
   await keeper.stop();

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { profileFlags } from './process.js';
 
 export interface RunningBroker {
   mqttUrl: string;
@@ -30,7 +31,7 @@ const main = fileURLToPath(new URL('../../broker/main.ts', import.meta.url));
 
 export async function startBroker({ env = {}, timeoutMs = 15_000 }: { env?: Record<string, string>; timeoutMs?: number } = {}): Promise<RunningBroker> {
   const dataDir = env.DATA_DIR ?? mkdtempSync(join(tmpdir(), 'broker-'));
-  const child = spawn(process.execPath, ['--import', 'tsx', main], {
+  const child = spawn(process.execPath, [...profileFlags(), '--import', 'tsx', main], {
     env: {
       ...process.env,
       LOG_LEVEL: 'info',

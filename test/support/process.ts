@@ -14,6 +14,12 @@ process.once('exit', () => {
   for (const child of running) child.kill('SIGKILL');
 });
 
+/**
+ * Node flags for a process started from source: with CPU_PROF_DIR set, each one writes a CPU profile
+ * there when it exits (node --cpu-prof, which NODE_OPTIONS may not carry), for the benchmarks' profiles.
+ */
+export const profileFlags = (): string[] => (process.env.CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.CPU_PROF_DIR}`] : []);
+
 /** A free TCP port on 127.0.0.1 (bound, read, released). */
 export async function freePort(): Promise<number> {
   const server = createServer();
@@ -52,7 +58,7 @@ export interface StartOptions {
 }
 
 export async function startProcess({ name, entry, command, env, ready, timeoutMs = 20_000, echo = process.env.TEST_ECHO === '1' }: StartOptions): Promise<Proc> {
-  const [program, ...args] = command ?? [process.execPath, '--import', 'tsx', entry ?? `${name}/main.ts`];
+  const [program, ...args] = command ?? [process.execPath, ...profileFlags(), '--import', 'tsx', entry ?? `${name}/main.ts`];
   const child = spawn(program === 'node' ? process.execPath : program!, args, {
     cwd: ROOT,
     env: { ...process.env, LOG_LEVEL: 'info', ...env },
