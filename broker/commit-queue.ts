@@ -1,15 +1,21 @@
 // Group commit: queued writes run in a single SQLite transaction, in the order queued. Callers that
 // need durability (a PUBACK, a SUBACK) await write(), which commits at the end of this turn of the
-// event loop. The rest use queue(): they only rely on the ordering (a later write never commits
-// before an earlier one) and may wait up to `lazyMs`, so that acknowledgements flowing back and
-// forth do not pay for a commit each.
+// event loop; every write of one commit shares one promise. The rest use queue(): they only rely on
+// the ordering (a later write never commits before an earlier one) and may wait up to `lazyMs`, so
+// that acknowledgements flowing back and forth do not pay for a commit each.
 import type { DB } from '../lib/db.js';
 
 type Write = () => void;
 
+interface Pending {
+  promise: Promise<void>;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
 export class CommitQueue {
   #writes: Write[] = [];
-  #waiters: Array<{ resolve: () => void; reject: (err: unknown) => void }> = [];
+  #pending: Pending | undefined;
   #immediate: NodeJS.Immediate | undefined;
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
@@ -25,11 +31,18 @@ export class CommitQueue {
   /** Queues a write and resolves once its transaction has committed (at the end of this turn). */
   write(fn: Write): Promise<void> {
     if (this.#closed) return Promise.reject(new Error('the broker database is closed'));
-    return new Promise((resolve, reject) => {
-      this.#waiters.push({ resolve, reject });
-      this.#writes.push(fn);
-      this.#immediate ??= setImmediate(() => this.flush());
-    });
+    this.#writes.push(fn);
+    this.#immediate ??= setImmediate(() => this.flush());
+    if (!this.#pending) {
+      let resolve!: () => void;
+      let reject!: (err: unknown) => void;
+      const promise = new Promise<void>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      this.#pending = { promise, resolve, reject };
+    }
+    return this.#pending.promise;
   }
 
   /** Queues a write without waiting for it; it commits with the next write(), or within lazyMs. */
@@ -52,10 +65,13 @@ export class CommitQueue {
     this.#immediate = undefined;
     this.#timer = undefined;
     const writes = this.#writes;
-    const waiters = this.#waiters;
-    if (writes.length === 0) return;
+    const pending = this.#pending;
     this.#writes = [];
-    this.#waiters = [];
+    this.#pending = undefined;
+    if (writes.length === 0) {
+      pending?.resolve();
+      return;
+    }
     try {
       this.db.transaction(() => {
         for (const w of writes) w();
@@ -63,11 +79,11 @@ export class CommitQueue {
       this.#commits++;
       this.#written += writes.length;
     } catch (err) {
-      for (const w of waiters) w.reject(err);
+      pending?.reject(err);
       this.onError(err);
       return;
     }
-    for (const w of waiters) w.resolve();
+    pending?.resolve();
   }
 
   /** Transactions committed and writes they held, for metrics. */

@@ -1,16 +1,18 @@
 // Shared subscriptions ($share/{group}/{filter}) on top of Aedes, which has none: Aedes keeps the
 // subscription as a literal filter that no publish matches, and this file does the rest. Each shared
-// subscription has a durable queue (SQLite, one row per message until a member acknowledges it);
-// messages go round-robin to online members whose in-flight window has room, so a slow member holds
-// at most `window` messages and the backlog stays here. A member that leaves with unacknowledged
-// messages gets them back if it returns within the grace period; otherwise they go to another member.
+// subscription has a durable queue in a GroupStore (SQLite on one node, group-store.ts), of which
+// only a bounded window is in memory: entries are read from the store as members make room, and a
+// publish goes straight into the window only while nothing older waits in the store. Messages go
+// round-robin to online members whose in-flight window has room, so a member holds at most `window`
+// messages and the backlog stays in the store; what one pass hands a member leaves in one write. A
+// member that leaves with unacknowledged messages gets them back if it returns within the grace
+// period; otherwise they go to another member.
 import type { Aedes, Client } from 'aedes';
-import type { DB } from '../lib/db.js';
 import type { Logger } from '../lib/log.js';
 import { topicMatches } from '../lib/events.js';
-import type { CommitQueue } from './commit-queue.js';
+import type { EntryId, GroupStore, NewEntry, StoredEntry } from './group-store.js';
 import type { SqlitePersistence, StoredPacket } from './persistence.js';
-import { encodePublish } from './wire.js';
+import { asQos0, encodePublish, qosOf, stampPublish } from './wire.js';
 
 export const SHARE_PREFIX = '$share/';
 
@@ -25,70 +27,77 @@ export function parseShare(topic: string): { group: string; filter: string } | s
   return { group, filter };
 }
 
-interface Entry {
-  id: number;
-  topic: string;
-  payload: Buffer;
-  qos: 0 | 1;
-}
+type Entry = StoredEntry;
 
 interface Member {
   clientId: string;
   qos: number;
   /** packet identifier (on the member's current connection) → message */
   inflight: Map<number, Entry>;
+  /** Entries given to it in the pass under way, not yet sent. */
+  assigned: number;
 }
 
-/** A first-in first-out list with O(1) removal at the head. */
+/** Entries in memory waiting for a member: first in, first out, with O(1) removal at the head. */
 class Backlog {
   #items: Entry[] = [];
   #head = 0;
+  bytes = 0;
   get length() {
     return this.#items.length - this.#head;
   }
   push(e: Entry) {
     this.#items.push(e);
+    this.bytes += e.packet.length;
   }
   shift(): Entry | undefined {
     if (this.#head >= this.#items.length) return undefined;
-    const e = this.#items[this.#head++];
+    const e = this.#items[this.#head]!;
+    this.#items[this.#head++] = undefined as never;
+    this.bytes -= e.packet.length;
     if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
       this.#items = this.#items.slice(this.#head);
       this.#head = 0;
     }
     return e;
   }
-  /** Puts messages back in front, oldest first. */
+  /** Puts entries back in front, in the order given. */
   unshift(entries: Entry[]) {
-    this.#items = [...entries.sort((a, b) => a.id - b.id), ...this.#items.slice(this.#head)];
+    this.#items = [...entries, ...this.#items.slice(this.#head)];
     this.#head = 0;
+    for (const e of entries) this.bytes += e.packet.length;
   }
   clear() {
     this.#items = [];
     this.#head = 0;
+    this.bytes = 0;
   }
 }
 
-/** One shared subscription: its members and its queue. */
+/** One shared subscription: its members and the in-memory window of its queue. */
 class GroupQueue {
   readonly backlog = new Backlog();
   readonly members = new Map<string, Member>();
+  /** Entries not yet acknowledged, wherever they are: in the store, in memory, in flight. */
+  total = 0;
+  /** The newest entry taken into memory: the next read from the store starts after it. */
+  cursor: EntryId | undefined;
+  reading = false;
+  redispatched = 0;
+  delivered = 0;
   #turn = 0;
   /** members in turn order; rebuilt after a change */
   #list: Member[] | undefined;
-
-  membersChanged() {
-    this.#list = undefined;
-  }
-  redispatched = 0;
-  delivered = 0;
+  readonly #matches = new Map<string, boolean>();
 
   constructor(
     readonly share: string,
     readonly filter: string,
   ) {}
 
-  readonly #matches = new Map<string, boolean>();
+  membersChanged() {
+    this.#list = undefined;
+  }
 
   /** Does a publish on `topic` belong to this shared subscription? (topics repeat: remembered) */
   matches(topic: string): boolean {
@@ -107,12 +116,17 @@ class GroupQueue {
     return n;
   }
 
+  /** Entries only the store holds (not in memory, not in flight): what reads will bring in. */
+  get unread() {
+    return this.total - this.backlog.length - this.inflight;
+  }
+
   /** The next member, in turn, that is online and has room in its window. */
   nextReady(window: number, online: Map<string, Client>): Member | undefined {
     const list = (this.#list ??= [...this.members.values()]);
     for (let i = 0; i < list.length; i++) {
       const m = list[(this.#turn + i) % list.length]!;
-      if (m.inflight.size < window && online.has(m.clientId)) {
+      if (m.inflight.size + m.assigned < window && online.has(m.clientId)) {
         this.#turn = (this.#turn + i + 1) % list.length;
         return m;
       }
@@ -122,14 +136,15 @@ class GroupQueue {
 }
 
 export interface SharedSubscriptionOptions {
-  db: DB;
-  commits: CommitQueue;
+  store: GroupStore;
   persistence: SqlitePersistence;
   log: Logger;
-  /** Messages a member may hold unacknowledged (1–4). */
+  /** Messages a member may hold unacknowledged. */
   window: number;
   /** How long a departed member's unacknowledged messages wait for it before going to another member. */
   graceMs: number;
+  /** At most this many entries (and bytes) of each group's queue in memory; the rest stays in the store. */
+  memory: { messages: number; bytes: number };
 }
 
 export class SharedSubscriptions {
@@ -138,41 +153,32 @@ export class SharedSubscriptions {
   readonly #graceTimers = new Map<string, NodeJS.Timeout>();
   /** clientId → packet identifier → the queue holding that in-flight message */
   readonly #inflightByClient = new Map<string, Map<number, GroupQueue>>();
-  #nextId = 1;
-  /** delivered and acknowledged, to be deleted */
-  #done: number[] = [];
-  readonly #sql;
+  /** Queues to hand out from in the next pass: one pass per turn serves every acknowledgement of it. */
+  readonly #dirty = new Set<GroupQueue>();
+  #passScheduled = false;
+  readonly #store: GroupStore;
 
   constructor(private readonly opts: SharedSubscriptionOptions) {
-    const { db } = opts;
-    this.#sql = {
-      put: db.prepare('INSERT INTO shared_messages (id, share, packet, payload) VALUES (?, ?, ?, ?)'),
-      del: db.prepare('DELETE FROM shared_messages WHERE id = ?'),
-      delShare: db.prepare('DELETE FROM shared_messages WHERE share = ?'),
-    };
+    this.#store = opts.store;
   }
 
-  /** Loads members and queued messages, then follows the broker's clients. */
+  /** Loads members and each queue's count (not its entries), then follows the broker's clients. */
   start(broker: Aedes): void {
+    const stored = this.#store.groups();
     for (const { clientId, topic, qos } of this.opts.persistence.subscriptionsWithPrefix(SHARE_PREFIX)) {
       this.#join(topic, clientId, qos);
     }
-    const rows = this.opts.db.prepare('SELECT id, share, packet, payload FROM shared_messages ORDER BY id').all() as Array<{
-      id: number;
-      share: string;
-      packet: string;
-      payload: Buffer | null;
-    }>;
-    for (const r of rows) {
-      this.#nextId = Math.max(this.#nextId, r.id + 1);
-      const queue = this.#queues.get(r.share);
+    let messages = 0;
+    for (const [share, n] of stored) {
+      const queue = this.#queues.get(share);
       if (!queue) {
-        this.opts.commits.queue(() => this.#sql.del.run(r.id));
+        // A queue whose every member left: nobody will ever read it.
+        this.#store.drop(share);
         continue;
       }
-      const { topic, qos } = JSON.parse(r.packet) as { topic: string; qos: 0 | 1 };
-      queue.backlog.push({ id: r.id, topic, qos, payload: r.payload ?? Buffer.alloc(0) });
+      messages += n;
     }
+    if (messages > 0) this.opts.log.info({ groups: this.#queues.size, messages }, 'group queues opened; their entries stay on disk until members make room');
     broker.on('subscribe', (subs, client) => {
       for (const s of subs) {
         if (s.topic.startsWith(SHARE_PREFIX) && (s.qos as number) !== 128) {
@@ -203,35 +209,36 @@ export class SharedSubscriptions {
     return undefined;
   }
 
-  /**
-   * Queues a copy of `packet` for every shared subscription it matches. Runs inside the ingest
-   * transaction; returns what to hand out once that transaction has committed.
-   */
-  store(packet: StoredPacket): Entry[] | undefined {
-    let staged: Entry[] | undefined;
-    let fields: string | undefined;
+  /** The entries a publish adds to the group queues it matches (encoded once for all of them). */
+  stage(packet: StoredPacket): NewEntry[] | undefined {
+    let staged: NewEntry[] | undefined;
+    let encoded: Buffer | undefined;
     const topic = packet.topic ?? '';
-    const qos = packet.qos ? 1 : 0;
     for (const queue of this.#queues.values()) {
       if (!queue.matches(topic)) continue;
-      const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload ?? '');
-      const entry: Entry = { id: this.#nextId++, topic, payload, qos };
-      this.#sql.put.run(entry.id, queue.share, (fields ??= JSON.stringify({ topic, qos })), payload);
-      (staged ??= []).push(Object.assign(entry, { share: queue.share }));
+      encoded ??= encodePublish(topic, Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload ?? ''), packet.qos ? 1 : 0);
+      (staged ??= []).push({ share: queue.share, packet: encoded });
     }
     return staged;
   }
 
-  /** Hands out messages returned by store() after they were committed. */
-  release(entries: Entry[]): void {
-    const touched = new Set<GroupQueue>();
-    for (const e of entries as Array<Entry & { share: string }>) {
-      const queue = this.#queues.get(e.share);
-      if (!queue) continue; // its last member left meanwhile
-      queue.backlog.push(e);
-      touched.add(queue);
+  /** Adds staged entries to the store; resolves once they are durable, then hands them out. */
+  async append(staged: readonly NewEntry[]): Promise<void> {
+    const stored = await this.#store.append(staged);
+    for (let i = 0; i < staged.length; i++) {
+      const queue = this.#queues.get(staged[i]!.share);
+      if (!queue) continue; // its last member left meanwhile: the store dropped its queue
+      const entry = stored[i]!;
+      // Straight into memory while nothing older waits in the store and the window has room.
+      const fits = queue.backlog.length < this.opts.memory.messages && queue.backlog.bytes < this.opts.memory.bytes;
+      const inOrder = queue.unread === 0 && !queue.reading;
+      queue.total++;
+      if (inOrder && fits) {
+        queue.backlog.push(entry);
+        queue.cursor = entry.id;
+      }
+      this.#dispatch(queue);
     }
-    for (const q of touched) this.#dispatch(q);
   }
 
   /** A PUBACK from a member: true when it acknowledged one of our messages. */
@@ -244,22 +251,27 @@ export class SharedSubscriptions {
     const member = queue.members.get(clientId);
     const entry = member?.inflight.get(messageId);
     member?.inflight.delete(messageId);
-    if (entry) this.#forget(entry.id);
+    if (entry) this.#done(queue, entry);
     this.#dispatch(queue);
     return true;
   }
 
-  /** Per shared subscription: queued, in flight, handed to another member after a departure. */
+  /** Per shared subscription: queued, in memory, in flight, handed to another member after a departure. */
   get stats() {
-    return [...this.#queues.values()].map((q) => ({
-      share: q.share,
-      depth: q.backlog.length,
-      inflight: q.inflight,
-      members: q.members.size,
-      online: [...q.members.keys()].filter((id) => this.#online.has(id)).length,
-      redispatched: q.redispatched,
-      delivered: q.delivered,
-    }));
+    return [...this.#queues.values()].map((q) => {
+      const inflight = q.inflight;
+      return {
+        share: q.share,
+        depth: q.total - inflight,
+        inMemory: q.backlog.length,
+        inMemoryBytes: q.backlog.bytes,
+        inflight,
+        members: q.members.size,
+        online: [...q.members.keys()].filter((id) => this.#online.has(id)).length,
+        redispatched: q.redispatched,
+        delivered: q.delivered,
+      };
+    });
   }
 
   // --- membership -----------------------------------------------------------------------
@@ -268,10 +280,13 @@ export class SharedSubscriptions {
     const parsed = parseShare(share);
     if (typeof parsed === 'string') return;
     let queue = this.#queues.get(share);
-    if (!queue) this.#queues.set(share, (queue = new GroupQueue(share, parsed.filter)));
+    if (!queue) {
+      this.#queues.set(share, (queue = new GroupQueue(share, parsed.filter)));
+      queue.total = this.#store.open(share);
+    }
     const member = queue.members.get(clientId);
     if (member) member.qos = qos;
-    else queue.members.set(clientId, { clientId, qos, inflight: new Map() });
+    else queue.members.set(clientId, { clientId, qos, inflight: new Map(), assigned: 0 });
     queue.membersChanged();
   }
 
@@ -286,8 +301,9 @@ export class SharedSubscriptions {
     if (queue.members.size === 0) {
       // The shared subscription ends with its last member, and so does its queue.
       this.#queues.delete(share);
+      this.#dirty.delete(queue);
       queue.backlog.clear();
-      this.opts.commits.queue(() => this.#sql.delShare.run(share));
+      this.#store.drop(share);
       return;
     }
     this.#dispatch(queue);
@@ -315,7 +331,7 @@ export class SharedSubscriptions {
         if (!member) continue;
         const entries = [...member.inflight.values()];
         member.inflight.clear();
-        for (const e of entries) this.#send(client, queue, member, e, true);
+        this.#send(client, queue, member, entries, true);
       }
     }
     this.#dispatchFor(id);
@@ -345,7 +361,7 @@ export class SharedSubscriptions {
     this.#graceTimers.set(id, timer);
   }
 
-  /** Puts a member's unacknowledged messages back at the head of its queue. */
+  /** Puts a member's unacknowledged messages back at the head of its queue's window. */
   #requeue(queue: GroupQueue, member: Member) {
     const byId = this.#inflightByClient.get(member.clientId);
     for (const messageId of member.inflight.keys()) byId?.delete(messageId);
@@ -359,39 +375,99 @@ export class SharedSubscriptions {
     for (const q of this.#queues.values()) if (q.members.has(clientId)) this.#dispatch(q);
   }
 
+  /** Hands out what the queue has for members with room, in the next pass (at most one per turn). */
   #dispatch(queue: GroupQueue) {
+    this.#dirty.add(queue);
+    if (this.#passScheduled) return;
+    this.#passScheduled = true;
+    setImmediate(() => {
+      this.#passScheduled = false;
+      const queues = [...this.#dirty];
+      this.#dirty.clear();
+      for (const q of queues) this.#handOut(q);
+    });
+  }
+
+  #handOut(queue: GroupQueue) {
+    // Rounds until every member's window is full or the window is empty (QoS 0 deliveries leave
+    // nothing in flight, so a round may free the room it used).
     while (queue.backlog.length > 0) {
-      const member = queue.nextReady(this.opts.window, this.#online);
-      if (!member) return;
-      const entry = queue.backlog.shift()!;
-      this.#send(this.#online.get(member.clientId)!, queue, member, entry, false);
+      const batches = new Map<Member, Entry[]>();
+      for (let member = queue.nextReady(this.opts.window, this.#online); member && queue.backlog.length > 0; member = queue.nextReady(this.opts.window, this.#online)) {
+        let batch = batches.get(member);
+        if (!batch) batches.set(member, (batch = []));
+        batch.push(queue.backlog.shift()!);
+        member.assigned++;
+      }
+      if (batches.size === 0) break;
+      for (const [member, entries] of batches) {
+        member.assigned = 0;
+        this.#send(this.#online.get(member.clientId)!, queue, member, entries, false);
+      }
     }
+    this.#refill(queue);
   }
 
-  #send(client: Client, queue: GroupQueue, member: Member, entry: Entry, dup: boolean) {
-    queue.delivered++;
-    const qos = Math.min(entry.qos, member.qos) as 0 | 1;
-    if (qos === 0) {
-      this.#write(client, encodePublish({ topic: entry.topic, payload: entry.payload, qos }));
-      this.#forget(entry.id);
-      return;
-    }
-    const messageId = this.#allocateId(client);
-    member.inflight.set(messageId, entry);
+  /** Reads the next entries from the store once the window is half empty. */
+  #refill(queue: GroupQueue) {
+    const { messages, bytes } = this.opts.memory;
+    if (queue.reading || queue.unread <= 0 || queue.backlog.length > messages / 2 || queue.backlog.bytes > bytes / 2) return;
+    if (![...queue.members.keys()].some((id) => this.#online.has(id))) return;
+    queue.reading = true;
+    const limit = Math.min(messages - queue.backlog.length, queue.unread);
+    const share = queue.share;
+    this.#store
+      .claim(share, limit)
+      .then(async (claimed) => [...claimed, ...(await this.#store.read(share, queue.cursor, limit - claimed.length))])
+      .then(
+        (entries) => {
+          queue.reading = false;
+          if (this.#queues.get(share) !== queue) return;
+          for (const e of entries) queue.backlog.push(e);
+          if (entries.length > 0) queue.cursor = entries.at(-1)!.id;
+          this.#dispatch(queue);
+        },
+        (err: unknown) => {
+          queue.reading = false;
+          this.opts.log.error({ err, share }, 'could not read the group queue; will try again');
+          setTimeout(() => this.#dispatch(queue), 1000).unref();
+        },
+      );
+  }
+
+  /** Sends entries to a member in one write, each with a fresh packet identifier. */
+  #send(client: Client, queue: GroupQueue, member: Member, entries: Entry[], dup: boolean) {
+    queue.delivered += entries.length;
     let byId = this.#inflightByClient.get(client.id);
+    let size = 0;
+    const qos1: Entry[] = [];
+    for (const entry of entries) {
+      if (member.qos === 0 || qosOf(entry.packet) === 0) {
+        // Nothing to acknowledge: done once written.
+        this.#write(client, member.qos === 0 && qosOf(entry.packet) === 1 ? asQos0(entry.packet) : entry.packet);
+        this.#done(queue, entry);
+        continue;
+      }
+      qos1.push(entry);
+      size += entry.packet.length;
+    }
+    if (qos1.length === 0) return;
     if (!byId) this.#inflightByClient.set(client.id, (byId = new Map()));
-    byId.set(messageId, queue);
-    this.#write(client, encodePublish({ topic: entry.topic, payload: entry.payload, qos, messageId, dup }));
+    const out = Buffer.allocUnsafe(size);
+    let at = 0;
+    for (const entry of qos1) {
+      const messageId = this.#allocateId(client, byId);
+      member.inflight.set(messageId, entry);
+      byId.set(messageId, queue);
+      at = stampPublish(out, at, entry.packet, messageId, dup);
+    }
+    this.#write(client, out);
   }
 
-  /** Deletes a delivered message's row with the next commit; all such deletes go in one queued write. */
-  #forget(id: number) {
-    if (this.#done.length === 0) {
-      this.opts.commits.queue(() => {
-        for (const done of this.#done.splice(0)) this.#sql.del.run(done);
-      });
-    }
-    this.#done.push(id);
+  /** An entry is delivered for good (acknowledged, or sent with QoS 0): out of the queue and the store. */
+  #done(queue: GroupQueue, entry: Entry) {
+    queue.total--;
+    this.#store.ack(queue.share, [entry.id]);
   }
 
   #write(client: Client, packet: Buffer) {
@@ -400,13 +476,12 @@ export class SharedSubscriptions {
   }
 
   /** Takes the next packet identifier from the same counter Aedes uses for this connection. */
-  #allocateId(client: Client): number {
+  #allocateId(client: Client, inUse: Map<number, GroupQueue>): number {
     const c = client as unknown as { _nextId: number };
-    const inUse = this.#inflightByClient.get(client.id);
     for (;;) {
       const id = c._nextId;
       c._nextId = id >= 65535 ? 1 : id + 1;
-      if (!inUse?.has(id)) return id;
+      if (!inUse.has(id)) return id;
     }
   }
 }

@@ -1,18 +1,29 @@
 // Durable ingest. Aedes writes the publisher's PUBACK before it routes (and stores) a message, so a
 // crash right after the PUBACK would lose it. Here every publish is written first, in the same
 // group-commit transaction as its copies for the shared-subscription queues; the PUBACK waits for
-// that commit. The inbox row is cleared once Aedes has routed the message to every session (the
-// `published` hook); rows still there at start are routed again.
+// that commit. Aedes hands over every publish of a socket read at once: they are gathered and
+// committed together, one transaction per turn of the event loop. The inbox row is cleared once
+// Aedes has routed the message to every session (the `published` hook); rows still there at start
+// are routed again.
 import type { Aedes, Client } from 'aedes';
 import type { DB } from '../lib/db.js';
 import type { Logger } from '../lib/log.js';
 import type { CommitQueue } from './commit-queue.js';
 import type { SharedSubscriptions } from './group-queue.js';
+import type { NewEntry } from './group-store.js';
 import type { SqlitePersistence, StoredPacket } from './persistence.js';
 
 type PublishDone = (err?: Error | null) => void;
 
+/** The publishes of one turn, committed together. */
+interface Turn {
+  dones: PublishDone[];
+  inbox: Array<[number, string, Buffer | string | null]>;
+  staged: NewEntry[];
+}
+
 export class Ingest {
+  #turn: Turn | undefined;
   readonly #inboxIds = new WeakMap<object, number>();
   readonly #refused = new WeakSet<object>();
   #nextId = 1;
@@ -33,20 +44,38 @@ export class Ingest {
     this.#nextId = (max.id ?? 0) + 1;
   }
 
-  /** Stores a publish (and its shared-subscription copies); resolves once committed. */
-  async accept(packet: StoredPacket): Promise<void> {
-    let staged: ReturnType<SharedSubscriptions['store']>;
+  /** Stores a publish (and its shared-subscription copies); calls `done` once committed. */
+  accept(packet: StoredPacket, done: PublishDone): void {
+    let turn = this.#turn;
+    if (!turn) {
+      const fresh: Turn = (turn = this.#turn = { dones: [], inbox: [], staged: [] });
+      setImmediate(() => this.#commit(fresh));
+    }
     // Only what Aedes stores itself needs the inbox: retained messages and copies for persistent
-    // sessions. Online clean sessions end with a crash anyway; shared copies are stored right here.
-    const durable = (packet.qos ?? 0) > 0 && (packet.retain === true || this.persistence.hasSessionSubscriber(packet.topic ?? ''));
-    const id = durable ? this.#nextId++ : 0;
-    if (durable) this.#inboxIds.set(packet, id);
+    // sessions. Online clean sessions end with a crash anyway; shared copies are in the group queues.
+    if ((packet.qos ?? 0) > 0 && (packet.retain === true || this.persistence.hasSessionSubscriber(packet.topic ?? ''))) {
+      const id = this.#nextId++;
+      this.#inboxIds.set(packet, id);
+      turn.inbox.push([id, JSON.stringify({ topic: packet.topic, qos: packet.qos, retain: packet.retain ?? false }), packet.payload ?? null]);
+    }
     // QoS 0 waits for the commit too: its shared-subscription copies are handed out after it.
-    await this.commits.write(() => {
-      if (durable) this.#sql.put.run(id, JSON.stringify({ topic: packet.topic, qos: packet.qos, retain: packet.retain ?? false }), packet.payload ?? null);
-      staged = this.shared.store(packet);
-    });
-    if (staged) this.shared.release(staged);
+    const staged = this.shared.stage(packet);
+    if (staged) for (const e of staged) turn.staged.push(e);
+    turn.dones.push(done);
+  }
+
+  /** One transaction for the turn's publishes: their inbox rows and their group-queue entries. */
+  #commit(turn: Turn): void {
+    this.#turn = undefined;
+    const writes: Promise<void>[] = [];
+    if (turn.inbox.length > 0) writes.push(this.commits.write(() => turn.inbox.forEach((row) => this.#sql.put.run(...row))));
+    if (turn.staged.length > 0) writes.push(this.shared.append(turn.staged));
+    // Now, rather than in a turn of its own.
+    this.commits.flush();
+    Promise.all(writes).then(
+      () => turn.dones.forEach((done) => done(null)),
+      (err: Error) => turn.dones.forEach((done) => done(err)),
+    );
   }
 
   /**

@@ -25,6 +25,8 @@ import { registerBrokerMetrics } from './metrics.js';
 import { parsePasswordFile, passwordsFromEnv, readPasswordFile } from './password.js';
 import { SqlitePersistence, type StoredPacket } from './persistence.js';
 import { migrations } from './schema.js';
+import { SpaceReclaimer } from './reclaim.js';
+import { SqliteGroupStore } from './sqlite-group-store.js';
 import { publishOrphanedWills } from './wills.js';
 
 const config = loadConfig({
@@ -41,6 +43,9 @@ const config = loadConfig({
   BROKER_ALLOW_ANONYMOUS: bool(false),
   BROKER_INFLIGHT_WINDOW: z.coerce.number().int().min(1).max(1024).default(32),
   BROKER_REDISPATCH_GRACE_MS: z.coerce.number().int().min(0).max(600_000).default(2000),
+  /** Entries (and bytes) of each group's queue kept in memory; the rest waits in SQLite. */
+  BROKER_QUEUE_MEMORY_MESSAGES: z.coerce.number().int().min(1).max(1_000_000).default(2000),
+  BROKER_QUEUE_MEMORY_BYTES: z.coerce.number().int().min(1024).default(8 * 1024 * 1024),
 });
 const log = createLogger('broker', config.LOG_LEVEL);
 const metrics = createMetrics('broker');
@@ -66,7 +71,8 @@ if (passwords.size === 0 && !config.BROKER_ALLOW_ANONYMOUS) {
 }
 if (config.BROKER_ALLOW_ANONYMOUS) log.warn('anonymous clients are allowed, with full access (development only)');
 
-const db = openDatabase(dataFile(config.DATA_DIR, 'broker'), { migrations });
+// Queues fill and drain: the file must be able to shrink again (broker/reclaim.ts).
+const db = openDatabase(dataFile(config.DATA_DIR, 'broker'), { migrations, shrinkable: { walBytes: 64 * 1024 * 1024 } });
 const commits = new CommitQueue(db, (err) => {
   // Acknowledged messages can no longer be kept: stop rather than lie to publishers.
   log.fatal({ err }, 'SQLite commit failed');
@@ -74,13 +80,14 @@ const commits = new CommitQueue(db, (err) => {
 });
 const persistence = new SqlitePersistence(db, commits);
 const shared = new SharedSubscriptions({
-  db,
-  commits,
+  store: new SqliteGroupStore(db, commits),
   persistence,
   log,
   window: config.BROKER_INFLIGHT_WINDOW,
   graceMs: config.BROKER_REDISPATCH_GRACE_MS,
+  memory: { messages: config.BROKER_QUEUE_MEMORY_MESSAGES, bytes: config.BROKER_QUEUE_MEMORY_BYTES },
 });
+const reclaimer = new SpaceReclaimer({ db, log, beforeReclaim: () => commits.flush() });
 persistence.claimAck = (clientId, messageId) => shared.acknowledge(clientId, messageId);
 const ingest = new Ingest(db, commits, shared, persistence, log);
 const access = new Access({ passwords, acl: Acl.read(config.BROKER_ACL_FILE), allowAnonymous: config.BROKER_ALLOW_ANONYMOUS, log });
@@ -112,13 +119,14 @@ const broker = await Aedes.createBroker({
       ingest.refuse(packet);
       return done(null);
     }
-    ingest.accept(packet as StoredPacket).then(() => done(null), done);
+    ingest.accept(packet as StoredPacket, done);
   },
 });
 broker.on('clientError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'client error'));
 broker.on('connectionError', () => brokerMetrics.refused.inc({ what: 'connect' }));
-const brokerMetrics = registerBrokerMetrics(metrics, { broker, shared, persistence, commits });
+const brokerMetrics = registerBrokerMetrics(metrics, { broker, shared, persistence, commits, reclaimer });
 shared.start(broker);
+reclaimer.start();
 ingest.attach(broker);
 await ingest.replay(broker);
 await publishOrphanedWills(broker, persistence, log);
@@ -169,6 +177,7 @@ statsTimer.unref();
 
 onShutdown(log, async () => {
   clearInterval(statsTimer);
+  reclaimer.stop();
   tcp.close();
   wss.close();
   wsHttp.close();

@@ -1,21 +1,23 @@
 // The broker's Prometheus metrics, read when scraped: clients, messages in and out, queued
-// messages of persistent sessions, and per shared subscription its depth, in-flight messages,
-// online members and re-dispatches.
+// messages of persistent sessions, per shared subscription its depth (and how much of it is in
+// memory), in-flight messages, online members and re-dispatches, and the database's size.
 import type { Aedes } from 'aedes';
 import { Counter, Gauge } from 'prom-client';
 import type { Metrics } from '../lib/metrics.js';
 import type { CommitQueue } from './commit-queue.js';
 import type { SharedSubscriptions } from './group-queue.js';
 import type { SqlitePersistence } from './persistence.js';
+import type { SpaceReclaimer } from './reclaim.js';
 
 export interface BrokerMetricsSources {
   broker: Aedes;
   shared: SharedSubscriptions;
   persistence: SqlitePersistence;
   commits: CommitQueue;
+  reclaimer: SpaceReclaimer;
 }
 
-export function registerBrokerMetrics({ registry }: Metrics, { broker, shared, persistence, commits }: BrokerMetricsSources) {
+export function registerBrokerMetrics({ registry }: Metrics, { broker, shared, persistence, commits, reclaimer }: BrokerMetricsSources) {
   const registers = [registry];
   new Gauge({
     name: 'mqtt_connected_clients',
@@ -53,6 +55,8 @@ export function registerBrokerMetrics({ registry }: Metrics, { broker, shared, p
       },
     });
   perShare('mqtt_shared_queue_depth', 'Messages of a shared subscription waiting for a member', (s) => s.depth);
+  perShare('mqtt_shared_queue_in_memory', 'Messages of a shared subscription waiting in memory (the rest wait on disk)', (s) => s.inMemory);
+  perShare('mqtt_shared_queue_in_memory_bytes', 'Bytes of a shared subscription’s queue held in memory', (s) => s.inMemoryBytes);
   perShare('mqtt_shared_inflight', 'Messages of a shared subscription sent and not yet acknowledged', (s) => s.inflight);
   perShare('mqtt_shared_members', 'Members of a shared subscription', (s) => s.members);
   perShare('mqtt_shared_members_online', 'Members of a shared subscription now connected', (s) => s.online);
@@ -72,6 +76,25 @@ export function registerBrokerMetrics({ registry }: Metrics, { broker, shared, p
     registers,
     collect() {
       this.set(commits.stats.writes);
+    },
+  });
+  new Gauge({
+    name: 'broker_database_bytes',
+    help: 'Size of the broker database, in use and free (free pages are given back after a drain)',
+    labelNames: ['state'] as const,
+    registers,
+    collect() {
+      const { pageSize, pageCount, freePages } = reclaimer.reading();
+      this.set({ state: 'used' }, (pageCount - freePages) * pageSize);
+      this.set({ state: 'free' }, freePages * pageSize);
+    },
+  });
+  new Gauge({
+    name: 'broker_reclaimed_bytes_total',
+    help: 'Disk space given back after drains (monotonic while the broker runs)',
+    registers,
+    collect() {
+      this.set(reclaimer.reclaimedPages * (reclaimer.reading().pageSize || 4096));
     },
   });
   return { refused };

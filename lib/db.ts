@@ -6,33 +6,50 @@ import { dirname, join } from 'node:path';
 
 export type DB = Database.Database;
 
+/** SQL, or a function for a migration that must rewrite data SQL alone cannot (it runs in the migration's transaction). */
+export type Migration = string | ((db: DB) => void);
+
 export interface OpenOptions {
   /** Ordered migrations; index i moves the schema from version i to i+1. Never edit a shipped one. */
-  migrations: readonly string[];
+  migrations: readonly Migration[];
   /** Milliseconds a statement waits for another connection's lock before SQLITE_BUSY. */
   busyTimeoutMs?: number;
+  /**
+   * For a file whose size swings (a queue that fills and drains): keep what lets it give space back,
+   * pages that can be freed a few at a time (incremental vacuum, see broker/reclaim.ts) and a WAL file
+   * cut back to this many bytes after each checkpoint. A database made without it is rebuilt once.
+   */
+  shrinkable?: { walBytes: number };
 }
 
-export function openDatabase(file: string, { migrations, busyTimeoutMs = 5000 }: OpenOptions): DB {
+export function openDatabase(file: string, { migrations, busyTimeoutMs = 5000, shrinkable }: OpenOptions): DB {
   if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
   const db = new Database(file);
+  if (shrinkable && db.pragma('auto_vacuum', { simple: true }) !== 2) {
+    // Only takes effect on a database with no tables yet, or after a VACUUM (which rebuilds the file).
+    db.pragma('auto_vacuum = INCREMENTAL');
+    db.exec('VACUUM');
+  }
   db.pragma('journal_mode = WAL');
   // NORMAL in WAL mode survives a process crash (kill -9); only a power loss can undo the last commits.
   db.pragma('synchronous = NORMAL');
   db.pragma(`busy_timeout = ${Math.max(0, Math.floor(busyTimeoutMs))}`);
   db.pragma('foreign_keys = ON');
+  if (shrinkable) db.pragma(`journal_size_limit = ${Math.floor(shrinkable.walBytes)}`);
   migrate(db, migrations);
   return db;
 }
 
-export function migrate(db: DB, migrations: readonly string[]): void {
+export function migrate(db: DB, migrations: readonly Migration[]): void {
   const current = db.pragma('user_version', { simple: true }) as number;
   if (current > migrations.length) {
     throw new Error(`database schema version ${current} is newer than this code knows (${migrations.length})`);
   }
   for (let v = current; v < migrations.length; v++) {
     db.transaction(() => {
-      db.exec(migrations[v]!);
+      const step = migrations[v]!;
+      if (typeof step === 'string') db.exec(step);
+      else step(db);
       db.pragma(`user_version = ${v + 1}`);
     })();
   }
