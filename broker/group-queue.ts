@@ -12,6 +12,7 @@ import type { Logger } from '../lib/log.js';
 import { topicMatches } from '../lib/events.js';
 import type { EntryId, GroupStore, NewEntry, StoredEntry } from './group-store.js';
 import type { SqlitePersistence, StoredPacket } from './persistence.js';
+import { nextPacketId } from './aedes-internals.js';
 import { asQos0, encodePublish, qosOf, stampPublish } from './wire.js';
 
 export const SHARE_PREFIX = '$share/';
@@ -456,7 +457,7 @@ export class SharedSubscriptions {
     const out = Buffer.allocUnsafe(size);
     let at = 0;
     for (const entry of qos1) {
-      const messageId = this.#allocateId(client, byId);
+      const messageId = nextPacketId(client, byId);
       member.inflight.set(messageId, entry);
       byId.set(messageId, queue);
       at = stampPublish(out, at, entry.packet, messageId, dup);
@@ -473,15 +474,5 @@ export class SharedSubscriptions {
   #write(client: Client, packet: Buffer) {
     // A failed write means the connection is going away; the disconnect handling takes over.
     if (client.connected && !client.closed) client.conn.write(packet);
-  }
-
-  /** Takes the next packet identifier from the same counter Aedes uses for this connection. */
-  #allocateId(client: Client, inUse: Map<number, GroupQueue>): number {
-    const c = client as unknown as { _nextId: number };
-    for (;;) {
-      const id = c._nextId;
-      c._nextId = id >= 65535 ? 1 : id + 1;
-      if (!inUse.has(id)) return id;
-    }
   }
 }

@@ -26,6 +26,7 @@ import { parsePasswordFile, passwordsFromEnv, readPasswordFile } from './passwor
 import { SqlitePersistence, type StoredPacket } from './persistence.js';
 import { migrations } from './schema.js';
 import { SpaceReclaimer } from './reclaim.js';
+import { takeAcknowledgements } from './aedes-internals.js';
 import { SqliteGroupStore } from './sqlite-group-store.js';
 import { publishOrphanedWills } from './wills.js';
 
@@ -88,6 +89,8 @@ const shared = new SharedSubscriptions({
   memory: { messages: config.BROKER_QUEUE_MEMORY_MESSAGES, bytes: config.BROKER_QUEUE_MEMORY_BYTES },
 });
 const reclaimer = new SpaceReclaimer({ db, log, beforeReclaim: () => commits.flush() });
+// Members' PUBACKs reach the group queue before Aedes (takeAcknowledgements, below); any that
+// did not are claimed from Aedes's own handling.
 persistence.claimAck = (clientId, messageId) => shared.acknowledge(clientId, messageId);
 const ingest = new Ingest(db, commits, shared, persistence, log);
 const access = new Access({ passwords, acl: Acl.read(config.BROKER_ACL_FILE), allowAnonymous: config.BROKER_ALLOW_ANONYMOUS, log });
@@ -126,6 +129,7 @@ broker.on('clientError', (client, err) => log.debug({ clientId: client.id, err: 
 broker.on('connectionError', () => brokerMetrics.refused.inc({ what: 'connect' }));
 const brokerMetrics = registerBrokerMetrics(metrics, { broker, shared, persistence, commits, reclaimer });
 shared.start(broker);
+takeAcknowledgements(broker, (client, messageId) => shared.acknowledge(client.id, messageId));
 reclaimer.start();
 ingest.attach(broker);
 await ingest.replay(broker);
