@@ -1,7 +1,7 @@
 // CPU time of the processes a benchmark started, read from /proc/<pid>/stat (user + system), so a
 // benchmark can say what its work cost in CPU seconds, not only how long it took: on a shared
 // machine wall time depends on the neighbours, CPU seconds much less.
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 
 /** Clock ticks per second of /proc's utime and stime (USER_HZ, 100 on Linux). */
@@ -67,4 +67,21 @@ export class CpuMeter {
     for (const [name, s] of this.#spent) if (name.startsWith(prefix)) sum += s;
     return sum;
   }
+}
+
+/** Processes whose parent is `pid` (e.g. nginx's workers under its master). */
+export function childPids(pid: number | undefined): number[] {
+  if (pid === undefined) return [];
+  const children: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === pid) children.push(Number(name));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return children;
 }

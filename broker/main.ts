@@ -26,6 +26,7 @@ import { parsePasswordFile, passwordsFromEnv, readPasswordFile } from './passwor
 import { SqlitePersistence, type StoredPacket } from './persistence.js';
 import { migrations } from './schema.js';
 import { SpaceReclaimer } from './reclaim.js';
+import { MemoryTrim } from './memory.js';
 import { takeAcknowledgements } from './aedes-internals.js';
 import { SqliteGroupStore } from './sqlite-group-store.js';
 import { publishOrphanedWills } from './wills.js';
@@ -89,6 +90,7 @@ const shared = new SharedSubscriptions({
   memory: { messages: config.BROKER_QUEUE_MEMORY_MESSAGES, bytes: config.BROKER_QUEUE_MEMORY_BYTES },
 });
 const reclaimer = new SpaceReclaimer({ db, log, beforeReclaim: () => commits.flush() });
+const memoryTrim = new MemoryTrim();
 // Members' PUBACKs reach the group queue before Aedes (takeAcknowledgements, below); any that
 // did not are claimed from Aedes's own handling.
 persistence.claimAck = (clientId, messageId) => shared.acknowledge(clientId, messageId);
@@ -131,6 +133,7 @@ const brokerMetrics = registerBrokerMetrics(metrics, { broker, shared, persisten
 shared.start(broker);
 takeAcknowledgements(broker, (client, messageId) => shared.acknowledge(client.id, messageId));
 reclaimer.start();
+memoryTrim.start();
 ingest.attach(broker);
 await ingest.replay(broker);
 await publishOrphanedWills(broker, persistence, log);
@@ -182,6 +185,7 @@ statsTimer.unref();
 onShutdown(log, async () => {
   clearInterval(statsTimer);
   reclaimer.stop();
+  memoryTrim.stop();
   tcp.close();
   wss.close();
   wsHttp.close();

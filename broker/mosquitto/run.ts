@@ -49,6 +49,8 @@ const accepts = (port: number) =>
 
 export interface RunningMosquitto {
   url: string;
+  /** Its process id (benchmarks read its memory and CPU time). */
+  pid: number | undefined;
   logs: string[];
   stop(): Promise<void>;
   kill(): Promise<void>;
@@ -75,5 +77,5 @@ export async function startMosquitto(opts: MosquittoOptions): Promise<RunningMos
     if (child.exitCode === null && child.signalCode === null) child.kill(signal);
     await exited;
   };
-  return { url: `mqtt://127.0.0.1:${opts.port}`, logs, stop: end('SIGTERM'), kill: end('SIGKILL') };
+  return { url: `mqtt://127.0.0.1:${opts.port}`, pid: child.pid, logs, stop: end('SIGTERM'), kill: end('SIGKILL') };
 }

@@ -1,0 +1,189 @@
+// A backlog that does not fit in memory: BENCH_BACKLOG_MESSAGES (1,000,000) messages of
+// BENCH_BACKLOG_BYTES (512) are queued for a shared group whose two members are offline, then the
+// two members come back and drain it, on our broker and on Mosquitto (repo config) in the same run.
+// Each payload carries its sequence number, so every delivery is checked: nothing lost, nothing
+// delivered twice. Resident memory (VmRSS) is sampled every 100 ms throughout; the size of the
+// data on disk is read at the peak and again after the drain (once our broker gave the space back).
+//
+//   npm run bench:backlog   (BENCH_BACKLOG_MESSAGES=1000000 BENCH_BACKLOG_BYTES=512 BENCH_INFLIGHT=1000)
+import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import mqtt, { type MqttClient } from 'mqtt';
+import { formatPasswordFile } from '../broker/password.js';
+import { startMosquitto } from '../broker/mosquitto/run.js';
+import { findProgram } from '../lib/programs.js';
+import { sleep } from '../lib/shutdown.js';
+import { startBroker } from '../test/support/broker.js';
+import { freePort } from '../test/support/process.js';
+import { rssMiB } from './cpu.js';
+
+const MESSAGES = Number(process.env.BENCH_BACKLOG_MESSAGES ?? 1_000_000);
+const BYTES = Math.max(16, Number(process.env.BENCH_BACKLOG_BYTES ?? 512));
+const INFLIGHT = Number(process.env.BENCH_INFLIGHT ?? 1000);
+const TOPIC = 'woodytoys/stock/backlog';
+const SHARE = `$share/backlog/${TOPIC}`;
+const MEMBERS = ['backlog-m1', 'backlog-m2'];
+
+const dir = mkdtempSync(join(tmpdir(), 'bench-backlog-'));
+const passwordFile = join(dir, 'passwd');
+writeFileSync(passwordFile, formatPasswordFile({ stock: 'bench', worker: 'bench' }));
+
+const connect = (url: string, clientId: string, user: string, clean: boolean) =>
+  mqtt.connectAsync(url, { clientId, clean, protocolVersion: 4, reconnectPeriod: 0, username: user, password: 'bench' });
+
+/** Bytes of the files under `path` (a broker's data directory). */
+function diskBytes(path: string): number {
+  let total = 0;
+  for (const name of readdirSync(path, { recursive: true }) as string[]) {
+    const s = statSync(join(path, name), { throwIfNoEntry: false });
+    if (s?.isFile()) total += s.size;
+  }
+  return total;
+}
+
+/** Peak resident memory of `pid` between start() and stop(), sampled every 100 ms. */
+function rssSampler(pid: number | undefined) {
+  let peak = 0;
+  const timer = setInterval(() => (peak = Math.max(peak, rssMiB(pid) ?? 0)), 100);
+  return {
+    stop() {
+      clearInterval(timer);
+      return Math.max(peak, rssMiB(pid) ?? 0);
+    },
+  };
+}
+
+interface Result {
+  name: string;
+  publishRate: number;
+  drainRate: number;
+  rss: { idle: number; peakPublish: number; peakDrain: number; after: number };
+  disk: { peak: number; after: number };
+  lost: number;
+  duplicates: number;
+}
+
+async function run(name: string, url: string, pid: number | undefined, dataDir: string, settle: () => Promise<void>): Promise<Result> {
+  // The group exists, with both members away.
+  for (const id of MEMBERS) {
+    const m = await connect(url, id, 'worker', false);
+    await m.subscribeAsync(SHARE, { qos: 1 });
+    await m.endAsync();
+  }
+  const idle = rssMiB(pid) ?? 0;
+  const publisher = await connect(url, `${name}-publisher`, 'stock', true);
+  let sampler = rssSampler(pid);
+  const payload = Buffer.alloc(BYTES, 'x');
+  const started = performance.now();
+  await new Promise<void>((resolve, reject) => {
+    let sent = 0;
+    let outstanding = 0;
+    const pump = () => {
+      while (outstanding < INFLIGHT && sent < MESSAGES) {
+        const body = Buffer.from(payload);
+        body.writeUInt32BE(sent, 0);
+        outstanding++;
+        sent++;
+        publisher.publish(TOPIC, body, { qos: 1 }, (err) => {
+          if (err) return reject(err);
+          outstanding--;
+          if (sent === MESSAGES && outstanding === 0) resolve();
+          else if (outstanding < INFLIGHT / 2) pump();
+        });
+      }
+    };
+    pump();
+  });
+  const publishRate = MESSAGES / ((performance.now() - started) / 1000);
+  await publisher.endAsync();
+  const peakPublish = sampler.stop();
+  const diskPeak = diskBytes(dataDir);
+
+  const seen = new Uint8Array(MESSAGES);
+  let received = 0;
+  let duplicates = 0;
+  let done!: () => void;
+  const drained = new Promise<void>((resolve) => (done = resolve));
+  sampler = rssSampler(pid);
+  const drainStart = performance.now();
+  const members: MqttClient[] = await Promise.all(
+    MEMBERS.map(async (id) => {
+      const m = mqtt.connect(url, { clientId: id, clean: false, protocolVersion: 4, reconnectPeriod: 0, username: 'worker', password: 'bench' });
+      m.handleMessage = (packet, ack) => {
+        const n = (packet.payload as Buffer).readUInt32BE(0);
+        if (seen[n]! > 0) duplicates++;
+        else received++;
+        seen[n] = Math.min(255, seen[n]! + 1);
+        if (received === MESSAGES) done();
+        ack();
+      };
+      await new Promise<void>((resolve, reject) => m.once('connect', () => resolve()).once('error', reject));
+      return m;
+    }),
+  );
+  await Promise.race([drained, sleep(30 * 60_000)]);
+  const drainRate = received / ((performance.now() - drainStart) / 1000);
+  // Late duplicates would arrive now.
+  await sleep(1000);
+  const peakDrain = sampler.stop();
+  await Promise.all(members.map((m) => m.endAsync()));
+  await settle();
+  return {
+    name,
+    publishRate,
+    drainRate,
+    rss: { idle, peakPublish, peakDrain, after: rssMiB(pid) ?? 0 },
+    disk: { peak: diskPeak, after: diskBytes(dataDir) },
+    lost: MESSAGES - received,
+    duplicates,
+  };
+}
+
+const results: Result[] = [];
+const ours = await startBroker({ env: { BROKER_ALLOW_ANONYMOUS: 'false', BROKER_PASSWORD_FILE: passwordFile } });
+try {
+  // After the drain: wait (up to a minute) until the broker has given the freed pages back.
+  const settle = async () => {
+    const deadline = Date.now() + 60_000;
+    let last = diskBytes(ours.dataDir);
+    while (Date.now() < deadline) {
+      await sleep(2000);
+      const now = diskBytes(ours.dataDir);
+      if (now >= last && now < 64 * 1024 * 1024) break;
+      last = now;
+    }
+  };
+  results.push(await run('our broker', ours.mqttUrl, ours.process.pid, ours.dataDir, settle));
+} finally {
+  await ours.stop();
+}
+if (findProgram('mosquitto')) {
+  const dataDir = join(dir, 'mosquitto');
+  const mosquitto = await startMosquitto({ port: await freePort(), dataDir, passwordFile });
+  try {
+    // Mosquitto writes its whole state every autosave_interval (1 s in the repo config).
+    results.push(await run('Mosquitto', mosquitto.url, mosquitto.pid, dataDir, () => sleep(3000)));
+  } finally {
+    await mosquitto.stop();
+  }
+} else {
+  process.stderr.write('mosquitto not installed (apt-get install -y mosquitto): skipping it\n');
+}
+rmSync(dir, { recursive: true, force: true });
+
+const mib = (b: number) => (b / 1024 / 1024).toFixed(0);
+console.log(`\n${MESSAGES} messages of ${BYTES} B queued for a shared group with both members offline, then drained by the two`);
+console.log(`${'broker'.padEnd(12)}${'publish/s'.padStart(10)}${'drain/s'.padStart(10)}${'lost'.padStart(6)}${'dup'.padStart(6)}   RSS MiB idle / peak publishing / peak draining / after   disk MiB peak / after`);
+for (const r of results) {
+  console.log(
+    `${r.name.padEnd(12)}${Math.round(r.publishRate).toString().padStart(10)}${Math.round(r.drainRate).toString().padStart(10)}${String(r.lost).padStart(6)}${String(r.duplicates).padStart(6)}   ` +
+      `${[r.rss.idle, r.rss.peakPublish, r.rss.peakDrain, r.rss.after].map((v) => v.toFixed(0)).join(' / ').padEnd(44)}${mib(r.disk.peak)} / ${mib(r.disk.after)}`,
+  );
+}
+const [o, m] = results;
+if (o && m) console.log(`drain rate, our broker / Mosquitto: ${(o.drainRate / m.drainRate).toFixed(2)} (goal: at least 1.00)`);
+if (o) {
+  const peak = Math.max(o.rss.peakPublish, o.rss.peakDrain);
+  console.log(`our broker: peak RSS ${peak.toFixed(0)} MiB (goal: under 200), ${o.lost} lost, ${o.duplicates} delivered twice, disk ${mib(o.disk.peak)} → ${mib(o.disk.after)} MiB, RSS ${Math.max(o.rss.peakPublish, o.rss.peakDrain).toFixed(0)} → ${o.rss.after.toFixed(0)} MiB`);
+}
