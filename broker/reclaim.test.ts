@@ -1,0 +1,53 @@
+// Giving disk space back: the policy (only once most of the file is free, and enough of it to
+// matter), then a real database file that fills, empties and shrinks again.
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openDatabase } from '../lib/db.js';
+import { createLogger } from '../lib/log.js';
+import { shouldCollect } from './memory.js';
+import { SpaceReclaimer, shouldReclaim } from './reclaim.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'reclaim-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+const MiB = 1024 * 1024;
+
+describe('reclaiming disk space', () => {
+  const policy = { minFreeBytes: 8 * MiB, minFreeShare: 0.5 };
+  it('waits until most of the file is free, and enough of it to matter', () => {
+    const page = 4096;
+    assert.equal(shouldReclaim({ pageSize: page, pageCount: 10_000, freePages: 6_000 }, policy), true);
+    assert.equal(shouldReclaim({ pageSize: page, pageCount: 10_000, freePages: 4_000 }, policy), false, 'a drain under way: live pages would have to move');
+    assert.equal(shouldReclaim({ pageSize: page, pageCount: 1_000, freePages: 900 }, policy), false, 'under 8 MiB: not worth it');
+    assert.equal(shouldReclaim({ pageSize: page, pageCount: 10_000, freePages: 0 }, policy), false);
+  });
+
+  it('shrinks a database file after most of its rows are deleted', () => {
+    const file = join(dir, 'shrink.db');
+    const db = openDatabase(file, { migrations: ['CREATE TABLE q (id INTEGER PRIMARY KEY, body BLOB)'], shrinkable: { walBytes: 4 * MiB } });
+    const put = db.prepare('INSERT INTO q (body) VALUES (?)');
+    db.transaction(() => {
+      for (let i = 0; i < 40_000; i++) put.run(Buffer.alloc(512, i % 251));
+    })();
+    db.pragma('wal_checkpoint(TRUNCATE)');
+    const full = statSync(file).size;
+    db.prepare('DELETE FROM q WHERE id > 100').run();
+    const reclaimer = new SpaceReclaimer({ db, log: createLogger('reclaim-test', 'silent'), policy, budgetMs: 10_000 });
+    reclaimer.tick();
+    const after = statSync(file).size;
+    assert.ok(full > 20 * MiB, `filled to ${full} bytes`);
+    assert.ok(after < full / 10, `shrunk from ${full} to ${after} bytes`);
+    assert.equal((db.prepare('SELECT count(*) AS n FROM q').get() as { n: number }).n, 100, 'the rows left are intact');
+    assert.ok(reclaimer.reclaimedPages > 0);
+    db.close();
+  });
+});
+
+describe('trimming memory', () => {
+  it('collects once external memory grew by the budget since the last collection', () => {
+    assert.equal(shouldCollect(40 * MiB, 20 * MiB, 16 * MiB), true);
+    assert.equal(shouldCollect(30 * MiB, 20 * MiB, 16 * MiB), false);
+  });
+});

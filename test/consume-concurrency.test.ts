@@ -1,0 +1,171 @@
+// Consumers hold several messages at once (lib/mqtt.ts consume) and still acknowledge each only
+// once its effect is durable: a handler still running keeps its message in flight at the broker;
+// `apply` effects of the messages in hand commit together, a failing one alone rolled back and
+// dead-lettered; a message delivered twice is applied once; a consumer stopped without acknowledging
+// gets nothing lost, since the broker hands its messages on.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import mqtt from 'mqtt';
+import { Registry } from 'prom-client';
+import { openDatabase } from '../lib/db.js';
+import { createLogger } from '../lib/log.js';
+import { PermanentFailure, closeMqtt, connectMqtt, consume, subscribe, type MqttClient } from '../lib/mqtt.js';
+import { parseShareGauge } from '../workers/backlog.js';
+import { startBroker, type RunningBroker } from './support/broker.js';
+import { eventually } from './support/process.js';
+
+const log = createLogger('concurrency-test', 'silent');
+const dir = mkdtempSync(join(tmpdir(), 'consume-concurrency-'));
+
+describe('consumers with several messages in hand', () => {
+  let broker: RunningBroker;
+  const clients: MqttClient[] = [];
+  before(async () => {
+    broker = await startBroker({ env: { BROKER_INFLIGHT_WINDOW: '16', BROKER_REDISPATCH_GRACE_MS: '100' } });
+  });
+  after(async () => {
+    await Promise.all(clients.map((c) => closeMqtt(c, 500)));
+    await broker?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const inflight = async (share: string) => parseShareGauge(await (await fetch(`${broker.httpUrl}/metrics`)).text(), 'mqtt_shared_inflight').get(share) ?? 0;
+  const connect = (id: string) => {
+    const client = connectMqtt({ url: broker.mqttUrl, clientId: id, log });
+    const publisher = connectMqtt({ url: broker.mqttUrl, clientId: `${id}-pub`, clean: true, log });
+    clients.push(client, publisher);
+    return { client, publisher };
+  };
+  const publishAll = async (topic: string, payloads: string[]) => {
+    const producer = await mqtt.connectAsync(broker.mqttUrl, { clientId: `producer-${topic.split('/').pop()}` });
+    clients.push(producer);
+    await Promise.all(payloads.map((p) => producer.publishAsync(topic, p, { qos: 1 })));
+  };
+
+  it('runs up to `concurrency` handlers at once and acknowledges each when it is done', async () => {
+    const topic = 'woodytoys/test/concurrency/handle';
+    const share = `$share/handlers/${topic}`;
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const started: string[] = [];
+    const finished: string[] = [];
+    const registry = new Registry();
+    const { client, publisher } = connect('concurrency-handle');
+    consume(client, {
+      consumer: 'concurrency-test',
+      publisher,
+      source: '/test',
+      log,
+      concurrency: 4,
+      registry,
+      routes: [
+        {
+          filter: topic,
+          async handle(_t, payload) {
+            started.push(payload.toString());
+            await gate;
+            finished.push(payload.toString());
+          },
+        },
+      ],
+    });
+    subscribe(client, [share], log);
+    await eventually(() => client.connected, { what: 'the consumer' });
+    await eventually(async () => (await fetch(`${broker.httpUrl}/metrics`)).text().then((t) => t.includes(share)), { what: 'the group' });
+    await publishAll(topic, ['a', 'b', 'c', 'd', 'e', 'f']);
+    await eventually(() => started.length === 4, { what: 'four handlers running' });
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(started.length, 4, 'no more than the concurrency at once');
+    assert.ok((await inflight(share)) >= 4, 'none of them acknowledged while running');
+    assert.match(await registry.metrics(), /mqtt_consumer_in_hand\{consumer="concurrency-test"\} 4/);
+    open();
+    await eventually(() => finished.length === 6, { what: 'every message handled' });
+    await eventually(async () => (await inflight(share)) === 0, { what: 'every message acknowledged' });
+    assert.deepEqual([...started].sort(), ['a', 'b', 'c', 'd', 'e', 'f']);
+  });
+
+  it('commits the effects of the messages in hand together, applies a duplicate once, and dead-letters a failing one alone', async () => {
+    const topic = 'woodytoys/test/concurrency/apply';
+    const share = `$share/appliers/${topic}`;
+    const db = openDatabase(join(dir, 'apply.db'), { migrations: ['CREATE TABLE seen (id TEXT PRIMARY KEY, n INTEGER NOT NULL)'] });
+    const registry = new Registry();
+    const { client, publisher } = connect('concurrency-apply');
+    const deadLetters: string[] = [];
+    const watcher = await mqtt.connectAsync(broker.mqttUrl, { clientId: 'dead-letter-watcher' });
+    clients.push(watcher);
+    watcher.on('message', (_t, p) => deadLetters.push(JSON.parse(p.toString()).data.payload as string));
+    await watcher.subscribeAsync('woodytoys/deadletter/concurrency-apply', { qos: 1 });
+    consume(client, {
+      consumer: 'concurrency-apply',
+      publisher,
+      source: '/test',
+      log,
+      concurrency: 16,
+      db,
+      registry,
+      routes: [
+        {
+          filter: topic,
+          apply(_t, payload) {
+            const id = payload.toString();
+            // Idempotent on the message's id, as every consumer is.
+            db.prepare('INSERT INTO seen (id, n) VALUES (?, 1) ON CONFLICT (id) DO NOTHING').run(id);
+            // Written, then refused: the savepoint takes the write back.
+            if (id === 'poison') throw new PermanentFailure('poison');
+          },
+        },
+      ],
+    });
+    subscribe(client, [share], log);
+    await eventually(() => client.connected, { what: 'the consumer' });
+    await eventually(async () => (await fetch(`${broker.httpUrl}/metrics`)).text().then((t) => t.includes(share)), { what: 'the group' });
+    const ids = Array.from({ length: 40 }, (_, i) => `m${i}`);
+    await publishAll(topic, [...ids, 'm3', 'poison', 'm7']);
+    await eventually(() => (db.prepare('SELECT count(*) AS n FROM seen').get() as { n: number }).n === 40 && deadLetters.length === 1, { what: 'every message applied' });
+    await eventually(async () => (await inflight(share)) === 0, { what: 'every message acknowledged' });
+    assert.deepEqual(deadLetters, ['poison']);
+    assert.equal((db.prepare("SELECT count(*) AS n FROM seen WHERE id = 'poison'").get() as { n: number }).n, 0, 'the poison message left nothing behind');
+    const batches = /mqtt_consumer_commit_messages_count\{consumer="concurrency-apply"\} (\d+)/.exec(await registry.metrics());
+    assert.ok(Number(batches?.[1]) < 43, `43 messages committed in ${batches?.[1]} transactions`);
+    db.close();
+  });
+
+  it('a consumer that goes away mid-handling loses nothing: its messages go to another member', async () => {
+    const topic = 'woodytoys/test/concurrency/handover';
+    const share = `$share/handover/${topic}`;
+    const first = connect('concurrency-first');
+    const started: string[] = [];
+    consume(first.client, {
+      consumer: 'concurrency-test',
+      publisher: first.publisher,
+      source: '/test',
+      log,
+      concurrency: 8,
+      routes: [{ filter: topic, handle: (_t, p) => new Promise<void>(() => started.push(p.toString())) }],
+    });
+    subscribe(first.client, [share], log);
+    await eventually(() => first.client.connected, { what: 'the first consumer' });
+    await eventually(async () => (await fetch(`${broker.httpUrl}/metrics`)).text().then((t) => t.includes(share)), { what: 'the group' });
+    const sent = Array.from({ length: 8 }, (_, i) => `h${i}`);
+    await publishAll(topic, sent);
+    await eventually(() => started.length === 8, { what: 'eight in hand' });
+    first.client.stream.destroy(); // the process dies: nothing acknowledged
+    first.client.end(true);
+    const second = connect('concurrency-second');
+    const handled: string[] = [];
+    consume(second.client, {
+      consumer: 'concurrency-test',
+      publisher: second.publisher,
+      source: '/test',
+      log,
+      concurrency: 8,
+      routes: [{ filter: topic, handle: async (_t, p) => void handled.push(p.toString()) }],
+    });
+    subscribe(second.client, [share], log);
+    await eventually(() => handled.length >= 8, { timeoutMs: 15_000, what: 'the messages handed to the second consumer' });
+    assert.deepEqual([...new Set(handled)].sort(), sent);
+  });
+});
