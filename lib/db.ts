@@ -1,5 +1,9 @@
 // SQLite through better-sqlite3: WAL, a busy timeout, and forward-only migrations tracked in
-// PRAGMA user_version. Each service owns one database file and is its only writer.
+// PRAGMA user_version. Each service owns one database file and is its only writer. Statements are
+// prepared once per SQL text: stores write `db.prepare(sql)` where it reads best, and the SQL is
+// parsed the first time only (a prepared statement is shared by everyone using the same text, so
+// nobody switches one to raw, pluck or expand mode: write distinct SQL for that).
+import type { Statement } from 'better-sqlite3';
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -36,8 +40,24 @@ export function openDatabase(file: string, { migrations, busyTimeoutMs = 5000, s
   db.pragma(`busy_timeout = ${Math.max(0, Math.floor(busyTimeoutMs))}`);
   db.pragma('foreign_keys = ON');
   if (shrinkable) db.pragma(`journal_size_limit = ${Math.floor(shrinkable.walBytes)}`);
+  rememberStatements(db);
   migrate(db, migrations);
   return db;
+}
+
+/** Makes db.prepare() return the statement already prepared for the same SQL. */
+function rememberStatements(db: DB): void {
+  const prepare = db.prepare.bind(db);
+  const prepared = new Map<string, Statement>();
+  db.prepare = ((sql: string) => {
+    let statement = prepared.get(sql);
+    if (!statement) {
+      statement = prepare(sql);
+      // SQL built from input would grow this without bound: past a thousand texts, no more are kept.
+      if (prepared.size < 1000) prepared.set(sql, statement);
+    }
+    return statement;
+  }) as DB['prepare'];
 }
 
 export function migrate(db: DB, migrations: readonly Migration[]): void {

@@ -12,6 +12,7 @@ import { Gauge, Histogram, type Registry } from 'prom-client';
 import { z } from 'zod';
 import type { DB } from './db.js';
 import { deferAcks, type Delivery } from './deferred-acks.js';
+import { committed } from './group-commit.js';
 import type { Logger } from './log.js';
 import { coalesceWrites } from './wire.js';
 import { MAX_EVENT_BYTES, createEvent, topicMatches, type CloudEvent, type EventDefinition } from './events.js';
@@ -263,10 +264,19 @@ export function consume(client: MqttClient, { consumer, publisher, source, log, 
       applyAll();
     }
     batchSize?.observe(items.length);
-    for (const m of items) {
-      if (errors.has(m)) void fail(m, errors.get(m));
-      else succeed(m);
-    }
+    for (const m of items) if (errors.has(m)) void fail(m, errors.get(m));
+    const done = items.filter((m) => !errors.has(m));
+    if (done.length === 0) return;
+    // With group commit (lib/group-commit.ts) the batch commits at the end of the turn: only then ack.
+    (db ? committed(db) : Promise.resolve()).then(
+      () => done.forEach(succeed),
+      (err: unknown) => {
+        // Not stored: never acknowledged. A new connection makes the broker deliver them again.
+        log.error({ err, messages: done.length }, 'commit failed; reconnecting so that the broker delivers these messages again');
+        done.forEach(finished);
+        client.stream.destroy();
+      },
+    );
   };
 
   const start = (m: InHand) => {

@@ -5,6 +5,7 @@ import { Gauge, type Registry } from 'prom-client';
 import type { DB } from './db.js';
 import type { CloudEvent } from './events.js';
 import type { Logger } from './log.js';
+import { uncommitted } from './group-commit.js';
 import { publishEvent, type MqttClient } from './mqtt.js';
 
 /** Add to a service's migrations to give it an outbox. */
@@ -117,6 +118,8 @@ export class OutboxRelay {
 
   private pump(): void {
     if (!this.running || !this.client.connected) return;
+    // Rows of a turn not yet committed (lib/group-commit.ts) are not events yet: after the commit.
+    if (uncommitted(this.db)) return this.wake();
     const room = this.window - this.inFlight.size;
     if (room <= 0) return;
     const rows = this.db

@@ -1,7 +1,9 @@
-// Orders service: config → database → MQTT (outbox relay + outcome consumer) → HTTP → shutdown.
+// Orders service: config → database (group commit) → MQTT (outbox relay + outcome consumer) → HTTP →
+// shutdown.
 import { Gauge } from 'prom-client';
 import { commonEnv, loadConfig, mqttEnv, port, positiveInt } from '../../lib/config.js';
 import { dataFile } from '../../lib/db.js';
+import { answerAfterCommit, groupCommit } from '../../lib/group-commit.js';
 import { serveApp } from '../../lib/http.js';
 import { createLogger } from '../../lib/log.js';
 import { createMetrics } from '../../lib/metrics.js';
@@ -18,6 +20,8 @@ const config = loadConfig({ ...commonEnv, ...mqttEnv, ...consumerEnv, HTTP_PORT:
 const log = createLogger('orders', config.LOG_LEVEL);
 const metrics = createMetrics('orders');
 const store = new OrderStore(dataFile(config.DATA_DIR, 'orders'));
+// The orders accepted in one turn commit together; each 202 waits for that commit.
+groupCommit(store.db);
 
 const clientId = config.MQTT_CLIENT_ID ?? 'orders';
 const credentials = { url: config.MQTT_URL, username: config.MQTT_USERNAME, password: config.MQTT_PASSWORD, log };
@@ -59,7 +63,7 @@ const app = createOrdersApp({
   onOrderCreated: () => relay.wake(),
   maxBodyBytes: config.ORDERS_MAX_BODY_BYTES,
 });
-const http = await serveApp(app, config.HTTP_PORT, config.HTTP_HOST);
+const http = await serveApp(answerAfterCommit(app, store.db), config.HTTP_PORT, config.HTTP_HOST);
 log.info({ http: `http://${config.HTTP_HOST}:${http.port}` }, 'orders listening');
 
 onShutdown(log, async () => {

@@ -3,6 +3,7 @@
 import { z } from 'zod';
 import { bool, commonEnv, loadConfig, mqttEnv, port, positiveInt } from '../../lib/config.js';
 import { dataFile } from '../../lib/db.js';
+import { answerAfterCommit, groupCommit } from '../../lib/group-commit.js';
 import { serveApp } from '../../lib/http.js';
 import { createLogger } from '../../lib/log.js';
 import { createMetrics } from '../../lib/metrics.js';
@@ -28,6 +29,8 @@ const config = loadConfig({
 const log = createLogger('stock', config.LOG_LEVEL);
 const metrics = createMetrics('stock');
 const store = new StockStore(dataFile(config.DATA_DIR, 'stock'), { seed: config.STOCK_SEED });
+// What one turn changes (reservations of the messages in hand, imports, admin writes) commits together.
+groupCommit(store.db);
 
 const clientId = config.MQTT_CLIENT_ID ?? 'stock';
 const credentials = { url: config.MQTT_URL, username: config.MQTT_USERNAME, password: config.MQTT_PASSWORD, log };
@@ -58,7 +61,7 @@ const app = createStockApp({
   importMaxBytes: config.STOCK_IMPORT_MAX_BYTES,
   importMaxMovements: config.STOCK_IMPORT_MAX_MOVEMENTS,
 });
-const http = await serveApp(app, config.HTTP_PORT, config.HTTP_HOST);
+const http = await serveApp(answerAfterCommit(app, store.db), config.HTTP_PORT, config.HTTP_HOST);
 log.info({ http: `http://${config.HTTP_HOST}:${http.port}` }, 'stock listening');
 
 onShutdown(log, async () => {
