@@ -1,6 +1,6 @@
 // The orders service's SQL: orders, their history, the events already applied, and the outbox.
-import { createHash, randomUUID } from 'node:crypto';
-import { openDatabase, type DB } from '../../lib/db.js';
+import { createHash } from 'node:crypto';
+import { openDatabase, timeOrderedId, type DB } from '../../lib/db.js';
 import { createEvent } from '../../lib/events.js';
 import { enqueueEvent, outboxMigration } from '../../lib/outbox.js';
 import { orderCreated } from '../../lib/topics.js';
@@ -82,9 +82,10 @@ export class OrderStore {
    * again give back the first order; the same key with another body is refused.
    */
   create(input: NewOrder, idempotencyKey?: string): CreateResult {
-    const id = randomUUID();
+    // Time-ordered ids: each order's rows land beside the previous order's in every index.
+    const id = timeOrderedId();
     const now = new Date().toISOString();
-    const bodyHash = createHash('sha256').update(canonicalJson(input)).digest('hex');
+    const bodyHash = idempotencyKey === undefined ? '' : createHash('sha256').update(canonicalJson(input)).digest('hex');
     const result = this.db.transaction((): CreateResult | undefined => {
       if (idempotencyKey !== undefined) {
         const seen = this.db.prepare('SELECT body_hash, order_id FROM idempotency_keys WHERE key = ?').get(idempotencyKey) as
@@ -103,7 +104,9 @@ export class OrderStore {
       enqueueEvent(this.db, orderCreated.topic, event);
       return undefined;
     })();
-    return result ?? { kind: 'created', order: this.get(id)! };
+    // What get(id) would read back, without reading it back.
+    const order: Order = { id, status: 'pending', ...input, reason: null, erpReference: null, createdAt: now, updatedAt: now, history: [{ status: 'pending', at: now, detail: null }] };
+    return result ?? { kind: 'created', order };
   }
 
   /** Newest first; `before` is the position (rowid) of the last order of the previous page. */
