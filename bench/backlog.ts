@@ -64,6 +64,8 @@ interface Result {
   duplicates: number;
 }
 
+const progress = (line: string) => process.stderr.write(`  ${line}\n`);
+
 async function run(name: string, url: string, pid: number | undefined, dataDir: string, settle: () => Promise<void>): Promise<Result> {
   // The group exists, with both members away.
   for (const id of MEMBERS) {
@@ -99,6 +101,7 @@ async function run(name: string, url: string, pid: number | undefined, dataDir: 
   await publisher.endAsync();
   const peakPublish = sampler.stop();
   const diskPeak = diskBytes(dataDir);
+  progress(`${name}: ${MESSAGES} queued at ${Math.round(publishRate)}/s, RSS peak ${peakPublish.toFixed(0)} MiB, ${(diskPeak / 1048576).toFixed(0)} MiB on disk; draining`);
 
   const seen = new Uint8Array(MESSAGES);
   let received = 0;
@@ -124,6 +127,7 @@ async function run(name: string, url: string, pid: number | undefined, dataDir: 
   );
   await Promise.race([drained, sleep(30 * 60_000)]);
   const drainRate = received / ((performance.now() - drainStart) / 1000);
+  progress(`${name}: drained at ${Math.round(drainRate)}/s`);
   // Late duplicates would arrive now.
   await sleep(1000);
   const peakDrain = sampler.stop();
