@@ -27,6 +27,7 @@ import { SqlitePersistence, type StoredPacket } from './persistence.js';
 import { migrations } from './schema.js';
 import { SpaceReclaimer } from './reclaim.js';
 import { MemoryTrim } from './memory.js';
+import { Checkpointer } from '../lib/checkpointer.js';
 import { takeAcknowledgements } from './aedes-internals.js';
 import { SqliteGroupStore } from './sqlite-group-store.js';
 import { publishOrphanedWills } from './wills.js';
@@ -91,6 +92,7 @@ const shared = new SharedSubscriptions({
 });
 const reclaimer = new SpaceReclaimer({ db, log, beforeReclaim: () => commits.flush() });
 const memoryTrim = new MemoryTrim();
+const checkpointer = new Checkpointer(db, log);
 // Members' PUBACKs reach the group queue before Aedes (takeAcknowledgements, below); any that
 // did not are claimed from Aedes's own handling.
 persistence.claimAck = (clientId, messageId) => shared.acknowledge(clientId, messageId);
@@ -134,6 +136,7 @@ shared.start(broker);
 takeAcknowledgements(broker, (client, messageId) => shared.acknowledge(client.id, messageId));
 reclaimer.start();
 memoryTrim.start();
+checkpointer.start();
 ingest.attach(broker);
 await ingest.replay(broker);
 await publishOrphanedWills(broker, persistence, log);
@@ -192,6 +195,7 @@ onShutdown(log, async () => {
   await new Promise<void>((resolve) => broker.close(() => resolve()));
   shared.stop();
   commits.close();
+  await checkpointer.stop();
   db.close();
   await http.close();
 });
