@@ -7,6 +7,7 @@ import { seedProducts } from '../api/catalog/seed.js';
 import { CatalogStore } from '../api/catalog/store.js';
 import { createLogger } from '../lib/log.js';
 import { createMetrics } from '../lib/metrics.js';
+import { productTopic } from '../lib/topics.js';
 
 const KEY = 'catalog-test-key-0123456789';
 
@@ -41,7 +42,7 @@ describe('catalog API', () => {
     }
     assert.equal(cursor, null, 'the last page says so');
     assert.deepEqual(seen, seedProducts.map((p) => p.id).sort());
-    assert.equal((store.db.prepare("SELECT count(*) AS n FROM outbox WHERE topic LIKE 'woodytoys/catalog/products/%'").get() as { n: number }).n, seedProducts.length);
+    assert.equal((store.db.prepare('SELECT count(*) AS n FROM outbox WHERE topic LIKE ?').get(productTopic('%')) as { n: number }).n, seedProducts.length);
   });
 
   it('filters by category, price range and words', async () => {
@@ -96,7 +97,7 @@ describe('catalog API', () => {
     const inactive = (await (await app.request('/api/catalog/products?active=false')).json()) as Page;
     assert.deepEqual(inactive.items.map((p) => p.id), ['wooden-whale']);
 
-    const events = store.db.prepare("SELECT payload, retain FROM outbox WHERE topic = 'woodytoys/catalog/products/wooden-whale' ORDER BY id").all() as { payload: string; retain: number }[];
+    const events = store.db.prepare('SELECT payload, retain FROM outbox WHERE topic = ? ORDER BY id').all(productTopic('wooden-whale')) as { payload: string; retain: number }[];
     assert.equal(events.length, 2, 'created, then changed');
     const last = JSON.parse(events[1]!.payload) as { type: string; data: { priceCents: number; active: boolean } };
     assert.equal(last.type, 'woodytoys.catalog.product-changed');

@@ -3,6 +3,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import mqtt from 'mqtt';
+import { stockLevelTopic } from '../lib/topics.js';
 import { eventually } from './support/process.js';
 import { getJson, getStock, startStack, type Stack } from './support/stack.js';
 
@@ -138,9 +139,9 @@ describe('the order saga', () => {
         const got = new Promise<{ data: { available: number; reserved: number } }>((resolve) => {
           display.once('message', (_topic, payload) => resolve(JSON.parse(payload.toString()) as { data: { available: number; reserved: number } }));
         });
-        await display.subscribeAsync('woodytoys/stock/levels/wooden-train', { qos: 1 });
+        await display.subscribeAsync(stockLevelTopic('wooden-train'), { qos: 1 });
         const event = await Promise.race([got, new Promise<undefined>((r) => setTimeout(r, 1000))]);
-        await display.unsubscribeAsync('woodytoys/stock/levels/wooden-train');
+        await display.unsubscribeAsync(stockLevelTopic('wooden-train'));
         return event && event.data.available === expected.available && event.data;
       }, { what: 'retained level matching the API' });
       assert.deepEqual({ available: level.available, reserved: level.reserved }, { available: expected.available, reserved: expected.reserved });

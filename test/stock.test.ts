@@ -7,6 +7,7 @@ import { seedLevels } from '../api/stock/seed.js';
 import { StockStore } from '../api/stock/store.js';
 import { createLogger } from '../lib/log.js';
 import { createMetrics } from '../lib/metrics.js';
+import { stockLevelTopic } from '../lib/topics.js';
 
 const KEY = 'stock-test-key-0123456789';
 const ORDER = '11111111-1111-4111-8111-111111111111';
@@ -188,7 +189,7 @@ describe('stock reservations', () => {
     assert.deepEqual(store.reserve(order([{ productId: 'yo-yo', quantity: 3 }], other)), { result: 'duplicate' });
     assert.deepEqual([store.level('yo-yo')!.available, store.level('yo-yo')!.reserved], [0, 3]);
     assert.equal(outbox('woodytoys/stock/reserved'), 1);
-    assert.equal(outbox('woodytoys/stock/levels/yo-yo'), 1, 'only the newest unsent level per product stays queued');
+    assert.equal(outbox(stockLevelTopic('yo-yo')), 1, 'only the newest unsent level per product stays queued');
   });
 
   it('releases a failed order and sells a confirmed one, each once', () => {

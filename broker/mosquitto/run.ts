@@ -13,12 +13,14 @@ export interface MosquittoOptions {
   port: number;
   dataDir: string;
   passwordFile: string;
+  /** ACL file; default the repo's (broker/mosquitto/acl). */
+  aclFile?: string;
   /** Mosquitto program; /usr/sbin/mosquitto when installed from Debian packages. */
   program?: string;
 }
 
 /** The repo's mosquitto.conf with this run's listener, paths and an absolute ACL path. */
-export function renderMosquittoConfig({ port, dataDir, passwordFile }: MosquittoOptions): string {
+export function renderMosquittoConfig({ port, dataDir, passwordFile, aclFile: acl = aclFile }: MosquittoOptions): string {
   const text = readFileSync(mosquittoConf, 'utf8');
   const replace = (directive: string, value: string) => (t: string) => {
     const re = new RegExp(`^${directive} .*$`, 'm');
@@ -29,7 +31,7 @@ export function renderMosquittoConfig({ port, dataDir, passwordFile }: Mosquitto
     [
       replace('listener', `${port} 127.0.0.1`),
       replace('password_file', passwordFile),
-      replace('acl_file', aclFile),
+      replace('acl_file', acl),
       replace('persistence_location', `${dataDir.replace(/\/?$/, '/')}`),
     ].reduce((t, f) => f(t), text) +
     // Started as root, Mosquitto would switch to the `mosquitto` user, which cannot read our temporary files.

@@ -81,7 +81,7 @@ export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, 
       name: `worker-${i}`,
       entry: 'workers/main.ts',
       // The workers share the ERP's whole capacity among themselves (leases in the data directory).
-      env: { ...common, ...login('worker'), LEASE_CAPACITY_RU: String(erpCapacityRu), BROKER_METRICS_URL: `http://127.0.0.1:${brokerHttp}/metrics`, HTTP_PORT: '0', WORKER_ID: `test-worker-${i}`, ERP_URL: `http://127.0.0.1:${erpPort}`, ...workerEnv, ...extra },
+      env: { ...common, ...login('worker'), LEASE_CAPACITY_RU: String(erpCapacityRu), BROKER_METRICS_URL: `http://127.0.0.1:${brokerHttp}/metrics`, HTTP_PORT: '0', WORKER_ID: `worker-test-${i}`, ERP_URL: `http://127.0.0.1:${erpPort}`, ...workerEnv, ...extra },
       // Every group joined (orders, stock movements): nothing published from now on is lost.
       ready: (l) => l.msg === 'worker consuming',
     });
