@@ -141,11 +141,16 @@ export class Acl {
     return Acl.parse(readFileSync(file, 'utf8'));
   }
 
+  /** The user whose client-id rules match `clientId` (one at most), if any. */
+  clientIdOwner(clientId: string): string | undefined {
+    return [...this.clientIds].find(([, ids]) => ids.some((p) => nameMatches(p, clientId)))?.[0];
+  }
+
   /** Why `username` may not connect with `clientId`, or undefined when the id is one of its own. */
   clientIdRefusal(username: string, clientId: string): string | undefined {
+    const owner = this.clientIdOwner(clientId);
+    if (owner === username) return undefined;
     const own = this.clientIds.get(username) ?? [];
-    if (own.some((p) => nameMatches(p, clientId))) return undefined;
-    const owner = [...this.clientIds].find(([, ids]) => ids.some((p) => nameMatches(p, clientId)))?.[0];
     if (owner) return `client id ${clientId} belongs to user ${owner}`;
     if (own.length === 0) return `user ${username} has no "#@ clientid" rule in the ACL`;
     return `client id ${clientId} is not one of user ${username}'s (${own.join(', ')})`;

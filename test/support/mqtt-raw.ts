@@ -90,9 +90,10 @@ export class RawClient {
     this.socket.on('data', (d: Buffer) => (this.received = Buffer.concat([this.received, d])));
     // The broker may reset the connection while we still write: that is the answer, not an error.
     this.socket.on('error', () => {});
-    this.opened = new Promise((resolve, reject) => {
+    // Resolves once connected, or once closed: a broker may refuse a connection as soon as it accepts it.
+    this.opened = new Promise((resolve) => {
       this.socket.once('connect', () => resolve());
-      this.socket.once('error', reject);
+      this.socket.once('close', () => resolve());
     });
     this.closedAt = new Promise((resolve) =>
       this.socket.once('close', () => {
