@@ -89,8 +89,7 @@ export class ConnectionLimits {
    * stream carried by `socket`. Call right after the broker took the stream.
    */
   watch(stream: Duplex, socket: Socket): void {
-    const pending = this.#pending.get(socket);
-    if (!pending) return;
+    const pending = this.#pending.get(socket) ?? this.#untracked(socket);
     const reader = new FrameReader(this.opts.maxPacketBytes);
     let first = true;
     const stop = inboundBytes(stream, (chunk) => {
@@ -104,6 +103,11 @@ export class ConnectionLimits {
       if (problem) this.#condemn(stream, socket, pending.address, { reason: problem }, 'limit');
     });
     stream.once('close', stop);
+  }
+
+  /** A connection accept() never saw: its packets are still checked, it just has no deadline or count. */
+  #untracked(socket: Socket): Pending {
+    return { address: socket.remoteAddress ?? 'unknown', connecting: false, deadline: setTimeout(() => {}, 0) };
   }
 
   /** Why this stream was condemned (then every packet on it is refused), or undefined. */
@@ -157,7 +161,13 @@ export class ConnectionLimits {
     this.#quiet.set(key, { until: now + 1000, count: 0 });
     this.opts.log.warn(
       { address, clientId, protocolLevel, returnCode, reason, ...(quiet?.count ? { alsoRefusedSinceLastLine: quiet.count } : {}) },
-      kind === 'limit' ? 'connection closed: over a limit' : 'connection closed: protocol violation',
+      returnCode === 1
+        ? 'connection refused: unsupported protocol version'
+        : returnCode === 2
+          ? 'connection refused: identifier rejected'
+          : kind === 'limit'
+            ? 'connection closed: over a limit'
+            : 'connection closed: protocol violation',
     );
   }
 }
