@@ -62,7 +62,15 @@ export function connectHooks({ limits, access }: { limits: ConnectionLimits; acc
       const violation = limits.violation(client.conn);
       // Already answered (and logged) on the raw bytes, before Aedes parsed the CONNECT.
       if (violation) return callback(refusal(violation.reason), false);
-      const admission = access.admit({ clientId: packet.clientId, username: packet.username, password: packet.password, will: packet.will, address: addressOf(client) });
+      const forwarded = client.req?.headers['x-real-ip'];
+      const admission = access.admit({
+        clientId: packet.clientId,
+        username: packet.username,
+        password: packet.password,
+        will: packet.will,
+        address: addressOf(client),
+        forwardedFor: typeof forwarded === 'string' ? forwarded : undefined,
+      });
       if (!admission.ok) {
         refuseConnect(client.conn as Duplex, admission.returnCode);
         return callback(refusal(admission.reason), false);

@@ -21,8 +21,9 @@ export interface ConnectRequest {
   username?: string | undefined;
   password?: Buffer | undefined;
   will?: { topic: string } | null | undefined;
-  /** for the log line */
+  /** for the log line: the peer, and the client behind it when the gateway says (X-Real-IP) */
   address?: string | undefined;
+  forwardedFor?: string | undefined;
 }
 
 /**
@@ -44,9 +45,9 @@ export class Access {
    * connection its client id only after this said yes, so a refused CONNECT never disturbs the
    * session that holds the id.
    */
-  admit({ clientId, username, password, will, address }: ConnectRequest): Admission {
+  admit({ clientId, username, password, will, address, forwardedFor }: ConnectRequest): Admission {
     const refuse = (reason: string): Admission => {
-      this.opts.log.warn({ clientId, username, address, reason }, 'connection refused');
+      this.opts.log.warn({ clientId, username, address, forwardedFor, reason }, 'connection refused');
       return { ok: false, returnCode: 5, reason };
     };
     if (username === undefined || username === '') {

@@ -17,7 +17,7 @@ import { PUBLIC_ROOT, orderConfirmed, productChanged, productTopic, stockReserve
 import { aclFile, startMosquitto } from '../broker/mosquitto/run.js';
 import { RawClient, connectHeader, connectPacket, publishPacket, subscribePacket } from './support/mqtt-raw.js';
 import { freePort } from './support/process.js';
-import { startBroker } from './support/broker.js';
+import { grantedQos, startBroker } from './support/broker.js';
 import { requireProgram } from './support/programs.js';
 import { sleep } from '../lib/shutdown.js';
 
@@ -164,17 +164,6 @@ async function connackCode(url: string, user: User | undefined, clientId: string
     return 0;
   } catch (err) {
     return (err as { code?: number }).code;
-  }
-}
-
-async function grantedQos(client: MqttClient, filter: string): Promise<number> {
-  try {
-    const granted = await client.subscribeAsync(filter, { qos: 1 });
-    return granted[0]!.qos;
-  } catch (err) {
-    const packet = (err as { packet?: { granted?: number[] } }).packet;
-    if (packet?.granted) return packet.granted[0]!;
-    throw err;
   }
 }
 

@@ -12,20 +12,10 @@ import { aclFile } from '../broker/mosquitto/run.js';
 import type { RunningGateway } from '../gateway/nginx.js';
 import { sleep } from '../lib/shutdown.js';
 import { PUBLIC_ROOT, orderCreated, orderStatus, publicOrderRef, stockReserved } from '../lib/topics.js';
+import { grantedQos } from './support/broker.js';
 import { requireProgram } from './support/programs.js';
 import { eventually, type Proc } from './support/process.js';
 import { getJson, startGatewayFor, startStack, type Stack } from './support/stack.js';
-
-/** The QoS the broker granted, 128 for a refusal (mqtt.js rejects those). */
-async function granted(client: MqttClient, filter: string): Promise<number> {
-  try {
-    return (await client.subscribeAsync(filter, { qos: 1 }))[0]!.qos;
-  } catch (err) {
-    const codes = (err as { packet?: { granted?: number[] } }).packet?.granted;
-    if (codes) return codes[0]!;
-    throw err;
-  }
-}
 
 interface Order {
   id: string;
@@ -124,7 +114,7 @@ describe('MQTT access in the running system', { skip: requireProgram('nginx') },
     assert.ok(groups.length >= 3);
     const display = await viewer(`viewer-groups-${++n}`, { clean: false });
     for (const { group, filter } of groups) {
-      assert.equal(await granted(display, `$share/${group}/${filter}`), 128, `$share/${group}/${filter}`);
+      assert.equal(await grantedQos(display, `$share/${group}/${filter}`), 128, `$share/${group}/${filter}`);
     }
     await eventually(() => stack.broker.logs.some((l) => l.msg === 'subscription refused' && /no "#@ group order-workers …" rule for user viewer/.test(String(l.reason))), {
       what: 'the log line naming the missing rule',
@@ -132,7 +122,7 @@ describe('MQTT access in the running system', { skip: requireProgram('nginx') },
     const worker = await mqtt.connectAsync(stack.urls.mqtt, { username: 'worker', password: devCredentials(stack.dataDir).worker, clientId: 'worker-probe', clean: false, protocolVersion: 4, reconnectPeriod: 0 });
     open.push(worker);
     const share = `$share/order-workers/${stockReserved.topic}`;
-    assert.equal(await granted(worker, share), 1, 'a worker joins its group');
+    assert.equal(await grantedQos(worker, share), 1, 'a worker joins its group');
     await worker.unsubscribeAsync(share);
   });
 
@@ -140,7 +130,7 @@ describe('MQTT access in the running system', { skip: requireProgram('nginx') },
     const display = await viewer(`viewer-pii-${++n}`, { clean: true });
     const received: { topic: string; payload: string }[] = [];
     display.on('message', (topic, payload) => received.push({ topic, payload: payload.toString('utf8') }));
-    assert.equal(await granted(display, '#'), 1, 'granted: each message is checked against the viewer’s read rules');
+    assert.equal(await grantedQos(display, '#'), 1, 'granted: each message is checked against the viewer’s read rules');
 
     const customers = Array.from({ length: 12 }, (_, i) => ({ name: `Zelda Quixote-${i}`, email: `zelda.q${i}@example.org` }));
     customers.push({ name: 'Blocked Barnaby', email: 'barnaby@blocked.example' }); // the ERP refuses it
