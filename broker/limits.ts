@@ -23,20 +23,29 @@ export interface LimitOptions {
   onRefused?: (kind: 'limit' | 'protocol') => void;
 }
 
-interface Address {
+/** What one address holds now. */
+export interface AddressLoad {
   open: number;
+  /** of those, the ones that have not sent their CONNECT yet */
   connecting: number;
+}
+
+/** Why one more connection from an address holding `load` is too many, or undefined when it may come. */
+export function overAddressLimit(load: AddressLoad, { maxConnectionsPerAddress, maxConnectingPerAddress }: Pick<LimitOptions, 'maxConnectionsPerAddress' | 'maxConnectingPerAddress'>): string | undefined {
+  if (load.open >= maxConnectionsPerAddress) return `${load.open} connections from this address already (BROKER_MAX_CONNECTIONS_PER_ADDRESS)`;
+  if (load.connecting >= maxConnectingPerAddress) return `${load.connecting} connections from this address still before their CONNECT (BROKER_MAX_CONNECTING_PER_ADDRESS)`;
+  return undefined;
 }
 
 /** One accepted TCP connection, until its CONNECT is in. */
 interface Pending {
   address: string;
-  deadline: NodeJS.Timeout;
+  deadline?: NodeJS.Timeout;
   connecting: boolean;
 }
 
 export class ConnectionLimits {
-  readonly #addresses = new Map<string, Address>();
+  readonly #addresses = new Map<string, AddressLoad>();
   readonly #pending = new WeakMap<Socket, Pending>();
   /** Why a stream was condemned: the broker's hooks refuse everything on it from then on. */
   readonly #violations = new WeakMap<object, Violation>();
@@ -53,12 +62,7 @@ export class ConnectionLimits {
   accept(socket: Socket): boolean {
     const address = socket.remoteAddress ?? 'unknown';
     const a = this.#addresses.get(address) ?? { open: 0, connecting: 0 };
-    const over =
-      a.open >= this.opts.maxConnectionsPerAddress
-        ? `${a.open} connections from this address already (BROKER_MAX_CONNECTIONS_PER_ADDRESS)`
-        : a.connecting >= this.opts.maxConnectingPerAddress
-          ? `${a.connecting} connections from this address still before their CONNECT (BROKER_MAX_CONNECTING_PER_ADDRESS)`
-          : undefined;
+    const over = overAddressLimit(a, this.opts);
     if (over) {
       this.#refused(address, { reason: over }, 'limit');
       socket.destroy();
@@ -67,15 +71,12 @@ export class ConnectionLimits {
     a.open++;
     a.connecting++;
     this.#addresses.set(address, a);
-    const pending: Pending = {
-      address,
-      connecting: true,
-      deadline: setTimeout(() => {
-        this.#refused(address, { reason: `no CONNECT within ${this.opts.connectTimeoutMs} ms (BROKER_CONNECT_TIMEOUT_MS)` }, 'limit');
-        socket.destroy();
-      }, this.opts.connectTimeoutMs),
-    };
-    pending.deadline.unref();
+    const deadline = setTimeout(() => {
+      this.#refused(address, { reason: `no CONNECT within ${this.opts.connectTimeoutMs} ms (BROKER_CONNECT_TIMEOUT_MS)` }, 'limit');
+      socket.destroy();
+    }, this.opts.connectTimeoutMs);
+    deadline.unref();
+    const pending: Pending = { address, connecting: true, deadline };
     this.#pending.set(socket, pending);
     socket.once('close', () => {
       this.#connected(pending);
@@ -89,7 +90,8 @@ export class ConnectionLimits {
    * stream carried by `socket`. Call right after the broker took the stream.
    */
   watch(stream: Duplex, socket: Socket): void {
-    const pending = this.#pending.get(socket) ?? this.#untracked(socket);
+    // A connection accept() never saw still has its packets checked; it just has no deadline or count.
+    const pending = this.#pending.get(socket) ?? { address: socket.remoteAddress ?? 'unknown', connecting: false };
     const reader = new FrameReader(this.opts.maxPacketBytes);
     let first = true;
     const stop = inboundBytes(stream, (chunk) => {
@@ -103,11 +105,6 @@ export class ConnectionLimits {
       if (problem) this.#condemn(stream, socket, pending.address, { reason: problem }, 'limit');
     });
     stream.once('close', stop);
-  }
-
-  /** A connection accept() never saw: its packets are still checked, it just has no deadline or count. */
-  #untracked(socket: Socket): Pending {
-    return { address: socket.remoteAddress ?? 'unknown', connecting: false, deadline: setTimeout(() => {}, 0) };
   }
 
   /** Why this stream was condemned (then every packet on it is refused), or undefined. */
