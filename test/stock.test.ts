@@ -2,6 +2,9 @@
 // NDJSON, line errors, limits), the admin key, level pagination, and the reservation rules.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createStockApp } from '../api/stock/app.js';
 import { seedLevels } from '../api/stock/seed.js';
 import { StockStore } from '../api/stock/store.js';
@@ -170,6 +173,29 @@ describe('stock API: levels and the admin key', () => {
     const { app: closed } = setup({ admin: false });
     const disabled = await closed.request('/api/stock/levels/yo-yo', { method: 'PUT', headers: { 'content-type': 'application/json', 'x-api-key': KEY }, body: '{"available":1}' });
     assert.equal(disabled.status, 503);
+  });
+});
+
+describe('stock levels on their public topics', () => {
+  it('are announced once when a database from before the public namespace opens, and not again', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'stock-store-'));
+    const queued = (store: StockStore) => (store.db.prepare('SELECT count(*) AS n FROM outbox WHERE topic LIKE ?').get(stockLevelTopic('%')) as { n: number }).n;
+    try {
+      const file = join(dir, 'stock.db');
+      const fresh = new StockStore(file);
+      assert.equal(queued(fresh), seedLevels.length, 'a new database: the seed announces each level once');
+      // As it was before: levels stored, nothing queued on the public topics, no mark.
+      fresh.db.exec("DELETE FROM outbox; DELETE FROM stock_meta WHERE key = 'public-topics'");
+      fresh.close();
+      const upgraded = new StockStore(file);
+      assert.equal(queued(upgraded), seedLevels.length);
+      upgraded.close();
+      const again = new StockStore(file);
+      assert.equal(queued(again), seedLevels.length, 'only once');
+      again.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
