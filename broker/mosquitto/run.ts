@@ -1,7 +1,7 @@
 // Runs a real Mosquitto with the repo's mosquitto.conf and ACL, rendered for a given port, data
 // directory and password file: used by `BROKER=mosquitto npm start`, the tests (the conformance
 // suite, the stack on Mosquitto) and the throughput benchmark.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
@@ -79,6 +79,8 @@ const accepts = (port: number) =>
 
 export interface RunningMosquitto {
   url: string;
+  child: ChildProcess;
+  /** What it wrote so far (stdout is block-buffered through a pipe: readiness is probed on the port). */
   logs: string[];
   stop(): Promise<void>;
   kill(): Promise<void>;
@@ -103,5 +105,5 @@ export async function startMosquitto(opts: MosquittoOptions): Promise<RunningMos
     if (child.exitCode === null && child.signalCode === null) child.kill(signal);
     await exited;
   };
-  return { url: `mqtt://127.0.0.1:${opts.port}`, logs, stop: end('SIGTERM'), kill: end('SIGKILL') };
+  return { url: `mqtt://127.0.0.1:${opts.port}`, child, logs, stop: end('SIGTERM'), kill: end('SIGKILL') };
 }
