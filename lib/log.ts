@@ -8,8 +8,9 @@
 // write meets the EPIPE at once, and pino then stops logging instead of retrying
 // (test/shutdown.test.ts). pino-pretty is therefore used as a function (prettyFactory) in front of
 // that same destination, not as its own stream or worker-thread transport, which would buffer.
+import { createRequire } from 'node:module';
 import { pino, type DestinationStream, type Logger } from 'pino';
-import { prettyFactory } from 'pino-pretty';
+import type PinoPretty from 'pino-pretty';
 
 export type { Logger };
 
@@ -23,8 +24,14 @@ export function logFormat(env: NodeJS.ProcessEnv = process.env, terminal = proce
   return terminal ? 'pretty' : 'json';
 }
 
-/** One line per entry; the service is already in pino-pretty's "(name)", the pid is noise to a reader. */
-const prettify = () => prettyFactory({ translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service', singleLine: true });
+/**
+ * One line per entry; the service is already in pino-pretty's "(name)", the pid is noise to a reader.
+ * Loaded only when wanted: JSON processes (containers, tests) start without it.
+ */
+function prettify(): (line: string) => string {
+  const { prettyFactory } = createRequire(import.meta.url)('pino-pretty') as typeof PinoPretty;
+  return prettyFactory({ translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service', singleLine: true });
+}
 
 export function createLogger(service: string, level = 'info', format: LogFormat = logFormat()): Logger {
   const stdout = pino.destination({ dest: 1, sync: true });

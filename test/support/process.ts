@@ -128,7 +128,13 @@ export async function startProcess({ name, entry, command, env, ready, timeoutMs
       await exited;
     },
   };
-  await waitForLog(ready ?? ((l) => typeof l.msg === 'string' && l.msg.endsWith('listening')));
+  try {
+    await waitForLog(ready ?? ((l) => typeof l.msg === 'string' && l.msg.endsWith('listening')));
+  } catch (err) {
+    // Never ready: not left running, or its pipes would keep the test file's process alive for good.
+    await proc.kill();
+    throw err;
+  }
   return proc;
 }
 
