@@ -60,8 +60,10 @@ for (const broker of ['aedes', 'mosquitto'] as BrokerKind[]) {
           const joined = (name: string, msg: string) => lines.some((l) => l.startsWith(`[${name}]`) && l.includes(`"msg":"${msg}"`));
           return joined('stock', 'subscribed') && joined('worker-1', 'worker consuming') && joined('worker-2', 'worker consuming');
         },
-        { timeoutMs: 120_000, intervalMs: 200, what: `npm start to be ready:\n${lines.slice(-20).join('\n')}` },
-      );
+        { timeoutMs: 120_000, intervalMs: 200, what: 'npm start to be ready' },
+      ).catch((err: Error) => {
+        throw new Error(`${err.message}\n${lines.slice(-30).join('\n')}`);
+      });
     });
 
     after(async () => {
