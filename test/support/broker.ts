@@ -35,6 +35,7 @@ export async function startBroker({ env = {}, timeoutMs = 15_000 }: { env?: Reco
     env: {
       ...process.env,
       LOG_LEVEL: 'info',
+      LOG_FORMAT: 'json',
       BROKER_ALLOW_ANONYMOUS: 'true',
       MQTT_PORT: '0',
       MQTT_WS_PORT: '0',
