@@ -14,6 +14,7 @@ import { formatPasswordFile } from '../broker/password.js';
 import { startMosquitto } from '../broker/mosquitto/run.js';
 import { findProgram } from '../lib/programs.js';
 import { sleep } from '../lib/shutdown.js';
+import { stockReserved } from '../lib/topics.js';
 import { startBroker } from '../test/support/broker.js';
 import { freePort } from '../test/support/process.js';
 import { rssMiB } from './cpu.js';
@@ -21,9 +22,10 @@ import { rssMiB } from './cpu.js';
 const MESSAGES = Number(process.env.BENCH_BACKLOG_MESSAGES ?? 1_000_000);
 const BYTES = Math.max(16, Number(process.env.BENCH_BACKLOG_BYTES ?? 512));
 const INFLIGHT = Number(process.env.BENCH_INFLIGHT ?? 1000);
-const TOPIC = 'woodytoys/stock/backlog';
-const SHARE = `$share/backlog/${TOPIC}`;
-const MEMBERS = ['backlog-m1', 'backlog-m2'];
+// A group and topic the ACL gives the users: stock publishes reservations, the order workers drain them.
+const TOPIC = stockReserved.topic;
+const SHARE = `$share/order-workers/${TOPIC}`;
+const MEMBERS = ['worker-backlog-m1', 'worker-backlog-m2'];
 
 const dir = mkdtempSync(join(tmpdir(), 'bench-backlog-'));
 const passwordFile = join(dir, 'passwd');
@@ -74,7 +76,7 @@ async function run(name: string, url: string, pid: number | undefined, dataDir: 
     await m.endAsync();
   }
   const idle = rssMiB(pid) ?? 0;
-  const publisher = await connect(url, `${name}-publisher`, 'stock', true);
+  const publisher = await connect(url, 'stock-backlog-publisher', 'stock', true);
   let sampler = rssSampler(pid);
   const payload = Buffer.alloc(BYTES, 'x');
   const started = performance.now();
@@ -167,7 +169,7 @@ if (findProgram('mosquitto')) {
   const mosquitto = await startMosquitto({ port: await freePort(), dataDir, passwordFile });
   try {
     // Mosquitto writes its whole state every autosave_interval (1 s in the repo config).
-    results.push(await run('Mosquitto', mosquitto.url, mosquitto.pid, dataDir, () => sleep(3000)));
+    results.push(await run('Mosquitto', mosquitto.url, mosquitto.child.pid, dataDir, () => sleep(3000)));
   } finally {
     await mosquitto.stop();
   }

@@ -12,7 +12,7 @@ import type { Logger } from '../lib/log.js';
 import { topicMatches } from '../lib/events.js';
 import type { EntryId, GroupStore, NewEntry, StoredEntry } from './group-store.js';
 import type { SqlitePersistence, StoredPacket } from './persistence.js';
-import { nextPacketId } from './aedes-internals.js';
+import { nextPacketId } from './aedes-adapter.js';
 import { asQos0, encodePublish, qosOf, stampPublish } from './wire.js';
 
 export const SHARE_PREFIX = '$share/';

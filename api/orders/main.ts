@@ -41,7 +41,7 @@ const consumption = consume(consumer, {
 });
 subscribe(consumer, [orderConfirmed.topic, orderFailed.topic, stockRejected.topic], log);
 relay.start();
-// Order counts by status for displays and the dashboard (woodytoys/stats/orders, retained).
+// Order counts by status for displays and the dashboard (woodytoys/public/stats/orders, retained).
 const stats = new StatsPublisher(publisher, 'orders', () => ({ counts: store.countByStatus(), outboxPending: relay.pending() }));
 stats.start();
 

@@ -61,7 +61,8 @@ export async function startProcess({ name, entry, command, env, ready, timeoutMs
   const [program, ...args] = command ?? [process.execPath, ...profileFlags(), '--import', 'tsx', entry ?? `${name}/main.ts`];
   const child = spawn(program === 'node' ? process.execPath : program!, args, {
     cwd: ROOT,
-    env: { ...process.env, LOG_LEVEL: 'info', ...env },
+    // JSON logs whatever the developer's LOG_FORMAT: the lines are parsed below.
+    env: { ...process.env, LOG_LEVEL: 'info', LOG_FORMAT: 'json', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logs: Record<string, unknown>[] = [];
@@ -133,7 +134,13 @@ export async function startProcess({ name, entry, command, env, ready, timeoutMs
       await exited;
     },
   };
-  await waitForLog(ready ?? ((l) => typeof l.msg === 'string' && l.msg.endsWith('listening')));
+  try {
+    await waitForLog(ready ?? ((l) => typeof l.msg === 'string' && l.msg.endsWith('listening')));
+  } catch (err) {
+    // Never ready: not left running, or its pipes would keep the test file's process alive for good.
+    await proc.kill();
+    throw err;
+  }
   return proc;
 }
 
