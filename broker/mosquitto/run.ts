@@ -25,10 +25,12 @@ export interface MosquittoOptions {
   aclFile?: string;
   /** Mosquitto program; found on the PATH or in /usr/sbin (Debian's packages) when unset. */
   program?: string;
+  /** Directives whose value differs from the repo's config for this run (a benchmark's variant). */
+  settings?: Record<string, string>;
 }
 
 /** The repo's mosquitto.conf with this run's listeners, paths and an absolute ACL path. */
-export function renderMosquittoConfig({ port, wsPort, host = '127.0.0.1', dataDir, passwordFile, aclFile: acl = aclFile }: MosquittoOptions): string {
+export function renderMosquittoConfig({ port, wsPort, host = '127.0.0.1', dataDir, passwordFile, aclFile: acl = aclFile, settings = {} }: MosquittoOptions): string {
   const text = readFileSync(mosquittoConf, 'utf8');
   const replace = (directive: string, value: string) => (t: string) => {
     const re = new RegExp(`^${directive} .*$`, 'm');
@@ -41,6 +43,7 @@ export function renderMosquittoConfig({ port, wsPort, host = '127.0.0.1', dataDi
       replace('password_file', passwordFile),
       replace('acl_file', acl),
       replace('persistence_location', `${dataDir.replace(/\/?$/, '/')}`),
+      ...Object.entries(settings).map(([directive, value]) => replace(directive, value)),
     ].reduce((t, f) => f(t), text) +
     // per_listener_settings is false: the second listener shares the users, ACL and limits above.
     (wsPort === undefined ? '' : `\nlistener ${wsPort} ${host}\nprotocol websockets\n`) +
