@@ -257,6 +257,14 @@ export class SharedSubscriptions {
     return true;
   }
 
+  /** Whether some group is being read from the store for online members (a backlog draining). */
+  get draining(): boolean {
+    for (const q of this.#queues.values()) {
+      if (q.unread > 0 && [...q.members.keys()].some((id) => this.#online.has(id))) return true;
+    }
+    return false;
+  }
+
   /** Per shared subscription: queued, in memory, in flight, handed to another member after a departure. */
   get stats() {
     return [...this.#queues.values()].map((q) => {

@@ -98,7 +98,7 @@ const shared = new SharedSubscriptions({
   graceMs: config.BROKER_REDISPATCH_GRACE_MS,
   memory: { messages: config.BROKER_QUEUE_MEMORY_MESSAGES, bytes: config.BROKER_QUEUE_MEMORY_BYTES },
 });
-const reclaimer = new SpaceReclaimer({ db, log, beforeReclaim: () => commits.flush() });
+const reclaimer = new SpaceReclaimer({ db, log, beforeReclaim: () => commits.flush(), busy: () => shared.draining });
 const memoryTrim = new MemoryTrim();
 const checkpointer = new Checkpointer(db, log);
 // Members' PUBACKs reach the group queue before Aedes (takeAcknowledgements, below); any that

@@ -5,7 +5,8 @@
 // starts on its own only after 64 MiB of such memory has piled up: with the heap's own growth
 // that took a 100 MiB broker past 230 MiB draining 100,000 messages. So the broker asks for a
 // full collection itself once `budgetBytes` more has piled up (a few milliseconds, a few times a
-// second at most while a backlog moves, never while idle).
+// second at most while a backlog moves), and once more when the burst is over (about two seconds
+// without growth), so that what it left behind is freed instead of waiting for the next burst.
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
@@ -26,11 +27,14 @@ export class MemoryTrim {
   #timer: NodeJS.Timeout | undefined;
   #baseline = 0;
   #collections = 0;
+  /** Ticks in a row without growth since a collection the burst asked for; undefined once settled. */
+  #quiet: number | undefined;
   readonly #collect: Collect;
 
   constructor(
     private readonly budgetBytes = 16 * 1024 * 1024,
     private readonly intervalMs = 200,
+    private readonly settleTicks = 10,
     collect?: Collect,
   ) {
     this.#collect = collect ?? exposeCollector();
@@ -54,7 +58,20 @@ export class MemoryTrim {
   tick(): void {
     const { external } = process.memoryUsage();
     if (external < this.#baseline) this.#baseline = external;
-    if (!shouldCollect(external, this.#baseline, this.budgetBytes)) return;
+    if (shouldCollect(external, this.#baseline, this.budgetBytes)) {
+      this.#run();
+      this.#quiet = 0;
+      return;
+    }
+    if (this.#quiet === undefined) return;
+    this.#quiet = external - this.#baseline < this.budgetBytes / 16 ? this.#quiet + 1 : 0;
+    if (this.#quiet >= this.settleTicks) {
+      this.#run();
+      this.#quiet = undefined;
+    }
+  }
+
+  #run(): void {
     this.#collect();
     this.#collections++;
     this.#baseline = process.memoryUsage().external;

@@ -2,7 +2,8 @@
 // reuse, so a file that held a million queued messages would keep its size forever; the broker's
 // database is made with incremental vacuum (lib/db.ts, `shrinkable`), and this frees pages a few at
 // a time once most of the file is free: moving live pages costs work, so it waits until there is
-// little left to move (after a drain rather than during it), and each tick works for a bounded time.
+// little left to move and no backlog is being read back (after a drain rather than during it), and
+// each tick works for a bounded time.
 // A checkpoint then truncates the write-ahead log and hands the freed pages back to the file system.
 import type { DB } from '../lib/db.js';
 import type { Logger } from '../lib/log.js';
@@ -36,6 +37,8 @@ export interface ReclaimerOptions {
   budgetMs?: number;
   /** Runs before freeing pages, e.g. to commit queued writes first. */
   beforeReclaim?: () => void;
+  /** While this says so (a backlog is being read back), nothing is freed: moving pages would stall it. */
+  busy?: () => boolean;
 }
 
 export class SpaceReclaimer {
@@ -69,8 +72,8 @@ export class SpaceReclaimer {
 
   /** One round: free pages for at most the time budget, then give the space back to the file system. */
   tick(): void {
-    const { db, log, policy = defaultReclaimPolicy, budgetMs = 50, beforeReclaim } = this.opts;
-    if (!db.open) return;
+    const { db, log, policy = defaultReclaimPolicy, budgetMs = 50, beforeReclaim, busy } = this.opts;
+    if (!db.open || busy?.()) return;
     let reading = this.reading();
     if (!shouldReclaim(reading, policy)) return;
     beforeReclaim?.();
