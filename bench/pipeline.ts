@@ -216,7 +216,7 @@ async function fullStack(ceiling: number) {
     workers: WORKERS,
     // Unthrottled: the ERP and the workers' leases far above any rate reached here.
     erpCapacityRu: 1_000_000_000,
-    stock: { 'wooden-train': 1_000_000_000 },
+    stock: { 'wooden-train': 10_000_000 },
   });
   const gateway = await startGatewayFor(stack, {
     GATEWAY_READ_RATE_PER_MIN: '60000000',

@@ -5,7 +5,7 @@ import { Gauge, type Registry } from 'prom-client';
 import type { DB } from './db.js';
 import type { CloudEvent } from './events.js';
 import type { Logger } from './log.js';
-import { uncommitted } from './group-commit.js';
+import { committed, uncommitted } from './group-commit.js';
 import { publishEvent, type MqttClient } from './mqtt.js';
 
 /** Add to a service's migrations to give it an outbox. */
@@ -64,6 +64,7 @@ export class OutboxRelay {
   private timer: NodeJS.Timeout | undefined;
   private pruneTimer: NodeJS.Timeout | undefined;
   private scheduled = false;
+  private awaitingCommit = false;
   private running = false;
   private readonly onConnect = () => {
     // A new connection: publishes still awaiting a PUBACK from the old one may never get it.
@@ -72,7 +73,7 @@ export class OutboxRelay {
     this.wake();
   };
 
-  constructor({ db, client, log, window = 64, pollMs = 250, keepSentMs = 60 * 60 * 1000, registry }: RelayOptions) {
+  constructor({ db, client, log, window = 256, pollMs = 250, keepSentMs = 60 * 60 * 1000, registry }: RelayOptions) {
     this.db = db;
     this.client = client;
     this.log = log;
@@ -118,8 +119,21 @@ export class OutboxRelay {
 
   private pump(): void {
     if (!this.running || !this.client.connected) return;
-    // Rows of a turn not yet committed (lib/group-commit.ts) are not events yet: after the commit.
-    if (uncommitted(this.db)) return this.wake();
+    // Rows of a turn not yet committed (lib/group-commit.ts) are not events yet: right after the
+    // commit, before anything can open the next turn. (Waiting for a turn with nothing open never
+    // comes while requests keep arriving: each turn opens before the relay's next look.)
+    if (uncommitted(this.db)) {
+      if (!this.awaitingCommit) {
+        this.awaitingCommit = true;
+        committed(this.db)
+          .catch(() => undefined)
+          .then(() => {
+            this.awaitingCommit = false;
+            this.pump();
+          });
+      }
+      return;
+    }
     const room = this.window - this.inFlight.size;
     if (room <= 0) return;
     const rows = this.db
