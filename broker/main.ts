@@ -200,6 +200,9 @@ wss.on('connection', (ws, req) => {
 const wsPort = await listen(wsHttp, config.MQTT_WS_PORT);
 
 const app = createApp({ log, metrics, ready: () => ({ listening: tcp.listening && wsHttp.listening, database: db.open }) });
+// Each group's backlog, for the workers' lease demand (workers/backlog.ts polls it a few times a
+// second): far cheaper than rendering every metric.
+app.get('/groups', (c) => c.json(shared.stats.map(({ share, depth, inflight }) => ({ share, depth, inflight }))));
 const http = await serveApp(app, config.HTTP_PORT, config.HTTP_HOST);
 log.info(
   {

@@ -72,13 +72,14 @@ export function subscribe(client: MqttClient, filters: string[], log: Logger): v
   if (client.connected) run();
 }
 
+/** Publishes an event with QoS 1 (resolves on the PUBACK); a string is an event already serialized. */
 export async function publishEvent(
   client: MqttClient,
   topic: string,
-  event: CloudEvent,
+  event: CloudEvent | string,
   { retain = false }: { retain?: boolean } = {},
 ): Promise<void> {
-  await client.publishAsync(topic, JSON.stringify(event), { qos: 1, retain });
+  await client.publishAsync(topic, typeof event === 'string' ? event : JSON.stringify(event), { qos: 1, retain });
 }
 
 /** Thrown by a handler for a message that can never succeed: it goes to the dead letters, with `reason`. */

@@ -65,11 +65,14 @@ export class OutboxRelay {
   private pruneTimer: NodeJS.Timeout | undefined;
   private scheduled = false;
   private awaitingCommit = false;
+  /** The last row handed to the broker on this connection. */
+  private after = 0;
   private running = false;
   private readonly onConnect = () => {
     // A new connection: publishes still awaiting a PUBACK from the old one may never get it.
     // Forget them and send again; consumers are idempotent on the event id.
     this.inFlight.clear();
+    this.after = 0;
     this.wake();
   };
 
@@ -136,17 +139,17 @@ export class OutboxRelay {
     }
     const room = this.window - this.inFlight.size;
     if (room <= 0) return;
-    const rows = this.db
-      .prepare('SELECT id, topic, payload, retain FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT ?')
-      .all(room + this.inFlight.size) as Row[];
+    // Only rows after the last one handed out: those before it are in flight or sent.
+    const rows = this.db.prepare('SELECT id, topic, payload, retain FROM outbox WHERE sent_at IS NULL AND id > ? ORDER BY id LIMIT ?').all(this.after, room) as Row[];
     for (const row of rows) {
-      if (this.inFlight.has(row.id)) continue;
-      if (this.inFlight.size >= this.window) break;
       this.inFlight.add(row.id);
-      publishEvent(this.client, row.topic, JSON.parse(row.payload) as CloudEvent, { retain: row.retain === 1 }).then(
+      this.after = row.id;
+      // The stored JSON as it is: parsing and serializing it again would give the same bytes.
+      publishEvent(this.client, row.topic, row.payload, { retain: row.retain === 1 }).then(
         () => this.markSent(row.id),
         (err: Error) => {
           this.inFlight.delete(row.id);
+          this.after = Math.min(this.after, row.id - 1);
           this.log.warn({ err: err.message, outboxId: row.id }, 'outbox publish failed; will retry');
         },
       );

@@ -1,8 +1,9 @@
 // How much work waits for each workflow, which drives both lease demand and the split of capacity
 // between workflows. The broker knows best: it exposes each shared group's queue depth and in-flight
-// count at its /metrics, which covers every worker's share (a process alone sees only the few
+// count (at /groups, and at its /metrics), which covers every worker's share (a process alone sees only the few
 // messages in its windows). When the broker's metrics cannot be read, or were not configured, a
 // process falls back to what it sees itself: operations waiting for pacing credit.
+import { request } from 'undici';
 import type { Logger } from '../lib/log.js';
 
 export interface BacklogOptions {
@@ -38,12 +39,27 @@ export class BrokerBacklog {
 
   start(): void {
     if (!this.opts.metricsUrl) return;
+    // Our broker's /groups beside its /metrics is the same figures without rendering every metric;
+    // a broker without it (404) is read from its Prometheus text instead.
+    const groupsUrl = new URL('/groups', this.opts.metricsUrl).href;
+    let useGroups = true;
+    const read = async (): Promise<{ depth: Map<string, number>; inflight: Map<string, number> }> => {
+      if (useGroups) {
+        const res = await request(groupsUrl, { headersTimeout: 1000, bodyTimeout: 1000 });
+        if (res.statusCode === 200) {
+          const groups = (await res.body.json()) as Array<{ share: string; depth: number; inflight: number }>;
+          return { depth: new Map(groups.map((g) => [g.share, g.depth])), inflight: new Map(groups.map((g) => [g.share, g.inflight])) };
+        }
+        await res.body.dump();
+        useGroups = false;
+      }
+      const res = await request(this.opts.metricsUrl!, { headersTimeout: 1000, bodyTimeout: 1000 });
+      const text = await res.body.text();
+      return { depth: parseShareGauge(text, 'mqtt_shared_queue_depth'), inflight: parseShareGauge(text, 'mqtt_shared_inflight') };
+    };
     const poll = async () => {
       try {
-        const res = await fetch(this.opts.metricsUrl!, { signal: AbortSignal.timeout(1000) });
-        const text = await res.text();
-        const depth = parseShareGauge(text, 'mqtt_shared_queue_depth');
-        const inflight = parseShareGauge(text, 'mqtt_shared_inflight');
+        const { depth, inflight } = await read();
         const values = new Map<string, number>();
         for (const [workflow, share] of Object.entries(this.opts.shares)) values.set(workflow, (depth.get(share) ?? 0) + (inflight.get(share) ?? 0));
         this.#values = values;
