@@ -18,7 +18,7 @@
 // CPU per process (busiest first). CPU_PROF_DIR=… makes every process write a CPU profile.
 //
 //   npm run bench:pipeline   (BENCH_CONNECTIONS=20 BENCH_ACCEPT_SECONDS=8 BENCH_ROUNDS=3
-//                             BENCH_RATES=0.4,0.5,0.6,0.7,0.8,0.9,1.0 BENCH_STEP_SECONDS=30 BENCH_LOAD_CONNECTIONS=200 BENCH_WORKERS=1)
+//                             BENCH_RATES=0.2,0.3,…,1.0 BENCH_STEP_SECONDS=30 BENCH_LOAD_CONNECTIONS=200 BENCH_WORKERS=1)
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -35,7 +35,7 @@ import { childPids, cpuSeconds } from './cpu.js';
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 20);
 const ACCEPT_SECONDS = Number(process.env.BENCH_ACCEPT_SECONDS ?? 8);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
-const RATES = (process.env.BENCH_RATES ?? '0.4,0.5,0.6,0.7,0.8,0.9,1.0').split(',').map(Number);
+const RATES = (process.env.BENCH_RATES ?? '0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0').split(',').map(Number);
 const STEP_SECONDS = Number(process.env.BENCH_STEP_SECONDS ?? 30);
 const LOAD_CONNECTIONS = Number(process.env.BENCH_LOAD_CONNECTIONS ?? 200);
 const WORKERS = Number(process.env.BENCH_WORKERS ?? 1);
