@@ -6,6 +6,7 @@ import { createApp, payloadTooLarge, problem, type Readiness } from '../../lib/h
 import type { Logger } from '../../lib/log.js';
 import type { Metrics } from '../../lib/metrics.js';
 import { customer, orderItem } from '../../lib/topics.js';
+import { OrderStreams, registerEventRoutes } from './events.js';
 import type { Order, OrderStore } from './store.js';
 
 export interface OrdersAppOptions {
@@ -16,6 +17,10 @@ export interface OrdersAppOptions {
   /** Called after an order is committed, so the outbox relay publishes it without waiting to poll. */
   onOrderCreated?: () => void;
   maxBodyBytes?: number;
+  /** The orders' event streams (api/orders/events.ts); default: one with default bounds. */
+  streams?: OrderStreams;
+  /** The AsyncAPI document, served at /asyncapi.json (lib/asyncapi.ts). */
+  asyncApi?: unknown;
 }
 
 const NewOrderSchema = z
@@ -95,7 +100,7 @@ const getOrder = createRoute({
 
 export const orderLocation = (o: Pick<Order, 'id'>) => `/api/orders/${o.id}`;
 
-export function createOrdersApp({ store, log, metrics, ready, onOrderCreated, maxBodyBytes = 16 * 1024 }: OrdersAppOptions) {
+export function createOrdersApp({ store, log, metrics, ready, onOrderCreated, maxBodyBytes = 16 * 1024, streams = new OrderStreams(store), asyncApi }: OrdersAppOptions) {
   const app = createApp({ log, metrics, ready });
   app.use('/api/orders', bodyLimit({ maxSize: maxBodyBytes, onError: payloadTooLarge(maxBodyBytes) }));
 
@@ -127,5 +132,6 @@ export function createOrdersApp({ store, log, metrics, ready, onOrderCreated, ma
     return c.json(order, 200);
   });
 
+  registerEventRoutes(app, { store, streams, asyncApi });
   return app;
 }
