@@ -208,6 +208,7 @@ function userTag(user: string, clientIds: readonly string[], access: Access[]) {
     ]
       .filter(Boolean)
       .join(' '),
+    'x-client-ids': clientIds,
   };
 }
 
@@ -259,6 +260,7 @@ export function buildAsyncApi({ acl, brokerHost = '127.0.0.1:1883', gatewayHost 
         'The MQTT topics of the Woodytoys backend, generated from the event catalogue the producers and consumers import (lib/topics.ts, lib/stats.ts) and the ACL the broker enforces (broker/mosquitto/acl).',
         '',
         `**Displays** log in as the read-only \`viewer\` (its login is public: the gateway serves it at \`/config.json\`) and read \`${PUBLIC_ROOT}/#\`: order statuses under an anonymous reference, stock levels, products, live figures. Nothing personal is ever published there.`,
+        '',
         `**Internal users** (one MQTT user per service) publish and read the service topics under \`${TOPIC_ROOT}/\`; each operation is tagged with the user the ACL allows to do it. Readers in a shared group subscribe to \`$share/<group>/<filter>\`, so each message goes to one member of the group.`,
         '',
         'Every event is a CloudEvents 1.0 JSON envelope (structured mode: `specversion`, `id`, `source`, `type`, `time`, `subject`, `datacontenttype`, `data`) published with QoS 1; consumers are idempotent on `id`. Retained topics (stock levels, products, live figures) give a new subscriber the current value at once. A message a consumer cannot process goes to `woodytoys/deadletter/<consumer>` with the reason.',
