@@ -6,7 +6,7 @@
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { Acl, filterCovers } from '../broker/acl.js';
-import { TOPIC_ROOT, envelopeSchema, topicMatches, type EventDefinition } from './events.js';
+import { TOPIC_ROOT, envelopeSchema, type EventDefinition } from './events.js';
 import { STATS_DELIVERY, STATS_PUBLISHERS, statsSnapshot, statsTopic } from './stats.js';
 import * as catalogue from './topics.js';
 import { PUBLIC_ROOT } from './topics.js';
@@ -327,11 +327,6 @@ export function buildAsyncApi({ acl, brokerHost = '127.0.0.1:1883', gatewayHost 
 }
 
 export type AsyncApiDocument = ReturnType<typeof buildAsyncApi>;
-
-/** The channel a topic (or subscription filter) belongs to, if any. */
-export function channelOf(all: Channel[], topic: string): Channel | undefined {
-  return all.find((c) => c.filter === topic || topicMatches(c.filter, topic));
-}
 
 /** The document for the ACL in `file`. */
 export const asyncApiFor = (file: string = DEFAULT_ACL_FILE, options: Omit<AsyncApiOptions, 'acl'> = {}) => buildAsyncApi({ acl: Acl.read(file), ...options });
