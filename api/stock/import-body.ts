@@ -96,8 +96,10 @@ async function* chunks(body: ReadableStream<Uint8Array> | null): AsyncGenerator<
       yield value;
     }
   } finally {
-    // Stop reading (and let the socket go) if we bail out early.
-    reader.cancel().catch(() => undefined);
+    // Bailing out early leaves the rest unread, not cancelled: cancelling would destroy the socket
+    // before the answer goes out. The server reads and discards the rest after answering
+    // (lib/http.ts lingerAfterEarlyResponse).
+    reader.releaseLock();
   }
 }
 
