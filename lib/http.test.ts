@@ -2,12 +2,11 @@
 // reaches every client, and the connection is then reused or closed cleanly, within the limits.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect, type Socket } from 'node:net';
-import { once } from 'node:events';
 import { bodyLimit } from 'hono/body-limit';
 import { createApp, KEEP_ALIVE_TIMEOUT_MS, payloadTooLarge, serveApp, type Served } from './http.js';
 import { createLogger } from './log.js';
 import { createMetrics } from './metrics.js';
+import { Connection } from '../test/support/raw-http.js';
 
 const LIMIT = 16 * 1024;
 const BIG = 2_400_000;
@@ -18,59 +17,6 @@ function testApp() {
   app.post('/upload', async (c) => c.json({ bytes: (await c.req.arrayBuffer()).byteLength }));
   app.get('/ping', (c) => c.json({ ok: true }));
   return app;
-}
-
-interface Answer {
-  status: number;
-  headers: Record<string, string>;
-  body: string;
-}
-
-/** A raw HTTP/1.1 connection: what a client sends, exactly, and each answer as it arrives. */
-class Connection {
-  private buffer = '';
-  private waiting: ((a: Answer) => void) | undefined;
-  readonly ended: Promise<'end' | 'error'>;
-  constructor(readonly socket: Socket) {
-    socket.setEncoding('latin1');
-    socket.on('data', (d: string) => {
-      this.buffer += d;
-      this.deliver();
-    });
-    this.ended = new Promise((resolve) => {
-      socket.once('end', () => resolve('end'));
-      socket.once('error', () => resolve('error'));
-    });
-  }
-  static async open(port: number): Promise<Connection> {
-    const socket = connect(port, '127.0.0.1');
-    await once(socket, 'connect');
-    return new Connection(socket);
-  }
-  private deliver() {
-    const headEnd = this.buffer.indexOf('\r\n\r\n');
-    if (headEnd < 0 || !this.waiting) return;
-    const [statusLine, ...lines] = this.buffer.slice(0, headEnd).split('\r\n');
-    const headers = Object.fromEntries(lines.map((l) => [l.slice(0, l.indexOf(':')).toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]));
-    const length = Number(headers['content-length'] ?? 0);
-    if (this.buffer.length < headEnd + 4 + length) return;
-    const body = this.buffer.slice(headEnd + 4, headEnd + 4 + length);
-    this.buffer = this.buffer.slice(headEnd + 4 + length);
-    const resolve = this.waiting;
-    this.waiting = undefined;
-    resolve({ status: Number(statusLine!.split(' ')[1]), headers, body });
-  }
-  answer(): Promise<Answer> {
-    return new Promise((resolve, reject) => {
-      this.waiting = resolve;
-      this.socket.once('error', reject);
-      this.deliver();
-    });
-  }
-  /** Writes everything and resolves once the kernel took it (or rejects with EPIPE/ECONNRESET). */
-  write(data: string | Buffer): Promise<void> {
-    return new Promise((resolve, reject) => this.socket.write(data, (err) => (err ? reject(err) : resolve())));
-  }
 }
 
 const upload = (length: number, extra = '') => `POST /upload HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: ${length}\r\n${extra}\r\n`;
