@@ -18,8 +18,10 @@ import WebSocket from 'ws';
 import { checkConfig, startGateway, type RunningGateway } from '../gateway/nginx.js';
 import { TEMPLATE, gatewayEnv, placeholders, renderGateway, substitute } from '../gateway/render.js';
 import { parseConfig, type ConfigError } from '../lib/config.js';
+import { sleep } from '../lib/shutdown.js';
 import { requireProgram } from './support/programs.js';
-import { ROOT, freePort } from './support/process.js';
+import { ROOT, eventually, freePort } from './support/process.js';
+import { establishedPeers, tcpTableSkip } from './support/tcp-connections.js';
 import { sampleOrder, startStack, type Stack } from './support/stack.js';
 
 const skip = requireProgram('nginx', 'nginx');
@@ -306,6 +308,30 @@ describe('gateway (real nginx)', { skip }, () => {
       } finally {
         for (const ws of held) ws.terminate();
       }
+    });
+
+    test('an idle gap longer than the services\u2019 old keep-alive (5 s) costs no 502: nginx\u2019s upstream connections outlive it', { skip: otherClients || tcpTableSkip }, async () => {
+      const ordersPort = Number(new URL(stack.urls.orders).port);
+      // Writes, which nginx never retries on another connection; each from an address of its own,
+      // so that no 429 stands in for the answer.
+      let n = 0;
+      const round = () => Promise.all(Array.from({ length: 6 }, () => postOrder(gateway.url, `127.0.1.${++n}`)));
+      assert.deepEqual((await round()).map((r) => r.status), Array(6).fill(202));
+      const idle = await eventually(() => {
+        const peers = establishedPeers(ordersPort);
+        return peers.size > 0 && peers;
+      }, { what: 'nginx\u2019s idle keep-alive connections to orders' });
+
+      // The idle gap itself is what is tested: longer than Node's default keep-alive, 5 s (+1 s).
+      await sleep(7_500);
+      const still = establishedPeers(ordersPort);
+      assert.deepEqual([...idle].filter((p) => !still.has(p)), [], 'the service closed none of them');
+
+      const after = await round();
+      assert.deepEqual(after.map((r) => r.status), Array(6).fill(202), after.map((r) => r.text).join('\n'));
+      const logged = accessLog().filter((l) => String(l.remote_addr).startsWith('127.0.1.'));
+      assert.equal(logged.length, 12);
+      assert.ok(logged.every((l) => l.status === 202 && l.upstream_status === '202'));
     });
 
     test('an MQTT client subscribes and publishes through /mqtt', async () => {
