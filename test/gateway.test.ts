@@ -7,7 +7,7 @@
 // so the cases never share a bucket.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, request, Agent, type IncomingHttpHeaders, type IncomingMessage, type Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { once } from 'node:events';
@@ -22,6 +22,7 @@ import { sleep } from '../lib/shutdown.js';
 import { requireProgram } from './support/programs.js';
 import { ROOT, eventually, freePort } from './support/process.js';
 import { establishedPeers, tcpTableSkip } from './support/tcp-connections.js';
+import { gatewayDir } from './support/gateway.js';
 import { sampleOrder, startStack, type Stack } from './support/stack.js';
 
 const skip = requireProgram('nginx', 'nginx');
@@ -77,16 +78,6 @@ function assertTooManyRequests(reply: Reply, retryAfter: string) {
   assert.equal(body.status, 429);
   assert.equal(body.title, 'Too Many Requests');
   assert.equal(body.type, 'about:blank');
-}
-
-/**
- * A runtime directory for nginx. Run as root, nginx's workers are `nobody`: they must be able to
- * enter it to write request bodies and responses to temporary files (mkdtemp makes it 0700).
- */
-function gatewayDir(prefix: string): string {
-  const dir = mkdtempSync(join(tmpdir(), prefix));
-  chmodSync(dir, 0o755);
-  return dir;
 }
 
 describe('gateway configuration (no nginx needed)', () => {
