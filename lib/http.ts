@@ -83,7 +83,13 @@ export function createApp({ log, metrics, ready }: AppOptions): OpenAPIHono<AppE
     return c.body(await metrics.registry.metrics());
   });
 
-  app.notFound((c) => problem(404, 'Not Found', `no route for ${c.req.method} ${c.req.path}`));
+  // A path the app serves with other methods is a 405 naming them (RFC 9110), not a 404.
+  const allowed = allowedMethods(app);
+  app.notFound((c) => {
+    const methods = allowed(c.req.path);
+    if (methods.length === 0) return problem(404, 'Not Found', `no route for ${c.req.method} ${c.req.path}`);
+    return problem(405, 'Method Not Allowed', `${c.req.path} answers ${methods.join(', ')}, not ${c.req.method}`, {}, { allow: methods.join(', ') });
+  });
   app.onError((err, c) => {
     if (err instanceof HTTPException) {
       const status = err.status;
@@ -96,6 +102,28 @@ export function createApp({ log, metrics, ready }: AppOptions): OpenAPIHono<AppE
     });
   });
   return app;
+}
+
+/** Hono's `/api/orders/:id` as a regular expression (the apps here use no wildcards or regex params). */
+function routePattern(path: string): RegExp {
+  const escape = (text: string) => text.replace(/[.*+?^$|()[\]{}\\]/g, '\\$&');
+  return new RegExp(`^${path.split('/').map((segment) => (segment.startsWith(':') ? '[^/]+' : escape(segment))).join('/')}$`);
+}
+
+/**
+ * The methods an app serves at a path (HEAD wherever GET is), from its routes as they are when
+ * first asked: every route is registered before the first request.
+ */
+export function allowedMethods(app: Pick<OpenAPIHono<AppEnv>, 'routes'>): (path: string) => string[] {
+  let routes: { pattern: RegExp; method: string }[] | undefined;
+  return (path) => {
+    routes ??= app.routes
+      .filter((r) => r.method !== 'ALL')
+      .map((r) => ({ method: r.method, pattern: routePattern(r.path) }));
+    const methods = new Set(routes.filter((r) => r.pattern.test(path)).map((r) => r.method));
+    if (methods.has('GET')) methods.add('HEAD');
+    return [...methods].sort();
+  };
 }
 
 /**
