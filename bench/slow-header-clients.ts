@@ -30,7 +30,7 @@ export interface AttackReport {
 }
 
 /** How many connection attempts may be in flight at once: enough to refill fast, not a SYN flood. */
-const CONNECTING = 256;
+const CONNECTING = 1024;
 
 function run({ host, port, from, connections, durationMs, dripMs }: Settings): void {
   const sockets = new Set<Socket>();

@@ -110,16 +110,15 @@ function routePattern(path: string): RegExp {
   return new RegExp(`^${path.split('/').map((segment) => (segment.startsWith(':') ? '[^/]+' : escape(segment))).join('/')}$`);
 }
 
-/**
- * The methods an app serves at a path (HEAD wherever GET is), from its routes as they are when
- * first asked: every route is registered before the first request.
- */
-export function allowedMethods(app: Pick<OpenAPIHono<AppEnv>, 'routes'>): (path: string) => string[] {
-  let routes: { pattern: RegExp; method: string }[] | undefined;
+/** The methods an app serves at a path (HEAD wherever GET is), from its routes at the time. */
+function allowedMethods(app: Pick<OpenAPIHono<AppEnv>, 'routes'>): (path: string) => string[] {
+  let routes: { pattern: RegExp; method: string }[] = [];
+  let seen = -1;
   return (path) => {
-    routes ??= app.routes
-      .filter((r) => r.method !== 'ALL')
-      .map((r) => ({ method: r.method, pattern: routePattern(r.path) }));
+    if (seen !== app.routes.length) {
+      seen = app.routes.length;
+      routes = app.routes.filter((r) => r.method !== 'ALL').map((r) => ({ method: r.method, pattern: routePattern(r.path) }));
+    }
     const methods = new Set(routes.filter((r) => r.pattern.test(path)).map((r) => r.method));
     if (methods.has('GET')) methods.add('HEAD');
     return [...methods].sort();
