@@ -127,7 +127,13 @@ export async function startProcess({ name, entry, command, env, ready, timeoutMs
       await exited;
     },
   };
-  await waitForLog(ready ?? ((l) => typeof l.msg === 'string' && l.msg.endsWith('listening')));
+  try {
+    await waitForLog(ready ?? ((l) => typeof l.msg === 'string' && l.msg.endsWith('listening')));
+  } catch (err) {
+    // Nobody holds a process that never got ready: stop it, or its pipes keep the test file alive.
+    await proc.kill();
+    throw err;
+  }
   return proc;
 }
 
