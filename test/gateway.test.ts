@@ -302,20 +302,20 @@ describe('gateway (real nginx)', { skip }, () => {
     });
 
     test('an idle gap longer than the services\u2019 old keep-alive (5 s) costs no 502: nginx\u2019s upstream connections outlive it', { skip: otherClients || tcpTableSkip }, async () => {
-      const ordersPort = Number(new URL(stack.urls.orders).port);
+      const orders = new URL(stack.urls.orders);
       // Writes, which nginx never retries on another connection; each from an address of its own,
       // so that no 429 stands in for the answer.
       let n = 0;
       const round = () => Promise.all(Array.from({ length: 6 }, () => postOrder(gateway.url, `127.0.1.${++n}`)));
       assert.deepEqual((await round()).map((r) => r.status), Array(6).fill(202));
       const idle = await eventually(() => {
-        const peers = establishedPeers(ordersPort);
+        const peers = establishedPeers(orders.hostname, Number(orders.port));
         return peers.size > 0 && peers;
       }, { what: 'nginx\u2019s idle keep-alive connections to orders' });
 
       // The idle gap itself is what is tested: longer than Node's default keep-alive, 5 s (+1 s).
       await sleep(7_500);
-      const still = establishedPeers(ordersPort);
+      const still = establishedPeers(orders.hostname, Number(orders.port));
       assert.deepEqual([...idle].filter((p) => !still.has(p)), [], 'the service closed none of them');
 
       const after = await round();
