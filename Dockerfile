@@ -20,6 +20,8 @@ COPY gateway gateway
 RUN npm run build && npm prune --omit=dev
 
 FROM node:24-bookworm-slim
+# NODE_ENV=production is how a process knows it runs in a container: it then refuses a secret that
+# is short or still .env.example's placeholder, naming the variable (lib/config.ts).
 ENV NODE_ENV=production \
     DATA_DIR=/data \
     HTTP_HOST=0.0.0.0

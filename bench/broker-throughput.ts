@@ -18,20 +18,24 @@ import { startMosquitto } from '../broker/mosquitto/run.js';
 import { freePort } from '../test/support/process.js';
 import { startBroker } from '../test/support/broker.js';
 import { findProgram } from '../lib/programs.js';
+import { stockReserved } from '../lib/topics.js';
 
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 20_000);
 const PAYLOAD = Buffer.alloc(Number(process.env.BENCH_PAYLOAD_BYTES ?? 256), 'x');
 const INFLIGHT = Number(process.env.BENCH_INFLIGHT ?? 500);
 /** Messages of the unmeasured round before each measured one (JIT, caches, SQLite pages). */
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 10_000);
-const TOPIC = 'woodytoys/stock/bench';
+// The real workflow the ACL allows: stock publishes reservations, the order workers' group drains them.
+const TOPIC = stockReserved.topic;
+const GROUP = 'order-workers';
 
 const dir = mkdtempSync(join(tmpdir(), 'bench-broker-'));
 const passwordFile = join(dir, 'passwd');
 writeFileSync(passwordFile, formatPasswordFile({ stock: 'bench', worker: 'bench' }));
 
 const connect = (url: string, clientId: string, user?: string, clean = false) =>
-  mqtt.connectAsync(url, { clientId, clean, protocolVersion: 4, reconnectPeriod: 0, ...(user ? { username: user, password: 'bench' } : {}) });
+  // A user's client ids start with its name (broker/mosquitto/acl).
+  mqtt.connectAsync(url, { clientId: user ? `${user}-${clientId}` : clientId, clean, protocolVersion: 4, reconnectPeriod: 0, ...(user ? { username: user, password: 'bench' } : {}) });
 
 /** A warm-up round (JIT, caches), then the measured one: messages per second. */
 async function measure(url: string, how: { shared: boolean; user: boolean }): Promise<number> {
@@ -41,7 +45,7 @@ async function measure(url: string, how: { shared: boolean; user: boolean }): Pr
 
 /** Publishes `count` messages with QoS 1 and resolves with messages per second once all were delivered. */
 async function run(url: string, { shared, user }: { shared: boolean; user: boolean }, count: number): Promise<number> {
-  const filter = shared ? `$share/bench/${TOPIC}` : TOPIC;
+  const filter = shared ? `$share/${GROUP}/${TOPIC}` : TOPIC;
   const members: MqttClient[] = [];
   let delivered = 0;
   let done: () => void = () => {};

@@ -1,6 +1,11 @@
 // Access control in Mosquitto's acl_file syntax (`user`, `topic`, `pattern` with %u and %c, access
 // read | write | readwrite | deny), so one file serves both brokers. Rules before the first `user`
 // line apply to anonymous clients, as in Mosquitto.
+//
+// Two rules Mosquitto has no words for are written as `#@` lines, which Mosquitto reads as comments:
+//   #@ clientid <id> …           the client ids this user may connect with: exact, or a prefix ending in *
+//   #@ group <name> <filter>     this user may join shared group <name> for filters <filter> covers
+// A client id belongs to one user only: two users whose client-id rules overlap are a parse error.
 import { readFileSync } from 'node:fs';
 import { topicMatches } from '../lib/events.js';
 
@@ -11,6 +16,13 @@ interface Rule {
   topic: string;
   /** a `pattern` rule: %u and %c are replaced per client */
   pattern: boolean;
+}
+
+/** A `#@ group` rule: who may join which shared group, for which filters. */
+export interface GroupRule {
+  user: string;
+  group: string;
+  filter: string;
 }
 
 export interface Who {
@@ -51,30 +63,62 @@ export function filterCovers(rule: string, filter: string): boolean {
   }
 }
 
+/** A client id or group name pattern: the exact name, or a prefix followed by `*`. */
+export function nameMatches(pattern: string, name: string): boolean {
+  return pattern.endsWith('*') ? name.startsWith(pattern.slice(0, -1)) : name === pattern;
+}
+
+/** Could one name match both patterns? */
+function namesOverlap(a: string, b: string): boolean {
+  if (a.endsWith('*') && b.endsWith('*')) return a.startsWith(b.slice(0, -1)) || b.startsWith(a.slice(0, -1));
+  if (a.endsWith('*')) return nameMatches(a, b);
+  return nameMatches(b, a);
+}
+
+const NAME_PATTERN = /^[^*\s]+\*?$/;
+
 export class Acl {
   private constructor(
     private readonly anonymous: Rule[],
     private readonly byUser: Map<string, Rule[]>,
     private readonly patterns: Rule[],
+    /** user → the client-id patterns it may use */
+    private readonly clientIds: Map<string, string[]>,
+    readonly groupRules: GroupRule[],
   ) {}
 
   static parse(text: string): Acl {
     const anonymous: Rule[] = [];
     const byUser = new Map<string, Rule[]>();
     const patterns: Rule[] = [];
+    const clientIds = new Map<string, string[]>();
+    const groupRules: GroupRule[] = [];
     let current = anonymous;
+    let user: string | undefined;
     text.split('\n').forEach((raw, i) => {
       const line = raw.trim();
-      if (!line || line.startsWith('#')) return;
-      const [keyword, ...rest] = line.split(/\s+/);
       const fail = (why: string) => {
         throw new Error(`ACL line ${i + 1}: ${why}: "${line}"`);
       };
+      if (line.startsWith('#@')) {
+        const [keyword, ...args] = line.slice(2).trim().split(/\s+/);
+        if (!user) fail('client-id and group rules belong to a user');
+        const names = keyword === 'group' ? args.slice(0, 1) : args;
+        if (!names.every((n) => NAME_PATTERN.test(n))) fail('a name is exact or a prefix ending in *');
+        if (keyword === 'clientid' && args.length > 0) clientIds.get(user!)!.push(...args);
+        else if (keyword === 'group' && args.length === 2) groupRules.push({ user: user!, group: args[0]!, filter: args[1]! });
+        else fail('expected "#@ clientid <id> …" or "#@ group <name> <filter>"');
+        return;
+      }
+      if (!line || line.startsWith('#')) return;
+      const [keyword, ...rest] = line.split(/\s+/);
       if (keyword === 'user') {
         const name = line.slice('user'.length).trim();
         if (!name) fail('user needs a name');
         if (!byUser.has(name)) byUser.set(name, []);
+        if (!clientIds.has(name)) clientIds.set(name, []);
         current = byUser.get(name)!;
+        user = name;
       } else if (keyword === 'topic' || keyword === 'pattern') {
         let access: Access = 'readwrite';
         if (rest.length > 1 && ACCESS.has(rest[0] as Access)) access = rest.shift() as Access;
@@ -85,11 +129,39 @@ export class Acl {
         fail(`unknown keyword ${keyword}`);
       }
     });
-    return new Acl(anonymous, byUser, patterns);
+    const owned = [...clientIds].flatMap(([u, ids]) => ids.map((id) => ({ u, id })));
+    for (const a of owned) {
+      const clash = owned.find((b) => b.u !== a.u && namesOverlap(a.id, b.id));
+      if (clash) throw new Error(`ACL: client id ${a.id} of user ${a.u} overlaps ${clash.id} of user ${clash.u}: a client id belongs to one user`);
+    }
+    return new Acl(anonymous, byUser, patterns, clientIds, groupRules);
   }
 
   static read(file: string): Acl {
     return Acl.parse(readFileSync(file, 'utf8'));
+  }
+
+  /** The user whose client-id rules match `clientId` (one at most), if any. */
+  clientIdOwner(clientId: string): string | undefined {
+    return [...this.clientIds].find(([, ids]) => ids.some((p) => nameMatches(p, clientId)))?.[0];
+  }
+
+  /** Why `username` may not connect with `clientId`, or undefined when the id is one of its own. */
+  clientIdRefusal(username: string, clientId: string): string | undefined {
+    const owner = this.clientIdOwner(clientId);
+    if (owner === username) return undefined;
+    const own = this.clientIds.get(username) ?? [];
+    if (owner) return `client id ${clientId} belongs to user ${owner}`;
+    if (own.length === 0) return `user ${username} has no "#@ clientid" rule in the ACL`;
+    return `client id ${clientId} is not one of user ${username}'s (${own.join(', ')})`;
+  }
+
+  /** Why this client may not join shared group `group` with `filter`, or undefined when a group rule allows it. */
+  groupRefusal(who: Who, group: string, filter: string): string | undefined {
+    const named = this.groupRules.filter((r) => r.user === who.username && nameMatches(r.group, group));
+    if (named.length === 0) return `no "#@ group ${group} …" rule for user ${who.username ?? '(anonymous)'} in the ACL`;
+    if (named.some((r) => filterCovers(r.filter, filter))) return undefined;
+    return `the "#@ group ${group}" rules of user ${who.username} cover ${named.map((r) => r.filter).join(', ')}, not ${filter}`;
   }
 
   /** May this client publish to `topic`? */

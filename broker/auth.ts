@@ -1,6 +1,7 @@
-// Who may connect, and what each client may publish, subscribe to and receive: passwords from a
-// Mosquitto password file, rules from a Mosquitto ACL file (broker/mosquitto/acl). Anonymous
-// clients are refused unless allowed, and when allowed (development, tests) they are trusted fully.
+// Who may connect, with which client id, and what each client may publish, subscribe to, join and
+// receive: passwords from a Mosquitto password file, rules from a Mosquitto ACL file
+// (broker/mosquitto/acl, with our `#@ clientid` and `#@ group` rules). Anonymous clients are refused
+// unless allowed, and when allowed (development, tests) they are trusted fully.
 import type { Client } from 'aedes';
 import type { Logger } from '../lib/log.js';
 import type { Acl } from './acl.js';
@@ -14,64 +15,102 @@ export interface AccessOptions {
   log: Logger;
 }
 
-/** CONNACK return code 5: Mosquitto answers "not authorized" to a wrong user or password too. */
-const notAuthorized = () => Object.assign(new Error('not authorized'), { returnCode: 5 as const });
+/** What a CONNECT asks for, as far as access is concerned. */
+export interface ConnectRequest {
+  clientId: string;
+  username?: string | undefined;
+  password?: Buffer | undefined;
+  will?: { topic: string } | null | undefined;
+  /** for the log line: the peer, and the client behind it when the gateway says (X-Real-IP) */
+  address?: string | undefined;
+  forwardedFor?: string | undefined;
+}
+
+/**
+ * The decision on a CONNECT. Refusals carry CONNACK return code 5 ("not authorized"), which
+ * Mosquitto answers to a wrong user or password too: a stranger learns nothing about which it was.
+ */
+export type Admission = { ok: true; user: string | undefined } | { ok: false; returnCode: 5; reason: string };
 
 export class Access {
-  /** The user each authenticated client logged in as; absent for anonymous clients. */
-  readonly #users = new WeakMap<Client, string>();
+  /** The user each admitted client logged in as, null for an anonymous one; a client not here was never admitted. */
+  readonly #users = new WeakMap<Client, string | null>();
   readonly #readable = new Map<string, boolean>();
   readonly #writable = new Map<string, boolean>();
 
   constructor(private readonly opts: AccessOptions) {}
 
-  authenticate = (client: Client, username: string | undefined, password: Buffer | undefined, done: (err: ReturnType<typeof notAuthorized> | null, ok: boolean | null) => void) => {
+  /**
+   * Decides on a CONNECT, and logs a refusal. Nothing here touches a session: the broker gives the
+   * connection its client id only after this said yes, so a refused CONNECT never disturbs the
+   * session that holds the id.
+   */
+  admit({ clientId, username, password, will, address, forwardedFor }: ConnectRequest): Admission {
+    const refuse = (reason: string): Admission => {
+      this.opts.log.warn({ clientId, username, address, forwardedFor, reason }, 'connection refused');
+      return { ok: false, returnCode: 5, reason };
+    };
     if (username === undefined || username === '') {
-      if (this.opts.allowAnonymous) return done(null, true);
-      this.opts.log.warn({ clientId: client.id }, 'anonymous connection refused');
-      return done(notAuthorized(), false);
+      return this.opts.allowAnonymous ? { ok: true, user: undefined } : refuse('anonymous clients are not allowed');
     }
     const encoded = this.opts.passwords.get(username);
-    if (!encoded || !password || !verifyPassword(password.toString('utf8'), encoded)) {
-      this.opts.log.warn({ clientId: client.id, username }, 'connection refused: unknown user or wrong password');
-      return done(notAuthorized(), false);
-    }
-    this.#users.set(client, username);
+    if (!encoded || !password || !verifyPassword(password.toString('utf8'), encoded)) return refuse('unknown user or wrong password');
+    // An empty id (allowed with a clean session only) gets a random one from the broker, nobody's.
+    const foreign = clientId === '' ? undefined : this.opts.acl.clientIdRefusal(username, clientId);
+    if (foreign) return refuse(foreign);
     // A will is checked now, while we know who set it: it may be published after a restart, without a client.
-    const will = (client as unknown as { _will?: { topic: string } | null })._will;
-    if (will && this.publishRefusal(client, will.topic)) {
-      this.#users.delete(client);
-      this.opts.log.warn({ clientId: client.id, username, topic: will.topic }, 'connection refused: will topic not allowed by the ACL');
-      return done(notAuthorized(), false);
-    }
-    done(null, true);
-  };
+    if (will && this.#writeRefusal({ username, clientId }, will.topic)) return refuse(`will topic ${will.topic} not allowed by the ACL`);
+    return { ok: true, user: username };
+  }
+
+  /** Remembers who an admitted client is, for every later decision on it. */
+  bind(client: Client, user: string | undefined): void {
+    this.#users.set(client, user ?? null);
+  }
+
+  /** Was this client admitted (and bound)? Anything else is refused everything. */
+  admitted(client: Client): boolean {
+    return this.#users.has(client);
+  }
 
   /** Why `client` may not publish on `topic`, or undefined when it may. */
   publishRefusal(client: Client | null, topic: string): string | undefined {
     if (topic.startsWith('$')) return 'topics starting with $ are reserved';
     if (!client || this.#anonymous(client)) return undefined;
-    return this.#decide(this.#writable, client, topic, (who) => this.opts.acl.canPublish(who, topic)) ? undefined : 'not allowed by the ACL';
+    return this.#writeRefusal(this.#who(client), topic);
   }
 
-  /** Why `client` may not subscribe to `filter`, or undefined when it may. */
-  subscribeRefusal(client: Client, filter: string, shared: boolean): string | undefined {
+  /**
+   * Why `client` may not subscribe to `filter`, or undefined when it may. A shared subscription
+   * (`group` given) needs a group rule for that group covering the filter, and read rules covering
+   * all of it (the broker cannot skip a member per message).
+   */
+  subscribeRefusal(client: Client, filter: string, group?: string): string | undefined {
     if (this.#anonymous(client)) return undefined;
-    return this.opts.acl.canSubscribe(this.#who(client), filter, shared) ? undefined : 'not allowed by the ACL';
+    const who = this.#who(client);
+    if (group !== undefined) {
+      const missing = this.opts.acl.groupRefusal(who, group, filter);
+      if (missing) return missing;
+    }
+    return this.opts.acl.canSubscribe(who, filter, group !== undefined) ? undefined : 'not allowed by the ACL';
   }
 
   /** authorizeForward: a subscription may be wider than what its client may read; check each message. */
   forward = <P extends { topic: string }>(client: Client, packet: P): P | null => {
     if (this.#anonymous(client)) return packet;
-    return this.#decide(this.#readable, client, packet.topic, (who) => this.opts.acl.canRead(who, packet.topic)) ? packet : null;
+    return this.#decide(this.#readable, this.#who(client), packet.topic, (who) => this.opts.acl.canRead(who, packet.topic)) ? packet : null;
   };
 
+  #writeRefusal(who: { username: string | undefined; clientId: string }, topic: string): string | undefined {
+    return this.#decide(this.#writable, who, topic, (w) => this.opts.acl.canPublish(w, topic)) ? undefined : 'not allowed by the ACL';
+  }
+
   /** ACL answers per user, client and topic, remembered: topics repeat and rules do not change. */
-  #decide(cache: Map<string, boolean>, client: Client, topic: string, ask: (who: { username: string | undefined; clientId: string }) => boolean) {
-    const key = `${this.#users.get(client)}\n${client.id}\n${topic}`;
+  #decide(cache: Map<string, boolean>, who: { username: string | undefined; clientId: string }, topic: string, ask: (who: { username: string | undefined; clientId: string }) => boolean) {
+    const key = `${who.username}\n${who.clientId}\n${topic}`;
     let ok = cache.get(key);
     if (ok === undefined) {
-      ok = ask(this.#who(client));
+      ok = ask(who);
       if (cache.size > 50_000) cache.clear();
       cache.set(key, ok);
     }
@@ -79,10 +118,10 @@ export class Access {
   }
 
   #anonymous(client: Client) {
-    return !this.#users.has(client);
+    return this.#users.get(client) === null;
   }
 
   #who(client: Client) {
-    return { username: this.#users.get(client), clientId: client.id };
+    return { username: this.#users.get(client) ?? undefined, clientId: client.id };
   }
 }

@@ -3,18 +3,15 @@
 // group-commit transaction as its copies for the shared-subscription queues; the PUBACK waits for
 // that commit. The inbox row is cleared once Aedes has routed the message to every session (the
 // `published` hook); rows still there at start are routed again.
-import type { Aedes, Client } from 'aedes';
+import type { Aedes } from 'aedes';
 import type { DB } from '../lib/db.js';
 import type { Logger } from '../lib/log.js';
 import type { CommitQueue } from './commit-queue.js';
 import type { SharedSubscriptions } from './group-queue.js';
 import type { SqlitePersistence, StoredPacket } from './persistence.js';
 
-type PublishDone = (err?: Error | null) => void;
-
 export class Ingest {
   readonly #inboxIds = new WeakMap<object, number>();
-  readonly #refused = new WeakSet<object>();
   #nextId = 1;
   readonly #sql;
 
@@ -49,23 +46,8 @@ export class Ingest {
     if (staged) this.shared.release(staged);
   }
 
-  /**
-   * A publish the ACL refused: like Mosquitto, acknowledge it, deliver it to no one and close the
-   * publisher's connection (MQTT 3.1.1 has no way to say "refused" in a PUBACK).
-   */
-  refuse(packet: object): void {
-    this.#refused.add(packet);
-  }
-
-  /** Hooks into the broker: drop refused publishes, and clear inbox rows once routed. */
+  /** Hooks into the broker: clear inbox rows once routed. (A publish the ACL refuses never gets here: main.ts closes the connection first.) */
   attach(broker: Aedes): void {
-    const publish = broker.publish.bind(broker) as unknown as (packet: object, client: Client | null, done?: PublishDone) => void;
-    (broker as { publish: unknown }).publish = (packet: object, client: Client | PublishDone | null, done?: PublishDone) => {
-      if (typeof client === 'function') return publish(packet, null, client);
-      if (!this.#refused.has(packet)) return publish(packet, client, done);
-      done?.();
-      client?.close();
-    };
     broker.published = (packet, _client, done) => {
       const id = this.#inboxIds.get(packet);
       if (id !== undefined) this.commits.queue(() => this.#sql.del.run(id));

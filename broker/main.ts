@@ -1,6 +1,6 @@
 // The embedded MQTT broker (Aedes): MQTT 3.1.1 over TCP and WebSocket, with health and metrics over
 // HTTP. This file only wires: config → SQLite (persistence, ingest, shared-subscription queues) →
-// Aedes with our access control → listeners → shutdown.
+// Aedes with our limits and access control → listeners → shutdown.
 import { Aedes } from 'aedes';
 import { randomUUID } from 'node:crypto';
 import { createServer, type Server as NetServer } from 'node:net';
@@ -16,10 +16,12 @@ import { createApp, serveApp } from '../lib/http.js';
 import { onShutdown } from '../lib/shutdown.js';
 import { statsTopic } from '../lib/stats.js';
 import { Acl } from './acl.js';
+import { connectHooks } from './aedes-adapter.js';
 import { Access } from './auth.js';
 import { CommitQueue } from './commit-queue.js';
 import { SHARE_PREFIX, SharedSubscriptions, parseShare } from './group-queue.js';
 import { Ingest } from './ingest.js';
+import { ConnectionLimits } from './limits.js';
 import { registerBrokerMetrics } from './metrics.js';
 import { parsePasswordFile, passwordsFromEnv, readPasswordFile } from './password.js';
 import { SqlitePersistence, type StoredPacket } from './persistence.js';
@@ -41,6 +43,13 @@ const config = loadConfig({
   BROKER_ALLOW_ANONYMOUS: bool(false),
   BROKER_INFLIGHT_WINDOW: z.coerce.number().int().min(1).max(4).default(2),
   BROKER_REDISPATCH_GRACE_MS: z.coerce.number().int().min(0).max(600_000).default(2000),
+  /** Largest packet accepted from a client, CONNECT included; larger ones close the connection as soon as announced. */
+  BROKER_MAX_PACKET_BYTES: z.coerce.number().int().min(1024).max(268_435_455).default(1024 * 1024),
+  /** How long a new connection has to send its whole CONNECT. */
+  BROKER_CONNECT_TIMEOUT_MS: z.coerce.number().int().min(100).max(120_000).default(10_000),
+  BROKER_MAX_CONNECTIONS_PER_ADDRESS: z.coerce.number().int().min(1).default(512),
+  /** Connections per address that have not sent their CONNECT yet. */
+  BROKER_MAX_CONNECTING_PER_ADDRESS: z.coerce.number().int().min(1).default(64),
 });
 const log = createLogger('broker', config.LOG_LEVEL);
 const metrics = createMetrics('broker');
@@ -83,19 +92,39 @@ const shared = new SharedSubscriptions({
 });
 persistence.claimAck = (clientId, messageId) => shared.acknowledge(clientId, messageId);
 const ingest = new Ingest(db, commits, shared, persistence, log);
-const access = new Access({ passwords, acl: Acl.read(config.BROKER_ACL_FILE), allowAnonymous: config.BROKER_ALLOW_ANONYMOUS, log });
+const acl = (() => {
+  try {
+    return Acl.read(config.BROKER_ACL_FILE);
+  } catch (err) {
+    console.error(`broker: ${config.BROKER_ACL_FILE}: ${(err as Error).message}`);
+    process.exit(78);
+  }
+})();
+const access = new Access({ passwords, acl, allowAnonymous: config.BROKER_ALLOW_ANONYMOUS, log });
+const limits = new ConnectionLimits({
+  maxPacketBytes: config.BROKER_MAX_PACKET_BYTES,
+  connectTimeoutMs: config.BROKER_CONNECT_TIMEOUT_MS,
+  maxConnectionsPerAddress: config.BROKER_MAX_CONNECTIONS_PER_ADDRESS,
+  maxConnectingPerAddress: config.BROKER_MAX_CONNECTING_PER_ADDRESS,
+  log,
+  onRefused: (kind) => brokerMetrics.refused.inc({ what: kind }),
+});
 
 const broker = await Aedes.createBroker({
   // A new id per start: Aedes de-duplicates deliveries by (broker id, counter), and the counter restarts.
   id: `woodytoys-broker-${randomUUID().slice(0, 8)}`,
   persistence,
-  authenticate: access.authenticate,
+  ...connectHooks({ limits, access }),
   authorizeForward: access.forward,
   authorizeSubscribe(client, sub, done) {
+    // A topic filter the protocol rules refused (limits.ts): the connection is already closing.
+    const violation = limits.violation(client.conn);
+    if (violation) return done(new Error(violation.reason), null);
     const isShared = sub.topic.startsWith(SHARE_PREFIX);
     const parsed = isShared ? parseShare(sub.topic) : undefined;
     const filter = typeof parsed === 'object' ? parsed.filter : sub.topic;
-    const reason = (isShared ? shared.refusal(client, sub.topic) : undefined) ?? access.subscribeRefusal(client, filter, isShared);
+    const reason =
+      (isShared ? shared.refusal(client, sub.topic) : undefined) ?? access.subscribeRefusal(client, filter, typeof parsed === 'object' ? parsed.group : undefined);
     if (reason) {
       log.warn({ clientId: client.id, filter: sub.topic, reason }, 'subscription refused');
       brokerMetrics.refused.inc({ what: 'subscribe' });
@@ -105,12 +134,15 @@ const broker = await Aedes.createBroker({
     done(null, isShared && sub.qos > 1 ? { ...sub, qos: 1 } : sub);
   },
   authorizePublish(client, packet, done) {
+    const violation = client && limits.violation(client.conn);
+    if (violation) return done(new Error(violation.reason));
     const reason = access.publishRefusal(client, packet.topic);
     if (reason) {
+      // An error here makes Aedes close the connection before any PUBACK: MQTT 3.1.1 has no way to
+      // say "refused" in a PUBACK, and a PUBACK would make the publisher believe it was delivered.
       log.warn({ clientId: client?.id, topic: packet.topic, reason }, 'publish refused; closing the connection');
       brokerMetrics.refused.inc({ what: 'publish' });
-      ingest.refuse(packet);
-      return done(null);
+      return done(new Error(`publish to ${packet.topic} refused: ${reason}`));
     }
     ingest.accept(packet as StoredPacket).then(() => done(null), done);
   },
@@ -132,13 +164,22 @@ const listen = (server: NetServer | ReturnType<typeof createHttpServer>, p: numb
 // No Nagle: acknowledgements and small PUBLISH packets go out at once (flow control waits on
 // them), but what one tick writes leaves together.
 const tcp = createServer({ noDelay: true }, (socket) => {
+  if (!limits.accept(socket)) return;
   coalesceWrites(socket);
   broker.handle(socket);
+  limits.watch(socket, socket);
 });
 const mqttPort = await listen(tcp, config.MQTT_PORT);
 const wsHttp = createHttpServer((_req, res) => res.writeHead(426).end('use a WebSocket MQTT client\n'));
-const wss = new WebSocketServer({ server: wsHttp });
-wss.on('connection', (ws, req) => broker.handle(createWebSocketStream(ws) as never, req as never));
+// Behind the gateway every WebSocket comes from nginx's address; nginx limits them per client.
+wsHttp.on('connection', (socket) => limits.accept(socket));
+// A WebSocket message holds one MQTT packet or a few: a larger one is refused before it is buffered.
+const wss = new WebSocketServer({ server: wsHttp, maxPayload: config.BROKER_MAX_PACKET_BYTES + 64 * 1024 });
+wss.on('connection', (ws, req) => {
+  const stream = createWebSocketStream(ws);
+  broker.handle(stream as never, req as never);
+  limits.watch(stream, req.socket);
+});
 const wsPort = await listen(wsHttp, config.MQTT_WS_PORT);
 
 const app = createApp({ log, metrics, ready: () => ({ listening: tcp.listening && wsHttp.listening, database: db.open }) });
@@ -154,7 +195,7 @@ log.info(
   'broker listening',
 );
 
-// Group backlogs for displays and the dashboard: woodytoys/stats/broker, retained, once a second.
+// Group backlogs for displays and the dashboard: woodytoys/public/stats/broker, retained, once a second.
 const statsTimer = setInterval(() => {
   const groups = shared.stats.map((q) => {
     const parsed = parseShare(q.share);

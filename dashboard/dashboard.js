@@ -1,13 +1,14 @@
-// The live dashboard: a read-only MQTT subscriber over WebSocket. Everything it shows comes from
-// retained topics (stats, stock levels) and the order events flowing through the broker.
+// The live dashboard: a read-only MQTT subscriber over WebSocket, logged in as the public viewer.
+// Everything it shows comes from the public namespace (woodytoys/public/#, lib/topics.ts): retained
+// stats and stock levels, and each order's status under an anonymous reference. Nothing personal.
 import mqtt from './vendor/mqtt.esm.js';
 
 const $ = (id) => document.getElementById(id);
 const state = {
   erp: undefined,
   series: [], // { second, units, rejectedUnits }
-  orders: new Map(), // orderId → { status, at }
-  counts: undefined, // from woodytoys/stats/orders when published
+  orders: new Map(), // public order reference → { status, at }
+  counts: undefined, // from woodytoys/public/stats/orders when published
   workers: new Map(),
   groups: [],
   stock: new Map(),
@@ -39,34 +40,36 @@ const parse = (payload) => {
   }
 };
 
+const PUBLIC = 'woodytoys/public/';
+
 function onMessage(topic, payload) {
   const msg = parse(payload);
-  if (!msg) return;
-  const parts = topic.split('/');
-  if (topic === 'woodytoys/stats/erp') return onErp(msg);
-  if (topic === 'woodytoys/stats/orders') {
+  if (!msg || !topic.startsWith(PUBLIC)) return;
+  const parts = topic.slice(PUBLIC.length).split('/');
+  const path = parts.join('/');
+  if (path === 'stats/erp') return onErp(msg);
+  if (path === 'stats/orders') {
     state.counts = msg.counts;
     return renderOrders();
   }
-  if (topic === 'woodytoys/stats/broker') {
+  if (path === 'stats/broker') {
     state.groups = Array.isArray(msg.groups) ? msg.groups : [];
     return renderBacklog();
   }
-  if (parts[1] === 'stats' && parts[2] === 'workers') {
-    state.workers.set(parts.slice(3).join('/') || msg.workerId || '?', msg);
+  if (parts[0] === 'stats' && parts[1] === 'workers') {
+    state.workers.set(parts.slice(2).join('/') || msg.workerId || '?', msg);
     return renderWorkers();
   }
-  if (parts[1] === 'stock' && parts[2] === 'levels' && msg.data) {
+  if (parts[0] === 'stock' && parts[1] === 'levels' && msg.data) {
     state.stock.set(msg.data.productId, msg.data);
     return renderStock();
   }
-  const id = msg.data?.orderId;
-  if (!id || msg.type === undefined) return;
-  const next = { 'woodytoys.order.created': 'pending', 'woodytoys.order.confirmed': 'confirmed', 'woodytoys.order.failed': 'rejected', 'woodytoys.stock.rejected': 'rejected' }[msg.type];
-  if (!next) return;
-  const known = state.orders.get(id);
-  if (known && known.status !== 'pending' && next === 'pending') return; // events may arrive out of order
-  state.orders.set(id, { status: next, at: msg.time });
+  if (path !== 'orders/status' || msg.type !== 'woodytoys.public.order-status') return;
+  const { ref, status } = msg.data ?? {};
+  if (typeof ref !== 'string' || !['pending', 'confirmed', 'rejected'].includes(status)) return;
+  const known = state.orders.get(ref);
+  if (known && known.status !== 'pending' && status === 'pending') return; // events may arrive out of order
+  state.orders.set(ref, { status, at: msg.time });
   while (state.orders.size > 500) state.orders.delete(state.orders.keys().next().value);
   renderOrders();
 }
@@ -142,7 +145,7 @@ function renderOrders() {
   else for (const o of state.orders.values()) counts[o.status]++;
   for (const el of document.querySelectorAll('#order-counts dd')) el.textContent = String(counts[el.dataset.status] ?? 0);
   const latest = [...state.orders.entries()].slice(-12).reverse();
-  $('latest-orders').innerHTML = latest.map(([id, o]) => `<li class="${o.status}"><code>${id.slice(0, 8)}</code><span>${o.status}</span></li>`).join('');
+  $('latest-orders').innerHTML = latest.map(([ref, o]) => `<li class="${o.status}"><code>${escape(ref.slice(0, 8))}</code><span>${o.status}</span></li>`).join('');
 }
 
 function renderBacklog() {
@@ -173,14 +176,15 @@ const escape = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)}
 const cfg = await settings();
 const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
 const client = mqtt.connect(`${scheme}://${location.host}${cfg.path}`, {
-  clientId: `dashboard-${Math.random().toString(16).slice(2, 10)}`,
+  // The broker ties client ids to users: the viewer's are viewer-… (broker/mosquitto/acl).
+  clientId: `${cfg.username || 'dashboard'}-${Math.random().toString(16).slice(2, 10)}`,
   clean: true,
   reconnectPeriod: 2000,
   ...(cfg.username ? { username: cfg.username, password: cfg.password } : {}),
 });
 client.on('connect', () => {
   setConnection('connected', 'connected');
-  client.subscribe(['woodytoys/stats/#', 'woodytoys/stock/levels/#', 'woodytoys/orders/#', 'woodytoys/stock/rejected'], { qos: 0 });
+  client.subscribe(`${PUBLIC}#`, { qos: 0 });
 });
 client.on('offline', () => setConnection('offline — reconnecting…', 'offline'));
 client.on('error', (err) => setConnection(`error: ${err.message}`, 'error'));

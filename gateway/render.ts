@@ -36,11 +36,18 @@ export const gatewayEnv = {
   GATEWAY_READ_BURST: z.coerce.number().int().min(0).default(50),
   GATEWAY_WRITE_RATE_PER_MIN: positiveInt(60),
   GATEWAY_WRITE_BURST: z.coerce.number().int().min(0).default(10),
+  /** The key tier: clients that send a key listed in GATEWAY_API_KEYS (partners, `npm run load`). */
+  GATEWAY_KEY_READ_RATE_PER_MIN: positiveInt(30_000),
+  GATEWAY_KEY_READ_BURST: z.coerce.number().int().min(0).default(500),
+  GATEWAY_KEY_WRITE_RATE_PER_MIN: positiveInt(6000),
+  GATEWAY_KEY_WRITE_BURST: z.coerce.number().int().min(0).default(100),
   /** Seconds in a 429's Retry-After; default: the time one request takes to refill, ceil(60 / rate). */
   GATEWAY_READ_RETRY_AFTER: z.coerce.number().int().positive().optional(),
   GATEWAY_WRITE_RETRY_AFTER: z.coerce.number().int().positive().optional(),
+  GATEWAY_KEY_READ_RETRY_AFTER: z.coerce.number().int().positive().optional(),
+  GATEWAY_KEY_WRITE_RETRY_AFTER: z.coerce.number().int().positive().optional(),
   GATEWAY_CONN_PER_IP: positiveInt(50),
-  /** Comma-separated API keys that get a bucket of their own (others are counted by IP). */
+  /** Comma-separated API keys that get a bucket of their own, at the key tier's rates (others are counted by IP). */
   GATEWAY_API_KEYS: z
     .string()
     .transform((s) => s.split(',').map((k) => k.trim()).filter(Boolean))
@@ -78,8 +85,14 @@ export function placeholders(config: GatewayConfig): Record<string, string> {
     GATEWAY_READ_BURST: String(config.GATEWAY_READ_BURST),
     GATEWAY_WRITE_RATE_PER_MIN: String(config.GATEWAY_WRITE_RATE_PER_MIN),
     GATEWAY_WRITE_BURST: String(config.GATEWAY_WRITE_BURST),
+    GATEWAY_KEY_READ_RATE_PER_MIN: String(config.GATEWAY_KEY_READ_RATE_PER_MIN),
+    GATEWAY_KEY_READ_BURST: String(config.GATEWAY_KEY_READ_BURST),
+    GATEWAY_KEY_WRITE_RATE_PER_MIN: String(config.GATEWAY_KEY_WRITE_RATE_PER_MIN),
+    GATEWAY_KEY_WRITE_BURST: String(config.GATEWAY_KEY_WRITE_BURST),
     GATEWAY_READ_RETRY_AFTER: String(config.GATEWAY_READ_RETRY_AFTER ?? retryAfter(config.GATEWAY_READ_RATE_PER_MIN)),
     GATEWAY_WRITE_RETRY_AFTER: String(config.GATEWAY_WRITE_RETRY_AFTER ?? retryAfter(config.GATEWAY_WRITE_RATE_PER_MIN)),
+    GATEWAY_KEY_READ_RETRY_AFTER: String(config.GATEWAY_KEY_READ_RETRY_AFTER ?? retryAfter(config.GATEWAY_KEY_READ_RATE_PER_MIN)),
+    GATEWAY_KEY_WRITE_RETRY_AFTER: String(config.GATEWAY_KEY_WRITE_RETRY_AFTER ?? retryAfter(config.GATEWAY_KEY_WRITE_RATE_PER_MIN)),
     GATEWAY_CONN_PER_IP: String(config.GATEWAY_CONN_PER_IP),
     GATEWAY_WORKER_PROCESSES: String(config.GATEWAY_WORKER_PROCESSES),
     GATEWAY_ACCESS_LOG: config.GATEWAY_ACCESS_LOG ?? join(runtimeDir(config), 'access.log'),
@@ -142,11 +155,14 @@ function writeGateway(config: GatewayConfig): RenderedGateway {
 /** `-e stderr` keeps nginx (>= 1.19.5) from opening its compiled-in error log before reading ours. */
 export const nginxArgs = (dir: string, confFile: string) => ['-p', `${dir}/`, '-c', confFile, '-e', 'stderr', '-g', 'daemon off;'];
 
-/** The shell command line that runs `nginx` on a rendered gateway (arguments quoted only where needed). */
-export function shellCommand(nginx: string, gateway: RenderedGateway): string {
+/** A shell command line for `argv`, arguments quoted only where needed. */
+export function shellLine(argv: readonly string[]): string {
   const quote = (a: string) => (/^[\w./:=@-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`);
-  return [nginx, ...gateway.args].map(quote).join(' ');
+  return argv.map(quote).join(' ');
 }
+
+/** The shell command line that runs `nginx` on a rendered gateway. */
+export const shellCommand = (nginx: string, gateway: RenderedGateway) => shellLine([nginx, ...gateway.args]);
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const config = loadConfig(gatewayEnv);

@@ -1,6 +1,9 @@
 // Configuration from environment variables, parsed once with zod. A bad value stops the process
-// with one clear line per problem instead of failing later somewhere deep inside.
+// with one clear line per problem instead of failing later somewhere deep inside. In production
+// (NODE_ENV=production, which the image sets) a secret that is short or still the placeholder of
+// .env.example is such a bad value too; local runs (`npm start`, tests) generate their own.
 import { z } from 'zod';
+import { LOG_FORMATS } from './log.js';
 
 export const port = (fallback: number) => z.coerce.number().int().min(0).max(65535).default(fallback);
 export const positiveInt = (fallback: number) => z.coerce.number().int().positive().default(fallback);
@@ -14,6 +17,8 @@ export const url = (fallback: string) => z.url().default(fallback);
 /** Settings every process shares. */
 export const commonEnv = {
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Unset: pretty on a terminal, JSON otherwise (lib/log.ts reads it). */
+  LOG_FORMAT: z.enum(LOG_FORMATS).optional(),
   DATA_DIR: z.string().min(1).default('./data'),
   HTTP_HOST: z.string().min(1).default('127.0.0.1'),
 };
@@ -36,13 +41,39 @@ export class ConfigError extends Error {
   }
 }
 
-/** Parses `env` against `shape`; empty strings count as unset so `FOO=` falls back to the default. */
+/** Secrets are at least this long in production (`openssl rand -hex 16` gives 32). */
+export const MIN_SECRET_LENGTH = 16;
+/** The variables that hold a secret: a service's broker login, a broker user's password, the admin key. */
+const SECRET_VARIABLE = /^(MQTT_PASSWORD|MQTT_PASSWORD_[A-Z0-9_]+|BROKER_PASSWORD_(?!FILE$)[A-Z0-9_]+|ADMIN_API_KEY|DASHBOARD_MQTT_PASSWORD)$/;
+/** Values that say "fill me in": .env.example's change-me-… and the usual stand-ins. */
+const PLACEHOLDER = /^(change-?me|changeit|replace-?me|placeholder|example|secret|password|xxx+)/i;
+
+export const isProduction = (env: NodeJS.ProcessEnv) => env.NODE_ENV === 'production';
+
+/**
+ * The secrets in `env` that production must refuse, one problem each, naming the variable (never
+ * its value). Pure, so it is tested on its own; parseConfig applies it when NODE_ENV=production.
+ */
+export function secretProblems(env: NodeJS.ProcessEnv): string[] {
+  const problems: string[] = [];
+  for (const [name, value] of Object.entries(env)) {
+    if (!SECRET_VARIABLE.test(name) || value === undefined || value === '') continue;
+    if (PLACEHOLDER.test(value)) problems.push(`${name}: still a placeholder (as in .env.example); set a real secret in .env`);
+    else if (value.length < MIN_SECRET_LENGTH) problems.push(`${name}: too short for production (${value.length} characters, at least ${MIN_SECRET_LENGTH})`);
+  }
+  return problems.sort();
+}
+
+/**
+ * Parses `env` against `shape`; empty strings count as unset so `FOO=` falls back to the default.
+ * In production, weak secrets anywhere in `env` are refused as well.
+ */
 export function parseConfig<T extends z.ZodRawShape>(shape: T, env: NodeJS.ProcessEnv = process.env) {
   const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
   const result = z.object(shape).safeParse(present);
-  if (!result.success) {
-    throw new ConfigError(result.error.issues.map((i) => `${i.path.join('.') || '(env)'}: ${i.message}`));
-  }
+  const problems = result.success ? [] : result.error.issues.map((i) => `${i.path.join('.') || '(env)'}: ${i.message}`);
+  if (isProduction(env)) problems.push(...secretProblems(env));
+  if (!result.success || problems.length > 0) throw new ConfigError(problems);
   return result.data;
 }
 

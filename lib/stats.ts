@@ -1,10 +1,11 @@
 // Live figures for displays and the dashboard: a process publishes a small JSON snapshot, retained,
-// on woodytoys/stats/<name> once a second, so a subscriber sees the current figures at once.
-// QoS 0 on purpose: a snapshot that is lost is replaced a second later.
-import { TOPIC_ROOT } from './events.js';
+// on woodytoys/public/stats/<name> once a second, so a subscriber sees the current figures at once.
+// QoS 0 on purpose: a snapshot that is lost is replaced a second later. Public: counts and rates
+// only, never anything about a customer.
 import type { MqttClient } from './mqtt.js';
+import { PUBLIC_ROOT } from './topics.js';
 
-export const statsTopic = (name: string) => `${TOPIC_ROOT}/stats/${name}`;
+export const statsTopic = (name: string) => `${PUBLIC_ROOT}/stats/${name}`;
 
 export class StatsPublisher {
   private timer: NodeJS.Timeout | undefined;

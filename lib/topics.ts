@@ -1,7 +1,17 @@
 // Every topic and event of the system, defined once. Producers and consumers import from here, so a
 // newcomer can follow where an order goes next by reading this file top to bottom.
+//
+// Two namespaces: woodytoys/<area>/… for the services and workers, some of it personal (a customer's
+// name and e-mail ride on orders/created and stock/reserved), and woodytoys/public/… for displays and
+// the dashboard, whose login is public: order statuses under an anonymous reference, stock levels,
+// products and live figures (lib/stats.ts), never anything personal. The ACL (broker/mosquitto/acl)
+// lets the viewer read the public namespace and nothing else.
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { TOPIC_ROOT, defineEvent } from './events.js';
+
+/** Where the viewer reads: nothing personal is ever published under it. */
+export const PUBLIC_ROOT = `${TOPIC_ROOT}/public`;
 
 export const productId = z.string().regex(/^[a-z0-9][a-z0-9-]{0,63}$/, 'lower-case letters, digits and dashes');
 
@@ -81,9 +91,27 @@ export const deadLetter = defineEvent({
 
 export const deadLetterTopic = (consumer: string) => `${TOPIC_ROOT}/deadletter/${consumer}`;
 
-/** The current level of one product, retained so a display sees it the moment it subscribes. */
+/**
+ * An order as displays may know it: not its id (which opens the order, customer included, on the
+ * API) but a reference derived from it, which cannot be turned back into the id.
+ */
+export const publicOrderRef = (orderId: string) => createHash('sha256').update(`woodytoys public order ${orderId}`).digest('hex').slice(0, 16);
+
+/** Public: an order's status changed (pending when accepted, then confirmed or rejected), in the orders' outbox with the change. */
+export const orderStatus = defineEvent({
+  topic: `${PUBLIC_ROOT}/orders/status`,
+  type: 'woodytoys.public.order-status',
+  data: z.strictObject({
+    ref: z.string().regex(/^[a-f0-9]{16}$/),
+    status: z.enum(['pending', 'confirmed', 'rejected']),
+    /** units ordered, all items together */
+    units: z.number().int().min(1),
+  }),
+});
+
+/** Public: the current level of one product, retained so a display sees it the moment it subscribes. */
 export const stockLevel = defineEvent({
-  topic: `${TOPIC_ROOT}/stock/levels/+`,
+  topic: `${PUBLIC_ROOT}/stock/levels/+`,
   type: 'woodytoys.stock.level',
   retain: true,
   data: z.strictObject({
@@ -93,7 +121,7 @@ export const stockLevel = defineEvent({
     updatedAt: z.iso.datetime({ offset: true }),
   }),
 });
-export const stockLevelTopic = (id: string) => `${TOPIC_ROOT}/stock/levels/${id}`;
+export const stockLevelTopic = (id: string) => `${PUBLIC_ROOT}/stock/levels/${id}`;
 
 /** One movement of a bulk stock import, for the stock workers to write to the ERP (paced). */
 export const stockMovement = defineEvent({
@@ -122,9 +150,9 @@ export const stockMovementProcessed = defineEvent({
   }),
 });
 
-/** A product was created or changed in the catalogue; retained, so a display gets the current product. */
+/** Public: a product was created or changed in the catalogue; retained, so a display gets the current product. */
 export const productChanged = defineEvent({
-  topic: `${TOPIC_ROOT}/catalog/products/+`,
+  topic: `${PUBLIC_ROOT}/catalog/products/+`,
   type: 'woodytoys.catalog.product-changed',
   retain: true,
   data: z.strictObject({
@@ -137,4 +165,4 @@ export const productChanged = defineEvent({
     updatedAt: z.iso.datetime({ offset: true }),
   }),
 });
-export const productTopic = (id: string) => `${TOPIC_ROOT}/catalog/products/${id}`;
+export const productTopic = (id: string) => `${PUBLIC_ROOT}/catalog/products/${id}`;

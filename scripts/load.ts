@@ -1,15 +1,48 @@
-// `npm run load`: sends orders (and optionally stock imports) at a chosen rate, or as fast as the
-// gateway allows, shows a progress bar, then waits for the orders to settle and prints a summary:
-// sent, accepted, rate-limited, confirmed, rejected, and latency percentiles.
+// `npm run load`: sends orders (and optionally stock imports) through the gateway at a chosen rate,
+// open loop (each send is due at start + i / rate, whatever the answers before it), or as fast as
+// the gateway allows; shows progress, waits for the orders to settle, and prints a summary: the
+// rate asked and achieved, accepted, rate-limited, confirmed, rejected with their reasons, latency
+// percentiles (an HDR histogram).
+//
+// With `npm start`'s load-test key ($DATA_DIR/load-test-api-key) it sends that key, which the
+// gateway counts in a bucket of its own at the key tier's rates; without it, every request counts
+// against this machine's IP address, and the gateway's per-client limit shows as 429s.
 //
 //   npm run load -- --orders 500 --rate 50            50 orders/s through the gateway
 //   npm run load -- --orders 200 --rate 0 --url http://127.0.0.1:3002   as fast as possible, direct
-//   npm run load -- --imports 2 --import-size 5000    two bulk stock imports
+//   npm run load -- --imports 2 --import-size 5000    two bulk stock imports (admin key from $DATA_DIR)
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { SingleBar } from 'cli-progress';
+import * as hdr from 'hdr-histogram-js';
+import { z } from 'zod';
+import { gatewayEnv } from '../gateway/render.js';
+import { loadConfig, parseConfig } from '../lib/config.js';
+import { ADMIN_KEY_FILE, LOAD_TEST_KEY_FILE, readDevKey } from './dev-keys.js';
+import { achievedRate, sendOnSchedule } from './load-schedule.js';
+
+const env = loadConfig({
+  DATA_DIR: z.string().min(1).default('./data'),
+  GATEWAY_PORT: z.coerce.number().int().min(1).max(65535).default(8080),
+  LOAD_URL: z.url().optional(),
+  ADMIN_API_KEY: z.string().min(16).optional(),
+});
+
+const USAGE = `usage: npm run load -- [options]
+  --url URL           where to send (default: LOAD_URL, else the gateway at http://127.0.0.1:$GATEWAY_PORT)
+  --orders N          orders to send (default 200)
+  --rate PER_SECOND   open-loop rate; 0 = as fast as answers come back, --concurrency at a time (default 20)
+  --concurrency N     requests in progress at once with --rate 0 (default 32)
+  --imports N         bulk stock imports to send after the orders (default 0)
+  --import-size N     movements per import (default 1000)
+  --wait SECONDS      how long to wait for the orders to settle (default 60)
+  --api-key KEY       gateway key (X-Api-Key) listed in GATEWAY_API_KEYS (default: $DATA_DIR/${LOAD_TEST_KEY_FILE})
+  --admin-key KEY     admin key for imports (default: ADMIN_API_KEY, else $DATA_DIR/${ADMIN_KEY_FILE})
+  --json              print the summary as one JSON object`;
 
 const { values: args } = parseArgs({
   options: {
-    url: { type: 'string', default: process.env.LOAD_URL ?? 'http://127.0.0.1:8080' },
+    url: { type: 'string', default: env.LOAD_URL ?? `http://127.0.0.1:${env.GATEWAY_PORT}` },
     orders: { type: 'string', default: '200' },
     rate: { type: 'string', default: '20' },
     concurrency: { type: 'string', default: '32' },
@@ -17,18 +50,19 @@ const { values: args } = parseArgs({
     'import-size': { type: 'string', default: '1000' },
     wait: { type: 'string', default: '60' },
     'api-key': { type: 'string' },
+    'admin-key': { type: 'string' },
     json: { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
 if (args.help) {
-  console.log('usage: npm run load -- [--url URL] [--orders N] [--rate PER_SECOND|0] [--concurrency N] [--imports N] [--import-size N] [--wait SECONDS] [--api-key KEY] [--json]');
+  console.log(USAGE);
   process.exit(0);
 }
 const num = (name: string, value: string | undefined, min: number) => {
   const n = Number(value);
   if (!Number.isFinite(n) || n < min) {
-    console.error(`--${name} must be a number >= ${min}`);
+    console.error(`--${name} must be a number >= ${min}\n${USAGE}`);
     process.exit(2);
   }
   return n;
@@ -40,11 +74,20 @@ const concurrency = num('concurrency', args.concurrency, 1);
 const imports = num('imports', args.imports, 0);
 const importSize = num('import-size', args['import-size'], 1);
 const waitSeconds = num('wait', args.wait, 0);
-const headers: Record<string, string> = { 'content-type': 'application/json', ...(args['api-key'] ? { 'x-api-key': args['api-key'] } : {}) };
+
+const keyFile = join(env.DATA_DIR, LOAD_TEST_KEY_FILE);
+const storedKey = readDevKey(env.DATA_DIR, LOAD_TEST_KEY_FILE);
+const apiKey = args['api-key'] ?? storedKey;
+const adminKey = args['admin-key'] ?? env.ADMIN_API_KEY ?? readDevKey(env.DATA_DIR, ADMIN_KEY_FILE);
+const headers: Record<string, string> = { 'content-type': 'application/json', ...(apiKey ? { 'x-api-key': apiKey } : {}) };
+/** What the person at the terminal should know before the run; stderr, so that --json stays parseable. */
+const note = (text: string) => process.stderr.write(`${text}\n`);
+if (args['api-key']) note('Sending the API key given with --api-key (X-Api-Key).');
+else if (storedKey) note(`Sending npm start's load-test key from ${keyFile} (X-Api-Key): the gateway counts this run in a bucket of its own.`);
+else note(`No load-test key at ${keyFile}: the gateway counts this run against this machine's IP address, at its per-client limit.`);
 
 interface Result {
   status: number;
-  ms: number;
   id?: string;
 }
 
@@ -60,131 +103,175 @@ async function products(): Promise<string[]> {
   return ['wooden-train'];
 }
 
+/** Latencies in microseconds: an HDR histogram keeps percentiles exact to 3 significant digits. */
+const latencies = hdr.build({ lowestDiscernibleValue: 1, numberOfSignificantValueDigits: 3, autoResize: true });
+
 async function post(path: string, body: unknown): Promise<Result> {
   const started = performance.now();
   try {
     const res = await fetch(`${base}${path}`, { method: 'POST', headers, body: JSON.stringify(body) });
     const json = (await res.json().catch(() => ({}))) as { id?: string };
-    return { status: res.status, ms: performance.now() - started, ...(json.id ? { id: json.id } : {}) };
+    latencies.recordValue(Math.max(1, Math.round((performance.now() - started) * 1000)));
+    return { status: res.status, ...(json.id ? { id: json.id } : {}) };
   } catch {
-    return { status: 0, ms: performance.now() - started };
+    return { status: 0 };
   }
 }
 
-function bar(done: number, total: number, counts: Record<string, number>) {
-  if (!process.stderr.isTTY) return;
-  const width = 30;
-  const filled = total === 0 ? width : Math.round((done / total) * width);
-  const detail = Object.entries(counts)
-    .map(([k, v]) => `${k} ${v}`)
-    .join('  ');
-  process.stderr.write(`\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total}  ${detail}   `);
-}
-
-const percentile = (sorted: number[], p: number) => (sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!);
+/** A progress bar on stderr when it is a terminal; nothing otherwise (cli-progress draws only on a TTY). */
+const progress = (label: string) =>
+  new SingleBar({ stream: process.stderr, format: `${label.padEnd(9)} [{bar}] {value}/{total}  {detail}`, barsize: 30, hideCursor: true, clearOnComplete: false });
 
 const catalogue = await products();
 const results: Result[] = [];
 const counts: Record<string, number> = {};
-let inFlight = 0;
-const started = performance.now();
-await new Promise<void>((resolve) => {
-  let sent = 0;
-  const next = () => {
-    if (sent >= totalOrders) {
-      if (inFlight === 0) resolve();
-      return;
+const sending = progress('sending');
+sending.start(totalOrders, 0, { detail: '' });
+const order = (n: number) =>
+  post('/api/orders', { customer: { name: `Load ${n}`, email: `load${n}@example.com` }, items: [{ productId: catalogue[n % catalogue.length]!, quantity: 1 }] }).then((r) => {
+    results.push(r);
+    const key = String(r.status || 'error');
+    counts[key] = (counts[key] ?? 0) + 1;
+    sending.update(results.length, { detail: Object.entries(counts).map(([k, v]) => `${k} ${v}`).join('  ') });
+  });
+
+let sentAt: number[];
+if (rate > 0) {
+  const pending: Promise<void>[] = [];
+  sentAt = await sendOnSchedule(totalOrders, rate, (n) => pending.push(order(n)));
+  await Promise.all(pending);
+} else {
+  // As fast as answers come back: `concurrency` requests in progress at all times.
+  sentAt = [];
+  let next = 0;
+  const lane = async () => {
+    while (next < totalOrders) {
+      const n = next++;
+      sentAt.push(performance.now());
+      await order(n);
     }
-    if (inFlight >= concurrency) return;
-    const n = sent++;
-    inFlight++;
-    const items = [{ productId: catalogue[n % catalogue.length]!, quantity: 1 }];
-    void post('/api/orders', { customer: { name: `Load ${n}`, email: `load${n}@example.com` }, items }).then((r) => {
-      inFlight--;
-      results.push(r);
-      counts[String(r.status || 'error')] = (counts[String(r.status || 'error')] ?? 0) + 1;
-      bar(results.length, totalOrders, counts);
-      if (rate === 0) next();
-      else if (sent >= totalOrders && inFlight === 0) resolve();
-    });
-    if (rate === 0) next();
   };
-  if (totalOrders === 0) return resolve();
-  if (rate === 0) for (let i = 0; i < concurrency; i++) next();
-  else {
-    const timer = setInterval(() => {
-      if (sent >= totalOrders) return clearInterval(timer);
-      next();
-    }, 1000 / rate);
-  }
-});
-const sendSeconds = (performance.now() - started) / 1000;
-if (process.stderr.isTTY) process.stderr.write('\n');
+  await Promise.all(Array.from({ length: Math.min(concurrency, totalOrders) }, lane));
+}
+sending.stop();
+const achieved = achievedRate(sentAt);
 
 const importResults: { status: number; id?: string; done?: number; total?: number }[] = [];
 for (let i = 0; i < imports; i++) {
   const movements = Array.from({ length: importSize }, (_, k) => ({ productId: catalogue[k % catalogue.length]!, delta: 1 + (k % 5) }));
-  const res = await fetch(`${base}/api/stock/imports`, { method: 'POST', headers, body: JSON.stringify(movements) }).catch(() => undefined);
+  const importHeaders = { 'content-type': 'application/json', ...(adminKey ? { 'x-api-key': adminKey } : {}) };
+  const res = await fetch(`${base}/api/stock/imports`, { method: 'POST', headers: importHeaders, body: JSON.stringify(movements) }).catch(() => undefined);
   const body = (res ? await res.json().catch(() => ({})) : {}) as { id?: string; total?: number };
   importResults.push({ status: res?.status ?? 0, ...(body.id ? { id: body.id } : {}), ...(body.total ? { total: body.total } : {}) });
 }
 
-// Wait for accepted orders to settle (poll each once per round), bounded by --wait.
-const status = new Map<string, string>();
-const accepted = results.filter((r) => r.status === 202 && r.id);
-const deadline = Date.now() + waitSeconds * 1000;
-while (Date.now() < deadline && accepted.some((r) => (status.get(r.id!) ?? 'pending') === 'pending')) {
-  for (const r of accepted) {
-    if ((status.get(r.id!) ?? 'pending') !== 'pending') continue;
-    const res = await fetch(`${base}/api/orders/${r.id}`, { headers }).catch(() => undefined);
-    if (res?.ok) status.set(r.id!, ((await res.json()) as { status: string }).status);
-    else if (res?.status === 429) await new Promise((w) => setTimeout(w, 1000));
-  }
-  bar([...status.values()].filter((s) => s !== 'pending').length, accepted.length, { settled: [...status.values()].filter((s) => s !== 'pending').length });
-  await new Promise((w) => setTimeout(w, 500));
+// Wait for the accepted orders to settle, bounded by --wait: page through the order list (newest
+// first, 100 a page) rather than asking for each order, so that waiting costs a few reads a second.
+interface Settled {
+  status: string;
+  reason: string | null;
 }
+const settled = new Map<string, Settled>();
+const accepted = results.filter((r) => r.status === 202 && r.id).map((r) => r.id!);
+const waiting = () => accepted.filter((id) => (settled.get(id)?.status ?? 'pending') === 'pending');
+const settling = progress('settling');
+settling.start(accepted.length, 0, { detail: '' });
+const deadline = Date.now() + waitSeconds * 1000;
+while (Date.now() < deadline && waiting().length > 0) {
+  const wanted = new Set(waiting());
+  let cursor: string | null = null;
+  for (let page = 0; page < Math.ceil(accepted.length / 100) + 20 && wanted.size > 0; page++) {
+    const res = await fetch(`${base}/api/orders?limit=100${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`, { headers }).catch(() => undefined);
+    if (res?.status === 429) {
+      await new Promise((w) => setTimeout(w, 1000 * Number(res.headers.get('retry-after') ?? 1)));
+      break;
+    }
+    if (!res?.ok) break;
+    const body = (await res.json()) as { items: { id: string; status: string; reason?: string | null }[]; nextCursor: string | null };
+    for (const o of body.items) {
+      if (!wanted.delete(o.id)) continue;
+      settled.set(o.id, { status: o.status, reason: o.reason ?? null });
+    }
+    cursor = body.nextCursor;
+    if (!cursor) break;
+  }
+  settling.update(accepted.length - waiting().length, { detail: '' });
+  if (waiting().length > 0) await new Promise((w) => setTimeout(w, 500));
+}
+settling.stop();
 for (const imp of importResults) {
   if (!imp.id) continue;
-  const res = await fetch(`${base}/api/stock/imports/${imp.id}`, { headers }).catch(() => undefined);
+  const res = await fetch(`${base}/api/stock/imports/${imp.id}`, { headers: { ...(adminKey ? { 'x-api-key': adminKey } : {}) } }).catch(() => undefined);
   if (res?.ok) Object.assign(imp, (await res.json()) as object);
 }
-if (process.stderr.isTTY) process.stderr.write('\n');
 
-const latencies = results.map((r) => r.ms).sort((a, b) => a - b);
-const by = (s: string) => [...status.values()].filter((v) => v === s).length;
+const outcomes = [...settled.values()];
+const by = (s: string) => outcomes.filter((o) => o.status === s).length;
+/** Rejections grouped by the reason's first clause ("not enough yo-yo: 2 requested, 1 available" → "not enough yo-yo"). */
+const reasons: Record<string, number> = {};
+for (const o of outcomes.filter((o) => o.status === 'rejected')) {
+  const reason = (o.reason ?? 'no reason given').split(':')[0]!;
+  reasons[reason] = (reasons[reason] ?? 0) + 1;
+}
+const ms = (p: number) => Number((latencies.getValueAtPercentile(p) / 1000).toFixed(1));
+const rateLimited = results.filter((r) => r.status === 429).length;
 const summary = {
   url: base,
+  apiKey: apiKey ? (args['api-key'] ? 'given' : keyFile) : null,
   sent: results.length,
-  seconds: Number(sendSeconds.toFixed(2)),
+  rate: { asked: rate, achieved: achieved === undefined ? null : Number(achieved.toFixed(2)) },
   accepted: accepted.length,
-  rateLimited: results.filter((r) => r.status === 429).length,
+  rateLimited,
   otherErrors: results.filter((r) => r.status !== 202 && r.status !== 429).length,
   confirmed: by('confirmed'),
   rejected: by('rejected'),
+  rejectedReasons: reasons,
   stillPending: accepted.length - by('confirmed') - by('rejected'),
-  latencyMs: { p50: percentile(latencies, 50), p90: percentile(latencies, 90), p99: percentile(latencies, 99), max: latencies.at(-1) ?? 0 },
+  latencyMs: { p50: ms(50), p90: ms(90), p99: ms(99), max: Number((latencies.maxValue / 1000).toFixed(1)) },
   imports: importResults,
 };
+
+/** Why 429s happen and how to lift the limit, for a reader who expected the system, not the limiter. */
+function rateLimitAdvice(): string[] {
+  if (rateLimited === 0) return [];
+  const defaults = parseConfig(gatewayEnv, {});
+  if (apiKey) {
+    return [
+      `${rateLimited} orders were refused (429) by the gateway's limit for API keys: GATEWAY_KEY_WRITE_RATE_PER_MIN (default`,
+      `${defaults.GATEWAY_KEY_WRITE_RATE_PER_MIN}/min) and GATEWAY_KEY_WRITE_BURST (default ${defaults.GATEWAY_KEY_WRITE_BURST}). Send more slowly, or raise them where the gateway starts.`,
+    ];
+  }
+  return [
+    `${rateLimited} orders were refused (429) by the gateway's per-client limit: every request came from one IP address,`,
+    `which gets GATEWAY_WRITE_RATE_PER_MIN writes a minute (default ${defaults.GATEWAY_WRITE_RATE_PER_MIN}) with a burst of GATEWAY_WRITE_BURST (default ${defaults.GATEWAY_WRITE_BURST}).`,
+    `To lift it, send an API key listed in GATEWAY_API_KEYS, which gets a bucket of its own at the key tier's rates:`,
+    `\`npm start\` generates one into ${keyFile} and this tool sends it when it is there (or pass --api-key KEY).`,
+  ];
+}
+
 if (args.json) {
   console.log(JSON.stringify(summary));
 } else {
   const f = (n: number) => n.toFixed(1);
   const rows: [string, string | number][] = [
     ['target', base],
+    ['API key', summary.apiKey ?? 'none (counted by IP address)'],
     ['orders sent', summary.sent],
-    ['sending took (s)', summary.seconds],
+    ['rate asked / achieved (orders/s)', `${rate === 0 ? 'as fast as allowed' : rate} / ${summary.rate.achieved ?? '-'}`],
     ['accepted (202)', summary.accepted],
     ['rate-limited (429)', summary.rateLimited],
     ['other errors', summary.otherErrors],
     ['confirmed', summary.confirmed],
-    ['rejected', summary.rejected],
+    ['rejected', `${summary.rejected}${Object.keys(reasons).length ? ` (${Object.entries(reasons).map(([r, n]) => `${r}: ${n}`).join('; ')})` : ''}`],
     ['still pending', summary.stillPending],
     ['latency p50 / p90 / p99 / max (ms)', `${f(summary.latencyMs.p50)} / ${f(summary.latencyMs.p90)} / ${f(summary.latencyMs.p99)} / ${f(summary.latencyMs.max)}`],
     ...importResults.map((imp, i): [string, string] => [
       `import ${i + 1}`,
-      `HTTP ${imp.status}${imp.id ? `, ${imp.done ?? '?'}/${imp.total ?? '?'} done` : ''}${imp.status === 401 ? ' (imports need --api-key <ADMIN_API_KEY>)' : ''}`,
+      `HTTP ${imp.status}${imp.id ? `, ${imp.done ?? '?'}/${imp.total ?? '?'} done` : ''}${imp.status === 401 ? ` (imports need the admin key: --admin-key, ADMIN_API_KEY or $DATA_DIR/${ADMIN_KEY_FILE})` : ''}`,
     ]),
   ];
   const width = Math.max(...rows.map(([k]) => k.length));
   for (const [k, v] of rows) console.log(`${k.padEnd(width)}  ${v}`);
+  const advice = rateLimitAdvice();
+  if (advice.length) console.log(`\n${advice.join('\n')}`);
 }

@@ -8,9 +8,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Acl, filterCovers, filtersIntersect } from '../broker/acl.js';
 import { aclFile } from '../broker/mosquitto/run.js';
+import { stockSubscriptions } from '../api/stock/consumers.js';
+import { statsTopic } from '../lib/stats.js';
+import { PUBLIC_ROOT, orderConfirmed, orderCreated, orderFailed, orderStatus, productTopic, stockLevelTopic, stockMovement, stockRejected, stockReserved } from '../lib/topics.js';
 import { formatPasswordFile, hashPassword, parsePasswordFile, verifyPassword } from '../broker/password.js';
 import { startBroker } from './support/broker.js';
 import { requireProgram } from './support/programs.js';
+
+/** A client of `username` with one of its own client ids. */
+const as = (username: string) => ({ username, clientId: `${username}-1` });
 
 test('a hashed password verifies, a wrong one does not', () => {
   const encoded = hashPassword('s3cret');
@@ -49,50 +55,90 @@ test('filter coverage and intersection', () => {
 
 test("the repo's ACL: services, the worker and the read-only viewer", () => {
   const acl = Acl.read(aclFile);
-  const as = (username: string) => ({ username, clientId: `${username}-1` });
   assert.ok(acl.canPublish(as('orders'), 'woodytoys/orders/created'));
   assert.ok(!acl.canPublish(as('orders'), 'woodytoys/orders/confirmed'));
   assert.ok(acl.canPublish(as('worker'), 'woodytoys/orders/confirmed'));
-  assert.ok(acl.canPublish(as('stock'), 'woodytoys/stock/levels/robot-1'));
-  for (const user of ['orders', 'stock', 'catalog', 'worker', 'erp']) {
+  assert.ok(acl.canPublish(as('stock'), stockLevelTopic('robot-1')));
+  assert.ok(acl.canPublish(as('catalog'), productTopic('robot-1')));
+  for (const user of ['orders', 'stock', 'catalog', 'worker']) {
     assert.ok(acl.canPublish(as(user), `woodytoys/deadletter/${user}`), `${user} may dead-letter`);
-    assert.ok(acl.canPublish(as(user), 'woodytoys/stats/throughput'), `${user} may publish stats`);
   }
-  assert.ok(acl.canSubscribe(as('viewer'), 'woodytoys/#', true));
-  for (const topic of ['woodytoys/orders/created', 'woodytoys/stats/x', 'woodytoys/deadletter/worker']) {
+  assert.ok(acl.canPublish(as('orders'), statsTopic('orders')));
+  assert.ok(acl.canPublish(as('worker'), statsTopic('workers/worker-a')));
+  assert.ok(acl.canPublish(as('erp'), statsTopic('erp')));
+  assert.ok(!acl.canPublish(as('erp'), statsTopic('orders')), 'each its own figures');
+  // The viewer reads the public namespace, and nothing else.
+  assert.ok(acl.canSubscribe(as('viewer'), `${PUBLIC_ROOT}/#`, true));
+  assert.ok(acl.canSubscribe(as('viewer'), '#', false), 'granted, filtered per message');
+  for (const topic of [orderStatus.topic, stockLevelTopic('x'), productTopic('x'), statsTopic('orders')]) assert.ok(acl.canRead(as('viewer'), topic), topic);
+  for (const topic of [orderCreated.topic, stockReserved.topic, stockRejected.topic, orderConfirmed.topic, orderFailed.topic, stockMovement.topic, 'woodytoys/deadletter/stock']) {
+    assert.ok(!acl.canRead(as('viewer'), topic), `viewer may not read ${topic}`);
+  }
+  for (const topic of [orderCreated.topic, statsTopic('x'), 'woodytoys/deadletter/worker']) {
     assert.ok(!acl.canPublish(as('viewer'), topic), `viewer may not publish ${topic}`);
   }
-  assert.ok(acl.canSubscribe(as('worker'), 'woodytoys/orders/created', true));
-  assert.ok(!acl.canSubscribe(as('worker'), 'woodytoys/catalog/#', false));
+  // Customer data is read by those who need it only.
+  const readers = (topic: string) => ['orders', 'stock', 'catalog', 'worker', 'erp', 'viewer'].filter((u) => acl.canRead(as(u), topic));
+  assert.deepEqual(readers(orderCreated.topic), ['stock']);
+  assert.deepEqual(readers(stockReserved.topic), ['worker']);
+  assert.ok(acl.canSubscribe(as('worker'), stockReserved.topic, true));
+  assert.ok(!acl.canSubscribe(as('worker'), 'woodytoys/public/catalog/#', false));
   assert.ok(acl.canSubscribe(as('worker'), 'woodytoys/#', false), 'granted, filtered per message');
   assert.ok(!acl.canSubscribe(as('worker'), 'woodytoys/#', true), 'not as a shared subscription');
-  assert.ok(!acl.canRead(as('worker'), 'woodytoys/catalog/products/x'));
   assert.ok(!acl.canPublish({ username: undefined, clientId: 'x' }, 'woodytoys/orders/created'), 'no rules for anonymous clients');
   assert.ok(!acl.canPublish(as('nobody'), 'woodytoys/orders/created'), 'an unknown user may do nothing');
 });
 
-test('deny rules win, patterns expand %u and %c, rules before any user are for anonymous clients', () => {
+test("the repo's ACL: each user's client ids, and who joins which group", () => {
+  const acl = Acl.read(aclFile);
+  for (const user of ['orders', 'stock', 'catalog', 'worker', 'erp', 'viewer']) {
+    for (const id of [user, `${user}-pub`, `${user}-1-o1`]) assert.equal(acl.clientIdRefusal(user, id), undefined, `${user} may use ${id}`);
+  }
+  assert.equal(acl.clientIdRefusal('viewer', 'orders'), 'client id orders belongs to user orders');
+  assert.equal(acl.clientIdRefusal('worker', 'stock-pub'), 'client id stock-pub belongs to user stock');
+  assert.match(acl.clientIdRefusal('viewer', 'dashboard-1')!, /not one of user viewer's \(viewer, viewer-\*\)/);
+  assert.match(acl.clientIdRefusal('nobody', 'x')!, /no "#@ clientid" rule/);
+  // Every group our processes join, and nobody else's.
+  const groups = acl.groupRules.map((r) => `${r.user} ${r.group} ${r.filter}`);
+  assert.deepEqual(groups.sort(), [
+    'stock stock woodytoys/orders/#',
+    'stock stock woodytoys/public/catalog/products/+',
+    'stock stock woodytoys/stock/movements/processed',
+    'worker order-workers woodytoys/stock/reserved',
+    'worker stock-workers woodytoys/stock/movements',
+  ]);
+  for (const share of stockSubscriptions) {
+    const [, group, ...filter] = share.split('/');
+    assert.equal(acl.groupRefusal(as('stock'), group!, filter.join('/')), undefined, share);
+  }
+  assert.equal(acl.groupRefusal(as('worker'), 'order-workers', stockReserved.topic), undefined);
+  assert.match(acl.groupRefusal(as('viewer'), 'order-workers', stockReserved.topic)!, /no "#@ group order-workers …" rule for user viewer/);
+  assert.match(acl.groupRefusal(as('worker'), 'order-workers', 'woodytoys/stock/movements')!, /cover woodytoys\/stock\/reserved, not woodytoys\/stock\/movements/);
+  assert.match(acl.groupRefusal(as('worker'), 'stock', orderCreated.topic)!, /no "#@ group stock …" rule for user worker/);
+});
+
+test('client-id and group rules: exact names and prefixes, one owner per client id, always under a user', () => {
   const acl = Acl.parse(`
-topic read public/#
 user alice
-topic readwrite a/#
-topic deny a/secret
-pattern write clients/%c/status
-pattern readwrite users/%u/#
+#@ clientid alice alice-*
+#@ group team-* jobs/#
+topic read jobs/#
+user bob
+#@ clientid bob-1
 `);
-  const alice = { username: 'alice', clientId: 'c1' };
-  assert.ok(acl.canPublish(alice, 'a/b'));
-  assert.ok(!acl.canPublish(alice, 'a/secret'));
-  assert.ok(!acl.canRead(alice, 'a/secret'));
-  assert.ok(acl.canPublish(alice, 'clients/c1/status'));
-  assert.ok(!acl.canPublish(alice, 'clients/c2/status'));
-  assert.ok(acl.canPublish(alice, 'users/alice/x'));
-  assert.ok(!acl.canPublish(alice, 'users/bob/x'));
-  assert.ok(!acl.canRead(alice, 'public/x'));
-  const anonymous = { username: undefined, clientId: 'c9' };
-  assert.ok(acl.canRead(anonymous, 'public/x'));
-  assert.ok(acl.canPublish(anonymous, 'clients/c9/status'));
-  assert.throws(() => Acl.parse('frobnicate x'), /line 1/);
+  assert.equal(acl.clientIdRefusal('alice', 'alice-x'), undefined);
+  assert.equal(acl.clientIdRefusal('alice', 'alice'), undefined);
+  assert.equal(acl.clientIdRefusal('bob', 'bob-1'), undefined);
+  assert.match(acl.clientIdRefusal('bob', 'bob-2')!, /not one of user bob's \(bob-1\)/);
+  assert.match(acl.clientIdRefusal('bob', 'alice-2')!, /belongs to user alice/);
+  assert.equal(acl.groupRefusal(as('alice'), 'team-a', 'jobs/x'), undefined);
+  assert.match(acl.groupRefusal(as('alice'), 'team-a', 'other')!, /cover jobs\/#, not other/);
+  assert.match(acl.groupRefusal(as('bob'), 'team-a', 'jobs/x')!, /no "#@ group team-a …" rule for user bob/);
+  assert.throws(() => Acl.parse('user a\n#@ clientid x-*\nuser b\n#@ clientid x-1'), /x-\* of user a overlaps x-1 of user b/);
+  assert.throws(() => Acl.parse('user a\n#@ clientid ab*\nuser b\n#@ clientid a*'), /belongs to one user/);
+  assert.throws(() => Acl.parse('#@ clientid x'), /line 1: client-id and group rules belong to a user/);
+  assert.throws(() => Acl.parse('user a\n#@ clientid a*b'), /line 2: a name is exact or a prefix ending in \*/);
+  assert.throws(() => Acl.parse('user a\n#@ group g'), /line 2: expected/);
 });
 
 test('the broker will not start without users unless anonymous clients are allowed', async () => {

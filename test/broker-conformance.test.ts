@@ -1,31 +1,50 @@
 // The broker contract (design.md, "Broker contract"), run against our Aedes broker and against a
-// real Mosquitto started with the repo's config: the same users, passwords and ACL for both. Where
+// real Mosquitto started with the repo's config: the same users, passwords and ACL for both (the
+// repo's ACL, plus a `tester` user with a namespace of its own for the delivery cases). Where
 // Mosquitto is known to behave differently (no flow control across members, no re-dispatch of a
-// departed member's messages, periodic persistence), the case asserts what Mosquitto documents, so
-// the difference stays visible. Then plain MQTT 3.1.1 behaviour on our broker.
+// departed member's messages, periodic persistence, no tie between client ids or groups and users,
+// a PUBACK for a publish it refuses, MQTT 5 spoken), the case asserts what Mosquitto does, so the
+// difference stays visible. Then plain MQTT 3.1.1 behaviour on our broker.
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { Acl } from '../broker/acl.js';
 import { formatPasswordFile } from '../broker/password.js';
-import { startMosquitto } from '../broker/mosquitto/run.js';
+import { PUBLIC_ROOT, orderConfirmed, productChanged, productTopic, stockReserved } from '../lib/topics.js';
+import { aclFile, startMosquitto } from '../broker/mosquitto/run.js';
+import { RawClient, connectHeader, connectPacket, publishPacket, subscribePacket } from './support/mqtt-raw.js';
 import { freePort } from './support/process.js';
-import { startBroker } from './support/broker.js';
+import { grantedQos, startBroker } from './support/broker.js';
 import { requireProgram } from './support/programs.js';
 import { sleep } from '../lib/shutdown.js';
 
 type Kind = 'aedes' | 'mosquitto';
-const USERS = ['orders', 'stock', 'catalog', 'worker', 'erp', 'viewer'] as const;
+const USERS = ['orders', 'stock', 'catalog', 'worker', 'erp', 'viewer', 'tester'] as const;
 type User = (typeof USERS)[number];
 const password = (user: string) => `${user}-test-secret`;
 const GRACE_MS = 500;
+/** The largest remaining length MQTT can announce: 256 MiB less one byte. */
+const MAX_REMAINING_LENGTH = 268_435_455;
 const WINDOW = 2;
 
 const workDir = mkdtempSync(join(tmpdir(), 'broker-conformance-'));
 const passwordFile = join(workDir, 'passwd');
 writeFileSync(passwordFile, formatPasswordFile(Object.fromEntries(USERS.map((u) => [u, password(u)]))));
+// The repo's ACL as it is, and a user for the delivery cases, with topics and groups of its own.
+const testAcl = join(workDir, 'acl');
+writeFileSync(
+  testAcl,
+  `${readFileSync(aclFile, 'utf8')}
+# Added by test/broker-conformance.test.ts
+user tester
+#@ clientid tester-*
+#@ group case-* woodytoys/test/#
+topic readwrite woodytoys/test/#
+`,
+);
 
 interface Target {
   kind: Kind;
@@ -40,7 +59,7 @@ interface Target {
 
 async function startTarget(kind: Kind): Promise<Target> {
   if (kind === 'mosquitto') {
-    const opts = { port: await freePort(), dataDir: mkdtempSync(join(workDir, 'mosquitto-')), passwordFile };
+    const opts = { port: await freePort(), dataDir: mkdtempSync(join(workDir, 'mosquitto-')), passwordFile, aclFile: testAcl };
     let running = await startMosquitto(opts);
     return {
       kind,
@@ -58,6 +77,7 @@ async function startTarget(kind: Kind): Promise<Target> {
   const env = {
     BROKER_ALLOW_ANONYMOUS: 'false',
     BROKER_PASSWORD_FILE: passwordFile,
+    BROKER_ACL_FILE: testAcl,
     BROKER_INFLIGHT_WINDOW: String(WINDOW),
     BROKER_REDISPATCH_GRACE_MS: String(GRACE_MS),
   };
@@ -100,11 +120,11 @@ const collectors = new WeakMap<MqttClient, Collector>();
 /**
  * Connects and records every message from the first packet on (a persistent session's queued
  * messages can arrive together with the CONNACK). Messages are acknowledged at once unless
- * collect() says otherwise.
+ * collect() says otherwise. A user's client id starts with its name, as the ACL requires.
  */
 async function connect(url: string, user: User | undefined, clientId: string, options: IClientOptions = {}): Promise<MqttClient> {
   const client = mqtt.connect(url, {
-    clientId,
+    clientId: user ? `${user}-${clientId}` : clientId,
     clean: false,
     protocolVersion: 4,
     reconnectPeriod: 0,
@@ -136,14 +156,14 @@ function collect(client: MqttClient, { ackDelayMs = 0, hold = false } = {}): Rec
   return c.got;
 }
 
-async function grantedQos(client: MqttClient, filter: string): Promise<number> {
+/** CONNACK return code for a login, 0 when accepted (the connection is then closed). */
+async function connackCode(url: string, user: User | undefined, clientId: string, pass = user && password(user), { clean = true } = {}): Promise<number | undefined> {
   try {
-    const granted = await client.subscribeAsync(filter, { qos: 1 });
-    return granted[0]!.qos;
+    const client = await mqtt.connectAsync(url, { clientId, clean, protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 5000, ...(user ? { username: user, password: pass } : {}) });
+    await client.endAsync(true);
+    return 0;
   } catch (err) {
-    const packet = (err as { packet?: { granted?: number[] } }).packet;
-    if (packet?.granted) return packet.granted[0]!;
-    throw err;
+    return (err as { code?: number }).code;
   }
 }
 
@@ -177,7 +197,7 @@ for (const kind of ['aedes', 'mosquitto'] as const) {
     // Every case gets its own topics, share names and client ids on the shared broker.
     const next = () => {
       n++;
-      return { t: `woodytoys/stock/case${n}`, id: (name: string) => `${kind}-c${n}-${name}` };
+      return { t: `woodytoys/test/case${n}`, id: (name: string) => `${kind}-c${n}-${name}` };
     };
 
     before(async () => {
@@ -190,16 +210,16 @@ for (const kind of ['aedes', 'mosquitto'] as const) {
     test('each message goes to exactly one member of each group, and to every normal subscriber', async () => {
       const { t, id } = next();
       const [a1, a2, b1, viewer, publisher] = await Promise.all([
-        connect(target.url, 'worker', id('a1')),
-        connect(target.url, 'worker', id('a2')),
-        connect(target.url, 'worker', id('b1')),
-        connect(target.url, 'viewer', id('viewer'), { clean: true }),
-        connect(target.url, 'stock', id('pub'), { clean: true }),
+        connect(target.url, 'tester', id('a1')),
+        connect(target.url, 'tester', id('a2')),
+        connect(target.url, 'tester', id('b1')),
+        connect(target.url, 'tester', id('viewer'), { clean: true }),
+        connect(target.url, 'tester', id('pub'), { clean: true }),
       ]);
       const [gotA1, gotA2, gotB1, gotViewer] = [collect(a1), collect(a2), collect(b1), collect(viewer)];
-      await a1.subscribeAsync(`$share/a${n}/${t}/#`, { qos: 1 });
-      await a2.subscribeAsync(`$share/a${n}/${t}/#`, { qos: 1 });
-      await b1.subscribeAsync(`$share/b${n}/${t}/#`, { qos: 1 });
+      await a1.subscribeAsync(`$share/case-a${n}/${t}/#`, { qos: 1 });
+      await a2.subscribeAsync(`$share/case-a${n}/${t}/#`, { qos: 1 });
+      await b1.subscribeAsync(`$share/case-b${n}/${t}/#`, { qos: 1 });
       await viewer.subscribeAsync(`${t}/#`, { qos: 1 });
 
       const sent = payloads(40);
@@ -216,13 +236,13 @@ for (const kind of ['aedes', 'mosquitto'] as const) {
     test('QoS 0 publishes reach one member of the group', async () => {
       const { t, id } = next();
       const [a1, a2, publisher] = await Promise.all([
-        connect(target.url, 'worker', id('a1')),
-        connect(target.url, 'worker', id('a2')),
-        connect(target.url, 'stock', id('pub'), { clean: true }),
+        connect(target.url, 'tester', id('a1')),
+        connect(target.url, 'tester', id('a2')),
+        connect(target.url, 'tester', id('pub'), { clean: true }),
       ]);
       const [gotA1, gotA2] = [collect(a1), collect(a2)];
-      await a1.subscribeAsync(`$share/g${n}/${t}`, { qos: 1 });
-      await a2.subscribeAsync(`$share/g${n}/${t}`, { qos: 1 });
+      await a1.subscribeAsync(`$share/case-g${n}/${t}`, { qos: 1 });
+      await a2.subscribeAsync(`$share/case-g${n}/${t}`, { qos: 1 });
       await Promise.all(payloads(6).map((p) => publisher.publishAsync(t, p, { qos: 0 })));
       await waitFor('six deliveries', () => gotA1.length + gotA2.length >= 6);
       await sleep(200);
@@ -232,14 +252,14 @@ for (const kind of ['aedes', 'mosquitto'] as const) {
     test('unsubscribing leaves the group', async () => {
       const { t, id } = next();
       const [a1, a2, publisher] = await Promise.all([
-        connect(target.url, 'worker', id('a1')),
-        connect(target.url, 'worker', id('a2')),
-        connect(target.url, 'stock', id('pub'), { clean: true }),
+        connect(target.url, 'tester', id('a1')),
+        connect(target.url, 'tester', id('a2')),
+        connect(target.url, 'tester', id('pub'), { clean: true }),
       ]);
       const [gotA1, gotA2] = [collect(a1), collect(a2)];
-      await a1.subscribeAsync(`$share/g${n}/${t}`, { qos: 1 });
-      await a2.subscribeAsync(`$share/g${n}/${t}`, { qos: 1 });
-      await a2.unsubscribeAsync(`$share/g${n}/${t}`);
+      await a1.subscribeAsync(`$share/case-g${n}/${t}`, { qos: 1 });
+      await a2.subscribeAsync(`$share/case-g${n}/${t}`, { qos: 1 });
+      await a2.unsubscribeAsync(`$share/case-g${n}/${t}`);
       await publishAll(publisher, t, payloads(6));
       await waitFor('six deliveries', () => gotA1.length >= 6);
       await sleep(200);
@@ -250,14 +270,14 @@ for (const kind of ['aedes', 'mosquitto'] as const) {
     test('flow control: a slow member is not flooded, the backlog goes to members with room', async () => {
       const { t, id } = next();
       const [slow, fast, publisher] = await Promise.all([
-        connect(target.url, 'worker', id('slow')),
-        connect(target.url, 'worker', id('fast')),
-        connect(target.url, 'stock', id('pub'), { clean: true }),
+        connect(target.url, 'tester', id('slow')),
+        connect(target.url, 'tester', id('fast')),
+        connect(target.url, 'tester', id('pub'), { clean: true }),
       ]);
       const gotSlow = collect(slow, { ackDelayMs: 300 });
       const gotFast = collect(fast);
-      await slow.subscribeAsync(`$share/g${n}/${t}`, { qos: 1 });
-      await fast.subscribeAsync(`$share/g${n}/${t}`, { qos: 1 });
+      await slow.subscribeAsync(`$share/case-g${n}/${t}`, { qos: 1 });
+      await fast.subscribeAsync(`$share/case-g${n}/${t}`, { qos: 1 });
       const sent = payloads(20);
       await publishAll(publisher, t, sent);
       await waitFor('all twenty', () => unique([...gotSlow, ...gotFast]).size >= 20);
@@ -276,14 +296,14 @@ for (const kind of ['aedes', 'mosquitto'] as const) {
     test('a member killed mid-stream: its unacknowledged messages are not lost', async () => {
       const { t, id } = next();
       const [killed, survivor, publisher] = await Promise.all([
-        connect(target.url, 'worker', id('killed')),
-        connect(target.url, 'worker', id('survivor')),
-        connect(target.url, 'stock', id('pub'), { clean: true }),
+        connect(target.url, 'tester', id('killed')),
+        connect(target.url, 'tester', id('survivor')),
+        connect(target.url, 'tester', id('pub'), { clean: true }),
       ]);
       const gotKilled = collect(killed, { hold: true });
       const gotSurvivor = collect(survivor);
-      await killed.subscribeAsync(`$share/g${n}/${t}`, { qos: 1 });
-      await survivor.subscribeAsync(`$share/g${n}/${t}`, { qos: 1 });
+      await killed.subscribeAsync(`$share/case-g${n}/${t}`, { qos: 1 });
+      await survivor.subscribeAsync(`$share/case-g${n}/${t}`, { qos: 1 });
       const sent = payloads(10);
       await publishAll(publisher, t, sent);
       await waitFor('the killed member to hold a message', () => gotKilled.length >= 1);
@@ -296,9 +316,9 @@ for (const kind of ['aedes', 'mosquitto'] as const) {
         await waitFor('re-dispatch to the survivor', () => unique(gotSurvivor).size >= 10);
         assert.deepEqual(sorted(unique(gotSurvivor)), sorted(sent));
         const metrics = await (await fetch(`${target.httpUrl}/metrics`)).text();
-        assert.match(metrics, new RegExp(`mqtt_shared_redispatched_total\\{share="\\$share/g${n}/[^"]+"[^}]*\\} [1-9]`));
+        assert.match(metrics, new RegExp(`mqtt_shared_redispatched_total\\{share="\\$share/case-g${n}/[^"]+"[^}]*\\} [1-9]`));
         // ... and when it comes back, the broker does not replay them to it as well.
-        const back = await connect(target.url, 'worker', id('killed'));
+        const back = await connect(target.url, 'tester', id('killed'));
         const gotBack = collect(back);
         await sleep(500);
         assert.deepEqual(gotBack, [], 'no stale replay to the member that left');
@@ -307,7 +327,7 @@ for (const kind of ['aedes', 'mosquitto'] as const) {
         const missing = sent.filter((p) => !unique(gotSurvivor).has(p));
         assert.ok(missing.length >= 1, 'mosquitto does not re-dispatch a departed member’s messages');
         // ... they are delivered when that member comes back.
-        const back = await connect(target.url, 'worker', id('killed'));
+        const back = await connect(target.url, 'tester', id('killed'));
         const gotBack = collect(back);
         await waitFor('the returning member to get its messages', () => missing.every((p) => unique(gotBack).has(p)));
       }
@@ -316,19 +336,19 @@ for (const kind of ['aedes', 'mosquitto'] as const) {
     test('a member that comes back within the grace period gets its unacknowledged messages again', async () => {
       const { t, id } = next();
       const [member, other, publisher] = await Promise.all([
-        connect(target.url, 'worker', id('member')),
-        connect(target.url, 'worker', id('other')),
-        connect(target.url, 'stock', id('pub'), { clean: true }),
+        connect(target.url, 'tester', id('member')),
+        connect(target.url, 'tester', id('other')),
+        connect(target.url, 'tester', id('pub'), { clean: true }),
       ]);
       const held = collect(member, { hold: true });
-      await member.subscribeAsync(`$share/g${n}/${t}`, { qos: 1 });
+      await member.subscribeAsync(`$share/case-g${n}/${t}`, { qos: 1 });
       await publisher.publishAsync(t, 'first', { qos: 1 });
       await waitFor('the member to hold the message', () => held.length >= 1);
       // Only now the second member: the first message is the first member's alone.
       const gotOther = collect(other);
-      await other.subscribeAsync(`$share/g${n}/${t}`, { qos: 1 });
+      await other.subscribeAsync(`$share/case-g${n}/${t}`, { qos: 1 });
       member.stream.destroy();
-      const back = await connect(target.url, 'worker', id('member'));
+      const back = await connect(target.url, 'tester', id('member'));
       const gotBack = collect(back);
       await waitFor('the message to come back to its member', () => gotBack.some((m) => m.payload === 'first'));
       await sleep(GRACE_MS + 500);
@@ -337,14 +357,14 @@ for (const kind of ['aedes', 'mosquitto'] as const) {
 
     test('messages wait while a group has no member online', async () => {
       const { t, id } = next();
-      const member = await connect(target.url, 'worker', id('member'));
-      await member.subscribeAsync(`$share/g${n}/${t}`, { qos: 1 });
+      const member = await connect(target.url, 'tester', id('member'));
+      await member.subscribeAsync(`$share/case-g${n}/${t}`, { qos: 1 });
       await member.endAsync();
-      const publisher = await connect(target.url, 'stock', id('pub'), { clean: true });
+      const publisher = await connect(target.url, 'tester', id('pub'), { clean: true });
       const sent = payloads(10);
       await publishAll(publisher, t, sent);
       await sleep(300);
-      const back = await connect(target.url, 'worker', id('member'));
+      const back = await connect(target.url, 'tester', id('member'));
       const got = collect(back);
       await waitFor('the queued messages', () => unique(got).size >= 10);
       assert.deepEqual(sorted(unique(got)), sorted(sent));
@@ -352,12 +372,12 @@ for (const kind of ['aedes', 'mosquitto'] as const) {
 
     test('retained messages go to normal subscribers, never to shared ones', async () => {
       const { t, id } = next();
-      const publisher = await connect(target.url, 'stock', id('pub'), { clean: true });
+      const publisher = await connect(target.url, 'tester', id('pub'), { clean: true });
       await publisher.publishAsync(`${t}/level`, '7', { qos: 1, retain: true });
-      const [normal, member] = await Promise.all([connect(target.url, 'viewer', id('normal'), { clean: true }), connect(target.url, 'worker', id('member'))]);
+      const [normal, member] = await Promise.all([connect(target.url, 'tester', id('normal'), { clean: true }), connect(target.url, 'tester', id('member'))]);
       const [gotNormal, gotMember] = [collect(normal), collect(member)];
       await normal.subscribeAsync(`${t}/#`, { qos: 1 });
-      await member.subscribeAsync(`$share/g${n}/${t}/#`, { qos: 1 });
+      await member.subscribeAsync(`$share/case-g${n}/${t}/#`, { qos: 1 });
       await waitFor('the retained message', () => gotNormal.length >= 1);
       assert.deepEqual(gotNormal[0], { topic: `${t}/level`, payload: '7', retain: true });
       await sleep(300);
@@ -370,46 +390,188 @@ for (const kind of ['aedes', 'mosquitto'] as const) {
       await publisher.publishAsync(`${t}/level`, '', { qos: 1, retain: true });
     });
 
-    test('access control: passwords, publish and subscribe rights, a read-only viewer', async () => {
+    test('access control: passwords, publish and subscribe rights, a viewer of the public namespace only', async () => {
       const { t, id } = next();
-      const refusal = (p: Promise<unknown>) =>
-        p.then(
-          () => 'connected',
-          (err: { code?: number }) => err.code,
-        );
-      assert.equal(await refusal(mqtt.connectAsync(target.url, { clientId: id('bad'), username: 'orders', password: 'wrong', reconnectPeriod: 0 })), 5);
-      assert.equal(await refusal(mqtt.connectAsync(target.url, { clientId: id('anon'), reconnectPeriod: 0 })), 5, 'anonymous refused');
+      assert.equal(await connackCode(target.url, 'orders', id('bad'), 'wrong'), 5);
+      assert.equal(await connackCode(target.url, undefined, id('anon')), 5, 'anonymous refused');
 
-      const [viewer, stock, worker, catalog] = await Promise.all([
-        connect(target.url, 'viewer', id('viewer'), { clean: true }),
-        connect(target.url, 'stock', id('stock'), { clean: true }),
-        connect(target.url, 'worker', id('worker'), { clean: true }),
-        connect(target.url, 'catalog', id('catalog'), { clean: true }),
+      const [viewer, tester, worker, catalog] = await Promise.all([
+        connect(target.url, 'viewer', id('v'), { clean: true }),
+        connect(target.url, 'tester', id('t'), { clean: true }),
+        connect(target.url, 'worker', id('w'), { clean: true }),
+        connect(target.url, 'catalog', id('c'), { clean: true }),
       ]);
-      const [gotViewer, gotStock, gotWorker] = [collect(viewer), collect(stock), collect(worker)];
-      assert.equal(await grantedQos(viewer, 'woodytoys/#'), 1, 'the viewer may read everything');
-      await stock.subscribeAsync(`${t}/#`, { qos: 1 });
+      const [gotViewer, gotTester, gotWorker] = [collect(viewer), collect(tester), collect(worker)];
+      assert.equal(await grantedQos(viewer, '#'), 1, 'granted: each message is checked against the viewer’s read rules');
+      await tester.subscribeAsync(`${t}/#`, { qos: 1 });
 
       // The worker may not read the catalog.
-      const granted = await grantedQos(worker, 'woodytoys/catalog/#');
+      const granted = await grantedQos(worker, productChanged.topic);
       if (kind === 'aedes') assert.equal(granted, 128, 'our broker refuses the subscription');
       else assert.equal(granted, 1, 'mosquitto grants it and filters each message instead');
-      await catalog.publishAsync(`woodytoys/catalog/products/case${n}`, 'p', { qos: 1 });
-      await waitFor('the viewer to see the product', () => gotViewer.some((m) => m.topic === `woodytoys/catalog/products/case${n}`));
+      await tester.publishAsync(`${t}/private`, 'not for the viewer', { qos: 1 });
+      await catalog.publishAsync(productTopic(`case${n}`), 'p', { qos: 1 });
+      await waitFor('the viewer to see the product', () => gotViewer.some((m) => m.topic === productTopic(`case${n}`)));
+      assert.deepEqual(
+        gotViewer.filter((m) => !m.topic.startsWith(`${PUBLIC_ROOT}/`)),
+        [],
+        'the viewer reads the public namespace and nothing else',
+      );
 
       // The viewer may not publish: the message goes nowhere and its connection is closed.
       const closed = new Promise<void>((resolve) => viewer.once('close', () => resolve()));
       viewer.publish(`${t}/forged`, 'x', { qos: 1 });
       await closed;
       await sleep(300);
-      assert.deepEqual(gotStock, [], 'nobody receives what the viewer published');
+      assert.deepEqual(gotTester.map((m) => m.payload), ['not for the viewer'], 'nobody receives what the viewer published');
       assert.deepEqual(gotWorker, [], 'the worker receives nothing from the catalog');
+    });
+
+    test('a client id belongs to one user: another user’s CONNECT with it never disturbs its session', async () => {
+      const { id } = next();
+      const holder = await connect(target.url, 'orders', id('holder'));
+      const held = `orders-${id('holder')}`;
+      const got = collect(holder);
+      let kicked = false;
+      holder.on('close', () => (kicked = true));
+      await holder.subscribeAsync(orderConfirmed.topic, { qos: 1 });
+      // Every other user tries the id, with a clean session and with a persistent one.
+      const intruders = kind === 'aedes' ? (['viewer', 'stock', 'catalog', 'worker', 'erp', 'tester'] as const) : (['viewer'] as const);
+      const answers = [];
+      for (const user of intruders) answers.push(await connackCode(target.url, user, held, password(user), { clean: user !== 'viewer' }));
+      if (kind === 'aedes') {
+        assert.deepEqual(answers, intruders.map(() => 5), 'each refused with CONNACK 5');
+        const worker = await connect(target.url, 'worker', id('w'), { clean: true });
+        await worker.publishAsync(orderConfirmed.topic, `after-${n}`, { qos: 1 });
+        await waitFor('the holder to receive what was published meanwhile', () => got.some((m) => m.payload === `after-${n}`));
+        assert.equal(kicked, false, 'the holder was never disconnected');
+        const refusals = target.logs.filter((l) => l.includes('connection refused') && l.includes(held) && l.includes('belongs to user orders'));
+        assert.equal(refusals.length, intruders.length, 'one log line per refusal, naming the owner');
+      } else {
+        // Mosquitto cannot tie client ids to users: the viewer takes the session over.
+        assert.deepEqual(answers, [0], 'mosquitto accepts the viewer with the orders service’s client id');
+        await waitFor('the holder to be disconnected by the takeover', () => kicked);
+      }
+    });
+
+    test('a shared group belongs to the users the ACL names for it', async () => {
+      const { t, id } = next();
+      const [viewer, tester, worker, stock] = await Promise.all([
+        connect(target.url, 'viewer', id('v')),
+        connect(target.url, 'tester', id('t')),
+        connect(target.url, 'worker', id('w')),
+        connect(target.url, 'stock', id('s'), { clean: true }),
+      ]);
+      // The viewer tries every real group of the ACL, the tester a real group on its own topics.
+      const groups = Acl.read(aclFile).groupRules.map((r) => `$share/${r.group}/${r.filter}`);
+      const viewerGranted = await Promise.all(groups.map((g) => grantedQos(viewer, g)));
+      const testerGranted = await grantedQos(tester, `$share/order-workers/${t}`);
+      assert.equal(await grantedQos(worker, `$share/order-workers/${stockReserved.topic}`), 1, 'a worker joins its group');
+      if (kind === 'aedes') {
+        assert.deepEqual(viewerGranted, groups.map(() => 128), 'the viewer joins no group');
+        assert.equal(testerGranted, 128, 'a user with read rules but no group rule joins no group');
+        await waitFor('the log line naming the missing rule', () =>
+          target.logs.some((l) => l.includes('subscription refused') && l.includes(`viewer-${id('v')}`) && l.includes('no \\"#@ group order-workers')),
+        );
+      } else {
+        // Mosquitto cannot tie groups to users: it grants them all, then checks each message
+        // against the member's read rules, so what it deals to the viewer is lost for the group.
+        assert.deepEqual(viewerGranted, groups.map(() => 1), 'mosquitto lets the viewer join every group');
+        assert.equal(testerGranted, 1);
+        const gotWorker = collect(worker);
+        await publishAll(stock, stockReserved.topic, payloads(10, `r${n}-`));
+        await sleep(500);
+        assert.ok(unique(gotWorker).size < 10, `the worker got ${unique(gotWorker).size} of 10: the viewer's turns are lost`);
+      }
+      await Promise.all(groups.map((g) => viewer.unsubscribeAsync(g)));
+      await worker.unsubscribeAsync(`$share/order-workers/${stockReserved.topic}`);
+    });
+
+    test('a CONNECT: protocol name and level, client id, will (MQTT-3.1.2-1/2, 3.1.3-8, 1.5.3)', async () => {
+      const { id } = next();
+      const login = { username: 'tester', password: password('tester') };
+      const clientId = `tester-${id('raw')}`;
+      const cases: [string, Buffer, number | undefined][] = [
+        ['an empty client id without a clean session', connectPacket({ clientId: '', clean: false, ...login }), 2],
+        ['an empty client id with a clean session', connectPacket({ clientId: '', clean: true, ...login }), 0],
+        ['"MQTT" with level 3', connectPacket({ clientId, protocolName: 'MQTT', level: 3, ...login }), 1],
+        ['"MQIsdp" with level 4', connectPacket({ clientId, protocolName: 'MQIsdp', level: 4, ...login }), 1],
+        // MQTT 3.1 allows client ids of 23 characters at most.
+        ['"MQIsdp" with level 3 (MQTT 3.1)', connectPacket({ clientId: `tester-v3-${n}`, protocolName: 'MQIsdp', level: 3, ...login }), 0],
+        ['level 6', connectPacket({ clientId, level: 6, ...login }), 1],
+        ['MQTT 5', connectPacket({ clientId: `${clientId}-5`, level: 5, ...login }), kind === 'aedes' ? 1 : 0],
+        ['an unknown protocol name', connectPacket({ clientId, protocolName: 'MQTX', ...login }), undefined],
+        ['ill-formed UTF-8 in the client id', connectPacket({ clientId: Buffer.from([0x74, 0xff]), ...login }), undefined],
+        ['a wildcard in the will topic', connectPacket({ clientId, ...login, will: { topic: 'woodytoys/test/+', payload: 'x' } }), undefined],
+        ['U+0000 in the will topic', connectPacket({ clientId, ...login, will: { topic: 'woodytoys/test/a\u0000', payload: 'x' } }), undefined],
+      ];
+      for (const [what, packet, returnCode] of cases) {
+        const c = await RawClient.open(target.url);
+        c.send(packet);
+        if (returnCode === 0) {
+          await waitFor(`the CONNACK for ${what}`, () => c.answers().length > 0);
+          assert.deepEqual(c.answers(), [{ type: 'connack', returnCode: 0 }], what);
+        } else {
+          await waitFor(`the connection closed for ${what}`, () => c.closed);
+          assert.deepEqual(c.answers(), returnCode === undefined ? [] : [{ type: 'connack', returnCode }], what);
+        }
+        c.close();
+      }
+      if (kind === 'aedes') {
+        // Issue 12: an operator can tell why an MQTT 5 device never connects.
+        const line = target.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.clientId === `${clientId}-5`);
+        assert.equal(line?.address, '127.0.0.1');
+        assert.match(String(line?.reason), /MQTT 5 is not supported: this broker speaks MQTT 3\.1\.1 .* Mosquitto .* alternative for MQTT 5/);
+      }
+    });
+
+    test('topic names and filters: ill-formed UTF-8, U+0000, wildcards in a name; a publish the ACL forbids', async () => {
+      const { t, id } = next();
+      const watcher = await connect(target.url, 'tester', id('watcher'), { clean: true });
+      const seen = collect(watcher);
+      await watcher.subscribeAsync('woodytoys/test/#', { qos: 1 });
+      const as = (user: User) => connectPacket({ clientId: `${user}-${id('raw')}`, username: user, password: password(user) });
+      const bad = (topic: Buffer | string) => publishPacket({ topic, payload: 'bad', qos: 1, messageId: 7 });
+      const cases: [string, User, Buffer, 'puback' | 'suback' | undefined][] = [
+        ['ill-formed UTF-8 in a topic name', 'tester', bad(Buffer.concat([Buffer.from(`${t}/`), Buffer.from([0xff])])), undefined],
+        ['an encoded surrogate in a topic name', 'tester', bad(Buffer.concat([Buffer.from(`${t}/`), Buffer.from([0xed, 0xa0, 0x80])])), undefined],
+        ['U+0000 in a topic name', 'tester', bad(`${t}/a\u0000b`), undefined],
+        ['+ in a topic name', 'tester', bad(`${t}/+`), undefined],
+        ['# in a topic name', 'tester', bad(`${t}/#`), undefined],
+        ['ill-formed UTF-8 in a filter', 'tester', subscribePacket([Buffer.concat([Buffer.from(`${t}/`), Buffer.from([0xc3])])]), undefined],
+        ['U+0000 in a filter', 'tester', subscribePacket([`${t}/\u0000/#`]), undefined],
+        // Mosquitto acknowledges the publish it refuses, then closes: the publisher believes it delivered.
+        ['a publish the ACL forbids', 'viewer', bad(`${t}/forged`), kind === 'aedes' ? undefined : 'puback'],
+      ];
+      for (const [what, user, packet, answered] of cases) {
+        const c = await RawClient.open(target.url);
+        c.send(as(user));
+        await waitFor('the CONNACK', () => c.answers().length > 0);
+        c.send(packet);
+        await waitFor(`the connection closed for ${what}`, () => c.closed);
+        assert.deepEqual(c.answers().slice(1).map((a) => a.type), answered ? [answered] : [], what);
+        c.close();
+      }
+      await sleep(300);
+      assert.deepEqual(seen, [], 'none of them was delivered');
+    });
+
+    test('a CONNECT announcing 256 MiB is closed as soon as announced', async () => {
+      const c = await RawClient.open(target.url);
+      c.send(connectHeader(MAX_REMAINING_LENGTH));
+      // Keep streaming until the broker closes the connection (it must not wait for the body).
+      for (let sent = 0; !c.closed && sent < 64 * 1024 * 1024; sent += 64 * 1024) {
+        c.send(Buffer.alloc(64 * 1024));
+        await sleep(1);
+      }
+      await waitFor('the connection closed', () => c.closed);
+      assert.deepEqual(c.answers(), []);
     });
 
     test('a clean-session client cannot join a shared subscription on our broker', async () => {
       const { t, id } = next();
-      const client = await connect(target.url, 'worker', id('clean'), { clean: true });
-      const granted = await grantedQos(client, `$share/g${n}/${t}`);
+      const client = await connect(target.url, 'tester', id('clean'), { clean: true });
+      const granted = await grantedQos(client, `$share/case-g${n}/${t}`);
       if (kind === 'aedes') {
         assert.equal(granted, 128);
         await waitFor('the log line saying why', () => target.logs.some((l) => l.includes('persistent session') && l.includes(id('clean'))));
@@ -423,16 +585,16 @@ for (const kind of ['aedes', 'mosquitto'] as const) {
     test('no acknowledged message is lost; sessions, subscriptions and retained messages survive', async (ctx) => {
       const target = await startTarget(kind);
       try {
-        const t = 'woodytoys/stock/restart';
+        const t = 'woodytoys/test/restart';
         const id = (name: string) => `${kind}-restart-${name}`;
-        const member = await connect(target.url, 'worker', id('member'));
-        await member.subscribeAsync(`$share/g/${t}`, { qos: 1 });
-        const normal = await connect(target.url, 'viewer', id('normal'));
+        const member = await connect(target.url, 'tester', id('member'));
+        await member.subscribeAsync(`$share/case-g/${t}`, { qos: 1 });
+        const normal = await connect(target.url, 'tester', id('normal'));
         await normal.subscribeAsync(`${t}/#`, { qos: 1 });
         await normal.subscribeAsync(t, { qos: 1 });
         await Promise.all([member.endAsync(), normal.endAsync()]);
 
-        const publisher = await connect(target.url, 'stock', id('pub'), { clean: true });
+        const publisher = await connect(target.url, 'tester', id('pub'), { clean: true });
         await publisher.publishAsync(`${t}/level`, 'r1', { qos: 1, retain: true });
         const early = payloads(15, 'a');
         await publishAll(publisher, t, early);
@@ -440,13 +602,13 @@ for (const kind of ['aedes', 'mosquitto'] as const) {
         if (kind === 'mosquitto') await sleep(2500);
         const late = payloads(15, 'b');
         await publishAll(publisher, t, late); // each one acknowledged ...
-        await connect(target.url, 'stock', id('will'), { clean: true, will: { topic: `${t}/status`, payload: Buffer.from('lost'), qos: 1, retain: false } });
+        await connect(target.url, 'tester', id('will'), { clean: true, will: { topic: `${t}/status`, payload: Buffer.from('lost'), qos: 1, retain: false } });
         await target.crashAndRestart(); // ... then kill -9
 
-        const [memberBack, normalBack] = await Promise.all([connect(target.url, 'worker', id('member')), connect(target.url, 'viewer', id('normal'))]);
+        const [memberBack, normalBack] = await Promise.all([connect(target.url, 'tester', id('member')), connect(target.url, 'tester', id('normal'))]);
         const [gotMember, gotNormal] = [collect(memberBack), collect(normalBack)];
         await waitFor('the early messages', () => early.every((p) => unique(gotMember).has(p) && unique(gotNormal).has(p)));
-        const fresh = await connect(target.url, 'viewer', id('fresh'), { clean: true });
+        const fresh = await connect(target.url, 'tester', id('fresh'), { clean: true });
         const gotFresh = collect(fresh);
         await fresh.subscribeAsync(`${t}/#`, { qos: 1 });
         await waitFor('the retained message', () => gotFresh.some((m) => m.payload === 'r1' && m.retain));
@@ -477,7 +639,7 @@ describe('MQTT 3.1.1 on our broker', () => {
   let n = 0;
   const next = () => {
     n++;
-    return { t: `woodytoys/stock/std${n}`, id: (name: string) => `std${n}-${name}` };
+    return { t: `woodytoys/test/std${n}`, id: (name: string) => `std${n}-${name}` };
   };
   before(async () => {
     target = await startTarget('aedes');
@@ -488,7 +650,7 @@ describe('MQTT 3.1.1 on our broker', () => {
 
   test('wildcards + and #, QoS 0 and 1', async () => {
     const { t, id } = next();
-    const [sub, pub] = await Promise.all([connect(target.url, 'viewer', id('sub'), { clean: true }), connect(target.url, 'stock', id('pub'), { clean: true })]);
+    const [sub, pub] = await Promise.all([connect(target.url, 'tester', id('sub'), { clean: true }), connect(target.url, 'tester', id('pub'), { clean: true })]);
     const got = collect(sub);
     await sub.subscribeAsync(`${t}/+/x`, { qos: 1 });
     await sub.subscribeAsync(`${t}/deep/#`, { qos: 0 });
@@ -503,11 +665,11 @@ describe('MQTT 3.1.1 on our broker', () => {
 
   test('a will is published when a client dies, not when it disconnects', async () => {
     const { t, id } = next();
-    const watcher = await connect(target.url, 'viewer', id('watcher'), { clean: true });
+    const watcher = await connect(target.url, 'tester', id('watcher'), { clean: true });
     const got = collect(watcher);
     await watcher.subscribeAsync(`${t}/status/#`, { qos: 1 });
-    const dying = await connect(target.url, 'stock', id('dying'), { clean: true, will: { topic: `${t}/status/dying`, payload: Buffer.from('gone'), qos: 1, retain: false } });
-    const polite = await connect(target.url, 'stock', id('polite'), { clean: true, will: { topic: `${t}/status/polite`, payload: Buffer.from('gone'), qos: 1, retain: false } });
+    const dying = await connect(target.url, 'tester', id('dying'), { clean: true, will: { topic: `${t}/status/dying`, payload: Buffer.from('gone'), qos: 1, retain: false } });
+    const polite = await connect(target.url, 'tester', id('polite'), { clean: true, will: { topic: `${t}/status/polite`, payload: Buffer.from('gone'), qos: 1, retain: false } });
     await polite.endAsync();
     dying.stream.destroy();
     await waitFor('the will', () => got.length >= 1);
@@ -517,18 +679,18 @@ describe('MQTT 3.1.1 on our broker', () => {
 
   test('a persistent session keeps its subscriptions and queued messages', async () => {
     const { t, id } = next();
-    const sub = await connect(target.url, 'viewer', id('sub'));
+    const sub = await connect(target.url, 'tester', id('sub'));
     await sub.subscribeAsync(t, { qos: 1 });
     await sub.endAsync();
-    const pub = await connect(target.url, 'stock', id('pub'), { clean: true });
+    const pub = await connect(target.url, 'tester', id('pub'), { clean: true });
     await publishAll(pub, t, payloads(5));
-    const back = await connect(target.url, 'viewer', id('sub'));
+    const back = await connect(target.url, 'tester', id('sub'));
     const got = collect(back);
     await waitFor('five queued messages', () => got.length >= 5);
     assert.deepEqual(sorted(unique(got)), sorted(payloads(5)));
     // A clean session starts from nothing.
     await back.endAsync();
-    const clean = await connect(target.url, 'viewer', id('sub'), { clean: true });
+    const clean = await connect(target.url, 'tester', id('sub'), { clean: true });
     const gotClean = collect(clean);
     await pub.publishAsync(t, 'after', { qos: 1 });
     await sleep(300);
@@ -537,12 +699,12 @@ describe('MQTT 3.1.1 on our broker', () => {
 
   test('a retained message is replaced, and cleared by an empty payload', async () => {
     const { t, id } = next();
-    const pub = await connect(target.url, 'stock', id('pub'), { clean: true });
+    const pub = await connect(target.url, 'tester', id('pub'), { clean: true });
     await pub.publishAsync(`${t}/levels/a`, '1', { qos: 1, retain: true });
     await pub.publishAsync(`${t}/levels/a`, '2', { qos: 1, retain: true });
     await pub.publishAsync(`${t}/levels/b`, '3', { qos: 1, retain: true });
     await pub.publishAsync(`${t}/levels/b`, '', { qos: 1, retain: true });
-    const sub = await connect(target.url, 'viewer', id('sub'), { clean: true });
+    const sub = await connect(target.url, 'tester', id('sub'), { clean: true });
     const got = collect(sub);
     await sub.subscribeAsync(`${t}/levels/+`, { qos: 1 });
     await waitFor('the retained message', () => got.length >= 1);

@@ -2,11 +2,15 @@
 // admin API key, and the outbox event behind every change.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createCatalogApp } from '../api/catalog/app.js';
 import { seedProducts } from '../api/catalog/seed.js';
 import { CatalogStore } from '../api/catalog/store.js';
 import { createLogger } from '../lib/log.js';
 import { createMetrics } from '../lib/metrics.js';
+import { productTopic } from '../lib/topics.js';
 
 const KEY = 'catalog-test-key-0123456789';
 
@@ -41,7 +45,7 @@ describe('catalog API', () => {
     }
     assert.equal(cursor, null, 'the last page says so');
     assert.deepEqual(seen, seedProducts.map((p) => p.id).sort());
-    assert.equal((store.db.prepare("SELECT count(*) AS n FROM outbox WHERE topic LIKE 'woodytoys/catalog/products/%'").get() as { n: number }).n, seedProducts.length);
+    assert.equal((store.db.prepare('SELECT count(*) AS n FROM outbox WHERE topic LIKE ?').get(productTopic('%')) as { n: number }).n, seedProducts.length);
   });
 
   it('filters by category, price range and words', async () => {
@@ -96,7 +100,7 @@ describe('catalog API', () => {
     const inactive = (await (await app.request('/api/catalog/products?active=false')).json()) as Page;
     assert.deepEqual(inactive.items.map((p) => p.id), ['wooden-whale']);
 
-    const events = store.db.prepare("SELECT payload, retain FROM outbox WHERE topic = 'woodytoys/catalog/products/wooden-whale' ORDER BY id").all() as { payload: string; retain: number }[];
+    const events = store.db.prepare('SELECT payload, retain FROM outbox WHERE topic = ? ORDER BY id').all(productTopic('wooden-whale')) as { payload: string; retain: number }[];
     assert.equal(events.length, 2, 'created, then changed');
     const last = JSON.parse(events[1]!.payload) as { type: string; data: { priceCents: number; active: boolean } };
     assert.equal(last.type, 'woodytoys.catalog.product-changed');
@@ -109,5 +113,27 @@ describe('catalog API', () => {
     assert.equal(res.status, 503);
     assert.equal(res.headers.get('content-type'), 'application/problem+json');
     assert.equal((await app.request('/api/catalog/products')).status, 200, 'reading still works');
+  });
+});
+
+describe('products on their public topics', () => {
+  it('are announced once when a database from before the public namespace opens, and not again', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'catalog-store-'));
+    const queued = (store: CatalogStore) => (store.db.prepare('SELECT count(*) AS n FROM outbox WHERE topic LIKE ?').get(productTopic('%')) as { n: number }).n;
+    try {
+      const file = join(dir, 'catalog.db');
+      const fresh = new CatalogStore(file);
+      assert.equal(queued(fresh), seedProducts.length, 'a new database: the seed announces each product once');
+      fresh.db.exec("DELETE FROM outbox; DELETE FROM catalog_meta WHERE key = 'public-topics'");
+      fresh.close();
+      const upgraded = new CatalogStore(file);
+      assert.equal(queued(upgraded), seedProducts.length);
+      upgraded.close();
+      const again = new CatalogStore(file);
+      assert.equal(queued(again), seedProducts.length, 'only once');
+      again.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

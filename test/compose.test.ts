@@ -6,10 +6,13 @@
 // What differs from a real `docker compose up`, and why: service names resolve only inside
 // Docker's network, so each container port becomes a free loopback port and every `service:port`
 // in the environment is rewritten to 127.0.0.1:<that port>; volumes become temporary directories;
-// HTTP_HOST is 127.0.0.1 so nothing listens beyond loopback.
+// HTTP_HOST is 127.0.0.1 so nothing listens beyond loopback. The image's own ENV (Dockerfile) comes
+// first, as in a container: NODE_ENV=production there, so .env.example's placeholder secrets are
+// refused, and the run uses an env file with generated ones instead.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,8 +34,29 @@ interface Service {
   ports?: unknown[];
 }
 
-const compose = (...args: string[]) =>
-  execFileSync(findProgram('docker-compose')!, ['-f', 'compose.yaml', '--env-file', '.env.example', ...args], { cwd: ROOT, encoding: 'utf8' });
+const EXAMPLE_ENV = join(ROOT, '.env.example');
+const compose = (...args: string[]) => composeWith(EXAMPLE_ENV, ...args);
+const composeWith = (envFile: string, ...args: string[]) =>
+  execFileSync(findProgram('docker-compose')!, ['-f', 'compose.yaml', '--env-file', envFile, ...args], { cwd: ROOT, encoding: 'utf8' });
+
+/** The runtime stage's ENV of the Dockerfile (the last stage): what every container starts with. */
+function imageEnv(): Record<string, string> {
+  const text = readFileSync(join(ROOT, 'Dockerfile'), 'utf8').replace(/\\\n/g, ' ');
+  const lastStage = text.slice(text.lastIndexOf('\nFROM '));
+  const env: Record<string, string> = {};
+  for (const [, assignments] of lastStage.matchAll(/^ENV\s+(.+)$/gm)) {
+    for (const [, name, value] of assignments!.matchAll(/([A-Z_][A-Z0-9_]*)=(\S+)/g)) env[name!] = value!;
+  }
+  return env;
+}
+
+/** .env.example with every placeholder replaced by a generated secret: what a user's .env holds. */
+function generatedEnvFile(dir: string): string {
+  const file = join(dir, '.env');
+  const text = readFileSync(EXAMPLE_ENV, 'utf8').replace(/^([A-Z_]+)=change-me.*$/gm, (_line, name: string) => `${name}=${randomBytes(16).toString('hex')}`);
+  writeFileSync(file, text, { mode: 0o600 });
+  return file;
+}
 
 describe('compose.yaml', { skip }, () => {
   it('is valid for docker-compose, with and without the mosquitto profile', () => {
@@ -122,7 +146,7 @@ describe('compose.yaml', { skip }, () => {
     before(async () => {
       dir = mkdtempSync(join(tmpdir(), 'compose-'));
       chmodSync(dir, 0o755);
-      services = (parse(compose('config')) as { services: Record<string, Service> }).services;
+      services = (parse(composeWith(generatedEnvFile(dir), 'config')) as { services: Record<string, Service> }).services;
       for (const key of ['broker:1883', 'broker:8083', 'broker:3006', 'erp:3004', 'catalog:3001', 'orders:3002', 'stock:3003', 'workers:3005', 'redis:6379', 'gateway:8080']) {
         ports.set(key, await freePort());
       }
@@ -135,6 +159,28 @@ describe('compose.yaml', { skip }, () => {
       nginx?.kill('SIGTERM');
       redis?.kill('SIGTERM');
       if (dir) rmSync(dir, { recursive: true, force: true });
+    });
+
+    it('the image runs in production: placeholder secrets from .env.example stop each process, naming the variable', async () => {
+      assert.equal(imageEnv().NODE_ENV, 'production');
+      const placeholders = (parse(compose('config')) as { services: Record<string, Service> }).services;
+      const expected: Record<string, RegExp> = {
+        broker: /BROKER_PASSWORD_ORDERS: still a placeholder/,
+        erp: /MQTT_PASSWORD: still a placeholder/,
+        catalog: /ADMIN_API_KEY: still a placeholder[\s\S]*MQTT_PASSWORD: still a placeholder/,
+        orders: /MQTT_PASSWORD: still a placeholder/,
+        stock: /ADMIN_API_KEY: still a placeholder[\s\S]*MQTT_PASSWORD: still a placeholder/,
+        workers: /MQTT_PASSWORD: still a placeholder/,
+      };
+      for (const [name, problem] of Object.entries(expected)) {
+        const service = placeholders[name]!;
+        const [program, ...args] = service.command!;
+        const env = { ...process.env, ...imageEnv(), ...service.environment, HTTP_HOST: '127.0.0.1', DATA_DIR: join(dir, `refused-${name}`) };
+        const run = spawnSync(program === 'node' ? process.execPath : program!, args, { cwd: ROOT, env, encoding: 'utf8', timeout: 30_000 });
+        assert.equal(run.status, 78, `${name}: ${run.stderr}`);
+        assert.match(run.stderr, problem, name);
+        assert.doesNotMatch(run.stderr, /change-me/, `${name} does not print the value`);
+      }
     });
 
     it('starts each service, passes every healthcheck and confirms an order', async () => {
@@ -159,7 +205,7 @@ describe('compose.yaml', { skip }, () => {
       for (const name of ['broker', 'erp', 'catalog', 'stock', 'orders', 'workers']) {
         const service = services[name]!;
         assert.deepEqual(service.command?.slice(0, 1), ['node'], `${name} runs node in exec form`);
-        const env: Record<string, string> = {};
+        const env: Record<string, string> = { ...imageEnv() };
         for (const [k, v] of Object.entries(service.environment ?? {})) env[k] = rewrite(String(v));
         for (const [k, key] of Object.entries(own[name]!)) env[k] = String(ports.get(key));
         env.HTTP_HOST = '127.0.0.1';

@@ -1,11 +1,12 @@
 // The live dashboard, as a person sees it: headless Chromium opens the page the gateway serves,
-// the page connects to the broker over MQTT/WebSocket, and posting orders moves its counters and
-// its ERP chart. A screenshot is saved under test-output/.
+// the page connects to the broker over MQTT/WebSocket as the public viewer, and posting orders moves
+// its counters and its ERP chart. A screenshot is saved under test-output/.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
+import { devCredentials } from '../broker/credentials.js';
 import type { RunningGateway } from '../gateway/nginx.js';
 import { ROOT } from './support/process.js';
 import { findProgram, requireProgram } from './support/programs.js';
@@ -20,7 +21,8 @@ describe('dashboard', { skip }, () => {
 
   before(async () => {
     stack = await startStack({ stock: { 'wooden-train': 1000 } });
-    gateway = await startGatewayFor(stack);
+    // The page logs in as in production: the public viewer, which reads woodytoys/public/# only.
+    gateway = await startGatewayFor(stack, { DASHBOARD_MQTT_USERNAME: 'viewer', DASHBOARD_MQTT_PASSWORD: devCredentials(stack.dataDir).viewer });
     browser = await chromium.launch({
       executablePath: findProgram('chromium'),
       args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],

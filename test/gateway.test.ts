@@ -37,8 +37,15 @@ const LIMITS = {
   GATEWAY_WRITE_BURST: '3',
   GATEWAY_CONN_PER_IP: '3',
   GATEWAY_WORKER_PROCESSES: '2',
+  // The key tier: larger bursts than an address gets, still small enough to see the limit; slow
+  // refills (a token every 5 s), so that a loaded machine's slow requests never earn an extra one.
+  GATEWAY_KEY_READ_RATE_PER_MIN: '12',
+  GATEWAY_KEY_READ_BURST: '20',
+  GATEWAY_KEY_WRITE_RATE_PER_MIN: '12',
+  GATEWAY_KEY_WRITE_BURST: '6',
 };
 const PARTNER_KEY = 'test-partner-key-1';
+const LOAD_KEY = 'test-load-key-2';
 
 interface Reply {
   status: number;
@@ -103,9 +110,12 @@ describe('gateway configuration (no nginx needed)', () => {
     assert.throws(() => parseConfig(gatewayEnv, { ORDERS_UPSTREAM: 'orders; return 200' }), (e: ConfigError) => /ORDERS_UPSTREAM/.test(e.message));
     assert.throws(() => parseConfig(gatewayEnv, { GATEWAY_API_KEYS: 'good-key-0001,bad key' }), (e: ConfigError) => /GATEWAY_API_KEYS/.test(e.message));
     assert.throws(() => parseConfig(gatewayEnv, { GATEWAY_RUNTIME_DIR: '/tmp/x;' }), /GATEWAY_RUNTIME_DIR/);
-    const values = placeholders(parseConfig(gatewayEnv, { GATEWAY_WRITE_RATE_PER_MIN: '7', GATEWAY_READ_RATE_PER_MIN: '600' }));
+    const values = placeholders(parseConfig(gatewayEnv, { GATEWAY_WRITE_RATE_PER_MIN: '7', GATEWAY_READ_RATE_PER_MIN: '600', GATEWAY_KEY_WRITE_RATE_PER_MIN: '13' }));
     assert.equal(values.GATEWAY_WRITE_RETRY_AFTER, '9'); // one request per 60/7 = 8.6 s
     assert.equal(values.GATEWAY_READ_RETRY_AFTER, '1');
+    assert.equal(values.GATEWAY_KEY_WRITE_RETRY_AFTER, '5'); // 60/13 = 4.6 s
+    assert.equal(values.GATEWAY_KEY_READ_RETRY_AFTER, '1');
+    assert.throws(() => parseConfig(gatewayEnv, { GATEWAY_KEY_WRITE_RATE_PER_MIN: '0' }), /GATEWAY_KEY_WRITE_RATE_PER_MIN/);
   });
 });
 
@@ -137,7 +147,7 @@ describe('gateway (real nginx)', { skip }, () => {
         ...LIMITS,
         GATEWAY_RUNTIME_DIR: runtimeDir,
         GATEWAY_PORT: String(await freePort()),
-        GATEWAY_API_KEYS: PARTNER_KEY,
+        GATEWAY_API_KEYS: `${PARTNER_KEY},${LOAD_KEY}`,
         ORDERS_UPSTREAM: new URL(stack.urls.orders).host,
         CATALOG_UPSTREAM: new URL(stack.urls.catalog).host,
         STOCK_UPSTREAM: new URL(stack.urls.stock).host,
@@ -269,6 +279,29 @@ describe('gateway (real nginx)', { skip }, () => {
       assert.equal(statuses.filter((s) => s !== 429).length, 1 + Number(LIMITS.GATEWAY_WRITE_BURST), statuses.join(','));
       assert.equal((await postOrder(gateway.url, from)).status, 429, 'no key: the same IP bucket');
       assert.equal((await postOrder(gateway.url, from, { 'x-api-key': PARTNER_KEY })).status, 202, 'the partner has its own bucket');
+    });
+
+    test('a listed key gets the key tier: its own rates and bursts, apart from its IP address', { skip: otherClients }, async () => {
+      const from = '127.0.0.12';
+      // The address's own write bucket is emptied first: the key does not share it.
+      for (let i = 0; i < 1 + Number(LIMITS.GATEWAY_WRITE_BURST); i++) assert.equal((await postOrder(gateway.url, from)).status, 202);
+      assert.equal((await postOrder(gateway.url, from)).status, 429);
+
+      const writes: Reply[] = [];
+      for (let i = 0; i < 10; i++) writes.push(await postOrder(gateway.url, from, { 'x-api-key': LOAD_KEY }));
+      assert.deepEqual(
+        writes.map((r) => r.status),
+        [...Array<number>(1 + Number(LIMITS.GATEWAY_KEY_WRITE_BURST)).fill(202), ...Array<number>(10 - 1 - Number(LIMITS.GATEWAY_KEY_WRITE_BURST)).fill(429)],
+      );
+      assertTooManyRequests(writes.at(-1)!, '5'); // 60 s / 12 per minute: the key tier's refill
+
+      const reads: number[] = [];
+      for (let i = 0; i < 24; i++) reads.push((await call(gateway.url, '/api/orders/openapi.json', { from, headers: { 'x-api-key': LOAD_KEY } })).status);
+      assert.equal(reads.filter((s) => s !== 429).length, 1 + Number(LIMITS.GATEWAY_KEY_READ_BURST), reads.join(','));
+      assert.ok(1 + Number(LIMITS.GATEWAY_KEY_READ_BURST) > 1 + Number(LIMITS.GATEWAY_READ_BURST), 'more than an address may read at once');
+
+      const mine = accessLog().filter((l) => l.remote_addr === from);
+      assert.equal(mine.filter((l) => l.client === 'key').length, 10 + 24, 'the access log tells key clients apart');
     });
 
     test('an oversized order is refused by the gateway with a 413 problem', { skip: otherClients }, async () => {

@@ -1,10 +1,15 @@
 // The order saga end to end through the real broker: orders → stock (reserve) → workers → ERP →
 // orders (confirmed / rejected) and stock (sold / released). Stock levels are set per test product.
+// The same cases run on our broker and on Mosquitto (the design's alternative, with the repo's
+// configuration, users and ACL).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import mqtt from 'mqtt';
+import { devCredentials } from '../broker/credentials.js';
+import { stockLevelTopic } from '../lib/topics.js';
 import { eventually } from './support/process.js';
-import { getJson, getStock, startStack, type Stack } from './support/stack.js';
+import { requireProgram } from './support/programs.js';
+import { getJson, getStock, startStack, type BrokerKind, type Stack } from './support/stack.js';
 
 interface Order {
   id: string;
@@ -24,7 +29,10 @@ async function post(base: string, body: unknown, headers: Record<string, string>
   return { status: res.status, location: res.headers.get('location'), replayed: res.headers.get('idempotent-replayed'), body: (await res.json()) as Order & { title?: string } };
 }
 
-describe('the order saga', () => {
+describe('the order saga', () => sagaCases('aedes'));
+describe('the order saga on Mosquitto', { skip: requireProgram('mosquitto') }, () => sagaCases('mosquitto'));
+
+function sagaCases(broker: BrokerKind) {
   let stack: Stack;
   const final = (id: string) =>
     eventually(
@@ -39,6 +47,7 @@ describe('the order saga', () => {
 
   before(async () => {
     stack = await startStack({
+      broker,
       erpCapacityRu: 2000,
       stock: { 'wooden-train': 10, 'chess-set': 5, 'yo-yo': 3, 'rocking-horse': 1, 'tea-set': 20 },
     });
@@ -132,15 +141,17 @@ describe('the order saga', () => {
 
   it('keeps each level on a retained topic, so a display sees it the moment it subscribes', async () => {
     const expected = await getStock(stack.urls.stock, 'wooden-train');
-    const display = await mqtt.connectAsync(stack.urls.mqtt, { clientId: 'saga-display', clean: true });
+    // Mosquitto has no anonymous access: there the display logs in as the read-only viewer.
+    const viewer = broker === 'mosquitto' ? { username: 'viewer', password: devCredentials(stack.dataDir).viewer } : {};
+    const display = await mqtt.connectAsync(stack.urls.mqtt, { clientId: 'viewer-saga-display', clean: true, ...viewer });
     try {
       const level = await eventually(async () => {
         const got = new Promise<{ data: { available: number; reserved: number } }>((resolve) => {
           display.once('message', (_topic, payload) => resolve(JSON.parse(payload.toString()) as { data: { available: number; reserved: number } }));
         });
-        await display.subscribeAsync('woodytoys/stock/levels/wooden-train', { qos: 1 });
+        await display.subscribeAsync(stockLevelTopic('wooden-train'), { qos: 1 });
         const event = await Promise.race([got, new Promise<undefined>((r) => setTimeout(r, 1000))]);
-        await display.unsubscribeAsync('woodytoys/stock/levels/wooden-train');
+        await display.unsubscribeAsync(stockLevelTopic('wooden-train'));
         return event && event.data.available === expected.available && event.data;
       }, { what: 'retained level matching the API' });
       assert.deepEqual({ available: level.available, reserved: level.reserved }, { available: expected.available, reserved: expected.reserved });
@@ -148,4 +159,4 @@ describe('the order saga', () => {
       await display.endAsync();
     }
   });
-});
+}

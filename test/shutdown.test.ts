@@ -16,12 +16,21 @@ describe('SIGTERM with nobody reading stdout', () => {
   for (const [name, entry, env] of [
     ['erp', 'sandbox/erp/main.ts', { ERP_PUBLISH_STATS: 'false' }],
     ['catalog', 'api/catalog/main.ts', {}],
+    // pino-pretty in front of the same synchronous destination (npm start at a terminal).
+    ['catalog with pretty logs', 'api/catalog/main.ts', { LOG_FORMAT: 'pretty' }],
   ] as const) {
     it(`${name} exits 0`, async () => {
-      const proc = await startProcess({ name, entry, env: { DATA_DIR: join(dataDir, name), HTTP_PORT: '0', MQTT_URL: `mqtt://127.0.0.1:${await freePort()}`, ...env } });
+      const proc = await startProcess({
+        name,
+        entry,
+        env: { DATA_DIR: join(dataDir, name), HTTP_PORT: '0', MQTT_URL: `mqtt://127.0.0.1:${await freePort()}`, ...env },
+        // A pretty line is not JSON: the process helper keeps it whole as the message.
+        ready: (l) => /listening/.test(String(l.msg)),
+      });
       try {
         // Handlers are installed just after the "listening" line: an answered request proves it.
-        const http = String(proc.logs.find((l) => typeof l.http === 'string')?.http);
+        const listening = proc.logs.find((l) => /listening/.test(String(l.msg)))!;
+        const http = String(listening.http ?? /"http":"([^"]+)"/.exec(String(listening.msg))?.[1]);
         assert.equal((await fetch(`${http}/healthz`)).status, 200);
         // The reader goes away, as when the parent crashes; the next log line meets EPIPE.
         proc.child.stdout!.destroy();

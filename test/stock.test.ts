@@ -2,11 +2,15 @@
 // NDJSON, line errors, limits), the admin key, level pagination, and the reservation rules.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createStockApp } from '../api/stock/app.js';
 import { seedLevels } from '../api/stock/seed.js';
 import { StockStore } from '../api/stock/store.js';
 import { createLogger } from '../lib/log.js';
 import { createMetrics } from '../lib/metrics.js';
+import { stockLevelTopic } from '../lib/topics.js';
 
 const KEY = 'stock-test-key-0123456789';
 const ORDER = '11111111-1111-4111-8111-111111111111';
@@ -173,6 +177,29 @@ describe('stock API: levels and the admin key', () => {
   });
 });
 
+describe('stock levels on their public topics', () => {
+  it('are announced once when a database from before the public namespace opens, and not again', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'stock-store-'));
+    const queued = (store: StockStore) => (store.db.prepare('SELECT count(*) AS n FROM outbox WHERE topic LIKE ?').get(stockLevelTopic('%')) as { n: number }).n;
+    try {
+      const file = join(dir, 'stock.db');
+      const fresh = new StockStore(file);
+      assert.equal(queued(fresh), seedLevels.length, 'a new database: the seed announces each level once');
+      // As it was before: levels stored, nothing queued on the public topics, no mark.
+      fresh.db.exec("DELETE FROM outbox; DELETE FROM stock_meta WHERE key = 'public-topics'");
+      fresh.close();
+      const upgraded = new StockStore(file);
+      assert.equal(queued(upgraded), seedLevels.length);
+      upgraded.close();
+      const again = new StockStore(file);
+      assert.equal(queued(again), seedLevels.length, 'only once');
+      again.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('stock reservations', () => {
   const order = (items: { productId: string; quantity: number }[], orderId = ORDER) => ({ orderId, customer: { name: 'Ada', email: 'ada@example.com' }, items });
 
@@ -189,7 +216,7 @@ describe('stock reservations', () => {
     assert.deepEqual(store.reserve(order([{ productId: 'yo-yo', quantity: 3 }], other)), { result: 'duplicate' });
     assert.deepEqual([store.level('yo-yo')!.available, store.level('yo-yo')!.reserved], [0, 3]);
     assert.equal(outbox('woodytoys/stock/reserved'), 1);
-    assert.equal(outbox('woodytoys/stock/levels/yo-yo'), 1, 'only the newest unsent level per product stays queued');
+    assert.equal(outbox(stockLevelTopic('yo-yo')), 1, 'only the newest unsent level per product stays queued');
   });
 
   it('releases a failed order and sells a confirmed one, each once', () => {

@@ -219,7 +219,7 @@ for (const wf of workflows) {
 }
 log.info({ connections: consumers.length }, 'worker consuming');
 
-// Leases, pace and backlog for displays and the dashboard: woodytoys/stats/workers/<id>, retained.
+// Leases, pace and backlog for displays and the dashboard: woodytoys/public/stats/workers/<id>, retained.
 const stats = new StatsPublisher(publisher, `workers/${config.WORKER_ID}`, () => ({
   workerId: config.WORKER_ID,
   leasedPartitions: keeper.held.length,

@@ -80,7 +80,21 @@ export class CatalogStore {
 
   constructor(file: string, { seed = true } = {}) {
     this.db = openDatabase(file, { migrations });
+    this.announceOnPublicTopics();
     if (seed) this.seed();
+  }
+
+  /**
+   * Products stored before they moved to the public namespace (lib/topics.ts) are announced there
+   * once, so displays see the whole catalogue without waiting for each product to change. On a new
+   * database there is nothing yet: the seed announces its products itself.
+   */
+  private announceOnPublicTopics(): void {
+    this.db.transaction(() => {
+      const first = this.db.prepare("INSERT INTO catalog_meta (key, value) VALUES ('public-topics', ?) ON CONFLICT DO NOTHING").run(new Date().toISOString());
+      if (first.changes === 0) return;
+      for (const row of this.db.prepare('SELECT * FROM products ORDER BY id').all() as ProductRow[]) this.announce(toProduct(row));
+    })();
   }
 
   /** Loads the catalogue once, the first time the service starts on an empty database. */

@@ -28,7 +28,7 @@ const relay = new OutboxRelay({ db: store.db, client: publisher, log, registry: 
 consume(consumer, { consumer: 'orders', publisher, source: SOURCE, log, routes: outcomeRoutes(store, log) });
 subscribe(consumer, [orderConfirmed.topic, orderFailed.topic, stockRejected.topic], log);
 relay.start();
-// Order counts by status for displays and the dashboard (woodytoys/stats/orders, retained).
+// Order counts by status for displays and the dashboard (woodytoys/public/stats/orders, retained).
 const stats = new StatsPublisher(publisher, 'orders', () => ({ counts: store.countByStatus(), outboxPending: relay.pending() }));
 stats.start();
 

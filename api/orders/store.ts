@@ -3,7 +3,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { openDatabase, type DB } from '../../lib/db.js';
 import { createEvent } from '../../lib/events.js';
 import { enqueueEvent, outboxMigration } from '../../lib/outbox.js';
-import { orderCreated } from '../../lib/topics.js';
+import { orderCreated, orderStatus, publicOrderRef } from '../../lib/topics.js';
 import type { z } from 'zod';
 import type { customer as customerSchema, orderItem } from '../../lib/topics.js';
 
@@ -101,6 +101,7 @@ export class OrderStore {
       }
       const event = createEvent(orderCreated, { orderId: id, ...input }, { source: SOURCE, subject: id });
       enqueueEvent(this.db, orderCreated.topic, event);
+      this.announceStatus(id, 'pending', input.items);
       return undefined;
     })();
     return result ?? { kind: 'created', order: this.get(id)! };
@@ -150,6 +151,8 @@ export class OrderStore {
         .prepare('UPDATE orders SET status = ?, reason = ?, erp_reference = ?, updated_at = ? WHERE id = ?')
         .run(status, detail.reason ?? null, detail.erpReference ?? null, now, orderId);
       this.addHistory(orderId, status, now, detail.reason ?? detail.erpReference ?? null);
+      const { items } = this.db.prepare('SELECT items FROM orders WHERE id = ?').get(orderId) as { items: string };
+      this.announceStatus(orderId, status, JSON.parse(items) as NewOrder['items']);
       return 'applied';
     })();
   }
@@ -160,6 +163,12 @@ export class OrderStore {
       counts[r.status] = r.n;
     }
     return counts;
+  }
+
+  /** The public face of a change of status, for displays: no customer, no order id (lib/topics.ts). Inside the change's transaction. */
+  private announceStatus(orderId: string, status: Status, items: NewOrder['items']): void {
+    const units = items.reduce((n, i) => n + i.quantity, 0);
+    enqueueEvent(this.db, orderStatus.topic, createEvent(orderStatus, { ref: publicOrderRef(orderId), status, units }, { source: SOURCE }));
   }
 
   private addHistory(orderId: string, status: Status, at: string, detail: string | null): void {

@@ -129,7 +129,21 @@ export class StockStore {
 
   constructor(file: string, { seed = true } = {}) {
     this.db = openDatabase(file, { migrations });
+    this.announceOnPublicTopics();
     if (seed) this.seed();
+  }
+
+  /**
+   * Levels stored before they moved to the public namespace (lib/topics.ts) are announced there
+   * once, so displays see every level without waiting for it to change. On a new database there is
+   * nothing yet: the seed announces its levels itself.
+   */
+  private announceOnPublicTopics(): void {
+    this.db.transaction(() => {
+      const first = this.db.prepare("INSERT INTO stock_meta (key, value) VALUES ('public-topics', ?) ON CONFLICT DO NOTHING").run(new Date().toISOString());
+      if (first.changes === 0) return;
+      for (const row of this.db.prepare('SELECT * FROM levels ORDER BY product_id').all() as LevelRow[]) this.announceLevel(toLevel(row));
+    })();
   }
 
   private seed(): void {
@@ -349,12 +363,16 @@ export class StockStore {
       )
       .run(productId, available, reserved, updatedAt);
     const level = { productId, available, reserved, updatedAt };
-    const topic = stockLevelTopic(productId);
+    this.announceLevel(level);
+    return level;
+  }
+
+  private announceLevel(level: Level): void {
+    const topic = stockLevelTopic(level.productId);
     // A retained topic only keeps its newest value, so an older level still waiting in the outbox
     // would be published for nothing: during a busy import this keeps one pending event per product.
     this.db.prepare('DELETE FROM outbox WHERE topic = ? AND sent_at IS NULL').run(topic);
-    enqueueEvent(this.db, topic, createEvent(stockLevel, level, { source: SOURCE, subject: productId }), { retain: true });
-    return level;
+    enqueueEvent(this.db, topic, createEvent(stockLevel, level, { source: SOURCE, subject: level.productId }), { retain: true });
   }
 
   private toImport(r: ImportRow): Import {

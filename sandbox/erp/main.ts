@@ -23,7 +23,7 @@ const config = loadConfig({
   ERP_ERROR_RATE: z.coerce.number().min(0).max(1).default(0),
   /** Share of calls answered 429 at random (Retry-After 100–500 ms), whatever the capacity left. */
   ERP_THROTTLE_RATE: z.coerce.number().min(0).max(1).default(0),
-  /** Publish the live figures on woodytoys/stats/erp for the dashboard (needs the broker). */
+  /** Publish the live figures on woodytoys/public/stats/erp for the dashboard (needs the broker). */
   ERP_PUBLISH_STATS: bool(true),
   ...mqttEnv,
 });

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import type { MqttClient } from 'mqtt';
 
 export interface RunningBroker {
   mqttUrl: string;
@@ -34,6 +35,7 @@ export async function startBroker({ env = {}, timeoutMs = 15_000 }: { env?: Reco
     env: {
       ...process.env,
       LOG_LEVEL: 'info',
+      LOG_FORMAT: 'json',
       BROKER_ALLOW_ANONYMOUS: 'true',
       MQTT_PORT: '0',
       MQTT_WS_PORT: '0',
@@ -77,6 +79,17 @@ export async function startBroker({ env = {}, timeoutMs = 15_000 }: { env?: Reco
     return { mqttUrl: line.mqtt, wsUrl: line.ws, httpUrl: `http://127.0.0.1:${line.http}`, dataDir, logs, process: child, stop: end('SIGTERM'), kill: end('SIGKILL') };
   } catch (err) {
     await end('SIGKILL')();
+    throw err;
+  }
+}
+
+/** The QoS a broker granted a subscription, 128 for a refusal (which mqtt.js turns into an error). */
+export async function grantedQos(client: MqttClient, filter: string): Promise<number> {
+  try {
+    return (await client.subscribeAsync(filter, { qos: 1 }))[0]!.qos;
+  } catch (err) {
+    const granted = (err as { packet?: { granted?: number[] } }).packet?.granted;
+    if (granted) return granted[0]!;
     throw err;
   }
 }

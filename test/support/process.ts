@@ -55,7 +55,8 @@ export async function startProcess({ name, entry, command, env, ready, timeoutMs
   const [program, ...args] = command ?? [process.execPath, '--import', 'tsx', entry ?? `${name}/main.ts`];
   const child = spawn(program === 'node' ? process.execPath : program!, args, {
     cwd: ROOT,
-    env: { ...process.env, LOG_LEVEL: 'info', ...env },
+    // JSON logs whatever the developer's LOG_FORMAT: the lines are parsed below.
+    env: { ...process.env, LOG_LEVEL: 'info', LOG_FORMAT: 'json', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logs: Record<string, unknown>[] = [];
@@ -130,7 +131,7 @@ export async function startProcess({ name, entry, command, env, ready, timeoutMs
   try {
     await waitForLog(ready ?? ((l) => typeof l.msg === 'string' && l.msg.endsWith('listening')));
   } catch (err) {
-    // Nobody holds a process that never got ready: stop it, or its pipes keep the test file alive.
+    // Never ready: not left running, or its pipes would keep the test file's process alive for good.
     await proc.kill();
     throw err;
   }

@@ -1,11 +1,15 @@
 // The whole system for end-to-end tests: broker, ERP sandbox, catalog, stock, orders and workers,
 // each a real process from source, on free loopback ports, sharing one temporary data directory.
+// The broker is ours by default, or a real Mosquitto with the repo's configuration, users and ACL.
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, startProcess, type Proc } from './process.js';
 import { startGateway, type RunningGateway } from '../../gateway/nginx.js';
 import { brokerPasswords, devCredentials, mqttLogin } from '../../broker/credentials.js';
+import { startMosquitto, writeMosquittoPasswords } from '../../broker/mosquitto/run.js';
+
+export type BrokerKind = 'aedes' | 'mosquitto';
 
 export interface StackOptions {
   workers?: number;
@@ -17,6 +21,11 @@ export interface StackOptions {
   erpEnv?: Record<string, string>;
   /** Available units to set (admin API) once the stock service runs; the rest keep their seed level. */
   stock?: Record<string, number>;
+  /**
+   * Our broker (default; anonymous test clients get full access) or Mosquitto (no anonymous
+   * access; no /metrics, so the workers estimate their backlog themselves, as with npm start).
+   */
+  broker?: BrokerKind;
 }
 
 /** The ADMIN_API_KEY the stack gives catalog and stock. */
@@ -24,7 +33,7 @@ export const ADMIN_KEY = 'test-admin-key-0123456789';
 
 export interface Stack {
   dataDir: string;
-  urls: { orders: string; erp: string; mqtt: string; catalog: string; stock: string };
+  urls: { orders: string; erp: string; mqtt: string; ws: string; catalog: string; stock: string };
   broker: Proc;
   erp: Proc;
   catalog: Proc;
@@ -44,7 +53,7 @@ export interface Stack {
 
 export type ProcessName = 'broker' | 'erp' | 'catalog' | 'stock' | 'orders' | `worker-${number}`;
 
-export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, workerEnv = {}, erpEnv = {}, stock = {} }: StackOptions = {}): Promise<Stack> {
+export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, workerEnv = {}, erpEnv = {}, stock = {}, broker: brokerKind = 'aedes' }: StackOptions = {}): Promise<Stack> {
   const dataDir = mkdtempSync(join(tmpdir(), 'woodytoys-'));
   const [mqttPort, wsPort, brokerHttp, erpPort, ordersPort, catalogPort, stockPort] = await Promise.all(
     [1, 2, 3, 4, 5, 6, 7].map(() => freePort()),
@@ -54,12 +63,15 @@ export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, 
   // clients are allowed too, with full access, so that tests can probe and inject freely.
   const credentials = devCredentials(dataDir);
   const login = (user: Parameters<typeof mqttLogin>[1]) => mqttLogin(credentials, user);
-  const startBroker = (extra: Record<string, string> = {}) =>
-    startProcess({
-      name: 'broker',
-      entry: 'broker/main.ts',
-      env: { ...common, BROKER_PASSWORDS: brokerPasswords(credentials), BROKER_ALLOW_ANONYMOUS: 'true', MQTT_PORT: String(mqttPort), MQTT_WS_PORT: String(wsPort), HTTP_PORT: String(brokerHttp), ...extra },
-    });
+  const startBroker = brokerKind === 'mosquitto'
+    ? mosquittoStarter(dataDir, credentials, mqttPort, wsPort)
+    : (extra: Record<string, string> = {}) =>
+        startProcess({
+          name: 'broker',
+          entry: 'broker/main.ts',
+          env: { ...common, BROKER_PASSWORDS: brokerPasswords(credentials), BROKER_ALLOW_ANONYMOUS: 'true', MQTT_PORT: String(mqttPort), MQTT_WS_PORT: String(wsPort), HTTP_PORT: String(brokerHttp), ...extra },
+        });
+  const backlogSource: Record<string, string> = brokerKind === 'mosquitto' ? {} : { BROKER_METRICS_URL: `http://127.0.0.1:${brokerHttp}/metrics` };
   const admin = { ADMIN_API_KEY: ADMIN_KEY };
   const stockUrl = `http://127.0.0.1:${stockPort}`;
   // How each process starts, kept so that restart() starts it exactly as before.
@@ -81,7 +93,7 @@ export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, 
       name: `worker-${i}`,
       entry: 'workers/main.ts',
       // The workers share the ERP's whole capacity among themselves (leases in the data directory).
-      env: { ...common, ...login('worker'), LEASE_CAPACITY_RU: String(erpCapacityRu), BROKER_METRICS_URL: `http://127.0.0.1:${brokerHttp}/metrics`, HTTP_PORT: '0', WORKER_ID: `test-worker-${i}`, ERP_URL: `http://127.0.0.1:${erpPort}`, ...workerEnv, ...extra },
+      env: { ...common, ...login('worker'), LEASE_CAPACITY_RU: String(erpCapacityRu), ...backlogSource, HTTP_PORT: '0', WORKER_ID: `worker-test-${i}`, ERP_URL: `http://127.0.0.1:${erpPort}`, ...workerEnv, ...extra },
       // Every group joined (orders, stock movements): nothing published from now on is lost.
       ready: (l) => l.msg === 'worker consuming',
     });
@@ -112,6 +124,7 @@ export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, 
         orders: `http://127.0.0.1:${ordersPort}`,
         erp: `http://127.0.0.1:${erpPort}`,
         mqtt: `mqtt://127.0.0.1:${mqttPort}`,
+        ws: `ws://127.0.0.1:${wsPort}`,
         catalog: `http://127.0.0.1:${catalogPort}`,
         stock: stockUrl,
       },
@@ -156,6 +169,30 @@ export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, 
   }
 }
 
+/**
+ * Mosquitto as the stack's broker: the same users and passwords, the repo's mosquitto.conf and ACL.
+ * It writes no JSON log lines (and its stdout reaches a pipe in blocks), so it is ready once its
+ * port accepts connections, and its Proc has no log lines to wait for.
+ */
+function mosquittoStarter(dataDir: string, credentials: ReturnType<typeof devCredentials>, port: number, wsPort: number) {
+  const opts = { port, wsPort, dataDir: join(dataDir, 'mosquitto'), passwordFile: join(dataDir, 'mosquitto-passwd') };
+  writeMosquittoPasswords(opts.passwordFile, credentials);
+  return async (): Promise<Proc> => {
+    const running = await startMosquitto(opts);
+    return {
+      name: 'broker',
+      child: running.child,
+      logs: [],
+      async stop() {
+        await running.stop();
+        return running.child.exitCode;
+      },
+      kill: () => running.kill(),
+      waitForLog: () => Promise.reject(new Error('Mosquitto writes no JSON log lines')),
+    };
+  };
+}
+
 export const sampleOrder = (n = 1) => ({
   customer: { name: `Customer ${n}`, email: `customer${n}@example.com` },
   items: [{ productId: 'wooden-train', quantity: 1 + (n % 3) }],
@@ -197,7 +234,6 @@ export const getStock = (stockUrl: string, productId: string) => getJson<StockLe
 export async function startGatewayFor(stack: Stack, env: Record<string, string> = {}): Promise<RunningGateway> {
   const runtimeDir = mkdtempSync(join(tmpdir(), 'gateway-'));
   chmodSync(runtimeDir, 0o755); // nginx's workers (nobody, when run as root) must enter it
-  const ws = String(stack.broker.logs.find((l) => typeof l.ws === 'string')?.ws);
   try {
     const gateway = await startGateway({
       GATEWAY_RUNTIME_DIR: runtimeDir,
@@ -205,7 +241,7 @@ export async function startGatewayFor(stack: Stack, env: Record<string, string> 
       ORDERS_UPSTREAM: new URL(stack.urls.orders).host,
       CATALOG_UPSTREAM: new URL(stack.urls.catalog).host,
       STOCK_UPSTREAM: new URL(stack.urls.stock).host,
-      MQTT_WS_UPSTREAM: new URL(ws).host,
+      MQTT_WS_UPSTREAM: new URL(stack.urls.ws).host,
       ...env,
     });
     const stop = gateway.stop.bind(gateway);
