@@ -79,7 +79,7 @@ describe('order event streams', () => {
       ['not-a-uuid', {}, 400],
       ['0b7e6c1e-3f0a-4c8e-9d7b-2a5f4e1c9d30', {}, 404],
       [id, { 'last-event-id': 'abc' }, 400],
-      [id, { 'last-event-id': '7' }, 400],
+      [id, { 'last-event-id': '7' }, 422],
     ];
     for (const [orderId, headers, status] of cases) {
       const res = await open(orderId, headers);
@@ -109,6 +109,14 @@ describe('order event streams', () => {
     await eventually(() => sse.comments.length >= 2, { what: 'two heartbeats' });
     assert.deepEqual(sse.events.length, 1, 'heartbeats are comments, not events');
     await sse.cancel();
+  });
+
+  it('answers HEAD without opening a stream', async () => {
+    const { place, app, streams } = setup({ max: 1 });
+    const res = await app.request(`/api/orders/${place()}/events`, { method: 'HEAD' });
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type') ?? '', /^text\/event-stream/);
+    assert.equal(streams.size, 0);
   });
 
   it('lets go of a stream whose client left', async () => {

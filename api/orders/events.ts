@@ -3,7 +3,7 @@
 // The stream learns of changes from the store itself (OrderStore.changes), never from the broker.
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
-import { problemResponse } from '../../lib/api-docs.js';
+import { problemResponse, uuidParam } from '../../lib/api-docs.js';
 import { problem, type AppEnv } from '../../lib/http.js';
 import type { OrderStore } from './store.js';
 
@@ -124,7 +124,7 @@ const orderEvents = createRoute({
     'Comment lines (`: heartbeat`) keep proxies from closing an idle stream. The order id is the capability, as for GET /api/orders/{id}.',
   ].join(' '),
   request: {
-    params: z.object({ id: z.uuid().openapi({ param: { name: 'id', in: 'path' } }) }),
+    params: z.object({ id: uuidParam('id') }),
     headers: z.object({
       'last-event-id': z
         .string()
@@ -146,8 +146,9 @@ const orderEvents = createRoute({
       },
     },
     204: { description: 'Nothing after Last-Event-ID and the order is final: nothing more will come' },
-    400: problemResponse('Malformed id, or a Last-Event-ID this order never sent'),
+    400: problemResponse('Malformed id or Last-Event-ID'),
     404: problemResponse('No such order'),
+    422: problemResponse('A Last-Event-ID this order never sent (beyond its last step)'),
     503: problemResponse('Too many open streams; retry after Retry-After seconds'),
   },
 });
@@ -160,8 +161,10 @@ export function registerEventRoutes(app: OpenAPIHono<AppEnv>, { store, streams, 
     const order = store.get(id);
     if (!order) return problem(404, 'Not Found', 'no order with this id') as never;
     const after = Number(c.req.valid('header')['last-event-id'] ?? 0);
-    if (after > order.history.length) return problem(400, 'Invalid request', `Last-Event-ID ${after}: this order has ${order.history.length} steps`) as never;
+    if (after > order.history.length) return problem(422, 'Unknown Last-Event-ID', `Last-Event-ID ${after}: this order has ${order.history.length} steps`) as never;
     if (after === order.history.length && order.status !== 'pending') return c.body(null, 204) as never;
+    // HEAD runs this GET handler and drops the body: a stream nobody reads would hold its place.
+    if (c.req.method === 'HEAD') return c.body(null, 200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' }) as never;
     if (streams.full) {
       return problem(503, 'Service Unavailable', 'too many open event streams; retry later', {}, { 'retry-after': '5' }) as never;
     }

@@ -54,3 +54,17 @@ export function readSse(res: Response): SseReader {
 
 /** The parsed data of each event. */
 export const dataOf = <T = Record<string, unknown>>(events: EventSourceMessage[]) => events.map((e) => JSON.parse(e.data) as T);
+
+/** The text of a stream up to its first complete event (or its end), then the client leaves: for a stream that may never end. */
+export async function firstEventText(res: Response): Promise<string> {
+  const reader = res.body!.getReader();
+  const decoder = new TextDecoder();
+  let text = '';
+  while (!/\n\n/.test(text)) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    text += decoder.decode(value, { stream: true });
+  }
+  await reader.cancel().catch(() => {});
+  return text;
+}
