@@ -1,4 +1,7 @@
 // Orders service: config → database → MQTT (outbox relay + outcome consumer) → HTTP → shutdown.
+// First, before any schema is built: @hono/zod-openapi gives zod schemas .openapi(), which app.ts
+// calls on schemas of lib/topics.ts, and zod 4 gives a schema its methods when it is built.
+import '@hono/zod-openapi';
 import { Gauge } from 'prom-client';
 import { z } from 'zod';
 import { asyncApiFor, DEFAULT_ACL_FILE } from '../../lib/asyncapi.js';
