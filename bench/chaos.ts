@@ -200,9 +200,9 @@ class Load {
       entry.id = ((await answer.res.json()) as { id: string }).id;
       return;
     }
-    // The movement ids are ours and unique: refused as already used after a retry means an earlier
-    // attempt got in and only its answer was lost (the service died after the commit).
-    if (answer.res.status === 400 && answer.attempts > 1) entry.lost = true;
+    // The movement ids are ours and unique: refused as already used (422) after a retry means an
+    // earlier attempt got in and only its answer was lost (the service died after the commit).
+    if (answer.res.status === 422 && answer.attempts > 1) entry.lost = true;
     else this.refused++;
     await answer.res.body?.cancel();
   }

@@ -141,6 +141,11 @@ export class Acl {
     return Acl.parse(readFileSync(file, 'utf8'));
   }
 
+  /** Every user the ACL names, with the client-id patterns it may use (for lib/asyncapi.ts). */
+  get users(): ReadonlyMap<string, readonly string[]> {
+    return this.clientIds;
+  }
+
   /** The user whose client-id rules match `clientId` (one at most), if any. */
   clientIdOwner(clientId: string): string | undefined {
     return [...this.clientIds].find(([, ids]) => ids.some((p) => nameMatches(p, clientId)))?.[0];

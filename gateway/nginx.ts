@@ -14,6 +14,9 @@ export interface RunningGateway extends RenderedGateway {
   stop(timeoutMs?: number): Promise<void>;
 }
 
+/** sh script: raise the soft limit on open files as far as the hard one allows, then exec "$@". */
+export const RAISE_FILE_LIMIT = 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"';
+
 export function nginxPath(): string {
   const path = findProgram('nginx');
   if (!path) throw new Error(`nginx is not installed: ${INSTALL_HINT}`);
@@ -32,7 +35,9 @@ export async function startGateway(env: NodeJS.ProcessEnv, { timeoutMs = 10_000,
   const gateway = renderGateway(env);
   // nginx writes nothing to stdout unless GATEWAY_ACCESS_LOG points there (then inherit it: a pipe
   // from node is a socket, which nginx cannot open as /dev/stdout).
-  const child = spawn(nginxPath(), gateway.args, { stdio: ['ignore', echo ? 'inherit' : 'ignore', 'pipe'] });
+  // Through sh, to raise the soft limit on open files to the hard one first (Node cannot call
+  // setrlimit): nginx.conf's worker_rlimit_nofile only takes effect as root or within the hard limit.
+  const child = spawn('/bin/sh', ['-c', RAISE_FILE_LIMIT, 'nginx', nginxPath(), ...gateway.args], { stdio: ['ignore', echo ? 'inherit' : 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));

@@ -1,7 +1,9 @@
 // What the services' OpenAPI documents share: the problem+json schema, keyset pagination
-// (`limit` + opaque `cursor` in, `items` + `nextCursor` out) and the admin API-key scheme.
+// (`limit` + `cursor` in, `items` + `nextCursor` out), the admin API-key scheme, and the pieces
+// that make a document say exactly what zod accepts (strict query integers, format patterns).
 import { z } from '@hono/zod-openapi';
 import type { OpenAPIHono } from '@hono/zod-openapi';
+import { productId } from './topics.js';
 
 export const ProblemSchema = z
   .object({
@@ -17,32 +19,65 @@ export const problemContent = { 'application/problem+json': { schema: ProblemSch
 /** A problem response for a route's `responses`. */
 export const problemResponse = (description: string) => ({ description, content: problemContent });
 
-export const pageQuery = {
-  limit: z.coerce.number().int().min(1).max(100).default(20).openapi({ param: { name: 'limit', in: 'query' }, example: 20 }),
-  cursor: z
+/** A number as JSON writes it (no sign +, no spaces, no leading zeros, no hex). */
+export const JSON_NUMBER = /^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$/;
+
+/**
+ * An integer in a query string, read as the document's `integer` says: a JSON number with no
+ * fraction ("10", "1e1" and "10.0" are ten), while " 5", "05", "+3", "0x10" or "null" are refused
+ * rather than coerced into something the client did not write.
+ */
+export const queryInteger = (min: number, max: number) =>
+  z.preprocess((v) => (typeof v === 'string' && JSON_NUMBER.test(v) ? Number(v) : v), z.number().int().min(min).max(max));
+
+/**
+ * Where a page starts: the key of the last item of the previous page, as `nextCursor` gave it.
+ * Keyset pagination makes any key a position, so a cursor is valid exactly when it has the key's
+ * shape, which the document states (clients still treat it as opaque).
+ */
+export const cursors = {
+  /** Lists in product id order. */
+  productId,
+  /** Lists newest first: a position (a row number). */
+  position: z
     .string()
-    .max(200)
-    .optional()
-    .openapi({ param: { name: 'cursor', in: 'query' }, description: 'nextCursor of the previous page' }),
+    .regex(/^(0|[1-9][0-9]{0,14})$/, 'a position, as nextCursor gave it')
+    .transform(Number),
 };
+
+const cursorParam = { param: { name: 'cursor', in: 'query' as const }, description: 'nextCursor of the previous page; none for the first' };
+
+/** `limit` and `cursor`, for a list whose cursor has the given shape. */
+export const pageQuery = <C extends z.ZodType>(cursor: C) => ({
+  limit: queryInteger(1, 100).default(20).openapi({ param: { name: 'limit', in: 'query' }, example: 20 }),
+  cursor: cursor.optional().openapi(cursorParam),
+});
 
 /** `{ items, nextCursor }`: nextCursor is null on the last page. */
 export const pageOf = <T extends z.ZodType>(item: T, name: string) =>
   z.object({ items: z.array(item), nextCursor: z.string().nullable() }).openapi(name);
 
-/** Cursors are opaque to clients: the key of the last item seen, base64url-encoded. */
-export const encodeCursor = (key: string | number) => Buffer.from(JSON.stringify(key)).toString('base64url');
+/** The `nextCursor` of a page: the last item's key, when there is a next page. */
+export const nextCursor = (more: boolean, lastKey: string | number | undefined) => (more && lastKey !== undefined ? String(lastKey) : null);
 
-export function decodeCursor<T extends string | number>(cursor: string | undefined, kind: 'string' | 'number'): T | undefined | Error {
-  if (cursor === undefined) return undefined;
-  try {
-    const key: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString());
-    if (typeof key === kind) return key as T;
-  } catch {
-    // falls through
-  }
-  return new Error('cursor is not one this API gave out');
-}
+/**
+ * For text checked as `z.string().max(n).trim().min(1)`: its length as sent, then trimmed and not
+ * blank. The pattern (a character that is not white space) is what "at least 1 once trimmed" means.
+ */
+export const nonBlank = { pattern: '\\S', description: 'must not be blank; surrounding white space is trimmed' };
+
+/**
+ * zod's own regular expressions for the string formats it checks, written into the document next
+ * to `format` (an annotation in JSON Schema 2020-12: a `format: uuid` alone allows any string, and
+ * validators that do check formats read email and uuid more loosely than zod).
+ */
+export const formatPatterns = {
+  uuid: { pattern: z.regexes.uuid().source },
+  email: { pattern: z.regexes.email.source },
+};
+
+/** A UUID in a path, documented with the pattern zod checks. */
+export const uuidParam = (name: string) => z.uuid().openapi({ param: { name, in: 'path' }, ...formatPatterns.uuid });
 
 export const ADMIN_SCHEME = 'adminKey';
 

@@ -8,7 +8,8 @@ export const TOPIC_ROOT = 'woodytoys';
 /** Largest MQTT payload a consumer will parse; anything bigger goes to the dead letters unread. */
 export const MAX_EVENT_BYTES = 256 * 1024;
 
-const envelopeSchema = z.object({
+/** The CloudEvents 1.0 structured-mode JSON envelope; extension attributes (e.g. traceparent) may ride beside these. */
+export const envelopeSchema = z.object({
   specversion: z.literal('1.0'),
   id: z.uuid(),
   source: z.string().min(1).max(256),
@@ -28,6 +29,12 @@ export interface EventDefinition<T extends z.ZodType = z.ZodType> {
   readonly data: T;
   /** Retained events give a late subscriber the current state at once (e.g. stock levels). */
   readonly retain?: boolean;
+  /** What it means, in a sentence or two: the AsyncAPI document (lib/asyncapi.ts) shows it. */
+  readonly summary: string;
+  /** The name and meaning of each `+` level of `topic`, in order. */
+  readonly parameters?: Readonly<Record<string, string>>;
+  /** Sample data for the AsyncAPI document, checked against `data` when the document is built. */
+  readonly example: z.input<T>;
 }
 
 export const defineEvent = <T extends z.ZodType>(def: EventDefinition<T>) => def;

@@ -31,27 +31,39 @@ const order = z.strictObject({
   items: z.array(orderItem).min(1).max(50),
 });
 
-/** 1. The orders service accepted an order (published from its outbox). */
+// Sample values for the AsyncAPI document's examples (never real customers).
+const sampleOrderId = '0b7e6c1e-3f0a-4c8e-9d7b-2a5f4e1c9d30';
+const sampleImportId = '5d2c8f4a-7b1e-4f3a-8c6d-1e9b0a2f7c45';
+const sampleOrder = {
+  orderId: sampleOrderId,
+  customer: { name: 'Ada', email: 'ada@example.com' },
+  items: [{ productId: 'wooden-train', quantity: 2 }],
+};
+
 export const orderCreated = defineEvent({
   topic: `${TOPIC_ROOT}/orders/created`,
   type: 'woodytoys.order.created',
+  summary: 'Saga step 1: the orders service accepted an order (published from its outbox). Personal: carries the customer.',
   data: order,
+  example: sampleOrder,
 });
 
 const orderRef = z.strictObject({ orderId: z.uuid(), reason: z.string().min(1).max(500) });
 
-/** 3a. The stock service reserved every item of the order (all or none). */
 export const stockReserved = defineEvent({
   topic: `${TOPIC_ROOT}/stock/reserved`,
   type: 'woodytoys.stock.reserved',
+  summary: 'Saga step 3a: the stock service reserved every item of the order (all or none); the order workers record it in the ERP. Personal: carries the customer.',
   data: order,
+  example: sampleOrder,
 });
 
-/** 3b. Not enough stock for at least one item: nothing was reserved. */
 export const stockRejected = defineEvent({
   topic: `${TOPIC_ROOT}/stock/rejected`,
   type: 'woodytoys.stock.rejected',
+  summary: 'Saga step 3b: not enough stock for at least one item of the order, so nothing was reserved.',
   data: orderRef,
+  example: { orderId: sampleOrderId, reason: 'out of stock: wooden-train (2 wanted, 1 available)' },
 });
 
 /**
@@ -60,24 +72,27 @@ export const stockRejected = defineEvent({
  */
 export const orderReadyForErp = stockReserved;
 
-/** 4a. The ERP recorded the order. */
 export const orderConfirmed = defineEvent({
   topic: `${TOPIC_ROOT}/orders/confirmed`,
   type: 'woodytoys.order.confirmed',
+  summary: 'Saga step 4a: the ERP recorded the order.',
   data: z.strictObject({ orderId: z.uuid(), erpReference: z.string().min(1).max(128) }),
+  example: { orderId: sampleOrderId, erpReference: 'ERP-000042' },
 });
 
-/** 4b. The order cannot be completed; `reason` is shown to the customer in the order's history. */
 export const orderFailed = defineEvent({
   topic: `${TOPIC_ROOT}/orders/failed`,
   type: 'woodytoys.order.failed',
+  summary: "Saga step 4b: the order cannot be completed (refused by the ERP, or given up); `reason` is shown to the customer in the order's history.",
   data: z.strictObject({ orderId: z.uuid(), reason: z.string().min(1).max(500) }),
+  example: { orderId: sampleOrderId, reason: 'ERP refused the order: credit check failed' },
 });
 
-/** A message a consumer could not process: the original payload and why. Never retried automatically. */
 export const deadLetter = defineEvent({
   topic: `${TOPIC_ROOT}/deadletter/+`,
   type: 'woodytoys.deadletter',
+  summary: 'A message a consumer could not process: the original payload and why. Never retried automatically; for operators (it may hold personal data).',
+  parameters: { consumer: 'the consumer that gave up on the message (orders, stock, order-workers, stock-workers, …)' },
   data: z.strictObject({
     consumer: z.string().min(1),
     topic: z.string(),
@@ -87,6 +102,7 @@ export const deadLetter = defineEvent({
     payload: z.string(),
     payloadBytes: z.number().int().min(0),
   }),
+  example: { consumer: 'stock', topic: `${TOPIC_ROOT}/orders/created`, reason: 'payload is not valid JSON', payload: '{"orderId":', payloadBytes: 11 },
 });
 
 export const deadLetterTopic = (consumer: string) => `${TOPIC_ROOT}/deadletter/${consumer}`;
@@ -97,36 +113,40 @@ export const deadLetterTopic = (consumer: string) => `${TOPIC_ROOT}/deadletter/$
  */
 export const publicOrderRef = (orderId: string) => createHash('sha256').update(`woodytoys public order ${orderId}`).digest('hex').slice(0, 16);
 
-/** Public: an order's status changed (pending when accepted, then confirmed or rejected), in the orders' outbox with the change. */
 export const orderStatus = defineEvent({
   topic: `${PUBLIC_ROOT}/orders/status`,
   type: 'woodytoys.public.order-status',
+  summary:
+    "Public: an order's status changed (pending when accepted, then confirmed or rejected), under an anonymous reference that cannot be turned back into the order id.",
   data: z.strictObject({
     ref: z.string().regex(/^[a-f0-9]{16}$/),
     status: z.enum(['pending', 'confirmed', 'rejected']),
     /** units ordered, all items together */
     units: z.number().int().min(1),
   }),
+  example: { ref: publicOrderRef(sampleOrderId), status: 'confirmed', units: 2 },
 });
 
-/** Public: the current level of one product, retained so a display sees it the moment it subscribes. */
 export const stockLevel = defineEvent({
   topic: `${PUBLIC_ROOT}/stock/levels/+`,
   type: 'woodytoys.stock.level',
   retain: true,
+  summary: 'Public: the current level of one product, retained so a display sees it the moment it subscribes.',
+  parameters: { productId: 'the product' },
   data: z.strictObject({
     productId,
     available: z.number().int().min(0),
     reserved: z.number().int().min(0),
     updatedAt: z.iso.datetime({ offset: true }),
   }),
+  example: { productId: 'wooden-train', available: 41, reserved: 2, updatedAt: '2025-01-15T10:30:00.000Z' },
 });
 export const stockLevelTopic = (id: string) => `${PUBLIC_ROOT}/stock/levels/${id}`;
 
-/** One movement of a bulk stock import, for the stock workers to write to the ERP (paced). */
 export const stockMovement = defineEvent({
   topic: `${TOPIC_ROOT}/stock/movements`,
   type: 'woodytoys.stock.movement',
+  summary: 'One movement of a bulk stock import, for the stock workers to write to the ERP (paced).',
   data: z.strictObject({
     importId: z.uuid(),
     /** Unique within the whole system; the ERP operation id is derived from it. */
@@ -135,12 +155,13 @@ export const stockMovement = defineEvent({
     /** Units received (positive) or removed (negative). */
     delta: z.number().int().min(-1_000_000).max(1_000_000).refine((n) => n !== 0, 'must not be 0'),
   }),
+  example: { importId: sampleImportId, movementId: 'delivery-2025-01-15:17', productId: 'wooden-train', delta: 24 },
 });
 
-/** A stock worker's result for one movement: recorded in the ERP, or failed for good (with why). */
 export const stockMovementProcessed = defineEvent({
   topic: `${TOPIC_ROOT}/stock/movements/processed`,
   type: 'woodytoys.stock.movement-processed',
+  summary: "A stock worker's result for one movement: recorded in the ERP, or failed for good (with why).",
   data: z.strictObject({
     importId: z.uuid(),
     movementId: z.string().min(1).max(128),
@@ -148,13 +169,15 @@ export const stockMovementProcessed = defineEvent({
     erpReference: z.string().max(128).optional(),
     reason: z.string().max(500).optional(),
   }),
+  example: { importId: sampleImportId, movementId: 'delivery-2025-01-15:17', outcome: 'recorded', erpReference: 'ERP-MV-000017' },
 });
 
-/** Public: a product was created or changed in the catalogue; retained, so a display gets the current product. */
 export const productChanged = defineEvent({
   topic: `${PUBLIC_ROOT}/catalog/products/+`,
   type: 'woodytoys.catalog.product-changed',
   retain: true,
+  summary: 'Public: a product was created or changed in the catalogue; retained, so a display gets the current product.',
+  parameters: { productId: 'the product' },
   data: z.strictObject({
     productId,
     name: z.string().min(1).max(120),
@@ -164,5 +187,6 @@ export const productChanged = defineEvent({
     active: z.boolean(),
     updatedAt: z.iso.datetime({ offset: true }),
   }),
+  example: { productId: 'wooden-train', name: 'Wooden train', category: 'vehicles', priceCents: 3490, currency: 'EUR', active: true, updatedAt: '2025-01-15T10:30:00.000Z' },
 });
 export const productTopic = (id: string) => `${PUBLIC_ROOT}/catalog/products/${id}`;

@@ -130,6 +130,7 @@ ${gatewayLines.join('\n')}
   stock API      http://${host}:${config.STOCK_PORT}/api/stock       (OpenAPI: /api/stock/openapi.json)
   ERP sandbox    ${erpUrl}/erp/stats   (capacity ${config.ERP_CAPACITY_RU} RU/s)
 ${brokerLine}
+  MQTT topics    http://${host}:${config.ORDERS_PORT}/asyncapi.json   (AsyncAPI; through the gateway too)
   workers        ${workerPorts.map((p) => `http://${host}:${p}/metrics`).join('  ')}
   admin API key  ${adminKey}   (X-API-Key, for catalog and stock admin routes)
   MQTT users     ${join(config.DATA_DIR, 'mqtt-credentials.json')}   (viewer: read-only, for displays)

@@ -7,7 +7,7 @@
 // so the cases never share a bucket.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, request, Agent, type IncomingHttpHeaders, type IncomingMessage, type Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { once } from 'node:events';
@@ -18,8 +18,11 @@ import WebSocket from 'ws';
 import { checkConfig, startGateway, type RunningGateway } from '../gateway/nginx.js';
 import { TEMPLATE, gatewayEnv, placeholders, renderGateway, substitute } from '../gateway/render.js';
 import { parseConfig, type ConfigError } from '../lib/config.js';
+import { sleep } from '../lib/shutdown.js';
 import { requireProgram } from './support/programs.js';
-import { ROOT, freePort } from './support/process.js';
+import { ROOT, eventually, freePort } from './support/process.js';
+import { establishedPeers, tcpTableSkip } from './support/tcp-connections.js';
+import { gatewayDir } from './support/gateway.js';
 import { sampleOrder, startStack, type Stack } from './support/stack.js';
 
 const skip = requireProgram('nginx', 'nginx');
@@ -82,16 +85,6 @@ function assertTooManyRequests(reply: Reply, retryAfter: string) {
   assert.equal(body.status, 429);
   assert.equal(body.title, 'Too Many Requests');
   assert.equal(body.type, 'about:blank');
-}
-
-/**
- * A runtime directory for nginx. Run as root, nginx's workers are `nobody`: they must be able to
- * enter it to write request bodies and responses to temporary files (mkdtemp makes it 0700).
- */
-function gatewayDir(prefix: string): string {
-  const dir = mkdtempSync(join(tmpdir(), prefix));
-  chmodSync(dir, 0o755);
-  return dir;
 }
 
 describe('gateway configuration (no nginx needed)', () => {
@@ -339,6 +332,30 @@ describe('gateway (real nginx)', { skip }, () => {
       } finally {
         for (const ws of held) ws.terminate();
       }
+    });
+
+    test('an idle gap longer than the services\u2019 old keep-alive (5 s) costs no 502: nginx\u2019s upstream connections outlive it', { skip: otherClients || tcpTableSkip }, async () => {
+      const orders = new URL(stack.urls.orders);
+      // Writes, which nginx never retries on another connection; each from an address of its own,
+      // so that no 429 stands in for the answer.
+      let n = 0;
+      const round = () => Promise.all(Array.from({ length: 6 }, () => postOrder(gateway.url, `127.0.1.${++n}`)));
+      assert.deepEqual((await round()).map((r) => r.status), Array(6).fill(202));
+      const idle = await eventually(() => {
+        const peers = establishedPeers(orders.hostname, Number(orders.port));
+        return peers.size > 0 && peers;
+      }, { what: 'nginx\u2019s idle keep-alive connections to orders' });
+
+      // The idle gap itself is what is tested: longer than Node's default keep-alive, 5 s (+1 s).
+      await sleep(7_500);
+      const still = establishedPeers(orders.hostname, Number(orders.port));
+      assert.deepEqual([...idle].filter((p) => !still.has(p)), [], 'the service closed none of them');
+
+      const after = await round();
+      assert.deepEqual(after.map((r) => r.status), Array(6).fill(202), after.map((r) => r.text).join('\n'));
+      const logged = accessLog().filter((l) => String(l.remote_addr).startsWith('127.0.1.'));
+      assert.equal(logged.length, 12);
+      assert.ok(logged.every((l) => l.status === 202 && l.upstream_status === '202'));
     });
 
     test('an MQTT client subscribes and publishes through /mqtt', async () => {

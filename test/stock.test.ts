@@ -74,9 +74,10 @@ describe('stock imports: parsing and validation', () => {
     assert.deepEqual(problem.errors!.map((e) => e.line), [2, 3, 4, 5]);
     assert.match(problem.detail, /2, 3, 4, 5/);
     assert.match(problem.errors![0]!.message, /not valid JSON/);
-    // Store-level checks run once every line parses: the unknown product on line 6.
+    // Store-level checks run once every line parses: the unknown product on line 6 (a 422: the line
+    // matches the schema, the store refuses it).
     const second = await post(app, body.split('\n').filter((_, i) => [0, 5, 6].includes(i)).join('\n'));
-    assert.equal(second.status, 400);
+    assert.equal(second.status, 422);
     assert.deepEqual(((await second.json()) as ProblemBody).errors, [{ line: 2, message: 'productId: unknown product no-such-toy' }]);
     assert.equal(outbox('woodytoys/stock/movements'), 0, 'nothing stored');
   });
@@ -84,11 +85,11 @@ describe('stock imports: parsing and validation', () => {
   it('refuses movement ids used twice, in the batch or by an earlier import', async () => {
     const { app } = setup();
     const twice = await post(app, '{"productId":"yo-yo","delta":1,"movementId":"a"}\n{"productId":"yo-yo","delta":1,"movementId":"a"}');
-    assert.equal(twice.status, 400);
+    assert.equal(twice.status, 422);
     assert.deepEqual(((await twice.json()) as ProblemBody).errors!.map((e) => e.line), [2]);
     assert.equal((await post(app, '{"productId":"yo-yo","delta":1,"movementId":"b"}')).status, 202);
     const again = await post(app, '{"productId":"yo-yo","delta":1,"movementId":"b"}');
-    assert.equal(again.status, 400);
+    assert.equal(again.status, 422);
     assert.match(((await again.json()) as ProblemBody).errors![0]!.message, /already imported/);
   });
 

@@ -2,7 +2,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { bodyLimit } from 'hono/body-limit';
 import { requireAdminKey } from '../../lib/admin-key.js';
-import { adminSecurity, decodeCursor, encodeCursor, pageOf, pageQuery, problemResponse, registerAdminScheme } from '../../lib/api-docs.js';
+import { adminSecurity, cursors, nextCursor, nonBlank, pageOf, pageQuery, problemResponse, queryInteger, registerAdminScheme } from '../../lib/api-docs.js';
 import { createApp, payloadTooLarge, problem, type Readiness } from '../../lib/http.js';
 import type { Logger } from '../../lib/log.js';
 import type { Metrics } from '../../lib/metrics.js';
@@ -20,8 +20,9 @@ export interface CatalogAppOptions {
   onChange?: () => void;
 }
 
-const name = z.string().trim().min(1).max(120);
-const description = z.string().trim().max(2000);
+// The length as sent, then trimmed: what the document's maxLength and pattern say.
+const name = z.string().max(120).trim().min(1).openapi(nonBlank);
+const description = z.string().max(2000).trim().openapi({ description: 'surrounding white space is trimmed' });
 const category = z.string().regex(/^[a-z0-9][a-z0-9-]{0,59}$/, 'lower-case letters, digits and dashes');
 const priceCents = z.number().int().min(0).max(100_000_000);
 const currency = z.string().regex(/^[A-Z]{3}$/, 'ISO 4217 code, e.g. EUR');
@@ -36,12 +37,12 @@ const ProductChangesSchema = z
   .strictObject({ name, description, category, priceCents, currency, active: z.boolean() })
   .partial()
   .refine((o) => Object.keys(o).length > 0, 'at least one field to change')
-  .openapi('ProductChanges', { example: { priceCents: 1490 } });
+  .openapi('ProductChanges', { minProperties: 1, example: { priceCents: 1490 } });
 
 const idParam = z.object({ id: productId.openapi({ param: { name: 'id', in: 'path' }, example: 'wooden-train' }) });
 const boolParam = z.enum(['true', 'false']).transform((v) => v === 'true');
 const money = (param: string, description: string) =>
-  z.coerce.number().int().min(0).optional().openapi({ param: { name: param, in: 'query' }, description });
+  queryInteger(0, Number.MAX_SAFE_INTEGER).optional().openapi({ param: { name: param, in: 'query' }, description });
 
 const listProducts = createRoute({
   method: 'get',
@@ -49,7 +50,7 @@ const listProducts = createRoute({
   summary: 'Products in id order, one page at a time, with optional filters',
   request: {
     query: z.object({
-      ...pageQuery,
+      ...pageQuery(cursors.productId),
       category: category.optional().openapi({ param: { name: 'category', in: 'query' }, example: 'vehicles' }),
       minPrice: money('minPrice', 'lowest price, in cents'),
       maxPrice: money('maxPrice', 'highest price, in cents'),
@@ -59,7 +60,7 @@ const listProducts = createRoute({
   },
   responses: {
     200: { description: 'One page of products', content: { 'application/json': { schema: pageOf(ProductSchema, 'ProductPage') } } },
-    400: problemResponse('Invalid filter or cursor'),
+    400: problemResponse('Invalid filter, limit or cursor'),
   },
 });
 
@@ -88,11 +89,8 @@ export function createCatalogApp({ store, log, metrics, ready, adminApiKey, onCh
 
   app.openapi(listProducts, (c) => {
     const { limit, cursor, category, minPrice, maxPrice, q, active } = c.req.valid('query');
-    const after = decodeCursor<string>(cursor, 'string');
-    if (after instanceof Error) return problem(400, 'Invalid request', after.message) as never;
-    const page = store.list({ category, minPriceCents: minPrice, maxPriceCents: maxPrice, q, active, after, limit });
-    const last = page.items.at(-1);
-    return c.json({ items: page.items, nextCursor: page.more && last ? encodeCursor(last.id) : null }, 200);
+    const page = store.list({ category, minPriceCents: minPrice, maxPriceCents: maxPrice, q, active, after: cursor, limit });
+    return c.json({ items: page.items, nextCursor: nextCursor(page.more, page.items.at(-1)?.id) }, 200);
   });
 
   app.openapi(getProduct, (c) => {

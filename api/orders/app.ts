@@ -1,11 +1,12 @@
 // The orders HTTP API: accept an order at once (202) and let the saga finish it asynchronously.
 import { createRoute, z } from '@hono/zod-openapi';
 import { bodyLimit } from 'hono/body-limit';
-import { decodeCursor, encodeCursor, pageOf, pageQuery, problemResponse } from '../../lib/api-docs.js';
+import { cursors, formatPatterns, nextCursor, nonBlank, pageOf, pageQuery, problemResponse, uuidParam } from '../../lib/api-docs.js';
 import { createApp, payloadTooLarge, problem, type Readiness } from '../../lib/http.js';
 import type { Logger } from '../../lib/log.js';
 import type { Metrics } from '../../lib/metrics.js';
 import { customer, orderItem } from '../../lib/topics.js';
+import { OrderStreams, registerEventRoutes } from './events.js';
 import type { Order, OrderStore } from './store.js';
 
 export interface OrdersAppOptions {
@@ -16,10 +17,22 @@ export interface OrdersAppOptions {
   /** Called after an order is committed, so the outbox relay publishes it without waiting to poll. */
   onOrderCreated?: () => void;
   maxBodyBytes?: number;
+  /** The orders' event streams (api/orders/events.ts); default: one with default bounds. */
+  streams?: OrderStreams;
+  /** The AsyncAPI document, served at /asyncapi.json (lib/asyncapi.ts). */
+  asyncApi?: unknown;
 }
 
+// The event's customer schema (lib/topics.ts) validates, and the document says what its checks
+// mean: the name's length is also checked as sent (its schema trims first, which no JSON Schema
+// keyword can say), it must not be blank, and the e-mail matches zod's pattern.
+const documentedCustomer = customer.extend({
+  name: z.string().max(customer.shape.name.maxLength!).pipe(customer.shape.name).openapi(nonBlank),
+  email: customer.shape.email.openapi(formatPatterns.email),
+});
+
 const NewOrderSchema = z
-  .strictObject({ customer, items: z.array(orderItem).min(1).max(50) })
+  .strictObject({ customer: documentedCustomer, items: z.array(orderItem).min(1).max(50) })
   .openapi('NewOrder', {
     example: { customer: { name: 'Ada', email: 'ada@example.com' }, items: [{ productId: 'wooden-train', quantity: 1 }] },
   });
@@ -73,11 +86,11 @@ const listOrders = createRoute({
   path: '/api/orders',
   summary: 'Orders, newest first, one page at a time',
   request: {
-    query: z.object({ ...pageQuery, status: statusSchema.optional().openapi({ param: { name: 'status', in: 'query' } }) }),
+    query: z.object({ ...pageQuery(cursors.position), status: statusSchema.optional().openapi({ param: { name: 'status', in: 'query' } }) }),
   },
   responses: {
     200: { description: 'One page of orders', content: { 'application/json': { schema: pageOf(OrderSchema, 'OrderPage') } } },
-    400: problemResponse('Invalid query or cursor'),
+    400: problemResponse('Invalid status, limit or cursor'),
   },
 });
 
@@ -85,7 +98,7 @@ const getOrder = createRoute({
   method: 'get',
   path: '/api/orders/{id}',
   summary: 'An order with its status and history',
-  request: { params: z.object({ id: z.uuid().openapi({ param: { name: 'id', in: 'path' } }) }) },
+  request: { params: z.object({ id: uuidParam('id') }) },
   responses: {
     200: { description: 'The order', content: { 'application/json': { schema: OrderSchema } } },
     400: problemResponse('Malformed id'),
@@ -95,7 +108,7 @@ const getOrder = createRoute({
 
 export const orderLocation = (o: Pick<Order, 'id'>) => `/api/orders/${o.id}`;
 
-export function createOrdersApp({ store, log, metrics, ready, onOrderCreated, maxBodyBytes = 16 * 1024 }: OrdersAppOptions) {
+export function createOrdersApp({ store, log, metrics, ready, onOrderCreated, maxBodyBytes = 16 * 1024, streams = new OrderStreams(store), asyncApi }: OrdersAppOptions) {
   const app = createApp({ log, metrics, ready });
   app.use('/api/orders', bodyLimit({ maxSize: maxBodyBytes, onError: payloadTooLarge(maxBodyBytes) }));
 
@@ -115,10 +128,8 @@ export function createOrdersApp({ store, log, metrics, ready, onOrderCreated, ma
 
   app.openapi(listOrders, (c) => {
     const { limit, cursor, status } = c.req.valid('query');
-    const before = decodeCursor<number>(cursor, 'number');
-    if (before instanceof Error) return problem(400, 'Invalid request', before.message) as never;
-    const page = store.list({ status, before, limit });
-    return c.json({ items: page.items, nextCursor: page.more && page.last !== undefined ? encodeCursor(page.last) : null }, 200);
+    const page = store.list({ status, before: cursor, limit });
+    return c.json({ items: page.items, nextCursor: nextCursor(page.more, page.last) }, 200);
   });
 
   app.openapi(getOrder, (c) => {
@@ -127,5 +138,6 @@ export function createOrdersApp({ store, log, metrics, ready, onOrderCreated, ma
     return c.json(order, 200);
   });
 
+  registerEventRoutes(app, { store, streams, asyncApi });
   return app;
 }

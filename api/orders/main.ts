@@ -1,6 +1,11 @@
 // Orders service: config → database (group commit) → MQTT (outbox relay + outcome consumer) → HTTP →
 // shutdown.
+// First, before any schema is built: @hono/zod-openapi gives zod schemas .openapi(), which app.ts
+// calls on schemas of lib/topics.ts, and zod 4 gives a schema its methods when it is built.
+import '@hono/zod-openapi';
 import { Gauge } from 'prom-client';
+import { z } from 'zod';
+import { asyncApiFor, DEFAULT_ACL_FILE } from '../../lib/asyncapi.js';
 import { commonEnv, loadConfig, mqttEnv, port, positiveInt } from '../../lib/config.js';
 import { dataFile } from '../../lib/db.js';
 import { answerAfterCommit, groupCommit } from '../../lib/group-commit.js';
@@ -13,10 +18,22 @@ import { onShutdown } from '../../lib/shutdown.js';
 import { StatsPublisher } from '../../lib/stats.js';
 import { orderConfirmed, orderFailed, stockRejected } from '../../lib/topics.js';
 import { createOrdersApp } from './app.js';
+import { OrderStreams } from './events.js';
 import { outcomeRoutes } from './outcomes.js';
 import { OrderStore, SOURCE } from './store.js';
 
-const config = loadConfig({ ...commonEnv, ...mqttEnv, ...consumerEnv, HTTP_PORT: port(3002), ORDERS_MAX_BODY_BYTES: positiveInt(16 * 1024) });
+const config = loadConfig({
+  ...commonEnv,
+  ...mqttEnv,
+  ...consumerEnv,
+  HTTP_PORT: port(3002),
+  ORDERS_MAX_BODY_BYTES: positiveInt(16 * 1024),
+  ORDERS_EVENT_STREAMS_MAX: positiveInt(1000),
+  /** Below the gateway's proxy_read_timeout for the stream (nginx.conf: 60 s). */
+  ORDERS_EVENT_HEARTBEAT_MS: z.coerce.number().int().min(100).max(50_000).default(15_000),
+  /** The ACL the broker enforces, read for the AsyncAPI document (same variable and default as the broker). */
+  BROKER_ACL_FILE: z.string().min(1).default(DEFAULT_ACL_FILE),
+});
 const log = createLogger('orders', config.LOG_LEVEL);
 const metrics = createMetrics('orders');
 const store = new OrderStore(dataFile(config.DATA_DIR, 'orders'));
@@ -45,6 +62,16 @@ relay.start();
 const stats = new StatsPublisher(publisher, 'orders', () => ({ counts: store.countByStatus(), outboxPending: relay.pending() }));
 stats.start();
 
+const streams = new OrderStreams(store, { max: config.ORDERS_EVENT_STREAMS_MAX, heartbeatMs: config.ORDERS_EVENT_HEARTBEAT_MS });
+new Gauge({
+  name: 'order_event_streams',
+  help: 'Open Server-Sent Event streams (GET /api/orders/{id}/events)',
+  registers: [metrics.registry],
+  collect() {
+    this.set(streams.size);
+  },
+});
+
 new Gauge({
   name: 'orders',
   help: 'Orders by status',
@@ -62,12 +89,16 @@ const app = createOrdersApp({
   ready: () => ({ database: store.db.open }),
   onOrderCreated: () => relay.wake(),
   maxBodyBytes: config.ORDERS_MAX_BODY_BYTES,
+  streams,
+  asyncApi: asyncApiFor(config.BROKER_ACL_FILE),
 });
 const http = await serveApp(answerAfterCommit(app, store.db), config.HTTP_PORT, config.HTTP_HOST);
 log.info({ http: `http://${config.HTTP_HOST}:${http.port}` }, 'orders listening');
 
 onShutdown(log, async () => {
   stats.stop();
+  // Open event streams would hold the HTTP server's close: end them first.
+  await streams.close();
   await http.close();
   await consumption.drain();
   await relay.stop();

@@ -4,6 +4,7 @@ import { openDatabase, timeOrderedId, type DB } from '../../lib/db.js';
 import { createEvent } from '../../lib/events.js';
 import { enqueueEvent, outboxMigration } from '../../lib/outbox.js';
 import { orderCreated, orderStatus, publicOrderRef } from '../../lib/topics.js';
+import { OrderChanges } from './changes.js';
 import type { z } from 'zod';
 import type { customer as customerSchema, orderItem } from '../../lib/topics.js';
 
@@ -69,8 +70,18 @@ export type CreateResult = { kind: 'created'; order: Order } | { kind: 'replayed
 
 export type OutcomeResult = 'applied' | 'duplicate' | 'unknown-order' | 'already-final';
 
+/** One step of an order's history; `seq` counts from 1 per order (the id of its server-sent event). */
+export interface HistoryEntry {
+  seq: number;
+  status: Status;
+  at: string;
+  detail: string | null;
+}
+
 export class OrderStore {
   readonly db: DB;
+  /** Told after each committed change of status, for the orders' event streams. */
+  readonly changes = new OrderChanges();
 
   constructor(file: string) {
     this.db = openDatabase(file, { migrations });
@@ -107,7 +118,9 @@ export class OrderStore {
     })();
     // What get(id) would read back, without reading it back.
     const order: Order = { id, status: 'pending', ...input, reason: null, erpReference: null, createdAt: now, updatedAt: now, history: [{ status: 'pending', at: now, detail: null }] };
-    return result ?? { kind: 'created', order };
+    if (result) return result;
+    this.changes.notify(id);
+    return { kind: 'created', order };
   }
 
   /** Newest first; `before` is the position (rowid) of the last order of the previous page. */
@@ -143,7 +156,7 @@ export class OrderStore {
    * so a redelivered event changes nothing. Only a pending order moves to a final status.
    */
   applyOutcome(eventId: string, orderId: string, status: Exclude<Status, 'pending'>, detail: { reason?: string; erpReference?: string }): OutcomeResult {
-    return this.db.transaction((): OutcomeResult => {
+    const result = this.db.transaction((): OutcomeResult => {
       const now = new Date().toISOString();
       const fresh = this.db.prepare('INSERT INTO processed_events (id, processed_at) VALUES (?, ?) ON CONFLICT DO NOTHING').run(eventId, now);
       if (fresh.changes === 0) return 'duplicate';
@@ -158,6 +171,13 @@ export class OrderStore {
       this.announceStatus(orderId, status, JSON.parse(items) as NewOrder['items']);
       return 'applied';
     })();
+    if (result === 'applied') this.changes.notify(orderId);
+    return result;
+  }
+
+  /** The order's history after step `afterSeq`, oldest first (all of it from 0). */
+  historySince(orderId: string, afterSeq: number): HistoryEntry[] {
+    return this.db.prepare('SELECT seq, status, at, detail FROM order_history WHERE order_id = ? AND seq > ? ORDER BY seq').all(orderId, afterSeq) as HistoryEntry[];
   }
 
   countByStatus(): Record<Status, number> {

@@ -3,7 +3,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { bodyLimit } from 'hono/body-limit';
 import { requireAdminKey } from '../../lib/admin-key.js';
-import { adminSecurity, decodeCursor, encodeCursor, pageOf, pageQuery, problemResponse, registerAdminScheme } from '../../lib/api-docs.js';
+import { adminSecurity, cursors, nextCursor, nonBlank, pageOf, pageQuery, problemResponse, registerAdminScheme, uuidParam } from '../../lib/api-docs.js';
 import { createApp, payloadTooLarge, problem, type Readiness } from '../../lib/http.js';
 import type { Logger } from '../../lib/log.js';
 import type { Metrics } from '../../lib/metrics.js';
@@ -43,7 +43,7 @@ const ImportSchema = z
 const ReservationSchema = z.object({ orderId: z.uuid(), status: z.enum(['held', 'rejected', 'released', 'sold']), reason: z.string().nullable() }).openapi('Reservation');
 
 const productParam = z.object({ productId: productId.openapi({ param: { name: 'productId', in: 'path' }, example: 'wooden-train' }) });
-const reason = z.string().trim().min(1).max(200);
+const reason = z.string().max(200).trim().min(1).openapi(nonBlank);
 
 export function createStockApp({ store, log, metrics, ready, adminApiKey, onChange, importMaxBytes = 32 * 1024 * 1024, importMaxMovements = 100_000 }: StockAppOptions) {
   const app = createApp({ log, metrics, ready });
@@ -60,7 +60,7 @@ export function createStockApp({ store, log, metrics, ready, adminApiKey, onChan
       summary: 'Stock levels in product id order, one page at a time',
       request: {
         query: z.object({
-          ...pageQuery,
+          ...pageQuery(cursors.productId),
           inStock: z
             .enum(['true', 'false'])
             .transform((v) => v === 'true')
@@ -75,11 +75,8 @@ export function createStockApp({ store, log, metrics, ready, adminApiKey, onChan
     }),
     (c) => {
       const { limit, cursor, inStock } = c.req.valid('query');
-      const after = decodeCursor<string>(cursor, 'string');
-      if (after instanceof Error) return problem(400, 'Invalid request', after.message) as never;
-      const page = store.listLevels({ after, limit, inStock });
-      const last = page.items.at(-1);
-      return c.json({ items: page.items, nextCursor: page.more && last ? encodeCursor(last.productId) : null }, 200);
+      const page = store.listLevels({ after: cursor, limit, inStock });
+      return c.json({ items: page.items, nextCursor: nextCursor(page.more, page.items.at(-1)?.productId) }, 200);
     },
   );
 
@@ -139,7 +136,7 @@ export function createStockApp({ store, log, metrics, ready, adminApiKey, onChan
           content: {
             'application/json': {
               schema: z
-                .strictObject({ delta: z.number().int().min(-1_000_000).max(1_000_000).refine((n) => n !== 0, 'must not be 0'), reason })
+                .strictObject({ delta: MovementSchema.shape.delta, reason })
                 .openapi('StockAdjustment', { example: { delta: -2, reason: 'broken in the warehouse' } }),
             },
           },
@@ -170,13 +167,13 @@ export function createStockApp({ store, log, metrics, ready, adminApiKey, onChan
     method: 'post',
     path: '/api/stock/imports',
     summary: 'Import a batch of stock movements (admin); they reach the ERP asynchronously',
-    description: `A JSON array, or NDJSON (${NDJSON_TYPES.join(', ')}) with one movement per line. Every line is validated; any invalid line rejects the whole import.`,
+    description: `A JSON array, or NDJSON (${NDJSON_TYPES.join(', ')}) with one movement per line (at least one, at most ${importMaxMovements}, ${importMaxBytes} bytes in all). Every line is validated; any invalid line rejects the whole import: 400 for a line that does not match the schema, 422 for an unknown product or a movementId already used.`,
     security: adminSecurity,
     request: {
       body: {
         required: true,
         content: {
-          'application/json': { schema: z.array(MovementSchema) },
+          'application/json': { schema: z.array(MovementSchema).min(1).max(importMaxMovements) },
           'application/x-ndjson': { schema: MovementSchema },
         },
       },
@@ -189,6 +186,7 @@ export function createStockApp({ store, log, metrics, ready, adminApiKey, onChan
       },
       400: problemResponse('Invalid movements; `errors` lists each line'),
       413: problemResponse('Too many bytes or movements'),
+      422: problemResponse('Unknown products, or movement ids already used; `errors` lists each line'),
       415: problemResponse('Neither JSON nor NDJSON'),
       ...adminResponses,
     },
@@ -198,7 +196,8 @@ export function createStockApp({ store, log, metrics, ready, adminApiKey, onChan
     if (!parsed.ok) return problem(parsed.status, parsed.title, parsed.detail, parsed.errors ? { errors: parsed.errors } : {});
     const errors = checkAgainstStore(store, parsed.movements, parsed.lines);
     if (errors.length > 0) {
-      return problem(400, 'Invalid movements', `invalid lines: ${errors.slice(0, 100).map((e) => e.line).join(', ')}; nothing was stored`, { errors: errors.slice(0, 100) });
+      // The lines match the schema; what refuses them is the store's state: 422, not 400.
+      return problem(422, 'Unprocessable movements', `lines: ${errors.slice(0, 100).map((e) => e.line).join(', ')}; nothing was stored`, { errors: errors.slice(0, 100) });
     }
     const created = store.createImport(parsed.movements, parsed.lines);
     onChange?.();
@@ -212,7 +211,7 @@ export function createStockApp({ store, log, metrics, ready, adminApiKey, onChan
       method: 'get',
       path: '/api/stock/imports',
       summary: 'Imports, newest first, one page at a time',
-      request: { query: z.object(pageQuery) },
+      request: { query: z.object(pageQuery(cursors.position)) },
       responses: {
         200: { description: 'One page of imports', content: { 'application/json': { schema: pageOf(ImportSchema, 'StockImportPage') } } },
         400: problemResponse('Invalid query or cursor'),
@@ -220,10 +219,8 @@ export function createStockApp({ store, log, metrics, ready, adminApiKey, onChan
     }),
     (c) => {
       const { limit, cursor } = c.req.valid('query');
-      const before = decodeCursor<number>(cursor, 'number');
-      if (before instanceof Error) return problem(400, 'Invalid request', before.message) as never;
-      const page = store.listImports({ before, limit });
-      return c.json({ items: page.items, nextCursor: page.more && page.lastSeq !== undefined ? encodeCursor(page.lastSeq) : null }, 200);
+      const page = store.listImports({ before: cursor, limit });
+      return c.json({ items: page.items, nextCursor: nextCursor(page.more, page.lastSeq) }, 200);
     },
   );
 
@@ -232,7 +229,7 @@ export function createStockApp({ store, log, metrics, ready, adminApiKey, onChan
       method: 'get',
       path: '/api/stock/imports/{id}',
       summary: "An import's progress: total, done, failed, status",
-      request: { params: z.object({ id: z.uuid().openapi({ param: { name: 'id', in: 'path' } }) }) },
+      request: { params: z.object({ id: uuidParam('id') }) },
       responses: {
         200: { description: 'The progress', content: { 'application/json': { schema: ImportSchema } } },
         400: problemResponse('Malformed id'),
@@ -251,7 +248,7 @@ export function createStockApp({ store, log, metrics, ready, adminApiKey, onChan
       method: 'get',
       path: '/api/stock/reservations/{orderId}',
       summary: "The reservation behind an order: held, rejected, released (compensated) or sold",
-      request: { params: z.object({ orderId: z.uuid().openapi({ param: { name: 'orderId', in: 'path' } }) }) },
+      request: { params: z.object({ orderId: uuidParam('orderId') }) },
       responses: {
         200: { description: 'The reservation', content: { 'application/json': { schema: ReservationSchema } } },
         400: problemResponse('Malformed order id'),

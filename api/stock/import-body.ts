@@ -9,7 +9,13 @@ export const MovementSchema = z
   .strictObject({
     productId,
     /** Units received (positive) or removed (negative). */
-    delta: z.number().int().min(-1_000_000).max(1_000_000).refine((n) => n !== 0, 'must not be 0'),
+    delta: z
+      .number()
+      .int()
+      .min(-1_000_000)
+      .max(1_000_000)
+      .refine((n) => n !== 0, 'must not be 0')
+      .openapi({ not: { const: 0 } }),
     /** Optional, unique system-wide; by default the import derives `<importId>:<line>`. */
     movementId: z.string().regex(/^[A-Za-z0-9._-][A-Za-z0-9:._-]{0,63}$/, 'letters, digits and :._- (at most 64)').optional(),
   })
@@ -96,8 +102,10 @@ async function* chunks(body: ReadableStream<Uint8Array> | null): AsyncGenerator<
       yield value;
     }
   } finally {
-    // Stop reading (and let the socket go) if we bail out early.
-    reader.cancel().catch(() => undefined);
+    // Bailing out early leaves the rest unread, not cancelled: cancelling would destroy the socket
+    // before the answer goes out. The server reads and discards the rest after answering
+    // (lib/http.ts lingerAfterEarlyResponse).
+    reader.releaseLock();
   }
 }
 

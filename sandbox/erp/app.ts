@@ -2,8 +2,9 @@
 // units per operation against a provisioned capacity, answers 429 with Retry-After beyond it,
 // deduplicates by operation id and counts everything so tests and benchmarks can check the pacing.
 import { createRoute, z } from '@hono/zod-openapi';
+import { bodyLimit } from 'hono/body-limit';
 import { Counter, Gauge } from 'prom-client';
-import { createApp, problem } from '../../lib/http.js';
+import { createApp, payloadTooLarge, problem } from '../../lib/http.js';
 import type { Logger } from '../../lib/log.js';
 import type { Metrics } from '../../lib/metrics.js';
 import { sleep } from '../../lib/shutdown.js';
@@ -26,6 +27,8 @@ export interface ErpOptions {
   throttleRate?: number;
   log: Logger;
   metrics: Metrics;
+  /** Larger bodies get a 413 problem; an order record is a few KiB at most. */
+  maxBodyBytes?: number;
 }
 
 const recordBody = z.strictObject({
@@ -41,12 +44,13 @@ const recordRoute = createRoute({
   responses: {
     201: { description: 'recorded' },
     200: { description: 'already recorded (duplicate operation id)' },
+    413: { description: 'body over the limit (64 KiB)' },
     422: { description: 'refused by business rules' },
     429: { description: 'over provisioned capacity; see Retry-After' },
   },
 });
 
-export function createErp({ store, throttle, costs, blockedDomains, latencyMs = 0, errorRate = 0, throttleRate = 0, log, metrics }: ErpOptions) {
+export function createErp({ store, throttle, costs, blockedDomains, latencyMs = 0, errorRate = 0, throttleRate = 0, log, metrics, maxBodyBytes = 64 * 1024 }: ErpOptions) {
   const counters = { calls: 0, accepted: 0, rejected: 0, duplicates: 0, refused: 0, errors: 0 };
   const calls = new Counter({
     name: 'erp_calls_total',
@@ -65,6 +69,7 @@ export function createErp({ store, throttle, costs, blockedDomains, latencyMs = 
   const count = (outcome: string, kind: string) => calls.inc({ outcome, kind });
 
   const app = createApp({ log, metrics, ready: () => ({ database: store.db.open }) });
+  app.use('/erp/*', bodyLimit({ maxSize: maxBodyBytes, onError: payloadTooLarge(maxBodyBytes) }));
 
   app.openapi(recordRoute, async (c) => {
     const { operationId, kind, payload } = c.req.valid('json');
