@@ -92,3 +92,9 @@ export function registerAdminScheme(app: Pick<OpenAPIHono, 'openAPIRegistry'>): 
 }
 
 export const adminSecurity = [{ [ADMIN_SCHEME]: [] }];
+
+/** The answers every admin route adds to its own (lib/admin-key.ts). */
+export const adminResponses = {
+  401: problemResponse('Missing or wrong API key'),
+  503: problemResponse('Admin routes disabled (no ADMIN_API_KEY)'),
+};

@@ -178,23 +178,20 @@ const settling = progress('settling');
 settling.start(accepted.length, 0, { detail: '' });
 const deadline = Date.now() + waitSeconds * 1000;
 while (Date.now() < deadline && waiting().length > 0) {
-  const wanted = new Set(waiting());
-  let cursor: string | null = null;
-  for (let page = 0; page < Math.ceil(accepted.length / 100) + 20 && wanted.size > 0; page++) {
-    const res = await fetch(`${base}/api/orders?limit=100${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`, { headers }).catch(() => undefined);
-    if (res?.status === 429) {
-      await new Promise((w) => setTimeout(w, 1000 * Number(res.headers.get('retry-after') ?? 1)));
-      break;
+  // Each order by its id, as its customer follows it (the list of every order is the back office's).
+  const queue = waiting();
+  let pause = 0;
+  const follow = async () => {
+    for (let id = queue.pop(); id !== undefined && pause === 0; id = queue.pop()) {
+      const res = await fetch(`${base}/api/orders/${id}`, { headers }).catch(() => undefined);
+      if (res?.status === 429) pause = Number(res.headers.get('retry-after') ?? 1);
+      if (!res?.ok) continue;
+      const order = (await res.json()) as { status: string; reason?: string | null };
+      if (order.status !== 'pending') settled.set(id, { status: order.status, reason: order.reason ?? null });
     }
-    if (!res?.ok) break;
-    const body = (await res.json()) as { items: { id: string; status: string; reason?: string | null }[]; nextCursor: string | null };
-    for (const o of body.items) {
-      if (!wanted.delete(o.id)) continue;
-      settled.set(o.id, { status: o.status, reason: o.reason ?? null });
-    }
-    cursor = body.nextCursor;
-    if (!cursor) break;
-  }
+  };
+  await Promise.all(Array.from({ length: 16 }, follow));
+  if (pause > 0) await new Promise((w) => setTimeout(w, 1000 * pause));
   settling.update(accepted.length - waiting().length, { detail: '' });
   if (waiting().length > 0) await new Promise((w) => setTimeout(w, 500));
 }

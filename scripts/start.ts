@@ -59,7 +59,7 @@ const commands: ConcurrentlyCommandInput[] = [
   { name: 'erp', command: node('sandbox/erp/main.ts'), env: { ...shared, ...mqttLogin(credentials, 'erp'), HTTP_PORT: String(config.ERP_PORT), ERP_CAPACITY_RU: String(config.ERP_CAPACITY_RU) } },
   { name: 'catalog', command: node('api/catalog/main.ts'), env: { ...shared, ...mqttLogin(credentials, 'catalog'), HTTP_PORT: String(config.CATALOG_PORT), ADMIN_API_KEY: adminKey } },
   { name: 'stock', command: node('api/stock/main.ts'), env: { ...shared, ...mqttLogin(credentials, 'stock'), HTTP_PORT: String(config.STOCK_PORT), ADMIN_API_KEY: adminKey } },
-  { name: 'orders', command: node('api/orders/main.ts'), env: { ...shared, ...mqttLogin(credentials, 'orders'), HTTP_PORT: String(config.ORDERS_PORT) } },
+  { name: 'orders', command: node('api/orders/main.ts'), env: { ...shared, ...mqttLogin(credentials, 'orders'), HTTP_PORT: String(config.ORDERS_PORT), ADMIN_API_KEY: adminKey } },
 ];
 const workerPorts: number[] = [];
 for (let i = 1; i <= config.WORKERS; i++) {
@@ -132,7 +132,7 @@ ${gatewayLines.join('\n')}
 ${brokerLine}
   MQTT topics    http://${host}:${config.ORDERS_PORT}/asyncapi.json   (AsyncAPI; through the gateway too)
   workers        ${workerPorts.map((p) => `http://${host}:${p}/metrics`).join('  ')}
-  admin API key  ${adminKey}   (X-API-Key, for catalog and stock admin routes)
+  admin API key  ${adminKey}   (X-API-Key, for the admin routes: the orders list, catalog and stock changes)
   MQTT users     ${join(config.DATA_DIR, 'mqtt-credentials.json')}   (viewer: read-only, for displays)
 Press Ctrl-C to stop everything.
 `);

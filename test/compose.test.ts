@@ -168,7 +168,7 @@ describe('compose.yaml', { skip }, () => {
         broker: /BROKER_PASSWORD_ORDERS: still a placeholder/,
         erp: /MQTT_PASSWORD: still a placeholder/,
         catalog: /ADMIN_API_KEY: still a placeholder[\s\S]*MQTT_PASSWORD: still a placeholder/,
-        orders: /MQTT_PASSWORD: still a placeholder/,
+        orders: /ADMIN_API_KEY: still a placeholder[\s\S]*MQTT_PASSWORD: still a placeholder/,
         stock: /ADMIN_API_KEY: still a placeholder[\s\S]*MQTT_PASSWORD: still a placeholder/,
         workers: /MQTT_PASSWORD: still a placeholder/,
       };

@@ -24,7 +24,7 @@ const common = (name: string) => ({ log: createLogger(name, 'silent'), metrics: 
 const services = {
   catalog: () => createCatalogApp({ store: new CatalogStore(':memory:'), ...common('catalog'), adminApiKey: ADMIN_KEY }),
   stock: () => createStockApp({ store: new StockStore(':memory:'), ...common('stock'), adminApiKey: ADMIN_KEY, importMaxMovements: 1000 }),
-  orders: () => createOrdersApp({ store: new OrderStore(':memory:'), ...common('orders') }),
+  orders: () => createOrdersApp({ store: new OrderStore(':memory:'), ...common('orders'), adminApiKey: ADMIN_KEY }),
 };
 type App = ReturnType<(typeof services)[keyof typeof services]>;
 
@@ -189,9 +189,9 @@ describe('the cases where the documents used to be looser than the validation', 
     { service: 'orders', method: 'POST', path: '/api/orders', part: 'body', url: '/api/orders', body: order({ email: 'x@a-.com' }), allowed: true },
     { service: 'orders', method: 'POST', path: '/api/orders', part: 'body', url: '/api/orders', body: order({ name: '   ' }), allowed: false },
     { service: 'orders', method: 'POST', path: '/api/orders', part: 'body', url: '/api/orders', body: order({ name: `  ${'x'.repeat(119)}` }), allowed: false },
-    { service: 'orders', method: 'GET', path: '/api/orders', part: 'cursor', url: '/api/orders?cursor=', allowed: false },
-    { service: 'orders', method: 'GET', path: '/api/orders', part: 'cursor', url: '/api/orders?cursor=garbage', allowed: false },
-    { service: 'orders', method: 'GET', path: '/api/orders', part: 'cursor', url: '/api/orders?cursor=123', allowed: true },
+    { service: 'orders', method: 'GET', path: '/api/orders', part: 'cursor', url: '/api/orders?cursor=', headers: admin, allowed: false },
+    { service: 'orders', method: 'GET', path: '/api/orders', part: 'cursor', url: '/api/orders?cursor=garbage', headers: admin, allowed: false },
+    { service: 'orders', method: 'GET', path: '/api/orders', part: 'cursor', url: '/api/orders?cursor=123', headers: admin, allowed: true },
     { service: 'catalog', method: 'GET', path: '/api/catalog/products', part: 'cursor', url: '/api/catalog/products?cursor=', allowed: false },
     { service: 'catalog', method: 'GET', path: '/api/catalog/products', part: 'cursor', url: '/api/catalog/products?cursor=no-such-product', allowed: true },
     { service: 'catalog', method: 'GET', path: '/api/catalog/products', part: 'minPrice', url: '/api/catalog/products?minPrice=null', allowed: false },

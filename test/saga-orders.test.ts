@@ -6,9 +6,12 @@ import { OrderStore } from '../api/orders/store.js';
 import { createLogger } from '../lib/log.js';
 import { createMetrics } from '../lib/metrics.js';
 
+const KEY = 'orders-admin-key-0123456789';
+const asAdmin = { headers: { 'x-api-key': KEY } };
+
 function setup() {
   const store = new OrderStore(':memory:');
-  const app = createOrdersApp({ store, log: createLogger('orders-test', 'silent'), metrics: createMetrics('orders-test'), ready: () => ({ database: true }) });
+  const app = createOrdersApp({ store, log: createLogger('orders-test', 'silent'), metrics: createMetrics('orders-test'), ready: () => ({ database: true }), adminApiKey: KEY });
   const events = () => (store.db.prepare("SELECT count(*) AS n FROM outbox WHERE topic = 'woodytoys/orders/created'").get() as { n: number }).n;
   return { store, app, events };
 }
@@ -61,7 +64,7 @@ describe('orders API: list', () => {
       const seen: string[] = [];
       let cursor: string | null = null;
       for (let i = 0; i < 20; i++) {
-        const res = await app.request(`/api/orders?limit=5${query}${cursor ? `&cursor=${cursor}` : ''}`);
+        const res = await app.request(`/api/orders?limit=5${query}${cursor ? `&cursor=${cursor}` : ''}`, asAdmin);
         assert.equal(res.status, 200);
         const page = (await res.json()) as { items: { id: string; status: string }[]; nextCursor: string | null };
         seen.push(...page.items.map((o) => `${o.id}:${o.status}`));
@@ -73,6 +76,17 @@ describe('orders API: list', () => {
     assert.deepEqual(await walk(''), ids.map((id, i) => `${id}:${i < 5 ? 'confirmed' : 'pending'}`).reverse());
     assert.deepEqual(await walk('&status=confirmed'), ids.slice(0, 5).map((id) => `${id}:confirmed`).reverse());
     assert.deepEqual(await walk('&status=rejected'), []);
-    for (const bad of ['status=lost', 'limit=0', 'cursor=%21%21']) assert.equal((await app.request(`/api/orders?${bad}`)).status, 400, bad);
+    for (const bad of ['status=lost', 'limit=0', 'cursor=%21%21']) assert.equal((await app.request(`/api/orders?${bad}`, asAdmin)).status, 400, bad);
+  });
+
+  it('is the back office\u2019s: every customer\u2019s name and e-mail, so the admin key is required', async () => {
+    const { app } = setup();
+    const placed = (await (await send(app, body(7))).json()) as { id: string };
+    const stranger = await app.request('/api/orders');
+    assert.equal(stranger.status, 401);
+    assert.doesNotMatch(await stranger.text(), /c7@example\.com/);
+    assert.equal((await app.request('/api/orders', { headers: { 'x-api-key': `${KEY}x` } })).status, 401);
+    const own = await app.request(`/api/orders/${placed.id}`);
+    assert.equal(own.status, 200, 'an order stays readable by its id (its Location)');
   });
 });

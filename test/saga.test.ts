@@ -9,7 +9,7 @@ import { devCredentials } from '../broker/credentials.js';
 import { stockLevelTopic } from '../lib/topics.js';
 import { eventually } from './support/process.js';
 import { requireProgram } from './support/programs.js';
-import { getJson, getStock, startStack, type BrokerKind, type Stack } from './support/stack.js';
+import { ADMIN_KEY, getJson, getStock, startStack, type BrokerKind, type Stack } from './support/stack.js';
 
 interface Order {
   id: string;
@@ -121,7 +121,7 @@ function sagaCases(broker: BrokerKind) {
     assert.equal((await final(first.body.id)).status, 'confirmed');
     await eventually(async () => (await reservation(first.body.id)).status === 'sold', { what: 'reservation sold' });
     assert.equal((await getStock(stack.urls.stock, 'tea-set')).available, 19, 'one unit, reserved once');
-    const recent = await getJson<{ items: Order[] }>(`${stack.urls.orders}/api/orders?limit=100`);
+    const recent = await getJson<{ items: Order[] }>(`${stack.urls.orders}/api/orders?limit=100`, { 'x-api-key': ADMIN_KEY });
     assert.equal(recent.items.filter((o) => (o as unknown as { customer: { email: string } }).customer.email === body.customer.email).length, 1);
   });
 

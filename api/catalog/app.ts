@@ -2,7 +2,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { bodyLimit } from 'hono/body-limit';
 import { requireAdminKey } from '../../lib/admin-key.js';
-import { adminSecurity, cursors, nextCursor, nonBlank, pageOf, pageQuery, problemResponse, queryInteger, registerAdminScheme } from '../../lib/api-docs.js';
+import { adminResponses, adminSecurity, cursors, nextCursor, nonBlank, pageOf, pageQuery, problemResponse, queryInteger, registerAdminScheme } from '../../lib/api-docs.js';
 import { createApp, payloadTooLarge, problem, type Readiness } from '../../lib/http.js';
 import type { Logger } from '../../lib/log.js';
 import type { Metrics } from '../../lib/metrics.js';
@@ -79,10 +79,6 @@ const getProduct = createRoute({
 export function createCatalogApp({ store, log, metrics, ready, adminApiKey, onChange }: CatalogAppOptions) {
   const app = createApp({ log, metrics, ready });
   const admin = requireAdminKey(adminApiKey, log);
-  const adminResponses = {
-    401: problemResponse('Missing or wrong API key'),
-    503: problemResponse('Admin routes disabled (no ADMIN_API_KEY)'),
-  };
   registerAdminScheme(app);
   app.use('/api/catalog/*', bodyLimit({ maxSize: 64 * 1024, onError: payloadTooLarge(64 * 1024) }));
   app.doc31('/api/catalog/openapi.json', { openapi: '3.1.0', info: { title: 'Woodytoys catalog', version: '1.0.0' } });

@@ -1,7 +1,8 @@
 // The orders HTTP API: accept an order at once (202) and let the saga finish it asynchronously.
 import { createRoute, z } from '@hono/zod-openapi';
 import { bodyLimit } from 'hono/body-limit';
-import { cursors, formatPatterns, nextCursor, nonBlank, pageOf, pageQuery, problemResponse, uuidParam } from '../../lib/api-docs.js';
+import { requireAdminKey } from '../../lib/admin-key.js';
+import { adminResponses, adminSecurity, cursors, formatPatterns, nextCursor, nonBlank, pageOf, pageQuery, problemResponse, registerAdminScheme, uuidParam } from '../../lib/api-docs.js';
 import { createApp, payloadTooLarge, problem, type Readiness } from '../../lib/http.js';
 import type { Logger } from '../../lib/log.js';
 import type { Metrics } from '../../lib/metrics.js';
@@ -21,6 +22,8 @@ export interface OrdersAppOptions {
   streams?: OrderStreams;
   /** The AsyncAPI document, served at /asyncapi.json (lib/asyncapi.ts). */
   asyncApi?: unknown;
+  /** Key for the admin routes (the list of every order); unset: they answer 503. */
+  adminApiKey?: string | undefined;
 }
 
 // The event's customer schema (lib/topics.ts) validates, and the document says what its checks
@@ -81,16 +84,21 @@ const createOrder = createRoute({
   },
 });
 
-const listOrders = createRoute({
+// The list shows every customer's name and e-mail: it is the back office's (admin key). A customer
+// follows an order through its id, which only its Location gave out (a capability).
+const listOrders = (admin: ReturnType<typeof requireAdminKey>) => createRoute({
   method: 'get',
   path: '/api/orders',
-  summary: 'Orders, newest first, one page at a time',
+  summary: 'Orders, newest first, one page at a time (admin)',
+  security: adminSecurity,
+  middleware: [admin],
   request: {
     query: z.object({ ...pageQuery(cursors.position), status: statusSchema.optional().openapi({ param: { name: 'status', in: 'query' } }) }),
   },
   responses: {
     200: { description: 'One page of orders', content: { 'application/json': { schema: pageOf(OrderSchema, 'OrderPage') } } },
     400: problemResponse('Invalid status, limit or cursor'),
+    ...adminResponses,
   },
 });
 
@@ -108,8 +116,9 @@ const getOrder = createRoute({
 
 export const orderLocation = (o: Pick<Order, 'id'>) => `/api/orders/${o.id}`;
 
-export function createOrdersApp({ store, log, metrics, ready, onOrderCreated, maxBodyBytes = 16 * 1024, streams = new OrderStreams(store), asyncApi }: OrdersAppOptions) {
+export function createOrdersApp({ store, log, metrics, ready, onOrderCreated, maxBodyBytes = 16 * 1024, streams = new OrderStreams(store), asyncApi, adminApiKey }: OrdersAppOptions) {
   const app = createApp({ log, metrics, ready });
+  registerAdminScheme(app);
   app.use('/api/orders', bodyLimit({ maxSize: maxBodyBytes, onError: payloadTooLarge(maxBodyBytes) }));
 
   // Registered before /api/orders/{id} so that the document is not taken for an order id.
@@ -126,7 +135,7 @@ export function createOrdersApp({ store, log, metrics, ready, onOrderCreated, ma
     return c.json(result.order, 202);
   });
 
-  app.openapi(listOrders, (c) => {
+  app.openapi(listOrders(requireAdminKey(adminApiKey, log)), (c) => {
     const { limit, cursor, status } = c.req.valid('query');
     const page = store.list({ status, before: cursor, limit });
     return c.json({ items: page.items, nextCursor: nextCursor(page.more, page.last) }, 200);

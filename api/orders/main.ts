@@ -29,6 +29,7 @@ const config = loadConfig({
   HTTP_PORT: port(3002),
   ORDERS_MAX_BODY_BYTES: positiveInt(16 * 1024),
   ORDERS_EVENT_STREAMS_MAX: positiveInt(1000),
+  ADMIN_API_KEY: z.string().min(16, 'use at least 16 characters').optional(),
   /** Below the gateway's proxy_read_timeout for the stream (nginx.conf: 60 s). */
   ORDERS_EVENT_HEARTBEAT_MS: z.coerce.number().int().min(100).max(50_000).default(15_000),
   /** The ACL the broker enforces, read for the AsyncAPI document (same variable and default as the broker). */
@@ -91,6 +92,7 @@ const app = createOrdersApp({
   maxBodyBytes: config.ORDERS_MAX_BODY_BYTES,
   streams,
   asyncApi: asyncApiFor(config.BROKER_ACL_FILE),
+  adminApiKey: config.ADMIN_API_KEY,
 });
 const http = await serveApp(answerAfterCommit(app, store.db), config.HTTP_PORT, config.HTTP_HOST);
 log.info({ http: `http://${config.HTTP_HOST}:${http.port}` }, 'orders listening');

@@ -3,7 +3,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { bodyLimit } from 'hono/body-limit';
 import { requireAdminKey } from '../../lib/admin-key.js';
-import { adminSecurity, cursors, nextCursor, nonBlank, pageOf, pageQuery, problemResponse, registerAdminScheme, uuidParam } from '../../lib/api-docs.js';
+import { adminResponses, adminSecurity, cursors, nextCursor, nonBlank, pageOf, pageQuery, problemResponse, registerAdminScheme, uuidParam } from '../../lib/api-docs.js';
 import { createApp, payloadTooLarge, problem, type Readiness } from '../../lib/http.js';
 import type { Logger } from '../../lib/log.js';
 import type { Metrics } from '../../lib/metrics.js';
@@ -48,7 +48,6 @@ const reason = z.string().max(200).trim().min(1).openapi(nonBlank);
 export function createStockApp({ store, log, metrics, ready, adminApiKey, onChange, importMaxBytes = 32 * 1024 * 1024, importMaxMovements = 100_000 }: StockAppOptions) {
   const app = createApp({ log, metrics, ready });
   const admin = requireAdminKey(adminApiKey, log);
-  const adminResponses = { 401: problemResponse('Missing or wrong API key'), 503: problemResponse('Admin routes disabled (no ADMIN_API_KEY)') };
   registerAdminScheme(app);
   app.use('/api/stock/levels/*', bodyLimit({ maxSize: 16 * 1024, onError: payloadTooLarge(16 * 1024) }));
   app.doc31('/api/stock/openapi.json', { openapi: '3.1.0', info: { title: 'Woodytoys stock', version: '1.0.0' } });

@@ -28,7 +28,7 @@ export interface StackOptions {
   broker?: BrokerKind;
 }
 
-/** The ADMIN_API_KEY the stack gives catalog and stock. */
+/** The ADMIN_API_KEY the stack gives orders, catalog and stock. */
 export const ADMIN_KEY = 'test-admin-key-0123456789';
 
 export interface Stack {
@@ -86,7 +86,7 @@ export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, 
       await p.waitForLog((l) => l.msg === 'subscribed');
       return p;
     },
-    orders: (extra = {}) => startProcess({ name: 'orders', entry: 'api/orders/main.ts', env: { ...common, ...login('orders'), HTTP_PORT: String(ordersPort), ...extra } }),
+    orders: (extra = {}) => startProcess({ name: 'orders', entry: 'api/orders/main.ts', env: { ...common, ...login('orders'), HTTP_PORT: String(ordersPort), ...admin, ...extra } }),
   };
   const startWorker = (i: number) => (extra: Record<string, string> = {}) =>
     startProcess({
@@ -203,8 +203,8 @@ export async function postOrder(base: string, body: unknown = sampleOrder()): Pr
   return { status: res.status, location: res.headers.get('location'), body: (await res.json()) as { id?: string } };
 }
 
-export async function getJson<T = Record<string, unknown>>(url: string): Promise<T> {
-  const res = await fetch(url);
+export async function getJson<T = Record<string, unknown>>(url: string, headers: Record<string, string> = {}): Promise<T> {
+  const res = await fetch(url, { headers });
   if (!res.ok) throw new Error(`GET ${url} → ${res.status}`);
   return (await res.json()) as T;
 }
