@@ -57,7 +57,11 @@ export interface StartOptions {
   echo?: boolean;
 }
 
-export async function startProcess({ name, entry, command, env, ready, timeoutMs = 20_000, echo = process.env.TEST_ECHO === '1' }: StartOptions): Promise<Proc> {
+// A bound on waiting for a start, not a pause: on a shared 2-core machine with other suites and CPU
+// burners beside it, compiling and starting one process (tsx) has taken over 20 s.
+const START_TIMEOUT_MS = 60_000;
+
+export async function startProcess({ name, entry, command, env, ready, timeoutMs = START_TIMEOUT_MS, echo = process.env.TEST_ECHO === '1' }: StartOptions): Promise<Proc> {
   const [program, ...args] = command ?? [process.execPath, ...profileFlags(), '--import', 'tsx', entry ?? `${name}/main.ts`];
   const child = spawn(program === 'node' ? process.execPath : program!, args, {
     cwd: ROOT,
