@@ -5,22 +5,14 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import mqtt from 'mqtt';
+import type { DeadLetter } from '../api/deadletters/store.js';
 import { devCredentials } from '../broker/credentials.js';
 import { orderConfirmed } from '../lib/topics.js';
 import { eventually } from './support/process.js';
 import { grantedQos } from './support/broker.js';
 import { ADMIN_KEY, getJson, getStock, postOrder, sampleOrder, startStack, type Stack } from './support/stack.js';
 
-interface Letter {
-  id: string;
-  consumer: string;
-  topic: string;
-  reason: string;
-  attempts: number | null;
-  eventId: string | null;
-  replayable: boolean;
-  replayedAt: string | null;
-}
+type Letter = DeadLetter;
 interface Order {
   status: string;
   history: { status: string; detail: string | null }[];

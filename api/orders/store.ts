@@ -166,11 +166,8 @@ export class OrderStore {
   applyOutcome(eventId: string, orderId: string, status: Exclude<Status, 'pending'>, detail: { reason?: string; erpReference?: string }): OutcomeResult {
     const result = this.db.transaction((): OutcomeResult => {
       const now = new Date().toISOString();
-      const fresh = this.db.prepare('INSERT INTO processed_events (id, processed_at) VALUES (?, ?) ON CONFLICT DO NOTHING').run(eventId, now);
-      if (fresh.changes === 0) return 'duplicate';
-      const row = this.db.prepare('SELECT status FROM orders WHERE id = ?').get(orderId) as { status: Status } | undefined;
-      if (!row) return 'unknown-order';
-      if (row.status !== 'pending') return 'already-final';
+      const refused = this.takePending(eventId, orderId, now);
+      if (refused) return refused;
       this.db
         .prepare('UPDATE orders SET status = ?, reason = ?, erp_reference = ?, updated_at = ?, parked_at = NULL WHERE id = ?')
         .run(status, detail.reason ?? null, detail.erpReference ?? null, now, orderId);
@@ -191,17 +188,26 @@ export class OrderStore {
   applyParked(eventId: string, orderId: string, reason: string): OutcomeResult {
     const result = this.db.transaction((): OutcomeResult => {
       const now = new Date().toISOString();
-      const fresh = this.db.prepare('INSERT INTO processed_events (id, processed_at) VALUES (?, ?) ON CONFLICT DO NOTHING').run(eventId, now);
-      if (fresh.changes === 0) return 'duplicate';
-      const row = this.db.prepare('SELECT status FROM orders WHERE id = ?').get(orderId) as { status: Status } | undefined;
-      if (!row) return 'unknown-order';
-      if (row.status !== 'pending') return 'already-final';
+      const refused = this.takePending(eventId, orderId, now);
+      if (refused) return refused;
       this.db.prepare('UPDATE orders SET parked_at = ?, updated_at = ? WHERE id = ?').run(now, now, orderId);
       this.addHistory(orderId, 'parked', now, reason);
       return 'applied';
     })();
     if (result === 'applied') this.changes.notify(orderId);
     return result;
+  }
+
+  /**
+   * Inside an outcome's transaction: remembers the event id, and says why the outcome changes
+   * nothing (seen before, no such order, already final), or undefined when the order is pending.
+   */
+  private takePending(eventId: string, orderId: string, now: string): Exclude<OutcomeResult, 'applied'> | undefined {
+    const fresh = this.db.prepare('INSERT INTO processed_events (id, processed_at) VALUES (?, ?) ON CONFLICT DO NOTHING').run(eventId, now);
+    if (fresh.changes === 0) return 'duplicate';
+    const row = this.db.prepare('SELECT status FROM orders WHERE id = ?').get(orderId) as { status: Status } | undefined;
+    if (!row) return 'unknown-order';
+    return row.status === 'pending' ? undefined : 'already-final';
   }
 
   /** Pending orders that are parked now. */
