@@ -412,24 +412,39 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
     const ordersDb = new Database(join(s.dataDir, 'orders.db'), { readonly: true, fileMustExist: true });
     const stockDb = new Database(join(s.dataDir, 'stock.db'), { readonly: true, fileMustExist: true });
     const erpDb = new Database(join(s.dataDir, 'erp.db'), { readonly: true, fileMustExist: true });
-    const settled = await eventually(
-      async () => {
-        const pending = (ordersDb.prepare("SELECT count(*) AS n FROM orders WHERE status = 'pending'").get() as { n: number }).n;
-        const unprocessed = (stockDb.prepare('SELECT count(*) AS n FROM movements WHERE outcome IS NULL').get() as { n: number }).n;
-        const outbox = (await metric(s.urls.orders, 'outbox_pending')) + (await metric(s.urls.stock, 'outbox_pending'));
-        const queued = (await metric(brokerHttp, 'mqtt_shared_queue_depth')) + (await metric(brokerHttp, 'mqtt_shared_inflight'));
-        return pending + unprocessed + outbox + queued === 0;
-      },
-      { timeoutMs: o.settleTimeoutMs, intervalMs: 500, what: 'orders, movements, outboxes and queues to settle' },
-    ).then(
-      () => true,
-      () => false,
-    );
+    // Settled: nothing pending but what is parked (with `parked`), every outbox and group queue empty.
+    const settle = (parkedToo: boolean) =>
+      eventually(
+        async () => {
+          const parkedOnly = parkedToo ? '' : ' AND parked_at IS NULL';
+          const pending = (ordersDb.prepare(`SELECT count(*) AS n FROM orders WHERE status = 'pending'${parkedOnly}`).get() as { n: number }).n;
+          const unprocessed = (stockDb.prepare(`SELECT count(*) AS n FROM movements WHERE outcome IS NULL${parkedToo ? '' : ' AND parked_reason IS NULL'}`).get() as { n: number }).n;
+          const outbox = (await metric(s.urls.orders, 'outbox_pending')) + (await metric(s.urls.stock, 'outbox_pending')) + (await metric(s.urls.deadletters, 'outbox_pending'));
+          const queued = (await metric(brokerHttp, 'mqtt_shared_queue_depth')) + (await metric(brokerHttp, 'mqtt_shared_inflight'));
+          return pending + unprocessed + outbox + queued === 0;
+        },
+        { timeoutMs: o.settleTimeoutMs, intervalMs: 500, what: 'orders, movements, outboxes and queues to settle' },
+      ).then(
+        () => true,
+        () => false,
+      );
+    // The faults are over: what was parked is sent again from the dead letters, as an operator would.
+    const parkedSettled = await settle(false);
+    let replayed = 0;
+    for (let more = true; more; ) {
+      const res = await fetch(`${s.urls.deadletters}/api/deadletters`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': ADMIN_KEY }, body: JSON.stringify({ reason: 'gave up' }) });
+      const body = (await res.json()) as { replayed: number; more: boolean };
+      replayed += body.replayed;
+      more = body.more;
+    }
+    log(`chaos: replayed ${replayed} dead letters`);
+    const settled = parkedSettled && (await settle(true));
     await sleep(500); // dead letters published just before the last acknowledgement
     const duplicateAttempts = await erpWatch.stop();
 
     // --- Counting ---------------------------------------------------------------------------------
     const orderRows = ordersDb.prepare('SELECT id, status, items, reason FROM orders').all() as { id: string; status: string; items: string; reason: string | null }[];
+    const parkedOrders = (ordersDb.prepare("SELECT DISTINCT order_id AS id FROM order_history WHERE status = 'parked'").all() as { id: string }[]).map((r) => r.id);
     const keys = ordersDb.prepare('SELECT key, order_id FROM idempotency_keys').all() as { key: string; order_id: string }[];
     const byKey = new Map(keys.map((k) => [k.key, k.order_id]));
     const byId = new Map(orderRows.map((r) => [r.id, r]));
@@ -440,6 +455,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
     const rejected = orderRows.filter((r) => r.status === 'rejected');
     const rejectedWithoutReason = rejected.filter((r) => !r.reason);
 
+    const parkedMovements = (stockDb.prepare('SELECT count(*) AS n FROM movements WHERE parked_reason IS NOT NULL').get() as { n: number }).n;
     const movementRows = stockDb.prepare('SELECT movement_id, product_id, delta, outcome, reason FROM movements').all() as {
       movement_id: string;
       product_id: string;
@@ -470,13 +486,13 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
       return l && l.available === expectedLevels.get(p) && l.reserved === 0 ? [] : [`${p}: ${l?.available}/${l?.reserved} reserved, expected ${expectedLevels.get(p)}/0`];
     });
 
-    // Dead letters: each order the workers gave up on and each failed movement has one, with the reason.
+    // Dead letters: each order the workers parked has one, with the reason; a parked order is never
+    // rejected for it (transient is not final) and ends final once replayed.
     const dlCount: Record<string, number> = {};
     for (const d of deadLetters) dlCount[d.consumer] = (dlCount[d.consumer] ?? 0) + 1;
-    const gaveUpOrders = rejected.filter((r) => r.reason?.startsWith('gave up'));
+    const gaveUpOrders = parkedOrders.map((id) => byId.get(id)!).filter(Boolean);
     const dlOrders = new Set(deadLetters.filter((d) => d.consumer === 'order-workers' && d.reason).map((d) => String(d.data?.orderId)));
-    const dlMovements = new Set(deadLetters.filter((d) => d.consumer === 'stock-workers' && d.reason).map((d) => String(d.data?.movementId)));
-    const missingDl = [...gaveUpOrders.filter((r) => !dlOrders.has(r.id)).map((r) => r.id), ...failedMovements.filter((m) => !dlMovements.has(m.movement_id)).map((m) => m.movement_id)];
+    const missingDl = gaveUpOrders.filter((r) => !dlOrders.has(r.id)).map((r) => r.id);
     const unexpectedDl = deadLetters.filter((d) => !(d.consumer === 'order-workers' || d.consumer === 'stock-workers') || !d.reason.startsWith('gave up'));
     const blockedRejected = rejected.filter((r) => r.reason?.includes('credit check')).length;
     const otherRejected = rejected.filter((r) => !r.reason?.startsWith('gave up') && !r.reason?.includes('credit check'));
@@ -491,6 +507,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
       { name: 'orders: every 202 reached a final status', ok: lostOrders.length === 0, detail: `${acknowledged.length} accepted, ${lostOrders.length} lost` },
       { name: 'orders: one per Idempotency-Key', ok: orderRows.length === byKey.size && new Set(byKey.values()).size === byKey.size, detail: `${orderRows.length} orders for ${byKey.size} keys` },
       { name: 'orders: rejections have a reason', ok: rejectedWithoutReason.length === 0 && otherRejected.length === 0, detail: `${blockedRejected} refused by the ERP's credit check, ${gaveUpOrders.length} given up, ${otherRejected.length} other${otherRejected[0] ? ` (${otherRejected[0].reason})` : ''}` },
+      { name: 'parked work: replayed from the dead letters to a final status', ok: gaveUpOrders.every((r) => r.status !== 'pending') && replayed >= gaveUpOrders.length, detail: `${gaveUpOrders.length} orders and ${parkedMovements} movements parked, ${replayed} dead letters replayed` },
       { name: 'movements: every accepted one recorded or failed', ok: lostMovements.length === 0 && [...ourMovements].every((id) => movementById.get(id)?.outcome), detail: `${acceptedMovementIds.length} accepted, ${lostMovements.length} lost` },
       { name: 'ERP: each order and movement exactly once', ok: lostEffects.length === 0 && extraEffects.length === 0, detail: `${erpOps.size} records, ${lostEffects.length} missing${lostEffects[0] ? ` (${lostEffects[0]})` : ''}, ${extraEffects.length} unexpected${extraEffects[0] ? ` (${extraEffects[0]})` : ''}; ${duplicateAttempts} duplicate attempts absorbed` },
       { name: 'stock levels follow the orders and movements', ok: levelMismatches.length === 0, detail: levelMismatches.join('; ') || `${PRODUCTS.length} products match, nothing left reserved` },

@@ -7,22 +7,24 @@ import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { formatPasswordFile } from './password.js';
 
-export const SERVICE_USERS = ['orders', 'stock', 'catalog', 'worker', 'erp', 'viewer'] as const;
+export const SERVICE_USERS = ['orders', 'stock', 'catalog', 'worker', 'deadletters', 'erp', 'viewer'] as const;
 export type ServiceUser = (typeof SERVICE_USERS)[number];
 export type Credentials = Record<ServiceUser, string>;
 
-const stored = z.object(Object.fromEntries(SERVICE_USERS.map((u) => [u, z.string().regex(/^[a-f0-9]{32}$/)])) as Record<ServiceUser, z.ZodString>);
+const stored = z.object(Object.fromEntries(SERVICE_USERS.map((u) => [u, z.string().regex(/^[a-f0-9]{32}$/).optional()])) as Record<ServiceUser, z.ZodOptional<z.ZodString>>);
 
 export const newPassword = () => randomBytes(16).toString('hex');
 
-/** The passwords in <dataDir>/mqtt-credentials.json, created on first use. */
+/** The passwords in <dataDir>/mqtt-credentials.json, created on first use (a user added since gets one then). */
 export function devCredentials(dataDir: string): Credentials {
   const file = join(dataDir, 'mqtt-credentials.json');
+  let known: Partial<Credentials> = {};
   if (existsSync(file)) {
     const parsed = stored.safeParse(JSON.parse(readFileSync(file, 'utf8')));
-    if (parsed.success) return parsed.data as Credentials;
+    if (parsed.success) known = parsed.data;
+    if (SERVICE_USERS.every((u) => known[u])) return known as Credentials;
   }
-  const fresh = Object.fromEntries(SERVICE_USERS.map((u) => [u, newPassword()])) as Credentials;
+  const fresh = Object.fromEntries(SERVICE_USERS.map((u) => [u, known[u] ?? newPassword()])) as Credentials;
   mkdirSync(dirname(file), { recursive: true });
   writeFileSync(file, `${JSON.stringify(fresh, null, 2)}\n`, { mode: 0o600 });
   return fresh;

@@ -9,6 +9,8 @@ const state = {
   series: [], // { second, units, rejectedUnits }
   orders: new Map(), // public order reference → { status, at }
   counts: undefined, // from woodytoys/public/stats/orders when published
+  parked: 0, // pending orders parked (the ERP could not take them), same source
+  deadLetters: {}, // consumer → { waiting, replayed }, from woodytoys/public/stats/deadletters
   workers: new Map(),
   groups: [],
   stock: new Map(),
@@ -50,7 +52,12 @@ function onMessage(topic, payload) {
   if (path === 'stats/erp') return onErp(msg);
   if (path === 'stats/orders') {
     state.counts = msg.counts;
+    state.parked = Number(msg.parked) || 0;
     return renderOrders();
+  }
+  if (path === 'stats/deadletters') {
+    state.deadLetters = msg.byConsumer && typeof msg.byConsumer === 'object' ? msg.byConsumer : {};
+    return renderDeadLetters();
   }
   if (path === 'stats/broker') {
     state.groups = Array.isArray(msg.groups) ? msg.groups : [];
@@ -143,9 +150,18 @@ function renderOrders() {
   const counts = { pending: 0, confirmed: 0, rejected: 0 };
   if (state.counts) Object.assign(counts, state.counts);
   else for (const o of state.orders.values()) counts[o.status]++;
+  counts.parked = state.parked;
   for (const el of document.querySelectorAll('#order-counts dd')) el.textContent = String(counts[el.dataset.status] ?? 0);
   const latest = [...state.orders.entries()].slice(-12).reverse();
   $('latest-orders').innerHTML = latest.map(([ref, o]) => `<li class="${o.status}"><code>${escape(ref.slice(0, 8))}</code><span>${o.status}</span></li>`).join('');
+}
+
+function renderDeadLetters() {
+  // Kept by the dead-letter service until an operator replays them (/api/deadletters).
+  $('dead-letters').tBodies[0].innerHTML = Object.entries(state.deadLetters)
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([consumer, n]) => `<tr><td>${escape(consumer)}</td><td>${Number(n?.waiting) || 0}</td><td>${Number(n?.replayed) || 0}</td></tr>`)
+    .join('');
 }
 
 function renderBacklog() {

@@ -16,7 +16,7 @@ import { committed } from './group-commit.js';
 import type { Logger } from './log.js';
 import { coalesceWrites } from './wire.js';
 import { MAX_EVENT_BYTES, createEvent, topicMatches, type CloudEvent, type EventDefinition } from './events.js';
-import { deadLetter, deadLetterTopic } from './topics.js';
+import { DEAD_LETTER_PAYLOAD_BYTES, deadLetter, deadLetterTopic } from './topics.js';
 
 export type { MqttClient };
 
@@ -219,7 +219,8 @@ export function consume(client: MqttClient, { consumer, publisher, source, log, 
           topic: m.topic,
           reason,
           ...(failure?.attempts === undefined ? {} : { attempts: failure.attempts }),
-          payload: m.payload.subarray(0, 4096).toString('utf8'),
+          ...eventIdOf(m.payload),
+          payload: m.payload.subarray(0, DEAD_LETTER_PAYLOAD_BYTES).toString('utf8'),
           payloadBytes: m.payload.length,
         },
         { source },
@@ -329,6 +330,17 @@ export function consume(client: MqttClient, { consumer, publisher, source, log, 
       await new Promise((resolve) => setImmediate(resolve));
     },
   };
+}
+
+/** The original's CloudEvent id, if it has a readable one: a replay publishes it under the same id. */
+function eventIdOf(payload: Buffer): { eventId?: string } {
+  if (payload.length > MAX_EVENT_BYTES) return {};
+  try {
+    const id = (JSON.parse(payload.toString('utf8')) as { id?: unknown } | null)?.id;
+    return typeof id === 'string' && id.length > 0 && id.length <= 256 ? { eventId: id } : {};
+  } catch {
+    return {};
+  }
 }
 
 export function closeMqtt(client: MqttClient, timeoutMs = 3000): Promise<void> {

@@ -7,7 +7,7 @@ import type { MqttClient } from './mqtt.js';
 import { PUBLIC_ROOT } from './topics.js';
 
 /** The processes with figures of their own; each worker publishes under workers/<WORKER_ID>. */
-export const STATS_PUBLISHERS = ['broker', 'orders', 'erp'] as const;
+export const STATS_PUBLISHERS = ['broker', 'orders', 'deadletters', 'erp'] as const;
 export type StatsName = (typeof STATS_PUBLISHERS)[number] | `workers/${string}`;
 
 export const statsTopic = (name: string) => `${PUBLIC_ROOT}/stats/${name}`;

@@ -88,17 +88,37 @@ export const orderFailed = defineEvent({
   example: { orderId: sampleOrderId, reason: 'ERP refused the order: credit check failed' },
 });
 
+export const orderParked = defineEvent({
+  topic: `${TOPIC_ROOT}/orders/parked`,
+  type: 'woodytoys.order.parked',
+  summary:
+    "Saga step 4c: the ERP could not be reached (unreachable, 5xx, timeouts, 429s) for all of a worker's attempts. Transient is not final: the order stays pending with its stock reserved, and its dead letter waits for an operator's replay.",
+  data: z.strictObject({ orderId: z.uuid(), reason: z.string().min(1).max(500), attempts: z.number().int().min(1) }),
+  example: { orderId: sampleOrderId, reason: 'gave up after 8 attempts: ERP answered 503', attempts: 8 },
+});
+
+/**
+ * How much of the original payload a dead letter carries: every event of ours is far smaller (an
+ * order body is at most 16 KiB), so a dead letter of one holds all of it and can be replayed; what
+ * is cut is kept for reading only. Small enough that the dead letter, JSON-escaped, stays within
+ * MAX_EVENT_BYTES whatever the original's bytes.
+ */
+export const DEAD_LETTER_PAYLOAD_BYTES = 32 * 1024;
+
 export const deadLetter = defineEvent({
   topic: `${TOPIC_ROOT}/deadletter/+`,
   type: 'woodytoys.deadletter',
-  summary: 'A message a consumer could not process: the original payload and why. Never retried automatically; for operators (it may hold personal data).',
+  summary:
+    'A message a consumer could not process: the original payload and why. Stored by the dead-letter service (shared group `deadletters`), which an operator reads and replays through the admin API; never retried automatically (it may hold personal data).',
   parameters: { consumer: 'the consumer that gave up on the message (orders, stock, order-workers, stock-workers, …)' },
   data: z.strictObject({
     consumer: z.string().min(1),
     topic: z.string(),
     reason: z.string(),
     attempts: z.number().int().min(0).optional(),
-    /** The original payload, UTF-8, cut at 4 KiB. */
+    /** The original's CloudEvent id, when it has one: a replay publishes it again under the same id. */
+    eventId: z.string().max(256).optional(),
+    /** The original payload, UTF-8, cut at DEAD_LETTER_PAYLOAD_BYTES. */
     payload: z.string(),
     payloadBytes: z.number().int().min(0),
   }),
@@ -106,6 +126,8 @@ export const deadLetter = defineEvent({
 });
 
 export const deadLetterTopic = (consumer: string) => `${TOPIC_ROOT}/deadletter/${consumer}`;
+/** The consumer a dead-letter topic names (its last level). */
+export const deadLetterConsumer = (topic: string) => topic.slice(topic.lastIndexOf('/') + 1);
 
 /**
  * An order as displays may know it: not its id (which opens the order, customer included, on the
@@ -165,7 +187,8 @@ export const stockMovementProcessed = defineEvent({
   data: z.strictObject({
     importId: z.uuid(),
     movementId: z.string().min(1).max(128),
-    outcome: z.enum(['recorded', 'failed']),
+    /** parked: the ERP could not be reached for every attempt; the movement waits for a replay of its dead letter. */
+    outcome: z.enum(['recorded', 'failed', 'parked']),
     erpReference: z.string().max(128).optional(),
     reason: z.string().max(500).optional(),
   }),
@@ -190,3 +213,10 @@ export const productChanged = defineEvent({
   example: { productId: 'wooden-train', name: 'Wooden train', category: 'vehicles', priceCents: 3490, currency: 'EUR', active: true, updatedAt: '2025-01-15T10:30:00.000Z' },
 });
 export const productTopic = (id: string) => `${PUBLIC_ROOT}/catalog/products/${id}`;
+
+/**
+ * The topics a dead letter may be replayed to: every topic a consumer of ours reads work from (the
+ * ACL lets the dead-letter service publish exactly these). Retained public topics are not among
+ * them: their publishers announce the current value again themselves.
+ */
+export const replayableTopics: readonly string[] = [orderCreated, stockReserved, stockRejected, orderConfirmed, orderFailed, orderParked, stockMovement, stockMovementProcessed].map((e) => e.topic);

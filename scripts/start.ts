@@ -23,6 +23,7 @@ const config = loadConfig({
   CATALOG_PORT: port(3001),
   ORDERS_PORT: port(3002),
   STOCK_PORT: port(3003),
+  DEADLETTERS_PORT: port(3007),
   ERP_PORT: port(3004),
   WORKER_PORT: port(3005),
   /** Workers 2, 3, … listen on this port and the next ones. */
@@ -60,6 +61,7 @@ const commands: ConcurrentlyCommandInput[] = [
   { name: 'catalog', command: node('api/catalog/main.ts'), env: { ...shared, ...mqttLogin(credentials, 'catalog'), HTTP_PORT: String(config.CATALOG_PORT), ADMIN_API_KEY: adminKey } },
   { name: 'stock', command: node('api/stock/main.ts'), env: { ...shared, ...mqttLogin(credentials, 'stock'), HTTP_PORT: String(config.STOCK_PORT), ADMIN_API_KEY: adminKey } },
   { name: 'orders', command: node('api/orders/main.ts'), env: { ...shared, ...mqttLogin(credentials, 'orders'), HTTP_PORT: String(config.ORDERS_PORT), ADMIN_API_KEY: adminKey } },
+  { name: 'deadletters', command: node('api/deadletters/main.ts'), env: { ...shared, ...mqttLogin(credentials, 'deadletters'), HTTP_PORT: String(config.DEADLETTERS_PORT), ADMIN_API_KEY: adminKey } },
 ];
 const workerPorts: number[] = [];
 for (let i = 1; i <= config.WORKERS; i++) {
@@ -94,6 +96,7 @@ if (nginx) {
       ORDERS_UPSTREAM: `${host}:${config.ORDERS_PORT}`,
       CATALOG_UPSTREAM: `${host}:${config.CATALOG_PORT}`,
       STOCK_UPSTREAM: `${host}:${config.STOCK_PORT}`,
+      DEADLETTERS_UPSTREAM: `${host}:${config.DEADLETTERS_PORT}`,
       MQTT_WS_UPSTREAM: `${host}:${config.MQTT_WS_PORT}`,
       DASHBOARD_MQTT_USERNAME: 'viewer',
       DASHBOARD_MQTT_PASSWORD: credentials.viewer,
@@ -103,7 +106,7 @@ if (nginx) {
     commands.unshift({ name: 'gateway', command: shellCommand(nginx, gateway) });
     const ws = gateway.url.replace(/^http/, 'ws');
     gatewayLines.push(
-      `  gateway        ${gateway.url}   dashboard at /, APIs under /api/orders, /api/catalog, /api/stock, MQTT at ${ws}/mqtt`,
+      `  gateway        ${gateway.url}   dashboard at /, APIs under /api/orders, /api/catalog, /api/stock, /api/deadletters, MQTT at ${ws}/mqtt`,
       `                 access log (JSON lines): ${gateway.accessLog}`,
       `  load-test key  ${join(config.DATA_DIR, LOAD_TEST_KEY_FILE)}   (npm run load sends it: its own gateway bucket, ` +
         `${gateway.config.GATEWAY_KEY_WRITE_RATE_PER_MIN} writes/min, burst ${gateway.config.GATEWAY_KEY_WRITE_BURST})`,
@@ -128,11 +131,12 @@ ${gatewayLines.join('\n')}
   orders API     http://${host}:${config.ORDERS_PORT}/api/orders     (OpenAPI: /api/orders/openapi.json)
   catalog API    http://${host}:${config.CATALOG_PORT}/api/catalog   (OpenAPI: /api/catalog/openapi.json)
   stock API      http://${host}:${config.STOCK_PORT}/api/stock       (OpenAPI: /api/stock/openapi.json)
+  dead letters   http://${host}:${config.DEADLETTERS_PORT}/api/deadletters   (admin; OpenAPI: /api/deadletters/openapi.json)
   ERP sandbox    ${erpUrl}/erp/stats   (capacity ${config.ERP_CAPACITY_RU} RU/s)
 ${brokerLine}
   MQTT topics    http://${host}:${config.ORDERS_PORT}/asyncapi.json   (AsyncAPI; through the gateway too)
   workers        ${workerPorts.map((p) => `http://${host}:${p}/metrics`).join('  ')}
-  admin API key  ${adminKey}   (X-API-Key, for the admin routes: the orders list, catalog and stock changes)
+  admin API key  ${adminKey}   (X-API-Key, for the admin routes: the orders list, catalog and stock changes, dead letters)
   MQTT users     ${join(config.DATA_DIR, 'mqtt-credentials.json')}   (viewer: read-only, for displays)
 Press Ctrl-C to stop everything.
 `);

@@ -6,6 +6,8 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createCatalogApp } from '../api/catalog/app.js';
 import { CatalogStore } from '../api/catalog/store.js';
+import { createDeadLetterApp } from '../api/deadletters/app.js';
+import { DeadLetterStore } from '../api/deadletters/store.js';
 import { createOrdersApp } from '../api/orders/app.js';
 import { OrderStore } from '../api/orders/store.js';
 import { createStockApp } from '../api/stock/app.js';
@@ -23,6 +25,7 @@ interface Doc {
 const services = [
   { name: 'catalog', doc: '/api/catalog/openapi.json', app: createCatalogApp({ store: new CatalogStore(':memory:'), adminApiKey: KEY, ...common('admin-catalog') }) },
   { name: 'stock', doc: '/api/stock/openapi.json', app: createStockApp({ store: new StockStore(':memory:'), adminApiKey: KEY, importMaxBytes: 1 << 20, importMaxMovements: 1000, ...common('admin-stock') }) },
+  { name: 'deadletters', doc: '/api/deadletters/openapi.json', app: createDeadLetterApp({ store: new DeadLetterStore(':memory:'), adminApiKey: KEY, ...common('admin-deadletters') }) },
   { name: 'orders', doc: '/api/orders/openapi.json', app: createOrdersApp({ store: new OrderStore(':memory:'), adminApiKey: KEY, ...common('admin-orders') }) },
 ];
 
@@ -56,7 +59,7 @@ describe('admin routes refuse missing or wrong keys', () => {
       }
     });
   }
-  it('found the admin routes (catalog: create, change; stock: set, adjust, import; orders: the list)', () => {
-    assert.ok(adminRoutes >= 6, `${adminRoutes} admin operations`);
+  it('found the admin routes (catalog: create, change; stock: set, adjust, import; orders: the list; every dead-letter route)', () => {
+    assert.ok(adminRoutes >= 11, `${adminRoutes} admin operations`);
   });
 });

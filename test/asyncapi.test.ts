@@ -52,7 +52,8 @@ describe('the AsyncAPI document against the running system', { skip }, () => {
   };
 
   before(async () => {
-    stack = await startStack({ workers: 1, stock: { 'chess-set': 1 } });
+    // Few attempts, so that the order the ERP cannot take is parked soon.
+    stack = await startStack({ workers: 1, stock: { 'chess-set': 1 }, workerEnv: { WORKER_MAX_ATTEMPTS: '3' } });
     gateway = await startGatewayFor(stack, { DASHBOARD_MQTT_USERNAME: 'viewer', DASHBOARD_MQTT_PASSWORD: devCredentials(stack.dataDir).viewer });
     // The test's own anonymous client (the stack's broker lets tests probe): everything, at QoS 1 at most.
     capture = await watch('asyncapi-capture', seen);
@@ -85,6 +86,7 @@ describe('the AsyncAPI document against the running system', { skip }, () => {
     await post('/api/orders', sampleOrder(1)); // confirmed
     await post('/api/orders', { ...sampleOrder(2), items: [{ productId: 'chess-set', quantity: 5 }] }); // no stock: rejected
     await post('/api/orders', { ...sampleOrder(3), customer: { name: 'Eve', email: 'eve@blocked.example' } }); // the ERP refuses: failed
+    await post('/api/orders', { ...sampleOrder(4), customer: { name: 'Una', email: 'una@unavailable.example' } }); // the ERP cannot take it: parked
     await post('/api/stock/imports', [{ productId: 'wooden-train', delta: 5 }, { productId: 'yo-yo', delta: -1 }], { 'x-api-key': ADMIN_KEY });
     const patch = await fetch(`${gateway.url}/api/catalog/products/wooden-train`, { method: 'PATCH', headers: { 'content-type': 'application/json', 'x-api-key': ADMIN_KEY }, body: JSON.stringify({ priceCents: 2990 }) });
     assert.equal(patch.status, 200);
@@ -118,7 +120,7 @@ describe('the AsyncAPI document against the running system', { skip }, () => {
 
   it('documents every subscription the services make, with its user and shared group', () => {
     const userOf = (proc: string) => (proc.startsWith('worker-') ? 'worker' : proc);
-    const subscriptions = [stack.orders, stack.stock, ...stack.workers].flatMap((p) =>
+    const subscriptions = [stack.orders, stack.stock, stack.deadletters, ...stack.workers].flatMap((p) =>
       p.logs.filter((l) => l.msg === 'subscribed').flatMap((l) => (l.filters as string[]).map((filter) => ({ user: userOf(p.name), filter }))),
     );
     assert.ok(subscriptions.length >= 10, `${subscriptions.length} subscriptions`);

@@ -77,6 +77,11 @@ test("the repo's ACL: services, the worker and the read-only viewer", () => {
   for (const topic of [orderCreated.topic, statsTopic('x'), 'woodytoys/deadletter/worker']) {
     assert.ok(!acl.canPublish(as('viewer'), topic), `viewer may not publish ${topic}`);
   }
+  // Dead letters: published by the services and workers, read by the dead-letter service alone.
+  const users = ['orders', 'stock', 'catalog', 'worker', 'deadletters', 'erp', 'viewer'];
+  assert.deepEqual(users.filter((u) => acl.canRead(as(u), 'woodytoys/deadletter/stock')), ['deadletters']);
+  assert.deepEqual(users.filter((u) => acl.canPublish(as(u), 'woodytoys/deadletter/stock')), ['orders', 'stock', 'catalog', 'worker', 'deadletters']);
+  assert.ok(acl.canSubscribe(as('deadletters'), 'woodytoys/deadletter/+', true));
   // Customer data is read by those who need it only.
   const readers = (topic: string) => ['orders', 'stock', 'catalog', 'worker', 'erp', 'viewer'].filter((u) => acl.canRead(as(u), topic));
   assert.deepEqual(readers(orderCreated.topic), ['stock']);
@@ -101,6 +106,7 @@ test("the repo's ACL: each user's client ids, and who joins which group", () => 
   // Every group our processes join, and nobody else's.
   const groups = acl.groupRules.map((r) => `${r.user} ${r.group} ${r.filter}`);
   assert.deepEqual(groups.sort(), [
+    'deadletters deadletters woodytoys/deadletter/+',
     'stock stock woodytoys/orders/#',
     'stock stock woodytoys/public/catalog/products/+',
     'stock stock woodytoys/stock/movements/processed',

@@ -87,7 +87,7 @@ describe('compose.yaml', { skip }, () => {
     const text = readFileSync(join(ROOT, 'compose.yaml'), 'utf8');
     assert.doesNotMatch(text, /change-me/, 'example secrets belong in .env.example only');
     const services = (parse(text, { merge: true }) as { services: Record<string, Service & { volumes?: string[] }> }).services;
-    for (const name of ['broker', 'erp', 'catalog', 'orders', 'stock']) {
+    for (const name of ['broker', 'erp', 'catalog', 'orders', 'stock', 'deadletters']) {
       assert.ok(services[name]!.volumes?.some((v) => /^[a-z-]+:\/data$/.test(v)), `${name} keeps /data on a named volume`);
     }
     for (const [name, service] of Object.entries(services)) assert.ok(service.healthcheck, `${name} has a healthcheck`);
@@ -150,7 +150,7 @@ describe('compose.yaml', { skip }, () => {
       dir = mkdtempSync(join(tmpdir(), 'compose-'));
       chmodSync(dir, 0o755);
       services = (parse(composeWith(generatedEnvFile(dir), 'config')) as { services: Record<string, Service> }).services;
-      for (const key of ['broker:1883', 'broker:8083', 'broker:3006', 'erp:3004', 'catalog:3001', 'orders:3002', 'stock:3003', 'workers:3005', 'redis:6379', 'gateway:8080']) {
+      for (const key of ['broker:1883', 'broker:8083', 'broker:3006', 'erp:3004', 'catalog:3001', 'orders:3002', 'stock:3003', 'deadletters:3007', 'workers:3005', 'redis:6379', 'gateway:8080']) {
         ports.set(key, await freePort());
       }
       // The image's build step (Dockerfile): compile to dist/ with the files beside it.
@@ -173,6 +173,7 @@ describe('compose.yaml', { skip }, () => {
         catalog: /ADMIN_API_KEY: still a placeholder[\s\S]*MQTT_PASSWORD: still a placeholder/,
         orders: /ADMIN_API_KEY: still a placeholder[\s\S]*MQTT_PASSWORD: still a placeholder/,
         stock: /ADMIN_API_KEY: still a placeholder[\s\S]*MQTT_PASSWORD: still a placeholder/,
+        deadletters: /ADMIN_API_KEY: still a placeholder[\s\S]*MQTT_PASSWORD: still a placeholder/,
         workers: /MQTT_PASSWORD: still a placeholder/,
       };
       for (const [name, problem] of Object.entries(expected)) {
@@ -202,10 +203,11 @@ describe('compose.yaml', { skip }, () => {
         catalog: { HTTP_PORT: 'catalog:3001' },
         orders: { HTTP_PORT: 'orders:3002' },
         stock: { HTTP_PORT: 'stock:3003' },
+        deadletters: { HTTP_PORT: 'deadletters:3007' },
         workers: { HTTP_PORT: 'workers:3005' },
       };
       // Dependency order, as depends_on says.
-      for (const name of ['broker', 'erp', 'catalog', 'stock', 'orders', 'workers']) {
+      for (const name of ['broker', 'erp', 'catalog', 'stock', 'orders', 'deadletters', 'workers']) {
         const service = services[name]!;
         assert.deepEqual(service.command?.slice(0, 1), ['node'], `${name} runs node in exec form`);
         const env: Record<string, string> = { ...imageEnv() };

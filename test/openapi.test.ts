@@ -9,6 +9,8 @@ import { compileErrors, validate } from '@readme/openapi-parser';
 import fc from 'fast-check';
 import { createCatalogApp } from '../api/catalog/app.js';
 import { CatalogStore } from '../api/catalog/store.js';
+import { createDeadLetterApp } from '../api/deadletters/app.js';
+import { DeadLetterStore } from '../api/deadletters/store.js';
 import { createOrdersApp } from '../api/orders/app.js';
 import { OrderStore } from '../api/orders/store.js';
 import { createStockApp } from '../api/stock/app.js';
@@ -25,6 +27,7 @@ const services = {
   catalog: () => createCatalogApp({ store: new CatalogStore(':memory:'), ...common('catalog'), adminApiKey: ADMIN_KEY }),
   stock: () => createStockApp({ store: new StockStore(':memory:'), ...common('stock'), adminApiKey: ADMIN_KEY, importMaxMovements: 1000 }),
   orders: () => createOrdersApp({ store: new OrderStore(':memory:'), ...common('orders'), adminApiKey: ADMIN_KEY }),
+  deadletters: () => createDeadLetterApp({ store: new DeadLetterStore(':memory:'), ...common('deadletters'), adminApiKey: ADMIN_KEY }),
 };
 type App = ReturnType<(typeof services)[keyof typeof services]>;
 

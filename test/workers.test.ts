@@ -55,7 +55,7 @@ describe('an ERP that keeps failing', () => {
     await system?.stop();
   });
 
-  it('fails the movement and dead-letters it with the reason after the bounded attempts', async () => {
+  it('parks the movement (transient is not final) and dead-letters it with the reason after the bounded attempts', async () => {
     const watcher = await mqtt.connectAsync(system.broker.mqttUrl, { clientId: 'watcher-dl', clean: true, protocolVersion: 4 });
     const seen: { topic: string; payload: Buffer }[] = [];
     watcher.on('message', (topic, payload) => seen.push({ topic, payload }));
@@ -68,9 +68,10 @@ describe('an ERP that keeps failing', () => {
     assert.equal(letter.event.data.attempts, 2);
     assert.match(letter.event.data.reason, /gave up after 2 attempts: ERP answered 500/);
     const outcome = seen.find((m) => m.topic === stockMovementProcessed.topic);
-    assert.ok(outcome, 'the failed outcome is published before the dead letter');
+    assert.ok(outcome, 'the parked outcome is published before the dead letter');
     const decoded = decodeEvent(stockMovementProcessed, outcome.payload);
-    assert.ok(decoded.ok && decoded.event.data.outcome === 'failed');
+    assert.ok(decoded.ok && decoded.event.data.outcome === 'parked', outcome.payload.toString());
+    assert.match(decoded.event.data.reason ?? '', /gave up after 2 attempts/);
     await Promise.all([feeder.endAsync(), watcher.endAsync()]);
   });
 });

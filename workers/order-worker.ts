@@ -1,10 +1,12 @@
 // The order worker's handler: record each created order in the ERP, then publish the outcome.
 // The outcome's event id is derived from the input event's, so a redelivered order produces the
-// very same outcome event and the orders service applies it once.
+// very same outcome event and the orders service applies it once. Only the ERP's own refusal rejects
+// an order: attempts that ran out on transient failures park it (it stays pending, its stock held)
+// and its dead letter waits for an operator's replay, which brings the same event back.
 import { createEvent, decodeEvent, deriveId } from '../lib/events.js';
 import type { Logger } from '../lib/log.js';
 import { PermanentFailure, publishEvent, type MqttClient, type Route } from '../lib/mqtt.js';
-import { orderConfirmed, orderFailed, orderReadyForErp } from '../lib/topics.js';
+import { orderConfirmed, orderFailed, orderParked, orderReadyForErp } from '../lib/topics.js';
 import type { RecordInErp } from './paced-erp.js';
 
 export const SOURCE = '/woodytoys/workers';
@@ -33,9 +35,14 @@ export function orderWorkerRoutes({ publisher, record, log }: OrderWorkerOptions
           log.debug({ orderId: data.orderId, duplicate: final.duplicate }, 'order recorded in ERP');
           return;
         }
+        if (final.kind === 'exhausted') {
+          // Each parking is a fact of its own (a replay may park the order again): a fresh event id.
+          const parked = createEvent(orderParked, { orderId: data.orderId, reason: final.reason.slice(0, 500), attempts: final.attempts }, { source: SOURCE, subject });
+          await publishEvent(publisher, orderParked.topic, parked);
+          throw new PermanentFailure(final.reason, final.attempts);
+        }
         const event = createEvent(orderFailed, { orderId: data.orderId, reason: final.reason }, { source: SOURCE, id: deriveId(id, 'failed'), subject });
         await publishEvent(publisher, orderFailed.topic, event);
-        if (final.kind === 'exhausted') throw new PermanentFailure(final.reason, final.attempts);
         log.info({ orderId: data.orderId, reason: final.reason }, 'order refused by ERP');
       },
     },

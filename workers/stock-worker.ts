@@ -1,6 +1,7 @@
 // The stock-movement worker's handler: record each movement of a bulk stock import in the ERP, then
 // publish its outcome. Like the order worker, the outcome's event id is derived from the input
-// event's, so a redelivered movement produces the very same outcome event.
+// event's, so a redelivered movement produces the very same outcome event. As for orders, attempts
+// that ran out on transient failures park the movement (outcome `parked`), not fail it.
 import { createEvent, decodeEvent, deriveId } from '../lib/events.js';
 import type { Logger } from '../lib/log.js';
 import { PermanentFailure, publishEvent, type MqttClient, type Route } from '../lib/mqtt.js';
@@ -37,7 +38,9 @@ export function stockWorkerRoutes({ publisher, record, log }: StockWorkerOptions
           return;
         }
         const reason = final.reason.slice(0, 500);
-        const event = createEvent(stockMovementProcessed, { ...base, outcome: 'failed', reason }, { source: SOURCE, id: deriveId(id, 'failed'), subject });
+        const outcome = final.kind === 'exhausted' ? 'parked' : 'failed';
+        // A parking is a fact of its own (a replay may park it again): a fresh event id.
+        const event = createEvent(stockMovementProcessed, { ...base, outcome, reason }, { source: SOURCE, subject, ...(outcome === 'failed' ? { id: deriveId(id, 'failed') } : {}) });
         await publishEvent(publisher, stockMovementProcessed.topic, event);
         if (final.kind === 'exhausted') throw new PermanentFailure(final.reason, final.attempts);
         log.info({ movementId: data.movementId, reason }, 'movement refused by ERP');

@@ -8,7 +8,7 @@ import type { Logger } from '../../lib/log.js';
 import type { Metrics } from '../../lib/metrics.js';
 import { customer, orderItem } from '../../lib/topics.js';
 import { OrderStreams, registerEventRoutes } from './events.js';
-import type { Order, OrderStore } from './store.js';
+import { STEPS, type Order, type OrderStore } from './store.js';
 
 export interface OrdersAppOptions {
   store: OrderStore;
@@ -41,7 +41,11 @@ const NewOrderSchema = z
   });
 
 const statusSchema = z.enum(['pending', 'confirmed', 'rejected']);
-const HistorySchema = z.object({ status: z.string(), at: z.string(), detail: z.string().nullable() });
+const HistorySchema = z.object({
+  status: z.enum(STEPS).openapi({ description: '`parked`: still pending, the ERP could not be reached for now (detail: why); replaying its dead letter resumes it' }),
+  at: z.string(),
+  detail: z.string().nullable(),
+});
 const OrderSchema = z
   .object({
     id: z.uuid(),

@@ -5,7 +5,7 @@ import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
 import { problemResponse, uuidParam } from '../../lib/api-docs.js';
 import { problem, type AppEnv } from '../../lib/http.js';
-import type { OrderStore } from './store.js';
+import { STEPS, isFinal, type OrderStore } from './store.js';
 
 export interface OrderStreamsOptions {
   /** Streams open at once in this process; more get a 503. */
@@ -63,7 +63,7 @@ export class OrderStreams {
           for (const step of this.store.historySince(orderId, last)) {
             await stream.writeSSE({ event: 'status', id: String(step.seq), data: JSON.stringify(OrderStatusEvent.parse({ orderId, ...step })) });
             last = step.seq;
-            if (step.status !== 'pending') return;
+            if (isFinal(step.status)) return;
           }
           continue;
         }
@@ -107,7 +107,7 @@ const OrderStatusEvent = z
   .object({
     orderId: z.uuid(),
     seq: z.number().int().min(1).openapi({ description: 'Step of the history, from 1 (pending); also the event id' }),
-    status: z.enum(['pending', 'confirmed', 'rejected']),
+    status: z.enum(STEPS).openapi({ description: '`parked`: still pending, the ERP unreachable for now (detail: why); a replay resumes it' }),
     at: z.string(),
     detail: z.string().nullable().openapi({ description: 'The ERP reference (confirmed) or the reason (rejected)' }),
   })

@@ -16,7 +16,7 @@ import { closeMqtt, connectMqtt, consume, consumerEnv, subscribe } from '../../l
 import { OutboxRelay } from '../../lib/outbox.js';
 import { onShutdown } from '../../lib/shutdown.js';
 import { StatsPublisher } from '../../lib/stats.js';
-import { orderConfirmed, orderFailed, stockRejected } from '../../lib/topics.js';
+import { orderConfirmed, orderFailed, orderParked, stockRejected } from '../../lib/topics.js';
 import { createOrdersApp } from './app.js';
 import { OrderStreams } from './events.js';
 import { outcomeRoutes } from './outcomes.js';
@@ -57,10 +57,10 @@ const consumption = consume(consumer, {
   db: store.db,
   registry: metrics.registry,
 });
-subscribe(consumer, [orderConfirmed.topic, orderFailed.topic, stockRejected.topic], log);
+subscribe(consumer, [orderConfirmed.topic, orderFailed.topic, stockRejected.topic, orderParked.topic], log);
 relay.start();
 // Order counts by status for displays and the dashboard (woodytoys/public/stats/orders, retained).
-const stats = new StatsPublisher(publisher, 'orders', () => ({ counts: store.countByStatus(), outboxPending: relay.pending() }));
+const stats = new StatsPublisher(publisher, 'orders', () => ({ counts: store.countByStatus(), parked: store.countParked(), outboxPending: relay.pending() }));
 stats.start();
 
 const streams = new OrderStreams(store, { max: config.ORDERS_EVENT_STREAMS_MAX, heartbeatMs: config.ORDERS_EVENT_HEARTBEAT_MS });
@@ -80,6 +80,14 @@ new Gauge({
   registers: [metrics.registry],
   collect() {
     for (const [status, n] of Object.entries(store.countByStatus())) this.set({ status }, n);
+  },
+});
+new Gauge({
+  name: 'orders_parked',
+  help: 'Pending orders parked: the ERP could not be reached for all their attempts; their dead letter waits for a replay',
+  registers: [metrics.registry],
+  collect() {
+    this.set(store.countParked());
   },
 });
 const app = createOrdersApp({

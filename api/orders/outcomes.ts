@@ -1,9 +1,9 @@
-// Consumes the saga's outcome events (ERP confirmed or failed, stock rejected) and moves each order
+// Consumes the saga's outcome events (ERP confirmed or failed, stock rejected, parked) and moves each order
 // to its final status: writes to the orders database only, so the messages in hand commit together.
 import type { z } from 'zod';
 import { decodeEvent, type EventDefinition } from '../../lib/events.js';
 import { PermanentFailure, type Route } from '../../lib/mqtt.js';
-import { orderConfirmed, orderFailed, stockRejected } from '../../lib/topics.js';
+import { orderConfirmed, orderFailed, orderParked, stockRejected } from '../../lib/topics.js';
 import type { Logger } from '../../lib/log.js';
 import type { OrderStore } from './store.js';
 
@@ -29,5 +29,17 @@ export function outcomeRoutes(store: OrderStore, log: Logger): Route[] {
     route(orderFailed, 'rejected', (d) => ({ reason: d.reason })),
     // Saga step 3b: no stock for it, so the order never reaches the ERP.
     route(stockRejected, 'rejected', (d) => ({ reason: d.reason })),
+    // Transient is not final: the order stays pending, and says why in its history.
+    {
+      filter: orderParked.topic,
+      apply(_topic, payload) {
+        const decoded = decodeEvent(orderParked, payload);
+        if (!decoded.ok) throw new PermanentFailure(decoded.reason);
+        const { id, data } = decoded.event;
+        const result = store.applyParked(id, data.orderId, data.reason);
+        if (result === 'unknown-order') throw new PermanentFailure(`unknown order ${data.orderId}`);
+        log.info({ orderId: data.orderId, result, reason: data.reason }, 'order parked');
+      },
+    },
   ];
 }

@@ -39,9 +39,17 @@ const migrations = [
      order_id TEXT NOT NULL REFERENCES orders (id),
      created_at TEXT NOT NULL
    );`,
+  // Parked orders: pending, their ERP attempts spent on transient failures, waiting for a replay.
+  `ALTER TABLE orders ADD COLUMN parked_at TEXT;
+   CREATE INDEX orders_parked ON orders (parked_at) WHERE parked_at IS NOT NULL AND status = 'pending';`,
 ];
 
 export type Status = 'pending' | 'confirmed' | 'rejected';
+/** A step of an order's history: a status, or `parked` (still pending: see applyParked). */
+export type Step = Status | 'parked';
+export const STEPS = ['pending', 'parked', 'confirmed', 'rejected'] as const satisfies readonly Step[];
+/** Whether a step ends the order's history. */
+export const isFinal = (step: Step) => step === 'confirmed' || step === 'rejected';
 export type NewOrder = { customer: z.infer<typeof customerSchema>; items: z.infer<typeof orderItem>[] };
 
 export interface Order extends NewOrder {
@@ -51,7 +59,7 @@ export interface Order extends NewOrder {
   erpReference: string | null;
   createdAt: string;
   updatedAt: string;
-  history: { status: Status; at: string; detail: string | null }[];
+  history: { status: Step; at: string; detail: string | null }[];
 }
 
 interface OrderRow {
@@ -73,7 +81,7 @@ export type OutcomeResult = 'applied' | 'duplicate' | 'unknown-order' | 'already
 /** One step of an order's history; `seq` counts from 1 per order (the id of its server-sent event). */
 export interface HistoryEntry {
   seq: number;
-  status: Status;
+  status: Step;
   at: string;
   detail: string | null;
 }
@@ -158,13 +166,10 @@ export class OrderStore {
   applyOutcome(eventId: string, orderId: string, status: Exclude<Status, 'pending'>, detail: { reason?: string; erpReference?: string }): OutcomeResult {
     const result = this.db.transaction((): OutcomeResult => {
       const now = new Date().toISOString();
-      const fresh = this.db.prepare('INSERT INTO processed_events (id, processed_at) VALUES (?, ?) ON CONFLICT DO NOTHING').run(eventId, now);
-      if (fresh.changes === 0) return 'duplicate';
-      const row = this.db.prepare('SELECT status FROM orders WHERE id = ?').get(orderId) as { status: Status } | undefined;
-      if (!row) return 'unknown-order';
-      if (row.status !== 'pending') return 'already-final';
+      const refused = this.takePending(eventId, orderId, now);
+      if (refused) return refused;
       this.db
-        .prepare('UPDATE orders SET status = ?, reason = ?, erp_reference = ?, updated_at = ? WHERE id = ?')
+        .prepare('UPDATE orders SET status = ?, reason = ?, erp_reference = ?, updated_at = ?, parked_at = NULL WHERE id = ?')
         .run(status, detail.reason ?? null, detail.erpReference ?? null, now, orderId);
       this.addHistory(orderId, status, now, detail.reason ?? detail.erpReference ?? null);
       const { items } = this.db.prepare('SELECT items FROM orders WHERE id = ?').get(orderId) as { items: string };
@@ -173,6 +178,41 @@ export class OrderStore {
     })();
     if (result === 'applied') this.changes.notify(orderId);
     return result;
+  }
+
+  /**
+   * Parks a pending order (once per event): the ERP could not be reached for all of a worker's
+   * attempts. It stays pending, its reservation held; a `parked` step with the reason goes into its
+   * history. A replay of its dead letter then confirms or rejects it as usual.
+   */
+  applyParked(eventId: string, orderId: string, reason: string): OutcomeResult {
+    const result = this.db.transaction((): OutcomeResult => {
+      const now = new Date().toISOString();
+      const refused = this.takePending(eventId, orderId, now);
+      if (refused) return refused;
+      this.db.prepare('UPDATE orders SET parked_at = ?, updated_at = ? WHERE id = ?').run(now, now, orderId);
+      this.addHistory(orderId, 'parked', now, reason);
+      return 'applied';
+    })();
+    if (result === 'applied') this.changes.notify(orderId);
+    return result;
+  }
+
+  /**
+   * Inside an outcome's transaction: remembers the event id, and says why the outcome changes
+   * nothing (seen before, no such order, already final), or undefined when the order is pending.
+   */
+  private takePending(eventId: string, orderId: string, now: string): Exclude<OutcomeResult, 'applied'> | undefined {
+    const fresh = this.db.prepare('INSERT INTO processed_events (id, processed_at) VALUES (?, ?) ON CONFLICT DO NOTHING').run(eventId, now);
+    if (fresh.changes === 0) return 'duplicate';
+    const row = this.db.prepare('SELECT status FROM orders WHERE id = ?').get(orderId) as { status: Status } | undefined;
+    if (!row) return 'unknown-order';
+    return row.status === 'pending' ? undefined : 'already-final';
+  }
+
+  /** Pending orders that are parked now. */
+  countParked(): number {
+    return (this.db.prepare("SELECT count(*) AS n FROM orders WHERE parked_at IS NOT NULL AND status = 'pending'").get() as { n: number }).n;
   }
 
   /** The order's history after step `afterSeq`, oldest first (all of it from 0). */
@@ -194,7 +234,7 @@ export class OrderStore {
     enqueueEvent(this.db, orderStatus.topic, createEvent(orderStatus, { ref: publicOrderRef(orderId), status, units }, { source: SOURCE }));
   }
 
-  private addHistory(orderId: string, status: Status, at: string, detail: string | null): void {
+  private addHistory(orderId: string, status: Step, at: string, detail: string | null): void {
     this.db
       .prepare(
         'INSERT INTO order_history (order_id, seq, status, at, detail) VALUES (?, (SELECT coalesce(max(seq), 0) + 1 FROM order_history WHERE order_id = ?), ?, ?, ?)',

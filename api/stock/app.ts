@@ -34,6 +34,7 @@ const ImportSchema = z
     total: z.number().int(),
     done: z.number().int().openapi({ description: 'movements recorded in the ERP and applied to the levels' }),
     failed: z.number().int(),
+    parked: z.number().int().openapi({ description: 'movements the ERP could not take for now (unreachable, 5xx, 429s): not done nor failed, they wait for a replay of their dead letter (/api/deadletters)' }),
     createdAt: z.string(),
     updatedAt: z.string(),
     completedAt: z.string().nullable(),

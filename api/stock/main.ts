@@ -1,5 +1,6 @@
 // Stock service: config → database (seeded on first start) → MQTT (outbox relay + consumer in the
 // shared group `stock`) → HTTP → shutdown.
+import { Gauge } from 'prom-client';
 import { z } from 'zod';
 import { bool, commonEnv, loadConfig, mqttEnv, port, positiveInt } from '../../lib/config.js';
 import { dataFile } from '../../lib/db.js';
@@ -51,6 +52,14 @@ const consumption = consume(consumer, {
 subscribe(consumer, stockSubscriptions, log);
 relay.start();
 
+new Gauge({
+  name: 'stock_movements_parked',
+  help: 'Imported movements parked: the ERP could not be reached for all their attempts; their dead letter waits for a replay',
+  registers: [metrics.registry],
+  collect() {
+    this.set(store.countParked());
+  },
+});
 const app = createStockApp({
   store,
   log,

@@ -59,6 +59,9 @@ const migrations = [
    ${outboxMigration}
    -- Level events are retained: only the newest unsent one per product matters (see announceLevel).
    CREATE INDEX outbox_unsent_topic ON outbox (topic) WHERE sent_at IS NULL;`,
+  // Parked movements: the ERP could not be reached for all their attempts; a replay resumes them.
+  `ALTER TABLE imports ADD COLUMN parked INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE movements ADD COLUMN parked_reason TEXT;`,
 ];
 
 type Item = z.infer<typeof orderItem>;
@@ -86,6 +89,8 @@ export interface Import {
   total: number;
   done: number;
   failed: number;
+  /** Movements waiting for a replay of their dead letter (not counted as done or failed). */
+  parked: number;
   createdAt: string;
   updatedAt: string;
   completedAt: string | null;
@@ -106,6 +111,7 @@ interface ImportRow {
   total: number;
   done: number;
   failed: number;
+  parked: number;
   created_at: string;
   updated_at: string;
   completed_at: string | null;
@@ -116,6 +122,7 @@ interface MovementRow {
   product_id: string;
   delta: number;
   outcome: string | null;
+  parked_reason: string | null;
 }
 
 const toLevel = (r: LevelRow): Level => ({ productId: r.product_id, available: r.available, reserved: r.reserved, updatedAt: r.updated_at });
@@ -324,16 +331,23 @@ export class StockStore {
 
   /**
    * A stock worker's result for one movement, applied once per movement however often it arrives:
-   * progress advances, and a recorded movement changes the level.
+   * progress advances, and a recorded movement changes the level. A parked movement is counted as
+   * parked until a replay brings its final result.
    */
   applyMovementOutcome({ importId, movementId, outcome, erpReference, reason }: MovementOutcome): MovementResult {
     return this.db.transaction((): MovementResult => {
-      const row = this.db.prepare('SELECT movement_id, import_id, product_id, delta, outcome FROM movements WHERE movement_id = ?').get(movementId) as MovementRow | undefined;
+      const row = this.db.prepare('SELECT movement_id, import_id, product_id, delta, outcome, parked_reason FROM movements WHERE movement_id = ?').get(movementId) as MovementRow | undefined;
       if (!row || row.import_id !== importId) return 'unknown-movement';
       if (row.outcome !== null) return 'duplicate';
       const now = new Date().toISOString();
+      if (outcome === 'parked') {
+        this.db.prepare('UPDATE movements SET parked_reason = ? WHERE movement_id = ?').run(reason ?? 'parked', movementId);
+        if (row.parked_reason === null) this.db.prepare('UPDATE imports SET parked = parked + 1, updated_at = ? WHERE id = ?').run(now, importId);
+        return 'applied';
+      }
+      if (row.parked_reason !== null) this.db.prepare('UPDATE imports SET parked = parked - 1 WHERE id = ?').run(importId);
       this.db
-        .prepare('UPDATE movements SET outcome = ?, reason = ?, erp_reference = ?, processed_at = ? WHERE movement_id = ?')
+        .prepare('UPDATE movements SET outcome = ?, reason = ?, erp_reference = ?, processed_at = ?, parked_reason = NULL WHERE movement_id = ?')
         .run(outcome, reason ?? null, erpReference ?? null, now, movementId);
       if (outcome === 'recorded') {
         const level = this.level(row.product_id) ?? { available: 0, reserved: 0 };
@@ -387,11 +401,17 @@ export class StockStore {
       total: r.total,
       done: r.done,
       failed: r.failed,
+      parked: r.parked,
       createdAt: r.created_at,
       updatedAt: r.updated_at,
       completedAt: r.completed_at,
       failures,
     };
+  }
+
+  /** Movements parked now, over every import. */
+  countParked(): number {
+    return (this.db.prepare('SELECT coalesce(sum(parked), 0) AS n FROM imports').get() as { n: number }).n;
   }
 
   close(): void {

@@ -21,6 +21,8 @@ export interface ErpOptions {
   costs: Record<RecordKind, number>;
   /** Orders from these e-mail domains are refused (a stand-in for a failed credit check). */
   blockedDomains: string[];
+  /** Orders from these e-mail domains get a 503 every time (a stand-in for a back-office outage that outlasts a worker's attempts). */
+  unavailableDomains?: string[];
   /** Fault injection for resilience tests: extra latency, a share of random 500s and of random 429s. */
   latencyMs?: number;
   errorRate?: number;
@@ -50,7 +52,7 @@ const recordRoute = createRoute({
   },
 });
 
-export function createErp({ store, throttle, costs, blockedDomains, latencyMs = 0, errorRate = 0, throttleRate = 0, log, metrics, maxBodyBytes = 64 * 1024 }: ErpOptions) {
+export function createErp({ store, throttle, costs, blockedDomains, unavailableDomains = [], latencyMs = 0, errorRate = 0, throttleRate = 0, log, metrics, maxBodyBytes = 64 * 1024 }: ErpOptions) {
   const counters = { calls: 0, accepted: 0, rejected: 0, duplicates: 0, refused: 0, errors: 0 };
   const calls = new Counter({
     name: 'erp_calls_total',
@@ -75,6 +77,11 @@ export function createErp({ store, throttle, costs, blockedDomains, latencyMs = 
     const { operationId, kind, payload } = c.req.valid('json');
     counters.calls++;
     if (latencyMs > 0) await sleep(latencyMs);
+    if (kind === 'order' && fromDomain(payload, unavailableDomains)) {
+      counters.errors++;
+      count('error', kind);
+      return problem(503, 'ERP unavailable', 'injected fault (ERP_UNAVAILABLE_DOMAINS)');
+    }
     if (errorRate > 0 && Math.random() < errorRate) {
       counters.errors++;
       count('error', kind);
@@ -96,7 +103,7 @@ export function createErp({ store, throttle, costs, blockedDomains, latencyMs = 
         'retry-after-ms': String(charge.retryAfterMs),
       });
     }
-    if (kind === 'order' && isBlocked(payload, blockedDomains)) {
+    if (kind === 'order' && fromDomain(payload, blockedDomains)) {
       counters.refused++;
       count('refused', kind);
       return problem(422, 'Refused by ERP', 'customer failed the credit check');
@@ -130,8 +137,8 @@ export function createErp({ store, throttle, costs, blockedDomains, latencyMs = 
   return { app, snapshot };
 }
 
-function isBlocked(payload: Record<string, unknown>, blockedDomains: string[]): boolean {
+function fromDomain(payload: Record<string, unknown>, domains: string[]): boolean {
   const customer = payload.customer as { email?: unknown } | undefined;
   const email = typeof customer?.email === 'string' ? customer.email.toLowerCase() : '';
-  return blockedDomains.some((d) => email.endsWith(`@${d}`));
+  return domains.some((d) => email.endsWith(`@${d}`));
 }

@@ -12,6 +12,9 @@ import { createErp } from './app.js';
 import { ErpStore } from './store.js';
 import { Throttle } from './throttle.js';
 
+/** A comma-separated list of e-mail domains, lower-cased. */
+const domains = (list: string) => list.split(',').map((d) => d.trim().toLowerCase()).filter(Boolean);
+
 const config = loadConfig({
   ...commonEnv,
   HTTP_PORT: port(3004),
@@ -19,6 +22,7 @@ const config = loadConfig({
   ERP_ORDER_COST_RU: positiveInt(10),
   ERP_MOVEMENT_COST_RU: positiveInt(10),
   ERP_BLOCKED_DOMAINS: z.string().default('blocked.example'),
+  ERP_UNAVAILABLE_DOMAINS: z.string().default('unavailable.example'),
   ERP_LATENCY_MS: z.coerce.number().int().min(0).max(60_000).default(0),
   ERP_ERROR_RATE: z.coerce.number().min(0).max(1).default(0),
   /** Share of calls answered 429 at random (Retry-After 100–500 ms), whatever the capacity left. */
@@ -33,7 +37,8 @@ const { app, snapshot } = createErp({
   store,
   throttle: new Throttle(config.ERP_CAPACITY_RU),
   costs: { order: config.ERP_ORDER_COST_RU, 'stock-movement': config.ERP_MOVEMENT_COST_RU },
-  blockedDomains: config.ERP_BLOCKED_DOMAINS.split(',').map((d) => d.trim().toLowerCase()).filter(Boolean),
+  blockedDomains: domains(config.ERP_BLOCKED_DOMAINS),
+  unavailableDomains: domains(config.ERP_UNAVAILABLE_DOMAINS),
   latencyMs: config.ERP_LATENCY_MS,
   errorRate: config.ERP_ERROR_RATE,
   throttleRate: config.ERP_THROTTLE_RATE,

@@ -1,4 +1,5 @@
-// The whole system for end-to-end tests: broker, ERP sandbox, catalog, stock, orders and workers,
+// The whole system for end-to-end tests: broker, ERP sandbox, catalog, stock, orders, the dead-letter
+// service and workers,
 // each a real process from source, on free loopback ports, sharing one temporary data directory.
 // The broker is ours by default, or a real Mosquitto with the repo's configuration, users and ACL.
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
@@ -33,15 +34,16 @@ export const ADMIN_KEY = 'test-admin-key-0123456789';
 
 export interface Stack {
   dataDir: string;
-  urls: { orders: string; erp: string; mqtt: string; ws: string; catalog: string; stock: string };
+  urls: { orders: string; erp: string; mqtt: string; ws: string; catalog: string; stock: string; deadletters: string };
   broker: Proc;
   erp: Proc;
   catalog: Proc;
   stock: Proc;
   orders: Proc;
+  deadletters: Proc;
   workers: Proc[];
   startBroker(): Promise<Proc>;
-  /** The process running now under that name: broker, erp, catalog, stock, orders, worker-<n>. */
+  /** The process running now under that name: broker, erp, catalog, stock, orders, deadletters, worker-<n>. */
   proc(name: ProcessName): Proc;
   /**
    * Starts that process again after a kill or a stop (it is stopped first if still running): same
@@ -51,13 +53,14 @@ export interface Stack {
   stop(): Promise<void>;
 }
 
-export type ProcessName = 'broker' | 'erp' | 'catalog' | 'stock' | 'orders' | `worker-${number}`;
+type ServiceName = 'broker' | 'erp' | 'catalog' | 'stock' | 'orders' | 'deadletters';
+export type ProcessName = ServiceName | `worker-${number}`;
 
 export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, workerEnv = {}, erpEnv = {}, stock = {}, broker: brokerKind = 'aedes' }: StackOptions = {}): Promise<Stack> {
   const dataDir = mkdtempSync(join(tmpdir(), 'woodytoys-'));
-  const [mqttPort, wsPort, brokerHttp, erpPort, ordersPort, catalogPort, stockPort] = await Promise.all(
-    [1, 2, 3, 4, 5, 6, 7].map(() => freePort()),
-  ) as [number, number, number, number, number, number, number];
+  const [mqttPort, wsPort, brokerHttp, erpPort, ordersPort, catalogPort, stockPort, deadLettersPort] = await Promise.all(
+    [1, 2, 3, 4, 5, 6, 7, 8].map(() => freePort()),
+  ) as [number, number, number, number, number, number, number, number];
   const common = { DATA_DIR: dataDir, HTTP_HOST: '127.0.0.1', MQTT_URL: `mqtt://127.0.0.1:${mqttPort}`, ...env };
   // Every service logs in as its own user and is held to the ACL, as in production. Anonymous
   // clients are allowed too, with full access, so that tests can probe and inject freely.
@@ -87,6 +90,12 @@ export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, 
       return p;
     },
     orders: (extra = {}) => startProcess({ name: 'orders', entry: 'api/orders/main.ts', env: { ...common, ...login('orders'), HTTP_PORT: String(ordersPort), ...admin, ...extra } }),
+    deadletters: async (extra = {}) => {
+      const p = await startProcess({ name: 'deadletters', entry: 'api/deadletters/main.ts', env: { ...common, ...login('deadletters'), ...admin, HTTP_PORT: String(deadLettersPort), ...extra } });
+      // Its group exists before any dead letter can be published.
+      await p.waitForLog((l) => l.msg === 'subscribed');
+      return p;
+    },
   };
   const startWorker = (i: number) => (extra: Record<string, string> = {}) =>
     startProcess({
@@ -112,6 +121,8 @@ export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, 
     for (const [productId, available] of Object.entries(stock)) await setStock(stockUrl, productId, available);
     const orders = await starters.orders!();
     started.push(orders);
+    const deadletters = await starters.deadletters!();
+    started.push(deadletters);
     const workerProcs: Proc[] = [];
     for (let i = 1; i <= workers; i++) {
       const w = await starters[`worker-${i}`]!();
@@ -127,12 +138,14 @@ export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, 
         ws: `ws://127.0.0.1:${wsPort}`,
         catalog: `http://127.0.0.1:${catalogPort}`,
         stock: stockUrl,
+        deadletters: `http://127.0.0.1:${deadLettersPort}`,
       },
       broker,
       erp,
       catalog,
       stock: stockProc,
       orders,
+      deadletters,
       workers: workerProcs,
       async startBroker() {
         stack.broker = await startBroker();
@@ -144,7 +157,7 @@ export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, 
           if (!p) throw new Error(`no process ${name}`);
           return p;
         }
-        return stack[name as 'broker' | 'erp' | 'catalog' | 'stock' | 'orders'];
+        return stack[name as ServiceName];
       },
       async restart(name, extra = {}) {
         const start = starters[name];
@@ -152,11 +165,11 @@ export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, 
         await stack.proc(name).stop();
         const p = await start(extra);
         if (name.startsWith('worker-')) stack.workers[Number(name.slice('worker-'.length)) - 1] = p;
-        else stack[name as 'broker' | 'erp' | 'catalog' | 'stock' | 'orders'] = p;
+        else stack[name as ServiceName] = p;
         return p;
       },
       async stop() {
-        await Promise.all([...stack.workers, stack.orders, stack.stock, stack.catalog, stack.erp].map((p) => p.stop()));
+        await Promise.all([...stack.workers, stack.orders, stack.deadletters, stack.stock, stack.catalog, stack.erp].map((p) => p.stop()));
         await stack.broker.stop();
         rmSync(dataDir, { recursive: true, force: true });
       },
@@ -241,6 +254,7 @@ export async function startGatewayFor(stack: Stack, env: Record<string, string> 
       ORDERS_UPSTREAM: new URL(stack.urls.orders).host,
       CATALOG_UPSTREAM: new URL(stack.urls.catalog).host,
       STOCK_UPSTREAM: new URL(stack.urls.stock).host,
+      DEADLETTERS_UPSTREAM: new URL(stack.urls.deadletters).host,
       MQTT_WS_UPSTREAM: new URL(stack.urls.ws).host,
       ...env,
     });
