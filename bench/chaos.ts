@@ -384,10 +384,12 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
       const t0 = Date.now();
       const attempts = { WORKER_MAX_ATTEMPTS: String(o.faultMaxAttempts) };
       await s.restart('erp', { ERP_LATENCY_MS: String(o.erpFaults.latencyMs), ERP_ERROR_RATE: String(o.erpFaults.errorRate), ERP_THROTTLE_RATE: String(o.erpFaults.throttleRate) });
-      for (let i = 1; i <= o.workers; i++) await s.restart(`worker-${i}`, attempts);
+      // The workers restart side by side (each start takes seconds on a loaded machine).
+      const workerNames = Array.from({ length: o.workers }, (_, i) => `worker-${i + 1}` as const);
+      await Promise.all(workerNames.map((name) => s.restart(name, attempts)));
       await sleep(o.erpFaultMs);
       await s.restart('erp');
-      for (let i = 1; i <= o.workers; i++) await s.restart(`worker-${i}`);
+      await Promise.all(workerNames.map((name) => s.restart(name)));
       faultWindow = [t0, Date.now()];
       faults.push({ kind: 'ERP faults', target: `erp (${o.erpFaults.latencyMs} ms, ${o.erpFaults.errorRate * 100}% 500, ${o.erpFaults.throttleRate * 100}% 429)`, ms: Date.now() - t0 });
       log(`chaos: ERP faults for ${Date.now() - t0} ms`);

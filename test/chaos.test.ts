@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { formatReport, runChaos } from '../bench/chaos.js';
 
 describe('chaos (short run)', () => {
-  it('loses nothing and applies nothing twice through crashes, an outage, ERP faults and SIGTERMs', { timeout: 240_000 }, async (t) => {
+  it('loses nothing and applies nothing twice through crashes, an outage, ERP faults and SIGTERMs', { timeout: 480_000 }, async (t) => {
     const report = await runChaos({
       ordersPerSecond: 10,
       movementsPerSecond: 20,

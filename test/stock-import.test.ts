@@ -33,6 +33,8 @@ describe('a bulk stock import of 20,000 movements', () => importCases('aedes', 2
 // group backlog to report, so the workers pace on their own estimate), not its throughput.
 describe('a bulk stock import of 2,000 movements on Mosquitto', { skip: requireProgram('mosquitto') }, () => importCases('mosquitto', 2_000));
 
+class Stalled extends Error {}
+
 function importCases(broker: BrokerKind, count: number) {
   let stack: Stack;
   before(async () => {
@@ -61,16 +63,21 @@ function importCases(broker: BrokerKind, count: number) {
     assert.equal(accepted.total, count);
     assert.equal(accepted.status, 'processing');
 
+    // Waits while the import moves: a stall fails within a minute, however loaded the machine, and a
+    // slow machine is not taken for a stall (the overall bound is only a backstop).
     let last = accepted;
+    let movedAt = Date.now();
     const progress = await eventually(
       async () => {
         const p = await getJson<Progress>(`${stack.urls.stock}/api/stock/imports/${accepted.id}`);
         assert.ok(p.done >= last.done, 'progress never goes back');
         assert.equal(p.status === 'processing', p.done + p.failed < p.total);
+        if (p.done + p.failed > last.done + last.failed) movedAt = Date.now();
+        else if (Date.now() - movedAt > 60_000) throw new Stalled(`the import stalled at ${p.done + p.failed}/${p.total} for 60 s`);
         last = p;
         return p.done + p.failed === p.total && p;
       },
-      { timeoutMs: 100_000, intervalMs: 250, what: 'the import to finish' },
+      { timeoutMs: 400_000, intervalMs: 250, what: 'the import to finish', fatal: (err) => err instanceof Stalled },
     );
     assert.deepEqual({ status: progress.status, done: progress.done, failed: progress.failed }, { status: 'completed', done: count, failed: 0 });
 

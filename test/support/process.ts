@@ -149,7 +149,10 @@ export async function startProcess({ name, entry, command, env, ready, timeoutMs
 }
 
 /** Polls `check` until it returns a truthy value or the time is up. */
-export async function eventually<T>(check: () => Promise<T | undefined | false> | T | undefined | false, { timeoutMs = 30_000, intervalMs = 100, what = 'condition' } = {}): Promise<T> {
+export async function eventually<T>(
+  check: () => Promise<T | undefined | false> | T | undefined | false,
+  { timeoutMs = 30_000, intervalMs = 100, what = 'condition', fatal = (_err: unknown): boolean => false } = {},
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   while (Date.now() < deadline) {
@@ -157,6 +160,8 @@ export async function eventually<T>(check: () => Promise<T | undefined | false> 
       const value = await check();
       if (value) return value;
     } catch (err) {
+      // An error the caller marks as final (a stall, say) ends the wait at once.
+      if (fatal(err)) throw err;
       last = err;
     }
     await new Promise((r) => setTimeout(r, intervalMs));
