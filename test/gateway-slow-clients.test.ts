@@ -16,8 +16,9 @@ describe('the gateway against slow-header clients', { skip }, () => {
     const report = await runSlowClients({ connections: CONNECTIONS, durationMs: 25_000, rate: 10, log: (line) => t.diagnostic(line) });
     t.diagnostic(`\n${formatReport(report)}`);
     // How many the attacker holds at once depends on how fast this machine lets it reopen what
-    // nginx drops (9,000 on a quiet 2-core box, fewer on a very busy one): only a sanity bound here.
-    assert.ok(report.attack.maxOpen >= CONNECTIONS / 2, `the attack was real: ${report.attack.maxOpen} connections at once`);
+    // nginx drops (9,000 on a quiet 2-core box, 3,600 with three suites and two CPU burners beside
+    // it): only a sanity bound here, the measure is bench/slow-clients.ts.
+    assert.ok(report.attack.maxOpen >= CONNECTIONS / 5, `the attack was real: ${report.attack.maxOpen} connections at once`);
     assert.ok(report.attack.closedByServer >= report.attack.maxOpen, 'nginx dropped the slow connections after its header timeout, wave after wave');
     assert.ok(report.requests.sent >= 200);
     assert.deepEqual(report.requests.failures, {});

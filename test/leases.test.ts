@@ -112,16 +112,20 @@ function storeContract(name: string, spec: () => string, skip: string | false = 
     });
 
     it('keeps a renewed lease past its first expiry', async () => {
-      const grant = await a.acquire(3, 'a', 300);
+      // Renewed every 250 ms with a 3 s lease, until well past when it would have expired: a lapse
+      // needs the test to stall for over 2.7 s (a loaded CI machine stalls for hundreds of ms).
+      const ttlMs = 3000;
+      const acquiredAt = Date.now();
+      const grant = await a.acquire(3, 'a', ttlMs);
       assert.ok(grant);
-      for (let i = 0; i < 4; i++) {
-        await sleep(100);
-        assert.ok(await a.renew(grant, 300), `renewal ${i + 1}`);
+      for (let i = 1; Date.now() - acquiredAt < ttlMs * 1.5; i++) {
+        await sleep(250);
+        assert.ok(await a.renew(grant, ttlMs), `renewal ${i}`);
       }
-      // 400 ms after the acquire: without the renewals it would have expired.
+      // Past the first expiry: without the renewals it would have expired.
       assert.equal(await b.acquire(3, 'b', 10_000), undefined);
       assert.ok(await a.release(grant));
-      assert.equal(await a.renew(grant, 300), false, 'a released lease cannot be renewed');
+      assert.equal(await a.renew(grant, ttlMs), false, 'a released lease cannot be renewed');
     });
 
     it('lists the owners that want capacity, and how much, until they withdraw or lapse', async () => {
