@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { MqttClient } from 'mqtt';
-import { profileFlags } from './process.js';
+import { profileFlags, START_TIMEOUT_MS } from './process.js';
 
 export interface RunningBroker {
   mqttUrl: string;
@@ -30,7 +30,7 @@ export interface RunningBroker {
 
 const main = fileURLToPath(new URL('../../broker/main.ts', import.meta.url));
 
-export async function startBroker({ env = {}, timeoutMs = 15_000 }: { env?: Record<string, string>; timeoutMs?: number } = {}): Promise<RunningBroker> {
+export async function startBroker({ env = {}, timeoutMs = START_TIMEOUT_MS }: { env?: Record<string, string>; timeoutMs?: number } = {}): Promise<RunningBroker> {
   const dataDir = env.DATA_DIR ?? mkdtempSync(join(tmpdir(), 'broker-'));
   const child = spawn(process.execPath, [...profileFlags(), '--import', 'tsx', main], {
     env: {

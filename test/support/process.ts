@@ -59,7 +59,7 @@ export interface StartOptions {
 
 // A bound on waiting for a start, not a pause: on a shared 2-core machine with other suites and CPU
 // burners beside it, compiling and starting one process (tsx) has taken over 20 s.
-const START_TIMEOUT_MS = 60_000;
+export const START_TIMEOUT_MS = 60_000;
 
 export async function startProcess({ name, entry, command, env, ready, timeoutMs = START_TIMEOUT_MS, echo = process.env.TEST_ECHO === '1' }: StartOptions): Promise<Proc> {
   const [program, ...args] = command ?? [process.execPath, ...profileFlags(), '--import', 'tsx', entry ?? `${name}/main.ts`];
