@@ -18,6 +18,7 @@ import * as hdr from 'hdr-histogram-js';
 import { z } from 'zod';
 import { gatewayEnv } from '../gateway/render.js';
 import { loadConfig, parseConfig } from '../lib/config.js';
+import { sleep } from '../lib/shutdown.js';
 import { ADMIN_KEY_FILE, LOAD_TEST_KEY_FILE, readDevKey } from './dev-keys.js';
 import { achievedRate, sendOnSchedule } from './load-schedule.js';
 
@@ -191,9 +192,9 @@ while (Date.now() < deadline && waiting().length > 0) {
     }
   };
   await Promise.all(Array.from({ length: 16 }, follow));
-  if (pause > 0) await new Promise((w) => setTimeout(w, 1000 * pause));
+  if (pause > 0) await sleep(1000 * pause);
   settling.update(accepted.length - waiting().length, { detail: '' });
-  if (waiting().length > 0) await new Promise((w) => setTimeout(w, 500));
+  if (waiting().length > 0) await sleep(500);
 }
 settling.stop();
 for (const imp of importResults) {
