@@ -11,6 +11,7 @@
 import { createRequire } from 'node:module';
 import { pino, type DestinationStream, type Logger } from 'pino';
 import type PinoPretty from 'pino-pretty';
+import { traceFields } from './tracing.js';
 
 export type { Logger };
 
@@ -46,6 +47,8 @@ export function createLogger(service: string, level = 'info', format: LogFormat 
       level,
       base: { service, pid: process.pid },
       timestamp: pino.stdTimeFunctions.isoTime,
+      // The active trace's ids on every line written while handling a request or a message (lib/tracing.ts).
+      mixin: traceFields,
     },
     destination,
   );

@@ -1,0 +1,88 @@
+// Trace context for one process (issue 17's groundwork): the OpenTelemetry SDK, set up once at
+// start. Trace ids always flow (W3C traceparent in, out, and into every log line); spans are
+// recorded and exported over OTLP/HTTP only when the standard OpenTelemetry variables ask for it
+// (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, and OTEL_SDK_DISABLED not true).
+//
+// Without an exporter the sampler is AlwaysOff: the SDK still makes a trace id for a request that
+// brings none and hands its context on, but records nothing, so the cost is an id and a context
+// switch per hop (bench:pipeline measures it).
+import { context, propagation, trace, type Context, type Span, type SpanOptions, type Tracer } from '@opentelemetry/api';
+import { W3CTraceContextPropagator } from '@opentelemetry/core';
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import { AlwaysOffSampler, AlwaysOnSampler, BatchSpanProcessor, ParentBasedSampler } from '@opentelemetry/sdk-trace-base';
+import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
+
+export interface Tracing {
+  tracer: Tracer;
+  /** True when spans are recorded and exported. */
+  exporting: boolean;
+  /** Sends what is buffered and stops (part of graceful shutdown). */
+  shutdown(): Promise<void>;
+}
+
+/** Whether the environment asks for spans to be exported (the OpenTelemetry specification's variables). */
+export function exportRequested(env: NodeJS.ProcessEnv = process.env): boolean {
+  if ((env.OTEL_SDK_DISABLED ?? '').toLowerCase() === 'true') return false;
+  if ((env.OTEL_TRACES_EXPORTER ?? 'otlp').toLowerCase() === 'none') return false;
+  return Boolean(env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || env.OTEL_EXPORTER_OTLP_ENDPOINT);
+}
+
+/** Where spans go: the traces endpoint as given, or the base endpoint's /v1/traces (as the specification says). */
+export function tracesEndpoint(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) return env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT;
+  if (env.OTEL_EXPORTER_OTLP_ENDPOINT) return `${env.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/+$/, '')}/v1/traces`;
+  return undefined;
+}
+
+let current: Tracing | undefined;
+
+/** Sets up tracing for this process, once; later calls return the same. */
+export function startTracing(service: string, env: NodeJS.ProcessEnv = process.env): Tracing {
+  if (current) return current;
+  const exporting = exportRequested(env);
+  const provider = new NodeTracerProvider({
+    resource: resourceFromAttributes({ 'service.name': env.OTEL_SERVICE_NAME || `woodytoys-${service}` }),
+    sampler: exporting ? new ParentBasedSampler({ root: new AlwaysOnSampler() }) : new AlwaysOffSampler(),
+    spanProcessors: exporting ? [new BatchSpanProcessor(new OTLPTraceExporter({ url: tracesEndpoint(env) }))] : [],
+  });
+  provider.register({ propagator: new W3CTraceContextPropagator() });
+  current = { tracer: trace.getTracer('woodytoys'), exporting, shutdown: () => provider.shutdown() };
+  return current;
+}
+
+/** The trace and span ids of the active span, for log lines (lib/log.ts's mixin); empty outside one. */
+export function traceFields(): { trace_id?: string; span_id?: string } {
+  const span = trace.getActiveSpan()?.spanContext();
+  if (!span || !trace.isSpanContextValid(span)) return {};
+  return { trace_id: span.traceId, span_id: span.spanId };
+}
+
+/** The context a W3C `traceparent` (an HTTP header, a CloudEvent's extension) continues; the root context when absent or malformed. */
+export function contextFrom(traceparent: string | undefined, tracestate?: string): Context {
+  if (!traceparent) return context.active();
+  return propagation.extract(context.active(), { traceparent, ...(tracestate ? { tracestate } : {}) });
+}
+
+/** The `traceparent` (and `tracestate`) that carry the active context onward. */
+export function carrierOf(ctx: Context = context.active()): { traceparent?: string; tracestate?: string } {
+  const carrier: Record<string, string> = {};
+  propagation.inject(ctx, carrier);
+  return carrier;
+}
+
+/** Runs `work` inside a new span (a child of `parent`), ends it, and records an exception as the span's error. */
+export async function inSpan<T>(tracer: Tracer, name: string, options: SpanOptions & { parent?: Context }, work: (span: Span) => Promise<T>): Promise<T> {
+  const parent = options.parent ?? context.active();
+  return tracer.startActiveSpan(name, options, parent, async (span) => {
+    try {
+      return await work(span);
+    } catch (err) {
+      span.recordException(err as Error);
+      span.setStatus({ code: 2, message: err instanceof Error ? err.message : String(err) });
+      throw err;
+    } finally {
+      span.end();
+    }
+  });
+}
