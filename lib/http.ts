@@ -4,6 +4,7 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { getRequestListener } from '@hono/node-server';
 import type { Context } from 'hono';
+import { httpInstrumentationMiddleware } from '@hono/otel';
 import { HTTPException } from 'hono/http-exception';
 import { requestId, type RequestIdVariables } from 'hono/request-id';
 import type { AddressInfo, Socket } from 'node:net';
@@ -55,6 +56,9 @@ export function createApp({ log, metrics, ready }: AppOptions): OpenAPIHono<AppE
     },
   });
 
+  // A server span per request, continuing the caller's W3C traceparent (lib/tracing.ts; a no-op
+  // until the process starts tracing).
+  app.use(httpInstrumentationMiddleware());
   app.use(
     requestId({
       // An incoming id (from nginx) is kept when it is sane; otherwise we make one.

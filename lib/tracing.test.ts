@@ -6,6 +6,9 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
+import { createApp } from './http.js';
+import { createLogger } from './log.js';
+import { createMetrics } from './metrics.js';
 import { carrierOf, contextFrom, exportRequested, inSpan, startTracing, traceFields, tracesEndpoint } from './tracing.js';
 
 interface ReceivedSpan {
@@ -14,6 +17,8 @@ interface ReceivedSpan {
   parentSpanId?: string;
   name: string;
 }
+
+let current: { shutdown(): Promise<void> } | undefined;
 
 describe('tracing', () => {
   it('reads the standard variables', () => {
@@ -40,7 +45,7 @@ describe('tracing', () => {
     await once(receiver, 'listening');
     const { port } = receiver.address() as AddressInfo;
     try {
-      const tracing = startTracing('test', { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}` });
+      const tracing = (current = startTracing('test', { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}` }));
       assert.equal(tracing.exporting, true);
       const clientTrace = '4bf92f3577b34da6a3ce929d0e0e4736';
       const clientSpan = '00f067aa0ba902b7';
@@ -53,9 +58,14 @@ describe('tracing', () => {
         });
       });
       assert.equal(traceFields().trace_id, undefined, 'no trace outside a span');
-      await tracing.shutdown();
       assert.equal(logged.trace_id, clientTrace);
       assert.match(onward ?? '', new RegExp(`^00-${clientTrace}-[0-9a-f]{16}-01$`));
+      // An HTTP request continues the caller's traceparent: the handler and its log lines see its trace id.
+      const app = createApp({ log: createLogger('test', 'silent'), metrics: createMetrics('tracing-test'), ready: () => ({}) });
+      app.get('/where', (c) => c.json(traceFields()));
+      const res = await app.request('/where', { headers: { traceparent: `00-${clientTrace}-${clientSpan}-01` } });
+      assert.equal(((await res.json()) as { trace_id?: string }).trace_id, clientTrace);
+      await tracing.shutdown();
       const accept = spans.find((s) => s.name === 'accept order');
       const publish = spans.find((s) => s.name === 'publish');
       assert.ok(accept && publish, `received ${spans.map((s) => s.name).join(', ')}`);
@@ -64,7 +74,10 @@ describe('tracing', () => {
       assert.equal(publish.traceId, clientTrace);
       assert.equal(publish.parentSpanId, accept.spanId);
       assert.equal(onward?.split('-')[2], publish.spanId);
+      const server = spans.find((s) => s.traceId === clientTrace && s.parentSpanId === clientSpan && s !== accept);
+      assert.ok(server, 'the HTTP request has its own span in the client trace');
     } finally {
+      await current?.shutdown();
       receiver.close();
     }
   });
