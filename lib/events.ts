@@ -2,13 +2,14 @@
 // each event is defined once here (topic, type, data schema) and imported by producer and consumer.
 import { createHash, randomUUID } from 'node:crypto';
 import { z } from 'zod';
+import { carrierOf } from './tracing.js';
 
 export const TOPIC_ROOT = 'woodytoys';
 
 /** Largest MQTT payload a consumer will parse; anything bigger goes to the dead letters unread. */
 export const MAX_EVENT_BYTES = 256 * 1024;
 
-/** The CloudEvents 1.0 structured-mode JSON envelope; extension attributes (e.g. traceparent) may ride beside these. */
+/** The CloudEvents 1.0 structured-mode JSON envelope, with the distributed-tracing extension; other extension attributes may ride beside these. */
 export const envelopeSchema = z.object({
   specversion: z.literal('1.0'),
   id: z.uuid(),
@@ -18,6 +19,10 @@ export const envelopeSchema = z.object({
   subject: z.string().max(256).optional(),
   datacontenttype: z.literal('application/json').optional(),
   data: z.unknown(),
+  // The CloudEvents distributed-tracing extension: the W3C trace context of the operation that
+  // caused the event (lib/tracing.ts). A malformed value is dropped, never a reason to refuse the event.
+  traceparent: z.string().regex(/^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/).optional().catch(undefined),
+  tracestate: z.string().max(512).optional().catch(undefined),
 });
 
 export type CloudEvent<T = unknown> = Omit<z.infer<typeof envelopeSchema>, 'data'> & { data: T };
@@ -63,6 +68,7 @@ export function createEvent<T extends z.ZodType>(
     ...(subject === undefined ? {} : { subject }),
     datacontenttype: 'application/json',
     data: def.data.parse(data) as z.infer<T>,
+    ...carrierOf(),
   };
 }
 

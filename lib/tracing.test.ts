@@ -6,6 +6,8 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
+import { z } from 'zod';
+import { createEvent, decodeEvent, defineEvent, type CloudEvent } from './events.js';
 import { createApp } from './http.js';
 import { createLogger } from './log.js';
 import { createMetrics } from './metrics.js';
@@ -17,6 +19,8 @@ interface ReceivedSpan {
   parentSpanId?: string;
   name: string;
 }
+
+const probe = defineEvent({ topic: 'woodytoys/test/probe', type: 'woodytoys.test.probe', data: z.object({ n: z.number() }), summary: 'a test event', example: { n: 1 } });
 
 let current: { shutdown(): Promise<void> } | undefined;
 
@@ -51,15 +55,24 @@ describe('tracing', () => {
       const clientSpan = '00f067aa0ba902b7';
       let onward: string | undefined;
       let logged: ReturnType<typeof traceFields> = {};
+      let event: CloudEvent | undefined;
       await inSpan(tracing.tracer, 'accept order', { parent: contextFrom(`00-${clientTrace}-${clientSpan}-01`) }, async () => {
         await inSpan(tracing.tracer, 'publish', {}, async () => {
           onward = carrierOf().traceparent;
           logged = traceFields();
+          event = createEvent(probe, { n: 1 }, { source: 'test' });
         });
       });
       assert.equal(traceFields().trace_id, undefined, 'no trace outside a span');
       assert.equal(logged.trace_id, clientTrace);
       assert.match(onward ?? '', new RegExp(`^00-${clientTrace}-[0-9a-f]{16}-01$`));
+      // The event carries the context it was made in (CloudEvents distributed-tracing extension) …
+      assert.equal(event?.traceparent, onward);
+      const decoded = decodeEvent(probe, JSON.stringify(event));
+      assert.ok(decoded.ok && decoded.event.traceparent === onward);
+      // … and a malformed one is dropped without refusing the event.
+      const forged = decodeEvent(probe, JSON.stringify({ ...event, traceparent: 'not-a-trace' }));
+      assert.ok(forged.ok && forged.event.traceparent === undefined);
       // An HTTP request continues the caller's traceparent: the handler and its log lines see its trace id.
       const app = createApp({ log: createLogger('test', 'silent'), metrics: createMetrics('tracing-test'), ready: () => ({}) });
       app.get('/where', (c) => c.json(traceFields()));
