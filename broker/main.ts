@@ -24,7 +24,7 @@ import { SHARE_PREFIX, SharedSubscriptions, parseShare } from './group-queue.js'
 import { Ingest } from './ingest.js';
 import { ConnectionLimits } from './limits.js';
 import { registerBrokerMetrics } from './metrics.js';
-import { parsePasswordFile, passwordsFromEnv, readPasswordFile } from './password.js';
+import { parsePasswordFile, passwordsFromEnv, readPasswordFile } from './password-hash.js';
 import { SqlitePersistence, type StoredPacket } from './persistence.js';
 import { migrations } from './schema.js';
 import { SpaceReclaimer } from './reclaim.js';

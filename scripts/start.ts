@@ -8,7 +8,7 @@
 import { join, resolve } from 'node:path';
 import concurrently, { type ConcurrentlyCommandInput } from 'concurrently';
 import { z } from 'zod';
-import { brokerPasswords, devCredentials, mqttLogin } from '../broker/credentials.js';
+import { brokerPasswords, devCredentials, mqttLogin } from '../broker/dev-logins.js';
 import { MOSQUITTO_INSTALL_HINT, writeMosquittoConfig, writeMosquittoPasswords } from '../broker/mosquitto/run.js';
 import { ConfigError, loadConfig, port, positiveInt } from '../lib/config.js';
 import { LOG_FORMATS, logFormat } from '../lib/log.js';

@@ -22,6 +22,8 @@ import { Pacer } from '../lib/pacing.js';
 import { StatsPublisher } from '../lib/stats.js';
 import { onShutdown } from '../lib/shutdown.js';
 import { orderReadyForErp, stockMovement } from '../lib/topics.js';
+import { PROCESSES } from '../lib/processes.js';
+import { ERP_OPERATION_COST_RU } from '../lib/erp-operations.js';
 import { BrokerBacklog } from './backlog.js';
 import { ErpClient, type ErpOperation } from './erp-client.js';
 import { SOURCE, orderWorkerRoutes } from './order-worker.js';
@@ -32,7 +34,7 @@ const config = loadConfig({
   ...commonEnv,
   ...mqttEnv,
   ...consumerEnv,
-  HTTP_PORT: port(3005),
+  HTTP_PORT: port(PROCESSES.worker.ports.HTTP_PORT.port),
   ERP_URL: url('http://127.0.0.1:3004'),
   ERP_TIMEOUT_MS: positiveInt(5000),
   WORKER_MAX_ATTEMPTS: positiveInt(8),
@@ -41,8 +43,8 @@ const config = loadConfig({
   /** `shared` joins the order-workers / stock-workers groups ($share/…) so several workers split the work. */
   WORKER_SUBSCRIPTION: z.enum(['shared', 'plain']).default('shared'),
   /** Request units an order / a stock movement costs at the ERP (the ERP's ERP_*_COST_RU). */
-  WORKER_ORDER_COST_RU: positiveInt(10),
-  WORKER_MOVEMENT_COST_RU: positiveInt(10),
+  WORKER_ORDER_COST_RU: positiveInt(ERP_OPERATION_COST_RU.order),
+  WORKER_MOVEMENT_COST_RU: positiveInt(ERP_OPERATION_COST_RU['stock-movement']),
   /** Capacity this process uses without a lease; leave it out of LEASE_CAPACITY_RU. */
   WORKER_RESERVED_RU: z.coerce.number().int().min(0).default(0),
   /** The broker's Prometheus endpoint: per-group backlog for lease demand; unset = local estimate. */

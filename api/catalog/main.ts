@@ -9,13 +9,14 @@ import { createMetrics } from '../../lib/metrics.js';
 import { closeMqtt, connectMqtt } from '../../lib/mqtt.js';
 import { OutboxRelay } from '../../lib/outbox.js';
 import { onShutdown } from '../../lib/shutdown.js';
+import { PROCESSES } from '../../lib/processes.js';
 import { createCatalogApp } from './app.js';
 import { CatalogStore } from './store.js';
 
 const config = loadConfig({
   ...commonEnv,
   ...mqttEnv,
-  HTTP_PORT: port(3001),
+  HTTP_PORT: port(PROCESSES.catalog.ports.HTTP_PORT.port),
   ADMIN_API_KEY: z.string().min(16, 'use at least 16 characters').optional(),
   CATALOG_SEED: bool(true),
 });

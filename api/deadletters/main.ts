@@ -12,6 +12,7 @@ import { closeMqtt, connectMqtt, consume, consumerEnv, subscribe } from '../../l
 import { OutboxRelay } from '../../lib/outbox.js';
 import { onShutdown } from '../../lib/shutdown.js';
 import { StatsPublisher } from '../../lib/stats.js';
+import { PROCESSES } from '../../lib/processes.js';
 import { createDeadLetterApp } from './app.js';
 import { GROUP, deadLetterRoutes, deadLetterSubscription } from './consumer.js';
 import { DeadLetterStore, SOURCE } from './store.js';
@@ -20,7 +21,7 @@ const config = loadConfig({
   ...commonEnv,
   ...mqttEnv,
   ...consumerEnv,
-  HTTP_PORT: port(3007),
+  HTTP_PORT: port(PROCESSES.deadletters.ports.HTTP_PORT.port),
   ADMIN_API_KEY: z.string().min(16, 'use at least 16 characters').optional(),
 });
 const log = createLogger('deadletters', config.LOG_LEVEL);

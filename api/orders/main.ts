@@ -17,6 +17,7 @@ import { OutboxRelay } from '../../lib/outbox.js';
 import { onShutdown } from '../../lib/shutdown.js';
 import { StatsPublisher } from '../../lib/stats.js';
 import { orderConfirmed, orderFailed, orderParked, stockRejected } from '../../lib/topics.js';
+import { PROCESSES } from '../../lib/processes.js';
 import { createOrdersApp } from './app.js';
 import { OrderStreams } from './events.js';
 import { outcomeRoutes } from './outcomes.js';
@@ -26,7 +27,7 @@ const config = loadConfig({
   ...commonEnv,
   ...mqttEnv,
   ...consumerEnv,
-  HTTP_PORT: port(3002),
+  HTTP_PORT: port(PROCESSES.orders.ports.HTTP_PORT.port),
   ORDERS_MAX_BODY_BYTES: positiveInt(16 * 1024),
   ORDERS_EVENT_STREAMS_MAX: positiveInt(1000),
   ADMIN_API_KEY: z.string().min(16, 'use at least 16 characters').optional(),

@@ -11,6 +11,7 @@ import { createMetrics } from '../../lib/metrics.js';
 import { closeMqtt, connectMqtt, consume, consumerEnv, subscribe } from '../../lib/mqtt.js';
 import { OutboxRelay } from '../../lib/outbox.js';
 import { onShutdown } from '../../lib/shutdown.js';
+import { PROCESSES } from '../../lib/processes.js';
 import { createStockApp } from './app.js';
 import { GROUP, stockRoutes, stockSubscriptions } from './consumers.js';
 import { SOURCE, StockStore } from './store.js';
@@ -19,7 +20,7 @@ const config = loadConfig({
   ...commonEnv,
   ...mqttEnv,
   ...consumerEnv,
-  HTTP_PORT: port(3003),
+  HTTP_PORT: port(PROCESSES.stock.ports.HTTP_PORT.port),
   ADMIN_API_KEY: z.string().min(16, 'use at least 16 characters').optional(),
   STOCK_SEED: bool(true),
   STOCK_IMPORT_MAX_BYTES: positiveInt(32 * 1024 * 1024),

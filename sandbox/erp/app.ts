@@ -4,6 +4,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { bodyLimit } from 'hono/body-limit';
 import { Counter, Gauge } from 'prom-client';
+import { ERP_OPERATION_KINDS, type ErpOperationKind } from '../../lib/erp-operations.js';
 import { createApp, payloadTooLarge, problem } from '../../lib/http.js';
 import type { Logger } from '../../lib/log.js';
 import type { Metrics } from '../../lib/metrics.js';
@@ -11,8 +12,8 @@ import { sleep } from '../../lib/shutdown.js';
 import type { ErpStore } from './store.js';
 import type { Throttle } from './throttle.js';
 
-export const recordKinds = ['order', 'stock-movement'] as const;
-export type RecordKind = (typeof recordKinds)[number];
+export const recordKinds = ERP_OPERATION_KINDS;
+export type RecordKind = ErpOperationKind;
 
 export interface ErpOptions {
   store: ErpStore;

@@ -8,6 +8,8 @@ import { createMetrics } from '../../lib/metrics.js';
 import { onShutdown } from '../../lib/shutdown.js';
 import { closeMqtt, connectMqtt } from '../../lib/mqtt.js';
 import { StatsPublisher } from '../../lib/stats.js';
+import { PROCESSES } from '../../lib/processes.js';
+import { ERP_OPERATION_COST_RU } from '../../lib/erp-operations.js';
 import { createErp } from './app.js';
 import { ErpStore } from './store.js';
 import { Throttle } from './throttle.js';
@@ -17,10 +19,10 @@ const domains = (list: string) => list.split(',').map((d) => d.trim().toLowerCas
 
 const config = loadConfig({
   ...commonEnv,
-  HTTP_PORT: port(3004),
+  HTTP_PORT: port(PROCESSES.erp.ports.HTTP_PORT.port),
   ERP_CAPACITY_RU: positiveInt(200),
-  ERP_ORDER_COST_RU: positiveInt(10),
-  ERP_MOVEMENT_COST_RU: positiveInt(10),
+  ERP_ORDER_COST_RU: positiveInt(ERP_OPERATION_COST_RU.order),
+  ERP_MOVEMENT_COST_RU: positiveInt(ERP_OPERATION_COST_RU['stock-movement']),
   ERP_BLOCKED_DOMAINS: z.string().default('blocked.example'),
   ERP_UNAVAILABLE_DOMAINS: z.string().default('unavailable.example'),
   ERP_LATENCY_MS: z.coerce.number().int().min(0).max(60_000).default(0),

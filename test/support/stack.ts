@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, startProcess, type Proc } from './process.js';
 import { startGateway, type RunningGateway } from '../../gateway/nginx.js';
-import { brokerPasswords, devCredentials, mqttLogin } from '../../broker/credentials.js';
+import { brokerPasswords, devCredentials, mqttLogin } from '../../broker/dev-logins.js';
 import { startMosquitto, writeMosquittoPasswords } from '../../broker/mosquitto/run.js';
 
 export type BrokerKind = 'aedes' | 'mosquitto';
