@@ -173,7 +173,7 @@ export function processTable(processes: readonly ProcessDeclaration[]): string {
     ];
   });
   return [
-    '| process | HTTP port (npm start variable) | MQTT user (client ids) | shared groups | gateway route |',
+    '| process | ports: HTTP, others named (npm start\'s variable) | MQTT user (client ids) | shared groups | gateway route |',
     '|---|---|---|---|---|',
     ...rows.map((cells) => `| ${cells.join(' | ')} |`),
     `| gateway (nginx) | ${GATEWAY_PORT} (${code('GATEWAY_PORT')}) | — | — | everything else: \`/mqtt\`, the dashboard |`,
