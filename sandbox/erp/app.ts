@@ -12,14 +12,11 @@ import { sleep } from '../../lib/shutdown.js';
 import type { ErpStore } from './store.js';
 import type { Throttle } from './throttle.js';
 
-export const recordKinds = ERP_OPERATION_KINDS;
-export type RecordKind = ErpOperationKind;
-
 export interface ErpOptions {
   store: ErpStore;
   throttle: Throttle;
   /** Request units each kind of operation costs. */
-  costs: Record<RecordKind, number>;
+  costs: Record<ErpOperationKind, number>;
   /** Orders from these e-mail domains are refused (a stand-in for a failed credit check). */
   blockedDomains: string[];
   /** Orders from these e-mail domains get a 503 every time (a stand-in for a back-office outage that outlasts a worker's attempts). */
@@ -36,7 +33,7 @@ export interface ErpOptions {
 
 const recordBody = z.strictObject({
   operationId: z.string().regex(/^[A-Za-z0-9:._-]{1,128}$/),
-  kind: z.enum(recordKinds),
+  kind: z.enum(ERP_OPERATION_KINDS),
   payload: z.record(z.string(), z.unknown()),
 });
 
