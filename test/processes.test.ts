@@ -1,7 +1,7 @@
 // The process declaration (lib/processes.ts) against everything that repeats it: npm start's process
-// list, the gateway's routes and body limits (nginx.conf, gateway/compose.env), the ACL's users and
-// groups, compose.yaml's services, ports and MQTT users, .env.example, package.json's scripts, each
-// entry file's default ports and the README's tables. In-process and fast: nothing is started.
+// list, the gateway's routes and body limits (nginx.conf; compose.yaml's upstreams), the ACL's users
+// and groups, compose.yaml's services, ports and MQTT users, .env.example, package.json's scripts,
+// each entry file's default ports and the README's list of MQTT users. In-process and fast: nothing is started.
 // Each check returns the disagreements it finds, so that the last test can register a fourth HTTP
 // service and show which files it takes: what is derived follows by itself, the rest is named.
 import { describe, test } from 'node:test';
@@ -44,7 +44,6 @@ interface ComposeService {
 /** The repository's files that must agree with a declaration. */
 interface Files {
   nginxConf: string;
-  composeEnv: string;
   compose: { services: Record<string, ComposeService> };
   acl: Acl;
   envExample: string;
@@ -55,7 +54,6 @@ interface Files {
 
 const repository: Files = {
   nginxConf: readFileSync(TEMPLATE, 'utf8'),
-  composeEnv: read('gateway/compose.env'),
   compose: parse(read('compose.yaml'), { merge: true }) as Files['compose'],
   acl: Acl.read(aclFile),
   envExample: read('.env.example'),
@@ -95,11 +93,6 @@ const checks: Record<string, Check> = {
     }
     return problems;
   },
-  'gateway/compose.env': ({ composeEnv }, processes) =>
-    routedProcesses(processes).flatMap((p) => {
-      const line = `${upstreamVariable(p)}=${composeService(p)}:${httpPort(p).port}`;
-      return composeEnv.split('\n').includes(line) ? [] : [`gateway/compose.env: no line ${line}`];
-    }),
   'broker/mosquitto/acl': ({ acl }, processes) => {
     const problems: string[] = [];
     const users = mqttUsers(processes);
@@ -135,6 +128,8 @@ const checks: Record<string, Check> = {
       if (p.mqttUser && !env.MQTT_PASSWORD?.startsWith(`\${${passwordVariable(p.mqttUser)}:?`)) problems.push(`compose.yaml: ${name}'s MQTT_PASSWORD is not \${${passwordVariable(p.mqttUser)}:?…}`);
       if (p.adminKey !== ('ADMIN_API_KEY' in env || undefined)) problems.push(`compose.yaml: ${name} ${p.adminKey ? 'lacks' : 'should not have'} ADMIN_API_KEY`);
       if (p.route && !(name in (services.gateway?.depends_on ?? {}))) problems.push(`compose.yaml: the gateway does not wait for ${name}`);
+      const upstream = `${composeService(p)}:${httpPort(p).port}`;
+      if (p.route && services.gateway?.environment?.[upstreamVariable(p)] !== upstream) problems.push(`compose.yaml: the gateway's ${upstreamVariable(p)} is not ${upstream}`);
     }
     // The broker's users, and Mosquitto's (its password file is written from the same list).
     const brokerUsers = Object.keys(services.broker?.environment ?? {}).flatMap((k) => (/^BROKER_PASSWORD_(.+)$/.exec(k)?.[1]?.toLowerCase() ?? []));
@@ -150,15 +145,18 @@ const checks: Record<string, Check> = {
     const declared = mqttUsers(processes).map(passwordVariable);
     return sameSet(set, declared) ? [] : [`.env.example: sets ${set.join(', ')}, declared ${declared.join(', ')}`];
   },
+  // A process's own npm script is a convenience (npm start and compose run the entry files): where
+  // there is one, it runs the declared entry.
   'package.json': ({ packageJson }, processes) =>
-    processes.flatMap((p) => (packageJson.scripts[p.name] === `node --import tsx ${p.entry}` ? [] : [`package.json: no script "${p.name}": "node --import tsx ${p.entry}"`])),
+    processes.flatMap((p) => {
+      const script = packageJson.scripts[p.name];
+      return script === undefined || script === `node --import tsx ${p.entry}` ? [] : [`package.json: script "${p.name}" is not "node --import tsx ${p.entry}"`];
+    }),
+  // The processes table is printed from the declaration (npm run -s processes), not copied into the README.
   'README.md': ({ readme }, processes) => {
     const problems: string[] = [];
-    if (!readme.includes(`${processTable(processes)}\n`)) problems.push(`README.md: the processes table is not lib/processes.ts's processTable():\n${processTable(processes)}`);
+    if (!readme.includes('npm run -s processes')) problems.push('README.md: does not point to `npm run -s processes` for the processes table');
     const row = (variable: string) => readme.split('\n').find((l) => l.startsWith(`| \`${variable}\` |`)) ?? '';
-    for (const p of processes) {
-      if (!row('HTTP_PORT').includes(`${p.name} \`${httpPort(p).port}\``)) problems.push(`README.md: the HTTP_PORT row lacks ${p.name} \`${httpPort(p).port}\``);
-    }
     for (const user of mqttUsers(processes)) if (!row('MQTT_USERNAME`, `MQTT_PASSWORD').includes(`\`${user}\``)) problems.push(`README.md: the MQTT_USERNAME row lacks \`${user}\``);
     return problems;
   },
@@ -256,14 +254,15 @@ describe('the process declaration', () => {
     assert.match(substitute(conf, values), /server 127\.0\.0\.1:3008;/);
 
     // Checked: beside the declaration and the service's own files (main.ts, app.ts), these, and
-    // nothing else. nginx.conf is regenerated by `npm run gateway:routes`; an MQTT user would add
-    // the ACL and .env.example.
-    assert.deepEqual(Object.keys(disagreements(repository, processes)).sort(), ['README.md', 'compose.yaml', 'entry files', 'gateway/compose.env', 'nginx.conf', 'package.json']);
+    // nothing else: five files in all, nginx.conf regenerated by `npm run gateway:routes`. (A
+    // service with an MQTT user adds its ACL section and its password in .env.example.)
+    assert.deepEqual(Object.keys(disagreements(repository, processes)).sort(), ['compose.yaml', 'entry files', 'nginx.conf']);
     const withGenerated: Files = {
       ...repository,
       nginxConf: conf,
       entries: (p) => (p === reviews ? 'HTTP_PORT: port(PROCESSES.reviews.ports.HTTP_PORT.port),' : repository.entries(p)),
     };
-    assert.deepEqual(Object.keys(disagreements(withGenerated, processes)).sort(), ['README.md', 'compose.yaml', 'gateway/compose.env', 'package.json']);
+    assert.deepEqual(Object.keys(disagreements(withGenerated, processes)), ['compose.yaml']);
+    assert.match(processTable(processes), /\| `npm run reviews` \| 3008 \(`REVIEWS_PORT`\) \|/, 'npm run -s processes prints it');
   });
 });
