@@ -11,6 +11,7 @@ import { z } from 'zod';
 import { Counter, Gauge } from 'prom-client';
 import { commonEnv, loadConfig, mqttEnv, port, positiveInt, url } from '../lib/config.js';
 import { createApp, serveApp } from '../lib/http.js';
+import { initialSpending, leaseDemand, observeSpending } from '../lib/leases/demand.js';
 import { LeaseKeeper } from '../lib/leases/keeper.js';
 import { RedisLeaseStore } from '../lib/leases/redis.js';
 import { SqliteLeaseStore } from '../lib/leases/sqlite.js';
@@ -99,11 +100,24 @@ const inProgress = new Map<ErpOperation['kind'], number>(workflows.map((wf) => [
 /** Messages waiting per workflow: the broker's count for the whole group, else what this process holds. */
 const backlogOf = (kind: ErpOperation['kind']) => backlog.get(kind) ?? pacer.waiting(kind) + (inProgress.get(kind) ?? 0);
 
-// Observed spending, smoothed over about a second: demand keeps what the process is really using.
-let spentRate = 0;
-let lastSpent = 0;
-let lastAt = Date.now();
-const HORIZON_S = 1;
+// Lease demand (lib/leases/demand.ts) is read on each keeper tick: the policy gets the backlogs,
+// the spending and the pacer's state, and its answer goes to the pacer (weights) and the keeper (RU/s).
+let spending = initialSpending(Date.now());
+const demand = (): number => {
+  spending = observeSpending(spending, pacer.spent, Date.now());
+  const { ru, weights } = leaseDemand({
+    workflows: workflows.map((wf) => ({ kind: wf.kind, messages: backlogOf(wf.kind), cost: costs[wf.kind] })),
+    groupBacklog: backlog.get('order') !== undefined,
+    members: keeper.members,
+    spendingRate: spending.rate,
+    waiting: pacer.waiting(),
+    capacity: pacer.capacity,
+    partitionCapacity: config.LEASE_CAPACITY_RU / config.LEASE_PARTITIONS,
+  });
+  pacer.setWeights(weights);
+  return ru;
+};
+// Leased capacity flows one way: lease store → keeper → pacer (setCapacity) → Bottleneck's reservoir.
 const keeper: LeaseKeeper = new LeaseKeeper({
   store,
   owner,
@@ -113,26 +127,7 @@ const keeper: LeaseKeeper = new LeaseKeeper({
   ttlMs: config.LEASE_TTL_MS,
   tickMs: config.LEASE_TICK_MS,
   log,
-  demand(): number {
-    const now = Date.now();
-    const dt = Math.max(1, now - lastAt) / 1000;
-    const instant = (pacer.spent - lastSpent) / dt;
-    spentRate += (instant - spentRate) * Math.min(1, dt);
-    [lastSpent, lastAt] = [pacer.spent, now];
-    const weights: Record<string, number> = {};
-    let backlogRu = 0;
-    for (const wf of workflows) {
-      const ru = backlogOf(wf.kind) * costs[wf.kind];
-      weights[wf.kind] = ru + costs[wf.kind];
-      backlogRu += ru;
-    }
-    // The split between workflows follows their backlogs (the same on every process).
-    pacer.setWeights(weights);
-    // The group backlog is shared by every member; this process drains its part within the horizon.
-    const share: number = backlog.get('order') === undefined ? backlogRu : backlogRu / keeper.members;
-    const starving = pacer.waiting() > 0 ? Math.max(pacer.capacity * 1.5, config.LEASE_CAPACITY_RU / config.LEASE_PARTITIONS) : 0;
-    return Math.max(share / HORIZON_S + spentRate * 1.2, starving);
-  },
+  demand,
   onChange(capacity, held) {
     pacer.setCapacity(capacity);
     log.debug({ capacity, partitions: held.map((h) => `${h.partition}@${h.epoch}`) }, 'capacity retuned');
