@@ -22,7 +22,7 @@ import { closeMqtt, connectMqtt, consume, consumerEnv, subscribe, type Consumpti
 import { Pacer } from '../lib/pacing.js';
 import { StatsPublisher } from '../lib/stats.js';
 import { onShutdown } from '../lib/shutdown.js';
-import { orderReadyForErp, stockMovement } from '../lib/topics.js';
+import { stockMovement, stockReserved } from '../lib/topics.js';
 import { BrokerBacklog } from './backlog.js';
 import { ErpClient, type ErpOperation } from './erp-client.js';
 import { SOURCE, orderWorkerRoutes } from './order-worker.js';
@@ -83,7 +83,7 @@ interface Workflow {
   tag: string;
 }
 const workflows: Workflow[] = [
-  { name: 'orders', kind: 'order', group: 'order-workers', topic: orderReadyForErp.topic, tag: 'o' },
+  { name: 'orders', kind: 'order', group: 'order-workers', topic: stockReserved.topic, tag: 'o' },
   { name: 'movements', kind: 'stock-movement', group: 'stock-workers', topic: stockMovement.topic, tag: 'm' },
 ];
 const filterOf = (wf: Workflow) => (config.WORKER_SUBSCRIPTION === 'shared' ? `$share/${wf.group}/${wf.topic}` : wf.topic);
