@@ -1,6 +1,7 @@
 // The one way a process talks to the broker: connect with a stable client id, subscribe again on
-// every connect, publish events with QoS 1, and consume messages several at a time, acknowledging
-// each one only after its handler has made the effect durable (deferred-acks.ts says how, given that
+// every connect, publish events with QoS 1, and consume messages several at a time, each decoded
+// against its event's schema or dead-lettered with the reason (eventRoute), acknowledging each one
+// only after its handler has made the effect durable (deferred-acks.ts says how, given that
 // mqtt.js would acknowledge each message as soon as its handler returns, one at a time).
 //
 // A consuming connection stops reading while the consumer is full, so a handler that awaited a
