@@ -1,8 +1,9 @@
 // A process's start-up and shutdown, written once: given its configuration (lib/config.ts), its
 // logger and metrics, its MQTT connections, outbox relay, consumers and live figures, serving its
-// app with the "<name> listening" line, and the stop steps in the house order on SIGTERM: figures stopped → HTTP closed → consumers drained (what is in hand is
-// finished and acknowledged) → outbox relays stopped → MQTT connections closed → the process's own
-// last steps (databases, lease stores). Each main.ts keeps only what is its own.
+// app with the "<name> listening" line, and the stop steps in the house order on SIGTERM: figures
+// stopped → HTTP closed → consumers drained (what is in hand is finished and acknowledged) →
+// outbox relays stopped → MQTT connections closed → the process's own last steps (databases, lease
+// stores). Each main.ts keeps only what is its own.
 import type { DB } from './db.js';
 import { serveApp, type Served } from './http.js';
 import { createLogger, type Logger } from './log.js';
@@ -40,10 +41,10 @@ export interface Consumer {
 }
 
 export interface StopSteps {
-  /** Run last, after every MQTT connection closed: databases, lease stores, other clients. */
-  last?: () => Promise<void> | void;
   /** Run first, before the HTTP server closes (e.g. open event streams that would hold it). */
   first?: () => Promise<void> | void;
+  /** Run last, after every MQTT connection closed: databases, lease stores, other clients. */
+  last?: () => Promise<void> | void;
 }
 
 export class Service<C extends ServiceConfig> {
