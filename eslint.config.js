@@ -20,7 +20,7 @@ export default tseslint.config(
     // The dashboard is plain browser JavaScript, served as is (no build step).
     files: ['dashboard/**/*.js'],
     languageOptions: {
-      globals: { window: 'readonly', document: 'readonly', location: 'readonly', fetch: 'readonly', TextDecoder: 'readonly' },
+      globals: { window: 'readonly', document: 'readonly', location: 'readonly', fetch: 'readonly', TextDecoder: 'readonly', getComputedStyle: 'readonly', ResizeObserver: 'readonly' },
     },
   },
 );
