@@ -13,7 +13,7 @@ import { topicMatches } from '../lib/events.js';
 import type { EntryId, GroupStore, NewEntry, StoredEntry } from './group-store.js';
 import type { SqlitePersistence, StoredPacket } from './persistence.js';
 import { nextPacketId } from './aedes-adapter.js';
-import { asQos0, encodePublish, qosOf, stampPublish } from './wire.js';
+import { asQos0, encodePublish, qosOf, stampPublish } from './publish-packet.js';
 
 export const SHARE_PREFIX = '$share/';
 
