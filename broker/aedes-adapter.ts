@@ -1,14 +1,37 @@
 // Every place where the broker relies on how Aedes works inside, rather than on its documented
-// options, in one file: each reach-in says why it is needed and which test breaks if a new Aedes
-// changes what it relies on. Checked against aedes 1.2.0 (lib/client.js, lib/handlers/connect.js).
-//
-// Elsewhere, reach-ins that belong to other parts of the broker: lib/wire.ts coalesces a TCP
-// socket's writes (socket.write wrapped), group-queue.ts writes its own PUBLISH packets on
-// client.conn.
+// options, in one file: each reach-in says why the public API does not suffice and which test
+// breaks if a new Aedes changes what it relies on. Checked against aedes 1.2.0 (lib/client.js,
+// lib/handlers/connect.js, lib/write.js). The rest of the broker uses the typed functions below;
+// eslint.config.js refuses private fields, double casts, write patches and writes on a client's
+// connection anywhere else in broker/.
 import type { Aedes, AedesOptions, Client } from 'aedes';
+import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { coalesceWrites } from '../lib/wire.js';
 import type { Access } from './auth.js';
 import type { ConnectionLimits } from './limits.js';
+
+// --- connections -------------------------------------------------------------------------
+
+/**
+ * Hands a TCP connection to Aedes with its writes coalesced: Aedes writes every packet with
+ * mqtt-packet's writeToStream(packet, client.conn) (lib/write.js), one conn.write() per part of a
+ * packet, corked only until the next tick, and no option batches more; on loopback a write system
+ * call costs far more than its bytes. lib/wire.ts (shared with the mqtt.js clients) wraps
+ * socket.write to keep the socket corked for the rest of the turn; it relies on Aedes writing
+ * through conn.write(), not through a pipe or writev.
+ * Breaks (as a drop in throughput, not a failure): npm run bench:broker.
+ */
+export function handleTcp(broker: Aedes, socket: Socket): Client {
+  coalesceWrites(socket);
+  return broker.handle(socket);
+}
+
+/** Hands a WebSocket's stream to Aedes, with the HTTP upgrade request addressOf() reads the peer from. */
+export function handleWebSocket(broker: Aedes, stream: Duplex, req: IncomingMessage): Client {
+  return broker.handle(stream, req);
+}
 
 /**
  * Calls `onChunk` with every chunk of `stream` just before Aedes parses it. Aedes reads its
@@ -31,7 +54,7 @@ const LINGER_MS = 1000;
 
 /**
  * Answers a CONNECT with `returnCode` and closes the connection. end() writes the CONNACK out at
- * once (it uncorks what wire.ts corked), so it leaves even when Aedes destroys the connection
+ * once (it uncorks what handleTcp's coalescing corked), so it leaves even when Aedes destroys the connection
  * right after, which it does when a preConnect refuses or its parser rejects the CONNECT.
  */
 export function refuseConnect(stream: Duplex, returnCode: number): void {
@@ -97,6 +120,20 @@ interface ClientInternals {
 }
 
 const internals = (client: Client) => client as unknown as ClientInternals;
+
+/**
+ * Writes packets the group queue encoded itself (broker/publish-packet.ts) on the client's
+ * connection, next to Aedes's own writes. client.publish() would not do: it takes its own packet
+ * identifier, stores each delivery in the session's outgoing queue and writes each on its own,
+ * where the group queue keeps its deliveries (and their identifiers, below) in its durable store
+ * and sends what one pass hands a member in one write. Nothing is written once Aedes has closed
+ * the connection or before it has accepted it (client.connected).
+ * Breaks: the conformance suite's shared-subscription cases, test/broker-backlog.test.ts.
+ */
+export function writePackets(client: Client, packets: Buffer): void {
+  // A failed write means the connection is going away; the disconnect handling takes over.
+  if (client.connected && !client.closed) client.conn.write(packets);
+}
 
 /**
  * Takes the next packet identifier from the counter Aedes uses for this connection, skipping those
