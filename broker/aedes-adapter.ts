@@ -122,6 +122,21 @@ interface ClientInternals {
 const internals = (client: Client) => client as unknown as ClientInternals;
 
 /**
+ * What of the above a connected client lacks: empty for the Aedes this was written for. An Aedes
+ * that renamed or reshaped one would not fail here but quietly (nextPacketId counting on NaN,
+ * takeAcknowledgements standing aside), so aedes-adapter.test.ts checks it against the installed one.
+ */
+export function missingInternals(client: Client): string[] {
+  const c = internals(client);
+  const missing: string[] = [];
+  if (!Number.isInteger(c._nextId)) missing.push('_nextId (a packet identifier counter)');
+  if (typeof c._parser?.listeners !== 'function' || c._parser.listeners('packet').length !== 1) missing.push("_parser with one 'packet' listener");
+  if (!c._keepaliveTimer || typeof c._keepaliveTimer.refresh !== 'function') missing.push('_keepaliveTimer (a timer, with a keep-alive set)');
+  if (typeof client.conn?.write !== 'function') missing.push('conn (the connection Aedes writes to)');
+  return missing;
+}
+
+/**
  * Writes packets the group queue encoded itself (broker/publish-packet.ts) on the client's
  * connection, next to Aedes's own writes. client.publish() would not do: it takes its own packet
  * identifier, stores each delivery in the session's outgoing queue and writes each on its own,

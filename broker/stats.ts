@@ -7,7 +7,9 @@ import { STATS_DELIVERY, statsTopic } from '../lib/stats.js';
 import { parseShare, type SharedSubscriptions } from './group-queue.js';
 
 /** The snapshot's own part: clients, and per group its filter, backlog, messages in flight and members. */
-export function brokerFigures(connectedClients: number, groups: SharedSubscriptions['stats']) {
+type GroupStats = Pick<SharedSubscriptions['stats'][number], 'share' | 'depth' | 'inflight' | 'members' | 'online'>;
+
+export function brokerFigures(connectedClients: number, groups: GroupStats[]) {
   return {
     clients: connectedClients,
     groups: groups.map((q) => {
