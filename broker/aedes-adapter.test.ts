@@ -2,13 +2,13 @@
 // loopback: the private members it reaches for are there (an Aedes upgrade that moves them fails
 // here rather than quietly), and the group queue's own path works end to end: a PUBLISH written
 // with writePackets and an identifier from nextPacketId arrives, and its PUBACK is taken before
-// Aedes sees it.
+// Aedes sees it; and a publish reaches `published` as the object authorizePublish was given.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:net';
 import { Aedes, type Client } from 'aedes';
 import mqtt, { type MqttClient } from 'mqtt';
-import { handleTcp, missingInternals, nextPacketId, takeAcknowledgements, writePackets } from './aedes-adapter.js';
+import { handleTcp, missingInternals, nextPacketId, takeAcknowledgements, whenRouted, writePackets } from './aedes-adapter.js';
 import { encodePublish, stampPublish } from './publish-packet.js';
 import { eventually } from '../test/support/process.js';
 
@@ -21,9 +21,17 @@ describe('the Aedes adapter, against the installed Aedes', () => {
   const ours = new Set<number>();
   const ready = new Map<string, Client>();
   let acksSeenByAedes = 0;
+  const authorized = new Set<object>();
+  const routed: object[] = [];
 
   before(async () => {
-    broker = await Aedes.createBroker();
+    broker = await Aedes.createBroker({
+      authorizePublish(_client, packet, done) {
+        authorized.add(packet);
+        done(null);
+      },
+    });
+    whenRouted(broker, (packet) => routed.push(packet));
     takeAcknowledgements(broker, (client, messageId) => {
       if (!ours.delete(messageId)) return false;
       taken.push({ clientId: client.id, messageId });
@@ -96,6 +104,17 @@ describe('the Aedes adapter, against the installed Aedes', () => {
       broker.publish({ cmd: 'publish', topic: 'woodytoys/c', payload: Buffer.from('three'), qos: 1, retain: false, dup: false }, () => {});
       const aedesId = await next;
       assert.ok(aedesId !== undefined && !ids.includes(aedesId), `Aedes used identifier ${aedesId}, not one of ${ids}`);
+    } finally {
+      await client.endAsync(true);
+    }
+  });
+
+  it('hands a routed publish over as the object authorizePublish was given', async () => {
+    const { client } = await connect('adapter-routed');
+    try {
+      await client.publishAsync('woodytoys/routed', 'once', { qos: 1 });
+      const packet = await eventually(() => routed.find((p) => (p as { topic?: string }).topic === 'woodytoys/routed'), { what: 'the publish routed', intervalMs: 10 });
+      assert.ok(authorized.has(packet), 'the same object, not a copy');
     } finally {
       await client.endAsync(true);
     }

@@ -1,9 +1,10 @@
 // Every place where the broker relies on how Aedes works inside, rather than on its documented
 // options, in one file: each reach-in says why the public API does not suffice and which test
-// breaks if a new Aedes changes what it relies on. Checked against aedes 1.2.0 (lib/client.js,
-// lib/handlers/connect.js, lib/write.js). The rest of the broker uses the typed functions below;
-// eslint.config.js refuses private fields, double casts, write patches and writes on a client's
-// connection anywhere else in broker/.
+// breaks if a new Aedes changes what it relies on. Checked against aedes 1.2.0 (aedes.js,
+// lib/client.js, lib/handlers/connect.js, lib/write.js); aedes-adapter.test.ts checks the installed
+// one. The rest of the broker uses the typed functions below; eslint.config.js refuses private
+// fields, double casts, hook and write patches and writes on a client's connection anywhere else in
+// broker/.
 import type { Aedes, AedesOptions, Client } from 'aedes';
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
@@ -105,6 +106,25 @@ export function connectHooks({ limits, access }: { limits: ConnectionLimits; acc
       if (access.admitted(client)) done(null, true);
       else done(refusal('not admitted'), false);
     },
+  };
+}
+
+// --- durable ingest -------------------------------------------------------------------------
+
+/**
+ * Calls `onRouted` once Aedes has routed a publish to every session, with the very object its
+ * authorizePublish hook was given, so durable ingest can key what it stored on that object
+ * (ingest.ts clears the message's inbox row). The `published` option is public, but that it gets
+ * the same object is not: Aedes keeps the original packet in its PublishState and hands it to
+ * `published` (aedes.js publish, callPublished), while what it delivers is a copy (new Packet);
+ * and no identifier exists before authorizePublish (brokerCounter is assigned in that copy).
+ * Breaks: aedes-adapter.test.ts; in the broker, inbox rows that are never cleared, so messages are
+ * routed again after each restart.
+ */
+export function whenRouted(broker: Aedes, onRouted: (packet: object) => void): void {
+  broker.published = (packet, _client, done) => {
+    onRouted(packet);
+    done(null);
   };
 }
 
