@@ -163,7 +163,7 @@ export function missingInternals(client: Client): string[] {
  * where the group queue keeps its deliveries (and their identifiers, below) in its durable store
  * and sends what one pass hands a member in one write. Nothing is written once Aedes has closed
  * the connection or before it has accepted it (client.connected).
- * Breaks: the conformance suite's shared-subscription cases, test/broker-backlog.test.ts.
+ * Breaks: aedes-adapter.test.ts, the conformance suite's shared-subscription cases, test/broker-backlog.test.ts.
  */
 export function writePackets(client: Client, packets: Buffer): void {
   // A failed write means the connection is going away; the disconnect handling takes over.
@@ -174,7 +174,7 @@ export function writePackets(client: Client, packets: Buffer): void {
  * Takes the next packet identifier from the counter Aedes uses for this connection, skipping those
  * `inUse`: the group queue sends its PUBLISH packets itself, on the same connection as Aedes's own
  * deliveries, so both must draw from one counter (client._nextId).
- * Breaks: the conformance suite's shared-subscription cases, test/broker-backlog.test.ts.
+ * Breaks: aedes-adapter.test.ts, the conformance suite's shared-subscription cases, test/broker-backlog.test.ts.
  */
 export function nextPacketId(client: Client, inUse: { has(id: number): boolean }): number {
   const c = internals(client);
@@ -193,7 +193,7 @@ export function nextPacketId(client: Client, inUse: { has(id: number): boolean }
  * is Aedes's `enqueue`; it counts the packets it is handling in a read to know when to read on, and
  * a packet taken here is never counted, so the count stays right. client._keepaliveTimer is
  * refreshed as Aedes would. If the parser has another listener count, nothing is taken over.
- * Breaks: the conformance suite's flow-control and re-dispatch cases (deliveries never acknowledged).
+ * Breaks: aedes-adapter.test.ts, the conformance suite's flow-control and re-dispatch cases (deliveries never acknowledged).
  */
 export function takeAcknowledgements(broker: Aedes, take: (client: Client, messageId: number) => boolean): void {
   broker.on('client', (client) => {
