@@ -13,7 +13,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ['scripts/**', 'bench/**', 'test/**'],
+    files: ['scripts/**', 'bench/**', 'harness/**', 'test/**'],
     rules: { 'no-console': 'off' },
   },
   {

@@ -10,7 +10,7 @@ import { Aedes, type Client } from 'aedes';
 import mqtt, { type MqttClient } from 'mqtt';
 import { handleTcp, missingInternals, nextPacketId, takeAcknowledgements, whenRouted, writePackets } from './aedes-adapter.js';
 import { encodePublish, stampPublish } from './publish-packet.js';
-import { eventually } from '../test/support/process.js';
+import { eventually } from '../harness/process.js';
 
 describe('the Aedes adapter, against the installed Aedes', () => {
   let broker: Aedes;

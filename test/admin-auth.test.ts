@@ -1,7 +1,7 @@
 // Every admin route refuses a missing or wrong key, whichever way it is sent. The routes come from
 // the services' own OpenAPI documents (each operation marked with the admin security scheme), so a
 // new admin route that forgot its middleware fails here. In-process apps, in-memory SQLite.
-// (test/catalog.test.ts and test/stock.test.ts check the right key works, route by route.)
+// (api/catalog/app.test.ts and api/stock/app.test.ts check the right key works, route by route.)
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createCatalogApp } from '../api/catalog/app.js';

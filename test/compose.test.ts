@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { Ajv2019 } from 'ajv/dist/2019.js';
 import { parse } from 'yaml';
 import { nginxArgs, substitute, TEMPLATE } from '../gateway/render.js';
-import { ROOT, START_TIMEOUT_MS, eventually, freePort, startProcess, type Proc } from './support/process.js';
+import { ROOT, START_TIMEOUT_MS, eventually, freePort, startProcess, type Proc } from '../harness/process.js';
 import { findProgram, requireProgram } from './support/programs.js';
 
 const COMPOSE_SCHEMA = '/usr/lib/python3/dist-packages/compose/config/compose_spec.json';

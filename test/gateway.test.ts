@@ -1,5 +1,5 @@
 // The gateway, tested with real nginx running the repository's nginx.conf (rendered on free ports):
-//   - in front of the real services (test/support/stack.ts: broker, ERP, catalog, stock, orders,
+//   - in front of the real services (harness/stack.ts: broker, ERP, catalog, stock, orders,
 //     worker), for routing, limits, the /mqtt WebSocket and the hidden endpoints;
 //   - in front of recording stand-ins, to see exactly which path, query and headers each
 //     service receives.
@@ -21,10 +21,10 @@ import { TEMPLATE, gatewayEnv, placeholders, renderGateway, substitute } from '.
 import { parseConfig, type ConfigError } from '../lib/config.js';
 import { sleep } from '../lib/shutdown.js';
 import { requireProgram } from './support/programs.js';
-import { ROOT, eventually, freePort } from './support/process.js';
+import { ROOT, eventually, freePort } from '../harness/process.js';
 import { establishedPeers, tcpTableSkip } from './support/tcp-connections.js';
-import { gatewayDir } from './support/gateway.js';
-import { sampleOrder, startStack, type Stack } from './support/stack.js';
+import { gatewayDir } from '../harness/gateway.js';
+import { sampleOrder, startStack, type Stack } from '../harness/stack.js';
 
 const skip = requireProgram('nginx', 'nginx');
 // Other loopback source addresses than 127.0.0.1 work out of the box on Linux only.

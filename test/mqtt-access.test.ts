@@ -12,10 +12,10 @@ import { aclFile } from '../broker/mosquitto/run.js';
 import type { RunningGateway } from '../gateway/nginx.js';
 import { sleep } from '../lib/shutdown.js';
 import { PUBLIC_ROOT, orderCreated, orderStatus, publicOrderRef, stockReserved } from '../lib/topics.js';
-import { grantedQos } from './support/broker.js';
+import { grantedQos } from '../harness/broker.js';
 import { requireProgram } from './support/programs.js';
-import { eventually, type Proc } from './support/process.js';
-import { getJson, startGatewayFor, startStack, type Stack } from './support/stack.js';
+import { eventually, type Proc } from '../harness/process.js';
+import { getJson, startGatewayFor, startStack, type Stack } from '../harness/stack.js';
 
 interface Order {
   id: string;

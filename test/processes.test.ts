@@ -29,7 +29,7 @@ import {
   type ProcessDeclaration,
 } from '../lib/processes.js';
 import { startPlan } from '../scripts/start-plan.js';
-import { ROOT } from './support/process.js';
+import { ROOT } from '../harness/process.js';
 
 const read = (file: string) => readFileSync(join(ROOT, file), 'utf8');
 

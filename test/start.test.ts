@@ -13,9 +13,9 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { PROCESS_LIST, startPorts } from '../lib/processes.js';
 import { LOAD_TEST_KEY_FILE } from '../scripts/dev-keys.js';
-import { ROOT, eventually, freePort } from './support/process.js';
+import { ROOT, eventually, freePort } from '../harness/process.js';
 import { requireProgram } from './support/programs.js';
-import type { BrokerKind } from './support/stack.js';
+import type { BrokerKind } from '../harness/stack.js';
 
 const ORDERS = 20;
 // Every port npm start opens (lib/processes.ts), so that nothing lands on a default one.

@@ -7,11 +7,11 @@ import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, startProcess, type Proc } from './process.js';
-import { startGateway, type RunningGateway } from '../../gateway/nginx.js';
-import { brokerPasswords, devCredentials, mqttLogin, type ServiceUser } from '../../broker/dev-logins.js';
-import { startMosquitto, writeMosquittoPasswords } from '../../broker/mosquitto/run.js';
-import { PROCESS_LIST, PROCESSES, routedProcesses, startPorts, upstreamVariable, type ProcessName as DeclaredName } from '../../lib/processes.js';
-import { startPlan } from '../../scripts/start-plan.js';
+import { startGateway, type RunningGateway } from '../gateway/nginx.js';
+import { brokerPasswords, devCredentials, mqttLogin, type ServiceUser } from '../broker/dev-logins.js';
+import { startMosquitto, writeMosquittoPasswords } from '../broker/mosquitto/run.js';
+import { PROCESS_LIST, PROCESSES, routedProcesses, startPorts, upstreamVariable, type ProcessName as DeclaredName } from '../lib/processes.js';
+import { startPlan } from '../scripts/start-plan.js';
 
 export type BrokerKind = 'aedes' | 'mosquitto';
 

@@ -6,8 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import mqtt, { type MqttClient } from 'mqtt';
-import { createEvent } from '../../lib/events.js';
-import { stockMovement, stockReserved } from '../../lib/topics.js';
+import { createEvent } from '../lib/events.js';
+import { stockMovement, stockReserved } from '../lib/topics.js';
 import { startBroker, type RunningBroker } from './broker.js';
 import { freePort, startProcess, type Proc } from './process.js';
 
