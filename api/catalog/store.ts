@@ -3,7 +3,7 @@ import { openDatabase, type DB } from '../../lib/db.js';
 import { createEvent } from '../../lib/events.js';
 import { enqueueEvent, outboxMigration } from '../../lib/outbox.js';
 import { productChanged, productTopic } from '../../lib/topics.js';
-import { seedProducts } from './seed.js';
+import { seedProducts } from '../../lib/seed-products.js';
 
 export const SOURCE = '/woodytoys/catalog';
 
