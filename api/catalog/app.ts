@@ -91,7 +91,7 @@ export function createCatalogApp({ store, log, metrics, ready, adminApiKey, onCh
 
   app.openapi(getProduct, (c) => {
     const product = store.get(c.req.valid('param').id);
-    if (!product) return problem(404, 'Not Found', 'no product with this id') as never;
+    if (!product) return problem(404, 'Not Found', 'no product with this id');
     return c.json(product, 200);
   });
 
@@ -116,7 +116,7 @@ export function createCatalogApp({ store, log, metrics, ready, adminApiKey, onCh
     }),
     (c) => {
       const product = store.create(c.req.valid('json'));
-      if (!product) return problem(409, 'Conflict', 'a product with this id already exists') as never;
+      if (!product) return problem(409, 'Conflict', 'a product with this id already exists');
       onChange?.();
       c.header('Location', `/api/catalog/products/${product.id}`);
       return c.json(product, 201);
@@ -140,7 +140,7 @@ export function createCatalogApp({ store, log, metrics, ready, adminApiKey, onCh
     }),
     (c) => {
       const product = store.update(c.req.valid('param').id, c.req.valid('json'));
-      if (!product) return problem(404, 'Not Found', 'no product with this id') as never;
+      if (!product) return problem(404, 'Not Found', 'no product with this id');
       onChange?.();
       return c.json(product, 200);
     },

@@ -139,7 +139,7 @@ export function createDeadLetterApp({ store, log, metrics, ready, adminApiKey, o
     }),
     (c) => {
       const found = store.get(c.req.valid('param').id);
-      if (!found) return problem(404, 'Not Found', 'no dead letter with this id') as never;
+      if (!found) return problem(404, 'Not Found', 'no dead letter with this id');
       return c.json(found, 200);
     },
   );
@@ -155,8 +155,8 @@ export function createDeadLetterApp({ store, log, metrics, ready, adminApiKey, o
       responses: { 204: { description: 'Deleted' }, 400: problemResponse('Malformed id'), 404: problemResponse('No such dead letter'), ...adminResponses },
     }),
     (c) => {
-      if (!store.remove(c.req.valid('param').id)) return problem(404, 'Not Found', 'no dead letter with this id') as never;
-      return c.body(null, 204) as never;
+      if (!store.remove(c.req.valid('param').id)) return problem(404, 'Not Found', 'no dead letter with this id');
+      return c.body(null, 204);
     },
   );
 
@@ -179,9 +179,9 @@ export function createDeadLetterApp({ store, log, metrics, ready, adminApiKey, o
     }),
     (c) => {
       const result = store.replay(c.req.valid('param').id);
-      if (result.kind === 'unknown') return problem(404, 'Not Found', 'no dead letter with this id') as never;
-      if (result.kind === 'already-replayed') return problem(409, 'Conflict', `replayed at ${result.letter.replayedAt}`) as never;
-      if (result.kind === 'not-replayable') return problem(422, 'Not replayable', 'the payload is cut or not a CloudEvent, or its topic is not one a consumer reads work from') as never;
+      if (result.kind === 'unknown') return problem(404, 'Not Found', 'no dead letter with this id');
+      if (result.kind === 'already-replayed') return problem(409, 'Conflict', `replayed at ${result.letter.replayedAt}`);
+      if (result.kind === 'not-replayable') return problem(422, 'Not replayable', 'the payload is cut or not a CloudEvent, or its topic is not one a consumer reads work from');
       onReplayed?.([result.letter]);
       log.info({ id: result.letter.id, consumer: result.letter.consumer, topic: result.letter.topic, eventId: result.letter.eventId }, 'dead letter replayed');
       return c.json(result.letter, 202);

@@ -131,7 +131,7 @@ export function createOrdersApp({ store, log, metrics, ready, onOrderCreated, ma
   app.openapi(createOrder, (c) => {
     const result = store.create(c.req.valid('json'), c.req.valid('header')['idempotency-key']);
     if (result.kind === 'key-reused') {
-      return problem(422, 'Idempotency-Key reused', 'this Idempotency-Key was first used with a different body') as never;
+      return problem(422, 'Idempotency-Key reused', 'this Idempotency-Key was first used with a different body');
     }
     if (result.kind === 'created') onOrderCreated?.();
     else c.header('Idempotent-Replayed', 'true');
@@ -147,7 +147,7 @@ export function createOrdersApp({ store, log, metrics, ready, onOrderCreated, ma
 
   app.openapi(getOrder, (c) => {
     const order = store.get(c.req.valid('param').id);
-    if (!order) return problem(404, 'Not Found', 'no order with this id') as never;
+    if (!order) return problem(404, 'Not Found', 'no order with this id');
     return c.json(order, 200);
   });
 

@@ -94,7 +94,7 @@ export function createStockApp({ store, log, metrics, ready, adminApiKey, onChan
     }),
     (c) => {
       const level = store.level(c.req.valid('param').productId);
-      if (!level) return problem(404, 'Not Found', 'no stock level for this product') as never;
+      if (!level) return problem(404, 'Not Found', 'no stock level for this product');
       return c.json(level, 200);
     },
   );
@@ -154,8 +154,8 @@ export function createStockApp({ store, log, metrics, ready, adminApiKey, onChan
     (c) => {
       const { delta, reason } = c.req.valid('json');
       const result = store.adjust(c.req.valid('param').productId, delta, reason);
-      if (result === undefined) return problem(404, 'Not Found', 'no stock level for this product') as never;
-      if (result instanceof Error) return problem(409, 'Conflict', result.message) as never;
+      if (result === undefined) return problem(404, 'Not Found', 'no stock level for this product');
+      if (result instanceof Error) return problem(409, 'Conflict', result.message);
       onChange?.();
       return c.json(result, 200);
     },
@@ -238,7 +238,7 @@ export function createStockApp({ store, log, metrics, ready, adminApiKey, onChan
     }),
     (c) => {
       const found = store.getImport(c.req.valid('param').id);
-      if (!found) return problem(404, 'Not Found', 'no import with this id') as never;
+      if (!found) return problem(404, 'Not Found', 'no import with this id');
       return c.json(found, 200);
     },
   );
@@ -258,7 +258,7 @@ export function createStockApp({ store, log, metrics, ready, adminApiKey, onChan
     (c) => {
       const { orderId } = c.req.valid('param');
       const found = store.reservation(orderId);
-      if (!found) return problem(404, 'Not Found', 'no reservation for this order (yet)') as never;
+      if (!found) return problem(404, 'Not Found', 'no reservation for this order (yet)');
       return c.json({ orderId, status: found.status as 'held', reason: found.reason }, 200);
     },
   );
