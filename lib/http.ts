@@ -28,14 +28,14 @@ export interface ProblemExtra {
  * A problem response typed for @hono/zod-openapi: a route that declares `status` with the problem
  * schema (problemResponse in lib/api-docs.ts) may return it, one that does not fails to compile.
  */
-export type ProblemResponse<S extends ContentfulStatusCode> = Response & TypedResponse<Problem, S, 'json'>;
+export type TypedProblem<S extends ContentfulStatusCode> = Response & TypedResponse<Problem, S, 'json'>;
 
 /** An RFC 9457 problem response; the one error shape of every HTTP API here. */
-export function problem<S extends ContentfulStatusCode>(status: S, title: string, detail?: string, extra: ProblemExtra = {}, headers: Record<string, string> = {}): ProblemResponse<S> {
+export function problem<S extends ContentfulStatusCode>(status: S, title: string, detail?: string, extra: ProblemExtra = {}, headers: Record<string, string> = {}): TypedProblem<S> {
   const body: Problem = { type: 'about:blank', title, status, ...(detail ? { detail } : {}), ...extra };
   // TypedResponse is a type only (hono's c.json returns the same Response under the same type); the
   // body above is checked against the schema, so the type says what goes out.
-  return new Response(JSON.stringify(body), { status, headers: { 'content-type': PROBLEM_TYPE, ...headers } }) as ProblemResponse<S>;
+  return new Response(JSON.stringify(body), { status, headers: { 'content-type': PROBLEM_TYPE, ...headers } }) as TypedProblem<S>;
 }
 
 export type AppEnv = { Variables: RequestIdVariables };

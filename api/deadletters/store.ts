@@ -49,7 +49,7 @@ export interface DeadLetter {
   replayedAt: string | null;
 }
 
-interface Row {
+interface DeadLetterRow {
   seq: number;
   id: string;
   consumer: string;
@@ -66,7 +66,7 @@ interface Row {
   replayed_at: string | null;
 }
 
-const toDeadLetter = (r: Row): DeadLetter => ({
+const toDeadLetter = (r: DeadLetterRow): DeadLetter => ({
   id: r.id,
   consumer: r.consumer,
   topic: r.topic,
@@ -121,11 +121,11 @@ const where = ({ consumer, reason }: Filter) => {
 
 /** Every statement on dead letters, with the shape of its parameters and rows: the one place they are typed. */
 const statements = (db: DB) => ({
-  one: db.prepare<[id: string], Row>('SELECT * FROM dead_letters WHERE id = ?'),
+  one: db.prepare<[id: string], DeadLetterRow>('SELECT * FROM dead_letters WHERE id = ?'),
   /** Newest first; the filter's conditions (see `where`) between the position and the limit. */
-  page: (filter: string) => db.prepare<(string | number)[], Row>(`SELECT * FROM dead_letters WHERE seq < ?${filter} ORDER BY seq DESC LIMIT ?`),
+  page: (filter: string) => db.prepare<(string | number)[], DeadLetterRow>(`SELECT * FROM dead_letters WHERE seq < ?${filter} ORDER BY seq DESC LIMIT ?`),
   /** Waiting and replayable, oldest first; the filter's values, then the limit. */
-  waiting: (filter: string) => db.prepare<(string | number)[], Row>(`SELECT * FROM dead_letters WHERE replayed_at IS NULL AND replayable = 1${filter} ORDER BY seq LIMIT ?`),
+  waiting: (filter: string) => db.prepare<(string | number)[], DeadLetterRow>(`SELECT * FROM dead_letters WHERE replayed_at IS NULL AND replayable = 1${filter} ORDER BY seq LIMIT ?`),
   countByConsumer: db.prepare<[], { consumer: string; waiting: number; replayed: number }>(
     'SELECT consumer, count(*) - count(replayed_at) AS waiting, count(replayed_at) AS replayed FROM dead_letters GROUP BY consumer',
   ),
@@ -201,7 +201,7 @@ export class DeadLetterStore {
     return counts;
   }
 
-  private markReplayed(row: Row): DeadLetter {
+  private markReplayed(row: DeadLetterRow): DeadLetter {
     const now = new Date().toISOString();
     this.#sql.markReplayed.run(now, row.seq);
     enqueueEvent(this.db, row.topic, JSON.parse(row.payload) as CloudEvent);

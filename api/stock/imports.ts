@@ -104,7 +104,7 @@ export class StockImports {
    */
   refusals(movements: NewMovement[], lines: number[]): LineError[] {
     const errors: LineError[] = [];
-    const unknown = this.levels.unknown(movements.map((m) => m.productId));
+    const unknown = this.levels.unknownProducts(movements.map((m) => m.productId));
     const seen = new Set<string>();
     movements.forEach((m, i) => {
       const line = lines[i]!;

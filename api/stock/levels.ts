@@ -59,7 +59,7 @@ export class StockLevels {
   }
 
   /** Unknown product ids among `ids`. */
-  unknown(ids: Iterable<string>): Set<string> {
+  unknownProducts(ids: Iterable<string>): Set<string> {
     return new Set([...new Set(ids)].filter((id) => !this.#sql.one.get(id)));
   }
 

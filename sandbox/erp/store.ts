@@ -20,7 +20,7 @@ export interface ErpRecord {
   acceptedAt: string;
 }
 
-interface Row {
+interface RecordRow {
   operation_id: string;
   kind: string;
   reference: string;
@@ -28,7 +28,7 @@ interface Row {
   accepted_at: number;
 }
 
-const toRecord = (r: Row): ErpRecord => ({
+const toRecord = (r: RecordRow): ErpRecord => ({
   operationId: r.operation_id,
   kind: r.kind,
   reference: r.reference,
@@ -38,7 +38,7 @@ const toRecord = (r: Row): ErpRecord => ({
 
 /** Every statement of the ERP, with the shape of its parameters and rows: the one place they are typed. */
 const statements = (db: DB) => ({
-  one: db.prepare<[operationId: string], Row>('SELECT * FROM records WHERE operation_id = ?'),
+  one: db.prepare<[operationId: string], RecordRow>('SELECT * FROM records WHERE operation_id = ?'),
   countByKind: db.prepare<[], { kind: string; n: number }>('SELECT kind, count(*) AS n FROM records GROUP BY kind'),
   insert: db.prepare<[operationId: string, kind: string, reference: string, payload: string, acceptedAt: number]>(
     'INSERT INTO records (operation_id, kind, reference, payload, accepted_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING',
