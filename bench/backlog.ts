@@ -14,7 +14,7 @@ import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
-import { formatPasswordFile } from '../broker/password.js';
+import { formatPasswordFile } from '../broker/password-hash.js';
 import { startMosquitto } from '../broker/mosquitto/run.js';
 import { findProgram } from '../lib/programs.js';
 import { sleep } from '../lib/shutdown.js';

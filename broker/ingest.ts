@@ -3,9 +3,10 @@
 // group-commit transaction as its copies for the shared-subscription queues; the PUBACK waits for
 // that commit. Aedes hands over every publish of a socket read at once: they are gathered and
 // committed together, one transaction per turn of the event loop. The inbox row is cleared once
-// Aedes has routed the message to every session (the `published` hook); rows still there at start
-// are routed again.
+// Aedes has routed the message to every session (whenRouted, aedes-adapter.ts); rows still there at
+// start are routed again.
 import type { Aedes } from 'aedes';
+import { whenRouted } from './aedes-adapter.js';
 import type { DB } from '../lib/db.js';
 import type { Logger } from '../lib/log.js';
 import type { CommitQueue } from './commit-queue.js';
@@ -77,13 +78,12 @@ export class Ingest {
     );
   }
 
-  /** Hooks into the broker: clear inbox rows once routed. (A publish the ACL refuses never gets here: main.ts closes the connection first.) */
+  /** Hooks into the broker: clear inbox rows once routed. (A publish the ACL refuses never gets here: authorization.ts closes the connection first.) */
   attach(broker: Aedes): void {
-    broker.published = (packet, _client, done) => {
+    whenRouted(broker, (packet) => {
       const id = this.#inboxIds.get(packet);
       if (id !== undefined) this.commits.queue(() => this.#sql.del.run(id));
-      done(null);
-    };
+    });
   }
 
   /** Routes again what was acknowledged but maybe not routed before the last stop; at start, before clients connect. */

@@ -3,7 +3,7 @@
 // that a single transaction can make a publish durable everywhere at once. Never edit a shipped
 // migration; add one.
 import type { DB, Migration } from '../lib/db.js';
-import { encodePublish } from './wire.js';
+import { encodePublish } from './publish-packet.js';
 export const migrations: readonly Migration[] = [
   `
   CREATE TABLE retained (topic TEXT PRIMARY KEY, packet TEXT NOT NULL, payload BLOB) WITHOUT ROWID;

@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import mqtt from 'mqtt';
 import { Parser } from '@asyncapi/parser';
-import { devCredentials } from '../broker/credentials.js';
+import { devCredentials } from '../broker/dev-logins.js';
 import { asyncApiFor, type AsyncApiDocument } from '../lib/asyncapi.js';
 import { topicMatches } from '../lib/events.js';
 import { ROOT, eventually } from './support/process.js';

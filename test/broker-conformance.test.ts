@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { Acl } from '../broker/acl.js';
-import { formatPasswordFile } from '../broker/password.js';
+import { formatPasswordFile } from '../broker/password-hash.js';
 import { PUBLIC_ROOT, orderConfirmed, productChanged, productTopic, stockReserved } from '../lib/topics.js';
 import { aclFile, startMosquitto } from '../broker/mosquitto/run.js';
 import { RawClient, connectHeader, connectPacket, publishPacket, subscribePacket } from './support/mqtt-raw.js';

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import WebSocket from 'ws';
-import { formatPasswordFile } from '../broker/password.js';
+import { formatPasswordFile } from '../broker/password-hash.js';
 import { sleep } from '../lib/shutdown.js';
 import { startBroker, type RunningBroker } from './support/broker.js';
 import { RawClient, connectHeader, connectPacket } from './support/mqtt-raw.js';

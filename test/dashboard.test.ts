@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
-import { devCredentials } from '../broker/credentials.js';
+import { devCredentials } from '../broker/dev-logins.js';
 import type { RunningGateway } from '../gateway/nginx.js';
 import { ROOT } from './support/process.js';
 import { findProgram, requireProgram } from './support/programs.js';

@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import mqtt from 'mqtt';
 import type { DeadLetter } from '../api/deadletters/store.js';
-import { devCredentials } from '../broker/credentials.js';
+import { devCredentials } from '../broker/dev-logins.js';
 import { orderConfirmed } from '../lib/topics.js';
 import { eventually } from './support/process.js';
 import { grantedQos } from './support/broker.js';

@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { Acl } from '../broker/acl.js';
-import { devCredentials, SERVICE_USERS, type ServiceUser } from '../broker/credentials.js';
+import { devCredentials, SERVICE_USERS, type ServiceUser } from '../broker/dev-logins.js';
 import { aclFile } from '../broker/mosquitto/run.js';
 import type { RunningGateway } from '../gateway/nginx.js';
 import { sleep } from '../lib/shutdown.js';

@@ -5,7 +5,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import mqtt from 'mqtt';
-import { devCredentials } from '../broker/credentials.js';
+import { devCredentials } from '../broker/dev-logins.js';
 import { stockLevelTopic } from '../lib/topics.js';
 import { eventually } from './support/process.js';
 import { requireProgram } from './support/programs.js';
