@@ -12,6 +12,9 @@ import { createOrdersApp } from '../api/orders/app.js';
 import { OrderStore } from '../api/orders/store.js';
 import { createStockApp } from '../api/stock/app.js';
 import { StockStore } from '../api/stock/store.js';
+import { createRoute } from '@hono/zod-openapi';
+import { requireAdminKey, withAdminKey } from '../lib/admin-key.js';
+import { adminSecurity } from '../lib/api-docs.js';
 import { createLogger } from '../lib/log.js';
 import { createMetrics } from '../lib/metrics.js';
 
@@ -61,5 +64,16 @@ describe('admin routes refuse missing or wrong keys', () => {
   }
   it('found the admin routes (catalog: create, change; stock: set, adjust, import; orders: the list; every dead-letter route)', () => {
     assert.ok(adminRoutes >= 11, `${adminRoutes} admin operations`);
+  });
+});
+
+describe('withAdminKey', () => {
+  const check = requireAdminKey(KEY, createLogger('admin-guard', 'silent'));
+  const route = (security?: typeof adminSecurity) => createRoute({ method: 'post', path: '/api/things', ...(security ? { security } : {}), responses: { 204: { description: 'Done' } } });
+  it('puts the key check in front of a route whose document names the admin scheme', () => {
+    assert.deepEqual(withAdminKey(route(adminSecurity), check).middleware, [check]);
+  });
+  it('refuses, at start-up, an admin route whose document does not say so', () => {
+    assert.throws(() => withAdminKey(route(), check), /POST \/api\/things takes the admin key but its document does not say so/);
   });
 });

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createCatalogApp } from './app.js';
-import { seedProducts } from './seed.js';
+import { seedProducts } from '../../lib/seed-products.js';
 import { CatalogStore } from './store.js';
 import { createLogger } from '../../lib/log.js';
 import { createMetrics } from '../../lib/metrics.js';
