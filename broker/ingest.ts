@@ -36,12 +36,14 @@ export class Ingest {
     private readonly persistence: SqlitePersistence,
     private readonly log: Logger,
   ) {
+    // The inbox's statements, with the types of their parameters and rows: the one place rows are typed.
     this.#sql = {
-      put: db.prepare('INSERT INTO inbox (id, packet, payload) VALUES (?, ?, ?)'),
-      del: db.prepare('DELETE FROM inbox WHERE id = ?'),
+      put: db.prepare<[id: number, packet: string, payload: string | Buffer | null]>('INSERT INTO inbox (id, packet, payload) VALUES (?, ?, ?)'),
+      del: db.prepare<[id: number]>('DELETE FROM inbox WHERE id = ?'),
+      all: db.prepare<[], { id: number; packet: string; payload: Buffer | null }>('SELECT id, packet, payload FROM inbox ORDER BY id'),
+      max: db.prepare<[], { id: number | null }>('SELECT max(id) AS id FROM inbox'),
     };
-    const max = db.prepare('SELECT max(id) AS id FROM inbox').get() as { id: number | null };
-    this.#nextId = (max.id ?? 0) + 1;
+    this.#nextId = (this.#sql.max.get()!.id ?? 0) + 1;
   }
 
   /** Stores a publish (and its shared-subscription copies); calls `done` once committed. */
@@ -88,7 +90,7 @@ export class Ingest {
 
   /** Routes again what was acknowledged but maybe not routed before the last stop; at start, before clients connect. */
   async replay(broker: Aedes): Promise<number> {
-    const rows = this.db.prepare('SELECT id, packet, payload FROM inbox ORDER BY id').all() as Array<{ id: number; packet: string; payload: Buffer | null }>;
+    const rows = this.#sql.all.all();
     for (const r of rows) {
       const { topic, qos, retain } = JSON.parse(r.packet) as { topic: string; qos: 0 | 1 | 2; retain: boolean };
       await new Promise<void>((resolve, reject) =>
