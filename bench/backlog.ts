@@ -14,13 +14,13 @@ import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
-import { formatPasswordFile } from '../broker/password.js';
+import { formatPasswordFile } from '../broker/password-hash.js';
 import { startMosquitto } from '../broker/mosquitto/run.js';
 import { findProgram } from '../lib/programs.js';
 import { sleep } from '../lib/shutdown.js';
 import { stockReserved } from '../lib/topics.js';
-import { startBroker } from '../test/support/broker.js';
-import { freePort } from '../test/support/process.js';
+import { startBroker } from '../harness/broker.js';
+import { freePort } from '../harness/process.js';
 import { rssMiB } from './cpu.js';
 
 const MESSAGES = Number(process.env.BENCH_BACKLOG_MESSAGES ?? 1_000_000);

@@ -15,10 +15,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import mqtt, { type MqttClient } from 'mqtt';
-import { formatPasswordFile } from '../broker/password.js';
+import { formatPasswordFile } from '../broker/password-hash.js';
 import { startMosquitto } from '../broker/mosquitto/run.js';
-import { freePort } from '../test/support/process.js';
-import { startBroker } from '../test/support/broker.js';
+import { freePort } from '../harness/process.js';
+import { startBroker } from '../harness/broker.js';
 import { findProgram } from '../lib/programs.js';
 import { stockReserved } from '../lib/topics.js';
 

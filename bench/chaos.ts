@@ -1,4 +1,4 @@
-// The chaos harness: the real processes (test/support/stack.ts) behind real nginx, a steady load of
+// The chaos harness: the real processes (harness/stack.ts) behind real nginx, a steady load of
 // orders and stock imports through the gateway, and while it runs, faults: kill -9 of each kind of
 // process then a restart on the same ports and data, a broker outage, an ERP that is slow and
 // answers 429 and 500 at random, and SIGTERM to every process. At the end it counts: every accepted
@@ -17,8 +17,8 @@ import mqtt from 'mqtt';
 import type { RunningGateway } from '../gateway/nginx.js';
 import { findProgram } from '../lib/programs.js';
 import { sleep } from '../lib/shutdown.js';
-import { ROOT, eventually } from '../test/support/process.js';
-import { ADMIN_KEY, startGatewayFor, startStack, type ProcessName, type Stack } from '../test/support/stack.js';
+import { ROOT, eventually } from '../harness/process.js';
+import { ADMIN_KEY, startGatewayFor, startStack, type ProcessName, type Stack } from '../harness/stack.js';
 
 export interface ChaosOptions {
   /** Orders posted per second, and stock movements imported per second (in imports of `importSize`). */

@@ -12,9 +12,9 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { startGateway } from '../gateway/nginx.js';
-import { freePort, startProcess, type Proc } from '../test/support/process.js';
+import { freePort, startProcess, type Proc } from '../harness/process.js';
 import { findProgram } from '../lib/programs.js';
-import { sampleOrder } from '../test/support/stack.js';
+import { sampleOrder } from '../harness/stack.js';
 
 const DURATION = Number(process.env.BENCH_DURATION ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);

@@ -10,7 +10,7 @@
 // per 1,000 records (each from when its part of the drain began).
 //
 //   npm run bench:pacing [-- --json]   (BENCH_ORDERS=10000 BENCH_MOVEMENTS=5000 BENCH_CAPACITY_RU=10000 BENCH_WORKERS=4 BENCH_TTL_MS=5000 BENCH_CONCURRENCY=32)
-import { connectPublisher, erpStats, movementMessages, orderMessages, publishAll, startWorkerSystem, type ErpStats, type WorkerSystem } from '../test/support/workers.js';
+import { connectPublisher, erpStats, movementMessages, orderMessages, publishAll, startWorkerSystem, type ErpStats, type WorkerSystem } from '../harness/workers.js';
 import { sleep } from '../lib/shutdown.js';
 import { CpuMeter } from './cpu.js';
 

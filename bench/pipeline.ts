@@ -27,8 +27,8 @@ import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { findProgram } from '../lib/programs.js';
 import { sleep } from '../lib/shutdown.js';
-import { ROOT, freePort, startProcess, type Proc } from '../test/support/process.js';
-import { sampleOrder, startGatewayFor, startStack, type Stack } from '../test/support/stack.js';
+import { ROOT, freePort, startProcess, type Proc } from '../harness/process.js';
+import { sampleOrder, startGatewayFor, startStack, type Stack } from '../harness/stack.js';
 import { parseShareGauge } from '../workers/backlog.js';
 import { childPids, cpuSeconds } from './cpu.js';
 

@@ -1,5 +1,5 @@
 // Where a process's CPU time went, from the .cpuprofile files node --cpu-prof writes (set
-// CPU_PROF_DIR for a benchmark: test/support/process.ts passes the flags to every process it starts).
+// CPU_PROF_DIR for a benchmark: harness/process.ts passes the flags to every process it starts).
 // Prints, per profile, the busiest places by self time (grouped by package or project file) and the
 // project functions by inclusive time.
 //

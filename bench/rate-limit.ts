@@ -14,8 +14,8 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, startProcess } from '../test/support/process.js';
-import { connectPublisher, erpStats, movementMessages, publishAll, startWorkerSystem } from '../test/support/workers.js';
+import { freePort, startProcess } from '../harness/process.js';
+import { connectPublisher, erpStats, movementMessages, publishAll, startWorkerSystem } from '../harness/workers.js';
 import { CpuMeter } from './cpu.js';
 
 const RECORDS = Number(process.env.DEMO_RECORDS ?? 10_000);

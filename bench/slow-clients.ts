@@ -17,8 +17,8 @@ import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { RAISE_FILE_LIMIT, startGateway, type RunningGateway } from '../gateway/nginx.js';
 import { findProgram } from '../lib/programs.js';
-import { ROOT, eventually, freePort, startProcess, type Proc } from '../test/support/process.js';
-import { gatewayDir } from '../test/support/gateway.js';
+import { ROOT, eventually, freePort, startProcess, type Proc } from '../harness/process.js';
+import { gatewayDir } from '../harness/gateway.js';
 import type { AttackReport } from './slow-header-clients.js';
 
 export interface SlowClientsOptions {

@@ -1,14 +1,38 @@
 // Every place where the broker relies on how Aedes works inside, rather than on its documented
-// options, in one file: each reach-in says why it is needed and which test breaks if a new Aedes
-// changes what it relies on. Checked against aedes 1.2.0 (lib/client.js, lib/handlers/connect.js).
-//
-// Elsewhere, reach-ins that belong to other parts of the broker: lib/wire.ts coalesces a TCP
-// socket's writes (socket.write wrapped), group-queue.ts writes its own PUBLISH packets on
-// client.conn.
+// options, in one file: each reach-in says why the public API does not suffice and which test
+// breaks if a new Aedes changes what it relies on. Checked against aedes 1.2.0 (aedes.js,
+// lib/client.js, lib/handlers/connect.js, lib/write.js); aedes-adapter.test.ts checks the installed
+// one. The rest of the broker uses the typed functions below; eslint.config.js refuses private
+// fields, double casts, hook and write patches and writes on a client's connection anywhere else in
+// broker/.
 import type { Aedes, AedesOptions, Client } from 'aedes';
+import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { coalesceWrites } from '../lib/wire.js';
 import type { Access } from './auth.js';
 import type { ConnectionLimits } from './limits.js';
+
+// --- connections -------------------------------------------------------------------------
+
+/**
+ * Hands a TCP connection to Aedes with its writes coalesced: Aedes writes every packet with
+ * mqtt-packet's writeToStream(packet, client.conn) (lib/write.js), one conn.write() per part of a
+ * packet, corked only until the next tick, and no option batches more; on loopback a write system
+ * call costs far more than its bytes. lib/wire.ts (shared with the mqtt.js clients) wraps
+ * socket.write to keep the socket corked for the rest of the turn; it relies on Aedes writing
+ * through conn.write(), not through a pipe or writev.
+ * Breaks (as a drop in throughput, not a failure): npm run bench:broker.
+ */
+export function handleTcp(broker: Aedes, socket: Socket): Client {
+  coalesceWrites(socket);
+  return broker.handle(socket);
+}
+
+/** Hands a WebSocket's stream to Aedes, with the HTTP upgrade request addressOf() reads the peer from. */
+export function handleWebSocket(broker: Aedes, stream: Duplex, req: IncomingMessage): Client {
+  return broker.handle(stream, req);
+}
 
 /**
  * Calls `onChunk` with every chunk of `stream` just before Aedes parses it. Aedes reads its
@@ -31,7 +55,7 @@ const LINGER_MS = 1000;
 
 /**
  * Answers a CONNECT with `returnCode` and closes the connection. end() writes the CONNACK out at
- * once (it uncorks what wire.ts corked), so it leaves even when Aedes destroys the connection
+ * once (it uncorks what handleTcp's coalescing corked), so it leaves even when Aedes destroys the connection
  * right after, which it does when a preConnect refuses or its parser rejects the CONNECT.
  */
 export function refuseConnect(stream: Duplex, returnCode: number): void {
@@ -85,6 +109,25 @@ export function connectHooks({ limits, access }: { limits: ConnectionLimits; acc
   };
 }
 
+// --- durable ingest -------------------------------------------------------------------------
+
+/**
+ * Calls `onRouted` once Aedes has routed a publish to every session, with the very object its
+ * authorizePublish hook was given, so durable ingest can key what it stored on that object
+ * (ingest.ts clears the message's inbox row). The `published` option is public, but that it gets
+ * the same object is not: Aedes keeps the original packet in its PublishState and hands it to
+ * `published` (aedes.js publish, callPublished), while what it delivers is a copy (new Packet);
+ * and no identifier exists before authorizePublish (brokerCounter is assigned in that copy).
+ * Breaks: aedes-adapter.test.ts; in the broker, inbox rows that are never cleared, so messages are
+ * routed again after each restart.
+ */
+export function whenRouted(broker: Aedes, onRouted: (packet: object) => void): void {
+  broker.published = (packet, _client, done) => {
+    onRouted(packet);
+    done(null);
+  };
+}
+
 // --- the group queue's own deliveries -----------------------------------------------------
 
 interface ClientInternals {
@@ -99,10 +142,39 @@ interface ClientInternals {
 const internals = (client: Client) => client as unknown as ClientInternals;
 
 /**
+ * What of the above a connected client lacks: empty for the Aedes this was written for. An Aedes
+ * that renamed or reshaped one would not fail here but quietly (nextPacketId counting on NaN,
+ * takeAcknowledgements standing aside), so aedes-adapter.test.ts checks it against the installed one.
+ */
+export function missingInternals(client: Client): string[] {
+  const c = internals(client);
+  const missing: string[] = [];
+  if (!Number.isInteger(c._nextId)) missing.push('_nextId (a packet identifier counter)');
+  if (typeof c._parser?.listeners !== 'function' || c._parser.listeners('packet').length !== 1) missing.push("_parser with one 'packet' listener");
+  if (!c._keepaliveTimer || typeof c._keepaliveTimer.refresh !== 'function') missing.push('_keepaliveTimer (a timer, with a keep-alive set)');
+  if (typeof client.conn?.write !== 'function') missing.push('conn (the connection Aedes writes to)');
+  return missing;
+}
+
+/**
+ * Writes packets the group queue encoded itself (broker/publish-packet.ts) on the client's
+ * connection, next to Aedes's own writes. client.publish() would not do: it takes its own packet
+ * identifier, stores each delivery in the session's outgoing queue and writes each on its own,
+ * where the group queue keeps its deliveries (and their identifiers, below) in its durable store
+ * and sends what one pass hands a member in one write. Nothing is written once Aedes has closed
+ * the connection or before it has accepted it (client.connected).
+ * Breaks: aedes-adapter.test.ts, the conformance suite's shared-subscription cases, test/broker-backlog.test.ts.
+ */
+export function writePackets(client: Client, packets: Buffer): void {
+  // A failed write means the connection is going away; the disconnect handling takes over.
+  if (client.connected && !client.closed) client.conn.write(packets);
+}
+
+/**
  * Takes the next packet identifier from the counter Aedes uses for this connection, skipping those
  * `inUse`: the group queue sends its PUBLISH packets itself, on the same connection as Aedes's own
  * deliveries, so both must draw from one counter (client._nextId).
- * Breaks: the conformance suite's shared-subscription cases, test/broker-backlog.test.ts.
+ * Breaks: aedes-adapter.test.ts, the conformance suite's shared-subscription cases, test/broker-backlog.test.ts.
  */
 export function nextPacketId(client: Client, inUse: { has(id: number): boolean }): number {
   const c = internals(client);
@@ -121,7 +193,7 @@ export function nextPacketId(client: Client, inUse: { has(id: number): boolean }
  * is Aedes's `enqueue`; it counts the packets it is handling in a read to know when to read on, and
  * a packet taken here is never counted, so the count stays right. client._keepaliveTimer is
  * refreshed as Aedes would. If the parser has another listener count, nothing is taken over.
- * Breaks: the conformance suite's flow-control and re-dispatch cases (deliveries never acknowledged).
+ * Breaks: aedes-adapter.test.ts, the conformance suite's flow-control and re-dispatch cases (deliveries never acknowledged).
  */
 export function takeAcknowledgements(broker: Aedes, take: (client: Client, messageId: number) => boolean): void {
   broker.on('client', (client) => {

@@ -5,10 +5,10 @@
 import type { Client } from 'aedes';
 import type { Logger } from '../lib/log.js';
 import type { Acl } from './acl.js';
-import { verifyPassword } from './password.js';
+import { verifyPassword } from './password-hash.js';
 
 export interface AccessOptions {
-  /** user → encoded password (password.ts) */
+  /** user → encoded password (password-hash.ts) */
   passwords: Map<string, string>;
   acl: Acl;
   allowAnonymous: boolean;

@@ -12,8 +12,8 @@ import type { Logger } from '../lib/log.js';
 import { topicMatches } from '../lib/events.js';
 import type { EntryId, GroupStore, NewEntry, StoredEntry } from './group-store.js';
 import type { SqlitePersistence, StoredPacket } from './persistence.js';
-import { nextPacketId } from './aedes-adapter.js';
-import { asQos0, encodePublish, qosOf, stampPublish } from './wire.js';
+import { nextPacketId, writePackets } from './aedes-adapter.js';
+import { asQos0, encodePublish, qosOf, stampPublish } from './publish-packet.js';
 
 export const SHARE_PREFIX = '$share/';
 
@@ -453,7 +453,7 @@ export class SharedSubscriptions {
     for (const entry of entries) {
       if (member.qos === 0 || qosOf(entry.packet) === 0) {
         // Nothing to acknowledge: done once written.
-        this.#write(client, member.qos === 0 && qosOf(entry.packet) === 1 ? asQos0(entry.packet) : entry.packet);
+        writePackets(client, member.qos === 0 && qosOf(entry.packet) === 1 ? asQos0(entry.packet) : entry.packet);
         this.#done(queue, entry);
         continue;
       }
@@ -470,17 +470,12 @@ export class SharedSubscriptions {
       byId.set(messageId, queue);
       at = stampPublish(out, at, entry.packet, messageId, dup);
     }
-    this.#write(client, out);
+    writePackets(client, out);
   }
 
   /** An entry is delivered for good (acknowledged, or sent with QoS 0): out of the queue and the store. */
   #done(queue: GroupQueue, entry: Entry) {
     queue.total--;
     this.#store.ack(queue.share, [entry.id]);
-  }
-
-  #write(client: Client, packet: Buffer) {
-    // A failed write means the connection is going away; the disconnect handling takes over.
-    if (client.connected && !client.closed) client.conn.write(packet);
   }
 }

@@ -1,6 +1,6 @@
 // Where a shared subscription's queue lives (the group queue, group-queue.ts, keeps only a bounded
 // window of it in memory). One entry per message per group until a member acknowledges it; each
-// entry is the PUBLISH packet members receive (broker/wire.ts), so handing it out copies bytes.
+// entry is the PUBLISH packet members receive (broker/publish-packet.ts), so handing it out copies bytes.
 //
 // Implemented on SQLite for one broker node (sqlite-group-store.ts). The shape is the one a Redis
 // Streams implementation needs for several nodes (one stream per group, one consumer group on it):
@@ -18,7 +18,7 @@ export type EntryId = number | string;
 
 export interface StoredEntry {
   id: EntryId;
-  /** The PUBLISH packet, packet identifier 0 (broker/wire.ts stamps it when sending). */
+  /** The PUBLISH packet, packet identifier 0 (broker/publish-packet.ts stamps it when sending). */
   packet: Buffer;
 }
 

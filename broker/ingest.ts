@@ -3,9 +3,10 @@
 // group-commit transaction as its copies for the shared-subscription queues; the PUBACK waits for
 // that commit. Aedes hands over every publish of a socket read at once: they are gathered and
 // committed together, one transaction per turn of the event loop. The inbox row is cleared once
-// Aedes has routed the message to every session (the `published` hook); rows still there at start
-// are routed again.
+// Aedes has routed the message to every session (whenRouted, aedes-adapter.ts); rows still there at
+// start are routed again.
 import type { Aedes } from 'aedes';
+import { whenRouted } from './aedes-adapter.js';
 import type { DB } from '../lib/db.js';
 import type { Logger } from '../lib/log.js';
 import type { CommitQueue } from './commit-queue.js';
@@ -35,12 +36,14 @@ export class Ingest {
     private readonly persistence: SqlitePersistence,
     private readonly log: Logger,
   ) {
+    // The inbox's statements, with the types of their parameters and rows: the one place rows are typed.
     this.#sql = {
-      put: db.prepare('INSERT INTO inbox (id, packet, payload) VALUES (?, ?, ?)'),
-      del: db.prepare('DELETE FROM inbox WHERE id = ?'),
+      put: db.prepare<[id: number, packet: string, payload: string | Buffer | null]>('INSERT INTO inbox (id, packet, payload) VALUES (?, ?, ?)'),
+      del: db.prepare<[id: number]>('DELETE FROM inbox WHERE id = ?'),
+      all: db.prepare<[], { id: number; packet: string; payload: Buffer | null }>('SELECT id, packet, payload FROM inbox ORDER BY id'),
+      max: db.prepare<[], { id: number | null }>('SELECT max(id) AS id FROM inbox'),
     };
-    const max = db.prepare('SELECT max(id) AS id FROM inbox').get() as { id: number | null };
-    this.#nextId = (max.id ?? 0) + 1;
+    this.#nextId = (this.#sql.max.get()!.id ?? 0) + 1;
   }
 
   /** Stores a publish (and its shared-subscription copies); calls `done` once committed. */
@@ -77,18 +80,17 @@ export class Ingest {
     );
   }
 
-  /** Hooks into the broker: clear inbox rows once routed. (A publish the ACL refuses never gets here: main.ts closes the connection first.) */
+  /** Hooks into the broker: clear inbox rows once routed. (A publish the ACL refuses never gets here: authorization.ts closes the connection first.) */
   attach(broker: Aedes): void {
-    broker.published = (packet, _client, done) => {
+    whenRouted(broker, (packet) => {
       const id = this.#inboxIds.get(packet);
       if (id !== undefined) this.commits.queue(() => this.#sql.del.run(id));
-      done(null);
-    };
+    });
   }
 
   /** Routes again what was acknowledged but maybe not routed before the last stop; at start, before clients connect. */
   async replay(broker: Aedes): Promise<number> {
-    const rows = this.db.prepare('SELECT id, packet, payload FROM inbox ORDER BY id').all() as Array<{ id: number; packet: string; payload: Buffer | null }>;
+    const rows = this.#sql.all.all();
     for (const r of rows) {
       const { topic, qos, retain } = JSON.parse(r.packet) as { topic: string; qos: 0 | 1 | 2; retain: boolean };
       await new Promise<void>((resolve, reject) =>

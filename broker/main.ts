@@ -1,6 +1,7 @@
 // The embedded MQTT broker (Aedes): MQTT 3.1.1 over TCP and WebSocket, with health and metrics over
-// HTTP. This file only wires: config → SQLite (persistence, ingest, shared-subscription queues) →
-// Aedes with our limits and access control → listeners → shutdown.
+// HTTP. This file only wires: config → logins and ACL → SQLite (persistence, ingest,
+// shared-subscription queues) → Aedes with our limits, access control and authorization →
+// listeners → live figures → shutdown.
 import { Aedes } from 'aedes';
 import { randomUUID } from 'node:crypto';
 import { createServer, type Server as NetServer } from 'node:net';
@@ -14,23 +15,23 @@ import { createLogger } from '../lib/log.js';
 import { createMetrics } from '../lib/metrics.js';
 import { createApp, serveApp } from '../lib/http.js';
 import { onShutdown } from '../lib/shutdown.js';
-import { statsTopic } from '../lib/stats.js';
-import { coalesceWrites } from '../lib/wire.js';
 import { Acl } from './acl.js';
-import { connectHooks, takeAcknowledgements } from './aedes-adapter.js';
+import { connectHooks, handleTcp, handleWebSocket, takeAcknowledgements } from './aedes-adapter.js';
 import { Access } from './auth.js';
+import { authorizationHooks } from './authorization.js';
 import { CommitQueue } from './commit-queue.js';
-import { SHARE_PREFIX, SharedSubscriptions, parseShare } from './group-queue.js';
+import { SharedSubscriptions } from './group-queue.js';
 import { Ingest } from './ingest.js';
 import { ConnectionLimits } from './limits.js';
+import { readLogins } from './logins.js';
 import { registerBrokerMetrics } from './metrics.js';
-import { parsePasswordFile, passwordsFromEnv, readPasswordFile } from './password.js';
-import { SqlitePersistence, type StoredPacket } from './persistence.js';
+import { SqlitePersistence } from './persistence.js';
 import { migrations } from './schema.js';
 import { SpaceReclaimer } from './reclaim.js';
 import { MemoryTrim } from './memory.js';
 import { Checkpointer } from '../lib/checkpointer.js';
 import { SqliteGroupStore } from './sqlite-group-store.js';
+import { BrokerStats } from './stats.js';
 import { publishOrphanedWills } from './wills.js';
 
 const config = loadConfig({
@@ -61,26 +62,20 @@ const config = loadConfig({
 const log = createLogger('broker', config.LOG_LEVEL);
 const metrics = createMetrics('broker');
 
-const fromEnv = (() => {
+/** A configuration the broker cannot start with: say why and exit with EX_CONFIG, as loadConfig does. */
+function orExit<T>(read: () => T, what = ''): T {
   try {
-    return passwordsFromEnv(process.env);
+    return read();
   } catch (err) {
-    console.error(`broker: ${(err as Error).message}`);
+    console.error(`broker: ${what}${(err as Error).message}`);
     process.exit(78);
   }
-})();
-const passwords = new Map([
-  ...(config.BROKER_PASSWORD_FILE ? readPasswordFile(config.BROKER_PASSWORD_FILE) : []),
-  ...(config.BROKER_PASSWORDS ? parsePasswordFile(config.BROKER_PASSWORDS.replaceAll(',', '\n')) : []),
-  ...fromEnv,
-]);
-if (passwords.size === 0 && !config.BROKER_ALLOW_ANONYMOUS) {
-  console.error(
-    'broker: no users: set BROKER_PASSWORD_<USER> variables, BROKER_PASSWORD_FILE (npm run broker:passwd writes one) or BROKER_PASSWORDS, or BROKER_ALLOW_ANONYMOUS=true for development',
-  );
-  process.exit(78);
 }
+const passwords = orExit(() =>
+  readLogins({ file: config.BROKER_PASSWORD_FILE, inline: config.BROKER_PASSWORDS, env: process.env, allowAnonymous: config.BROKER_ALLOW_ANONYMOUS }),
+);
 if (config.BROKER_ALLOW_ANONYMOUS) log.warn('anonymous clients are allowed, with full access (development only)');
+const acl = orExit(() => Acl.read(config.BROKER_ACL_FILE), `${config.BROKER_ACL_FILE}: `);
 
 // Queues fill and drain: the file must be able to shrink again (broker/reclaim.ts).
 const db = openDatabase(dataFile(config.DATA_DIR, 'broker'), { migrations, shrinkable: { walBytes: 64 * 1024 * 1024 } });
@@ -105,14 +100,6 @@ const checkpointer = new Checkpointer(db, log);
 // did not are claimed from Aedes's own handling.
 persistence.claimAck = (clientId, messageId) => shared.acknowledge(clientId, messageId);
 const ingest = new Ingest(db, commits, shared, persistence, log);
-const acl = (() => {
-  try {
-    return Acl.read(config.BROKER_ACL_FILE);
-  } catch (err) {
-    console.error(`broker: ${config.BROKER_ACL_FILE}: ${(err as Error).message}`);
-    process.exit(78);
-  }
-})();
 const access = new Access({ passwords, acl, allowAnonymous: config.BROKER_ALLOW_ANONYMOUS, log });
 const limits = new ConnectionLimits({
   maxPacketBytes: config.BROKER_MAX_PACKET_BYTES,
@@ -128,37 +115,7 @@ const broker = await Aedes.createBroker({
   id: `woodytoys-broker-${randomUUID().slice(0, 8)}`,
   persistence,
   ...connectHooks({ limits, access }),
-  authorizeForward: access.forward,
-  authorizeSubscribe(client, sub, done) {
-    // A topic filter the protocol rules refused (limits.ts): the connection is already closing.
-    const violation = limits.violation(client.conn);
-    if (violation) return done(new Error(violation.reason), null);
-    const isShared = sub.topic.startsWith(SHARE_PREFIX);
-    const parsed = isShared ? parseShare(sub.topic) : undefined;
-    const filter = typeof parsed === 'object' ? parsed.filter : sub.topic;
-    const reason =
-      (isShared ? shared.refusal(client, sub.topic) : undefined) ?? access.subscribeRefusal(client, filter, typeof parsed === 'object' ? parsed.group : undefined);
-    if (reason) {
-      log.warn({ clientId: client.id, filter: sub.topic, reason }, 'subscription refused');
-      brokerMetrics.refused.inc({ what: 'subscribe' });
-      return done(null, null);
-    }
-    // Shared subscriptions are delivered with QoS 1 at most.
-    done(null, isShared && sub.qos > 1 ? { ...sub, qos: 1 } : sub);
-  },
-  authorizePublish(client, packet, done) {
-    const violation = client && limits.violation(client.conn);
-    if (violation) return done(new Error(violation.reason));
-    const reason = access.publishRefusal(client, packet.topic);
-    if (reason) {
-      // An error here makes Aedes close the connection before any PUBACK: MQTT 3.1.1 has no way to
-      // say "refused" in a PUBACK, and a PUBACK would make the publisher believe it was delivered.
-      log.warn({ clientId: client?.id, topic: packet.topic, reason }, 'publish refused; closing the connection');
-      brokerMetrics.refused.inc({ what: 'publish' });
-      return done(new Error(`publish to ${packet.topic} refused: ${reason}`));
-    }
-    ingest.accept(packet as StoredPacket, done);
-  },
+  ...authorizationHooks({ limits, access, shared, ingest, log, onRefused: (what) => brokerMetrics.refused.inc({ what }) }),
 });
 broker.on('clientError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'client error'));
 broker.on('connectionError', () => brokerMetrics.refused.inc({ what: 'connect' }));
@@ -182,8 +139,7 @@ const listen = (server: NetServer | ReturnType<typeof createHttpServer>, p: numb
 // them), but what one tick writes leaves together.
 const tcp = createServer({ noDelay: true }, (socket) => {
   if (!limits.accept(socket)) return;
-  coalesceWrites(socket);
-  broker.handle(socket);
+  handleTcp(broker, socket);
   limits.watch(socket, socket);
 });
 const mqttPort = await listen(tcp, config.MQTT_PORT);
@@ -194,7 +150,7 @@ wsHttp.on('connection', (socket) => limits.accept(socket));
 const wss = new WebSocketServer({ server: wsHttp, maxPayload: config.BROKER_MAX_PACKET_BYTES + 64 * 1024 });
 wss.on('connection', (ws, req) => {
   const stream = createWebSocketStream(ws);
-  broker.handle(stream as never, req as never);
+  handleWebSocket(broker, stream, req);
   limits.watch(stream, req.socket);
 });
 const wsPort = await listen(wsHttp, config.MQTT_WS_PORT);
@@ -216,20 +172,11 @@ log.info(
 );
 
 // Group backlogs for displays and the dashboard: woodytoys/public/stats/broker, retained, once a second.
-const statsTimer = setInterval(() => {
-  const groups = shared.stats.map((q) => {
-    const parsed = parseShare(q.share);
-    return typeof parsed === 'string'
-      ? { group: q.share, depth: q.depth, inFlight: q.inflight }
-      : { group: parsed.group, filter: parsed.filter, depth: q.depth, inFlight: q.inflight, members: q.members, online: q.online };
-  });
-  const payload = JSON.stringify({ name: 'broker', at: new Date().toISOString(), clients: broker.connectedClients, groups });
-  broker.publish({ cmd: 'publish', topic: statsTopic('broker'), payload: Buffer.from(payload), qos: 0, retain: true, dup: false }, () => {});
-}, 1000);
-statsTimer.unref();
+const stats = new BrokerStats(broker, shared);
+stats.start();
 
 onShutdown(log, async () => {
-  clearInterval(statsTimer);
+  stats.stop();
   reclaimer.stop();
   memoryTrim.stop();
   tcp.close();

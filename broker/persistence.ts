@@ -112,23 +112,23 @@ export class SqlitePersistence {
   async setup(broker: { id: string }): Promise<void> {
     this.#broker = broker;
     type Row = { packet: string; payload: Buffer | string | null };
-    for (const r of this.db.prepare('SELECT topic, packet, payload FROM retained').all() as Array<Row & { topic: string }>) {
+    for (const r of this.db.prepare<[], Row & { topic: string }>('SELECT topic, packet, payload FROM retained').all()) {
       this.#retained.set(r.topic, fromRow(r.packet, r.payload));
     }
-    for (const r of this.db.prepare('SELECT client_id, topic, options FROM subscriptions').all() as Array<{ client_id: string; topic: string; options: string }>) {
+    for (const r of this.db.prepare<[], { client_id: string; topic: string; options: string }>('SELECT client_id, topic, options FROM subscriptions').all()) {
       this.#clientSubs(r.client_id).set(r.topic, JSON.parse(r.options) as SubscriptionOptions);
     }
-    for (const r of this.db.prepare('SELECT id, client_id, packet, payload FROM outgoing ORDER BY id').all() as Array<Row & { id: number; client_id: string }>) {
+    for (const r of this.db.prepare<[], Row & { id: number; client_id: string }>('SELECT id, client_id, packet, payload FROM outgoing ORDER BY id').all()) {
       const packet = fromRow(r.packet, r.payload);
       // Packet identifiers belonged to connections that no longer exist.
       if (packet.cmd === 'publish') packet.messageId = undefined;
       this.#queue(r.client_id).push({ rowId: r.id, packet });
       this.#nextRowId = Math.max(this.#nextRowId, r.id + 1);
     }
-    for (const r of this.db.prepare('SELECT client_id, message_id, packet, payload FROM incoming').all() as Array<Row & { client_id: string; message_id: number }>) {
+    for (const r of this.db.prepare<[], Row & { client_id: string; message_id: number }>('SELECT client_id, message_id, packet, payload FROM incoming').all()) {
       this.#clientIncoming(r.client_id).set(r.message_id, fromRow(r.packet, r.payload));
     }
-    for (const r of this.db.prepare('SELECT client_id, packet, payload FROM wills').all() as Array<Row & { client_id: string }>) {
+    for (const r of this.db.prepare<[], Row & { client_id: string }>('SELECT client_id, packet, payload FROM wills').all()) {
       this.#wills.set(r.client_id, fromRow(r.packet, r.payload));
     }
   }

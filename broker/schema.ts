@@ -3,7 +3,7 @@
 // that a single transaction can make a publish durable everywhere at once. Never edit a shipped
 // migration; add one.
 import type { DB, Migration } from '../lib/db.js';
-import { encodePublish } from './wire.js';
+import { encodePublish } from './publish-packet.js';
 export const migrations: readonly Migration[] = [
   `
   CREATE TABLE retained (topic TEXT PRIMARY KEY, packet TEXT NOT NULL, payload BLOB) WITHOUT ROWID;
@@ -47,9 +47,9 @@ export const migrations: readonly Migration[] = [
       INSERT INTO groups (share) SELECT DISTINCT share FROM shared_messages;
     `);
     const insert = db.prepare('INSERT INTO group_messages (group_id, id, packet) SELECT id, ?, ? FROM groups WHERE share = ?');
-    const page = db.prepare('SELECT id, share, packet, payload FROM shared_messages WHERE id > ? ORDER BY id LIMIT 1000');
+    const page = db.prepare<[after: number], { id: number; share: string; packet: string; payload: Buffer | null }>('SELECT id, share, packet, payload FROM shared_messages WHERE id > ? ORDER BY id LIMIT 1000');
     for (let after = 0; ; ) {
-      const rows = page.all(after) as Array<{ id: number; share: string; packet: string; payload: Buffer | null }>;
+      const rows = page.all(after);
       if (rows.length === 0) break;
       for (const r of rows) {
         const { topic, qos } = JSON.parse(r.packet) as { topic: string; qos: number };

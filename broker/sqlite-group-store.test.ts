@@ -10,7 +10,7 @@ import { migrate, openDatabase } from '../lib/db.js';
 import { CommitQueue } from './commit-queue.js';
 import { migrations } from './schema.js';
 import { SqliteGroupStore, runsOf } from './sqlite-group-store.js';
-import { asQos0, encodePublish, qosOf, stampPublish } from './wire.js';
+import { encodePublish, qosOf } from './publish-packet.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'group-store-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -96,21 +96,5 @@ describe('SQLite group store', () => {
     ]);
     assert.deepEqual(runsOf([4, 4, 5]), [[4, 5]]);
     assert.deepEqual(runsOf([]), []);
-  });
-});
-
-describe('stored PUBLISH packets', () => {
-  it('are stamped with a packet identifier and DUP flag when sent, and can go out as QoS 0', () => {
-    const stored = encodePublish('a/b', Buffer.from('hello'), 1);
-    const out = Buffer.alloc(stored.length * 2);
-    const at = stampPublish(out, 0, stored, 0x1234, false);
-    stampPublish(out, at, stored, 7, true);
-    // 0x32: PUBLISH, QoS 1; then remaining length, topic "a/b", packet identifier, payload.
-    assert.deepEqual([...out.subarray(0, stored.length)], [0x32, 12, 0, 3, 0x61, 0x2f, 0x62, 0x12, 0x34, ...Buffer.from('hello')]);
-    assert.equal(out[stored.length], 0x3a, 'DUP set on the resend');
-    assert.equal(out.readUInt16BE(stored.length + 7), 7);
-    assert.deepEqual([...stored.subarray(7, 9)], [0, 0], 'the stored bytes are left as they were');
-    const qos0 = asQos0(stored);
-    assert.deepEqual([...qos0], [0x30, 10, 0, 3, 0x61, 0x2f, 0x62, ...Buffer.from('hello')]);
   });
 });

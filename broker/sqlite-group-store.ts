@@ -2,7 +2,6 @@
 // group commit, so that a publish's entries commit in the same transaction as the rest of its ingest.
 // Entries are clustered by group and id (one B-tree, schema.ts), so a window is one range read and
 // acknowledged entries go in a few range deletes; each group's count is kept beside it.
-import type { Statement } from 'better-sqlite3';
 import type { DB } from '../lib/db.js';
 import type { CommitQueue } from './commit-queue.js';
 import type { EntryId, GroupStore, NewEntry, StoredEntry } from './group-store.js';
@@ -23,40 +22,47 @@ export function runsOf(sorted: readonly number[]): Array<[number, number]> {
   return runs;
 }
 
+/** The store's statements, with the types of their parameters and rows: the one place rows are typed. */
+const statements = (db: DB) => ({
+  insert: db.prepare<[groupId: number, id: number, packet: Buffer]>('INSERT INTO group_messages (group_id, id, packet) VALUES (?, ?, ?)'),
+  read: db.prepare<[groupId: number, after: number, limit: number], [id: number, packet: Buffer]>('SELECT id, packet FROM group_messages WHERE group_id = ? AND id > ? ORDER BY id LIMIT ?').raw(true),
+  remove: db.prepare<[groupId: number, from: number, to: number]>('DELETE FROM group_messages WHERE group_id = ? AND id BETWEEN ? AND ?'),
+  count: db.prepare<[delta: number, groupId: number]>('UPDATE groups SET stored = stored + ? WHERE id = ?'),
+  dropEntries: db.prepare<[groupId: number]>('DELETE FROM group_messages WHERE group_id = ?'),
+  dropGroup: db.prepare<[groupId: number]>('DELETE FROM groups WHERE id = ?'),
+  allGroups: db.prepare<[], { id: number; share: string }>('SELECT id, share FROM groups'),
+  lastId: db.prepare<[groupId: number], { id: number | null }>('SELECT max(id) AS id FROM group_messages WHERE group_id = ?'),
+  stored: db.prepare<[], { share: string; stored: number }>('SELECT share, stored FROM groups'),
+  storedOf: db.prepare<[groupId: number], { stored: number }>('SELECT stored FROM groups WHERE id = ?'),
+  addGroup: db.prepare<[share: string], { id: number }>('INSERT INTO groups (share) VALUES (?) RETURNING id'),
+});
+
 export class SqliteGroupStore implements GroupStore {
   readonly #groups = new Map<string, Group>();
   /** Entries to insert with the next commit, and acknowledged ids to delete, per group id. */
   #inserts: Array<[number, number, Buffer]> = [];
   #deletes = new Map<number, number[]>();
-  readonly #sql: Record<'insert' | 'read' | 'remove' | 'count' | 'dropEntries' | 'dropGroup', Statement>;
+  readonly #sql: ReturnType<typeof statements>;
 
   constructor(
     private readonly db: DB,
     private readonly commits: CommitQueue,
   ) {
-    this.#sql = {
-      insert: db.prepare('INSERT INTO group_messages (group_id, id, packet) VALUES (?, ?, ?)'),
-      read: db.prepare('SELECT id, packet FROM group_messages WHERE group_id = ? AND id > ? ORDER BY id LIMIT ?').raw(true),
-      remove: db.prepare('DELETE FROM group_messages WHERE group_id = ? AND id BETWEEN ? AND ?'),
-      count: db.prepare('UPDATE groups SET stored = stored + ? WHERE id = ?'),
-      dropEntries: db.prepare('DELETE FROM group_messages WHERE group_id = ?'),
-      dropGroup: db.prepare('DELETE FROM groups WHERE id = ?'),
-    };
-    const lastId = db.prepare('SELECT max(id) AS id FROM group_messages WHERE group_id = ?');
-    for (const g of db.prepare('SELECT id, share FROM groups').all() as Array<{ id: number; share: string }>) {
-      this.#groups.set(g.share, { id: g.id, nextId: ((lastId.get(g.id) as { id: number | null }).id ?? 0) + 1 });
+    this.#sql = statements(db);
+    for (const g of this.#sql.allGroups.all()) {
+      this.#groups.set(g.share, { id: g.id, nextId: (this.#sql.lastId.get(g.id)!.id ?? 0) + 1 });
     }
   }
 
   groups(): Map<string, number> {
-    const rows = this.db.prepare('SELECT share, stored FROM groups').all() as Array<{ share: string; stored: number }>;
+    const rows = this.#sql.stored.all();
     return new Map(rows.map((r) => [r.share, r.stored]));
   }
 
   open(share: string): number {
     const known = this.#groups.get(share);
-    if (known) return (this.db.prepare('SELECT stored FROM groups WHERE id = ?').get(known.id) as { stored: number }).stored;
-    const { id } = this.db.prepare('INSERT INTO groups (share) VALUES (?) RETURNING id').get(share) as { id: number };
+    if (known) return this.#sql.storedOf.get(known.id)!.stored;
+    const { id } = this.#sql.addGroup.get(share)!;
     this.#groups.set(share, { id, nextId: 1 });
     return 0;
   }
@@ -78,7 +84,7 @@ export class SqliteGroupStore implements GroupStore {
     const group = this.#groups.get(share);
     if (!group || limit <= 0) return Promise.resolve([]);
     // Entries queued for insertion but not yet written are not read: the queue holds those in memory.
-    const rows = this.#sql.read.all(group.id, Number(after ?? 0), limit) as Array<[number, Buffer]>;
+    const rows = this.#sql.read.all(group.id, Number(after ?? 0), limit);
     return Promise.resolve(rows.map(([id, packet]) => ({ id, packet })));
   }
 

@@ -1,7 +1,7 @@
 // Wills of the connections a crash cut off. Aedes publishes a stored will only when the broker that
 // held the connection has been silent for four heartbeats (minutes); after a restart every stored
 // will belongs to a connection that is gone, so publish them at once, before clients reconnect.
-import type { Aedes } from 'aedes';
+import type { Aedes, PublishPacket } from 'aedes';
 import type { Logger } from '../lib/log.js';
 import type { SqlitePersistence, StoredPacket } from './persistence.js';
 
@@ -9,11 +9,13 @@ export async function publishOrphanedWills(broker: Aedes, persistence: SqlitePer
   const wills = (await persistence.streamWill({ [broker.id]: Date.now() }).toArray()) as StoredPacket[];
   for (const will of wills) {
     const clientId = String(will.clientId);
+    // The will as Aedes stored it (persistence.putWill): a PUBLISH with its owner's bookkeeping.
+    const packet = will as PublishPacket;
     await new Promise<void>((resolve) => {
-      // The ACL and durable ingest apply as to any publish.
-      broker.authorizePublish(null as never, will as never, (err) => {
+      // The ACL and durable ingest apply as to any publish; no client, as for Aedes's own wills.
+      broker.authorizePublish(null, packet, (err) => {
         if (err) return resolve();
-        broker.publish(will as never, () => resolve());
+        broker.publish(packet, () => resolve());
       });
     });
     await persistence.delWill({ id: clientId });

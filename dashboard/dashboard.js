@@ -2,8 +2,10 @@
 // Everything it shows comes from the public namespace (woodytoys/public/#, lib/topics.ts): retained
 // stats and stock levels, and each order's status under an anonymous reference. Nothing personal.
 import mqtt from './vendor/mqtt.esm.js';
+import uPlot from './vendor/uPlot.esm.js';
 
 const $ = (id) => document.getElementById(id);
+const SECONDS_SHOWN = 90; // the ERP chart's window
 const state = {
   erp: undefined,
   series: [], // { second, units, rejectedUnits }
@@ -91,7 +93,7 @@ function onErp(msg) {
     else state.series.push(point);
   }
   state.series.sort((a, b) => a.second - b.second);
-  state.series = state.series.slice(-90);
+  state.series = state.series.slice(-SECONDS_SHOWN);
   renderErp();
 }
 
@@ -110,40 +112,43 @@ function renderErp() {
   drawChart($('erp-chart'), state.series, e.capacity);
 }
 
-function drawChart(canvas, series, capacity) {
-  const ratio = window.devicePixelRatio || 1;
-  const width = canvas.clientWidth || canvas.width;
-  const height = canvas.clientHeight || canvas.height;
-  canvas.width = width * ratio;
-  canvas.height = height * ratio;
-  const g = canvas.getContext('2d');
-  g.scale(ratio, ratio);
-  g.clearRect(0, 0, width, height);
-  const pad = { l: 48, r: 8, t: 8, b: 20 };
-  const max = Math.max(capacity * 1.2, ...series.map((p) => p.units + p.rejectedUnits), 1);
-  const x = (i) => pad.l + (i / Math.max(1, 89)) * (width - pad.l - pad.r);
-  const y = (v) => height - pad.b - (v / max) * (height - pad.t - pad.b);
-  g.font = '11px system-ui';
-  g.fillStyle = '#8a7a6a';
-  for (const v of [0, capacity / 2, capacity]) g.fillText(String(Math.round(v)), 4, y(v) + 4);
-  const offset = 90 - series.length;
-  const barWidth = Math.max(2, (width - pad.l - pad.r) / 90 - 2);
-  series.forEach((p, i) => {
-    g.fillStyle = '#2f7d32';
-    g.fillRect(x(i + offset) - barWidth / 2, y(p.units), barWidth, y(0) - y(p.units));
-    if (p.rejectedUnits > 0) {
-      g.fillStyle = '#c62828';
-      g.fillRect(x(i + offset) - barWidth / 2, y(p.units + p.rejectedUnits), barWidth, y(0) - y(p.rejectedUnits));
-    }
-  });
-  g.strokeStyle = '#6d4c41';
-  g.setLineDash([6, 4]);
-  g.beginPath();
-  g.moveTo(pad.l, y(capacity));
-  g.lineTo(width - pad.r, y(capacity));
-  g.stroke();
-  canvas.dataset.points = String(series.length);
-  canvas.dataset.lastUnits = String(series.at(-1)?.units ?? 0);
+// The ERP chart: uPlot (vendored like mqtt.js's browser build, see package.json's prepare) draws
+// the axes, time labels, hover legend and high-DPI canvas; we give it one point per ERP second.
+// Rejected units are stacked on the accepted ones: that series carries their sum, drawn first.
+let chart;
+
+function chartOptions(width) {
+  const bars = uPlot.paths.bars({ size: [0.8, 12] });
+  const css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  return {
+    width,
+    height: 260,
+    legend: { show: true },
+    cursor: { drag: { x: false, y: false } },
+    scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(max, 1)] } },
+    axes: [{ stroke: css('--muted') }, { stroke: css('--muted'), label: 'RU/s' }],
+    series: [
+      {},
+      { label: 'rejected (429)', fill: css('--bad'), stroke: css('--bad'), paths: bars, points: { show: false } },
+      { label: 'accepted', fill: css('--ok'), stroke: css('--ok'), paths: bars, points: { show: false } },
+      { label: 'capacity', stroke: css('--cap'), dash: [6, 4], width: 1.5, points: { show: false } },
+    ],
+  };
+}
+
+function drawChart(container, series, capacity) {
+  const data = [
+    series.map((p) => p.second),
+    series.map((p) => p.units + p.rejectedUnits),
+    series.map((p) => p.units),
+    series.map(() => capacity),
+  ];
+  if (!chart) {
+    chart = new uPlot(chartOptions(container.clientWidth || 960), data, container);
+    new ResizeObserver(() => chart.setSize({ width: container.clientWidth, height: 260 })).observe(container);
+  } else chart.setData(data);
+  container.dataset.points = String(series.length);
+  container.dataset.lastUnits = String(series.at(-1)?.units ?? 0);
 }
 
 function renderOrders() {

@@ -1,15 +1,20 @@
 // Renders the repository's nginx.conf for local runs (npm start, tests, bench): substitutes the
 // known ${…} placeholders, exactly as the official nginx image's envsubst does in compose, and
 // writes a runnable config plus its runtime directory (pid, temp files, API keys) so nginx runs as
-// a normal user without touching /var.
+// a normal user without touching /var. The services' upstreams and API routes are generated from
+// the process declaration (lib/processes.ts) between nginx.conf's `@generated` markers: local runs
+// always use the declaration, compose uses the checked-in file, which test/processes.test.ts keeps
+// equal to it.
 //
 //   npm run gateway:render               writes $DATA_DIR/gateway/nginx.conf, prints the nginx command
 //   npm run -s gateway:render -- --env   prints every placeholder's value as KEY=value (for compose)
+//   npm run gateway:routes               rewrites nginx.conf's generated parts from the declaration
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { loadConfig, parseConfig, port, positiveInt } from '../lib/config.js';
+import { GATEWAY_PORT, PROCESS_LIST, httpPort, routedProcesses, upstreamName, upstreamVariable, type ProcessDeclaration } from '../lib/processes.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const TEMPLATE = join(ROOT, 'nginx.conf');
@@ -23,15 +28,16 @@ const upstream = (fallback: string) =>
     .default(fallback);
 const apiKey = /^[A-Za-z0-9._~+/=-]{8,256}$/;
 
+/** Each routed process's host:port (ORDERS_UPSTREAM, …), by default its declared port on loopback. */
+export const upstreamEnv = (processes: readonly ProcessDeclaration[]) =>
+  Object.fromEntries(routedProcesses(processes).map((p) => [upstreamVariable(p), upstream(`127.0.0.1:${httpPort(p).port}`)]));
+
 export const gatewayEnv = {
   DATA_DIR: z.string().min(1).default('./data'),
   /** Interface and port nginx listens on. */
   GATEWAY_HOST: nginxWord.default('127.0.0.1'),
-  GATEWAY_PORT: port(8080),
-  ORDERS_UPSTREAM: upstream('127.0.0.1:3002'),
-  CATALOG_UPSTREAM: upstream('127.0.0.1:3001'),
-  STOCK_UPSTREAM: upstream('127.0.0.1:3003'),
-  DEADLETTERS_UPSTREAM: upstream('127.0.0.1:3007'),
+  GATEWAY_PORT: port(GATEWAY_PORT),
+  ...upstreamEnv(PROCESS_LIST),
   MQTT_WS_UPSTREAM: upstream('127.0.0.1:8083'),
   GATEWAY_READ_RATE_PER_MIN: positiveInt(300),
   GATEWAY_READ_BURST: z.coerce.number().int().min(0).default(50),
@@ -78,10 +84,7 @@ export function placeholders(config: GatewayConfig): Record<string, string> {
   return {
     GATEWAY_HOST: config.GATEWAY_HOST,
     GATEWAY_PORT: String(config.GATEWAY_PORT),
-    ORDERS_UPSTREAM: config.ORDERS_UPSTREAM,
-    CATALOG_UPSTREAM: config.CATALOG_UPSTREAM,
-    STOCK_UPSTREAM: config.STOCK_UPSTREAM,
-    DEADLETTERS_UPSTREAM: config.DEADLETTERS_UPSTREAM,
+    ...Object.fromEntries(routedProcesses(PROCESS_LIST).map((p) => [upstreamVariable(p), String((config as Record<string, unknown>)[upstreamVariable(p)])])),
     MQTT_WS_UPSTREAM: config.MQTT_WS_UPSTREAM,
     GATEWAY_READ_RATE_PER_MIN: String(config.GATEWAY_READ_RATE_PER_MIN),
     GATEWAY_READ_BURST: String(config.GATEWAY_READ_BURST),
@@ -148,10 +151,38 @@ function writeGateway(config: GatewayConfig): RenderedGateway {
   const dir = values.GATEWAY_RUNTIME_DIR!;
   mkdirSync(dir, { recursive: true });
   const confFile = join(dir, 'nginx.conf');
-  writeFileSync(confFile, substitute(readFileSync(TEMPLATE, 'utf8'), values));
+  writeFileSync(confFile, substitute(withRoutes(readFileSync(TEMPLATE, 'utf8'), PROCESS_LIST), values));
   writeFileSync(join(dir, 'api-keys.map'), apiKeysMap(config.GATEWAY_API_KEYS));
   const host = config.GATEWAY_HOST === '0.0.0.0' ? '127.0.0.1' : config.GATEWAY_HOST;
   return { dir, confFile, url: `http://${host}:${config.GATEWAY_PORT}`, config, accessLog: values.GATEWAY_ACCESS_LOG!, args: nginxArgs(dir, confFile) };
+}
+
+const MARKER = (part: string) => new RegExp(`^([ \\t]*)# @generated ${part}:.*\\n[\\s\\S]*?^[ \\t]*# @end ${part}\\n`, 'm');
+
+/** nginx's upstream blocks and API locations for these processes (the `@generated` parts of nginx.conf). */
+export function renderRoutes(processes: readonly ProcessDeclaration[]): { upstreams: string[]; routes: string[] } {
+  const routed = routedProcesses(processes);
+  const upstreams = routed.flatMap((p) => [`upstream ${upstreamName(p)} {`, `    server \${${upstreamVariable(p)}};`, `    keepalive ${p.route.keepalive};`, '    keepalive_timeout 60s;', '}']);
+  const routes = routed.flatMap((p) =>
+    [`= ${p.route.prefix}`, `${p.route.prefix}/`].flatMap((match) => [`location ${match} {`, `    client_max_body_size ${p.route.bodyLimit};`, `    proxy_pass http://${upstreamName(p)};`, '}']),
+  );
+  return { upstreams, routes };
+}
+
+/** The template with its `@generated` parts rendered from these processes (indentation kept). */
+export function withRoutes(template: string, processes: readonly ProcessDeclaration[]): string {
+  const rendered = renderRoutes(processes);
+  let text = template;
+  for (const part of ['upstreams', 'routes'] as const) {
+    const marker = MARKER(part);
+    if (!marker.test(text)) throw new Error(`nginx.conf: no "# @generated ${part}: …" … "# @end ${part}" block`);
+    text = text.replace(marker, (_block, indent: string) =>
+      [`# @generated ${part}: from lib/processes.ts by \`npm run gateway:routes\`; edit the declaration, not these lines`, ...rendered[part], `# @end ${part}`]
+        .map((line) => (line ? `${indent}${line}` : line))
+        .join('\n') + '\n',
+    );
+  }
+  return text;
 }
 
 /** `-e stderr` keeps nginx (>= 1.19.5) from opening its compiled-in error log before reading ours. */
@@ -168,7 +199,10 @@ export const shellCommand = (nginx: string, gateway: RenderedGateway) => shellLi
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const config = loadConfig(gatewayEnv);
-  if (process.argv.includes('--env')) {
+  if (process.argv.includes('--routes')) {
+    writeFileSync(TEMPLATE, withRoutes(readFileSync(TEMPLATE, 'utf8'), PROCESS_LIST));
+    process.stdout.write(`${TEMPLATE}: routes of ${routedProcesses(PROCESS_LIST).map((p) => p.name).join(', ')}\n`);
+  } else if (process.argv.includes('--env')) {
     for (const [name, value] of Object.entries(placeholders(config))) process.stdout.write(`${name}=${value}\n`);
   } else {
     const gateway = writeGateway(config);

@@ -1,7 +1,9 @@
 // Admin routes authenticate with one shared API key (`ADMIN_API_KEY`), sent as `X-API-Key` or
 // `Authorization: Bearer`. Compared in constant time; with no key configured the routes are off.
 import { createHash, timingSafeEqual } from 'node:crypto';
+import type { RouteConfig } from '@hono/zod-openapi';
 import type { MiddlewareHandler } from 'hono';
+import { adminSecurity } from './api-docs.js';
 import { problem } from './http.js';
 import type { Logger } from './log.js';
 
@@ -21,4 +23,14 @@ export function requireAdminKey(key: string | undefined, log: Logger): Middlewar
     }
     await next();
   };
+}
+
+/**
+ * An admin route, declared at module level with `security: adminSecurity`, with the service's key
+ * check in front. Refuses (at start-up) a route whose document does not name the admin scheme, so
+ * the document and the check agree (test/admin-auth.test.ts checks the other way round).
+ */
+export function withAdminKey<R extends RouteConfig>(route: R, check: MiddlewareHandler): R & { middleware: MiddlewareHandler[] } {
+  if (route.security !== adminSecurity) throw new Error(`${route.method.toUpperCase()} ${route.path} takes the admin key but its document does not say so (security: adminSecurity)`);
+  return { ...route, middleware: [check] };
 }

@@ -59,7 +59,7 @@ export const nameOf = (type: string) =>
     .map((word, i) => (i === 0 ? word : word.charAt(0).toUpperCase() + word.slice(1)))
     .join('');
 
-/** Each event of lib/topics.ts once (an alias such as orderReadyForErp is the same event). */
+/** Each event of lib/topics.ts once, however many names export it. */
 export function catalogueEvents(): { id: string; def: EventDefinition }[] {
   const events = new Set((Object.values(catalogue) as unknown[]).filter(isEvent));
   return [...events].map((def) => ({ id: nameOf(def.type), def }));

@@ -1,8 +1,9 @@
 // SQLite through better-sqlite3: WAL, a busy timeout, and forward-only migrations tracked in
 // PRAGMA user_version. Each service owns one database file and is its only writer. Statements are
-// prepared once per SQL text: stores write `db.prepare(sql)` where it reads best, and the SQL is
-// parsed the first time only (a prepared statement is shared by everyone using the same text, so
-// nobody switches one to raw, pluck or expand mode: write distinct SQL for that).
+// prepared once per SQL text: each store prepares its statements in one `statements` block, typed
+// with their parameters and rows (`db.prepare<Params, Row>(sql)`), and SQL built per call is parsed
+// the first time only (a prepared statement is shared by everyone using the same text, so nobody
+// switches one to raw, pluck or expand mode: write distinct SQL for that).
 import type { Statement } from 'better-sqlite3';
 import Database from 'better-sqlite3';
 import { randomUUID } from 'node:crypto';

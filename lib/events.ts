@@ -1,5 +1,6 @@
-// The CloudEvents 1.0 JSON envelope every message on the broker uses, and the catalogue of events:
-// each event is defined once here (topic, type, data schema) and imported by producer and consumer.
+// The CloudEvents 1.0 JSON envelope every message on the broker uses, and what an event is: its
+// definition (topic, type, data schema; the catalogue of them is lib/topics.ts), creating one, and
+// decoding a payload against it (consumers do so through lib/mqtt.ts eventRoute).
 import { createHash, randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { carrierOf } from './tracing.js';

@@ -1,30 +1,42 @@
 // What every HTTP process shares: the app factory (request ids, metrics, health and readiness,
 // problem+json for every error), and serving it: keep-alive timeouts that outlast the gateway's,
 // a lingering close for bodies answered before they were read, and a bounded graceful close.
-import { OpenAPIHono } from '@hono/zod-openapi';
+import { OpenAPIHono, type z } from '@hono/zod-openapi';
 import { getRequestListener } from '@hono/node-server';
-import type { Context } from 'hono';
+import type { Context, TypedResponse } from 'hono';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { httpInstrumentationMiddleware } from '@hono/otel';
 import { HTTPException } from 'hono/http-exception';
 import { requestId, type RequestIdVariables } from 'hono/request-id';
 import type { AddressInfo, Socket } from 'node:net';
 import { createServer, type IncomingMessage } from 'node:http';
+import type { ProblemSchema } from './api-docs.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 
 export const PROBLEM_TYPE = 'application/problem+json';
 
-export interface Problem {
-  status: number;
-  title: string;
-  detail?: string;
-  [extra: string]: unknown;
+/** The body of a problem response, as the OpenAPI documents state it (lib/api-docs.ts). */
+export type Problem = z.infer<typeof ProblemSchema>;
+
+/** What a problem may carry besides its title and detail: the invalid fields or lines, the request id of a 500. */
+export interface ProblemExtra {
+  errors?: Problem['errors'];
+  requestId?: string;
 }
 
+/**
+ * A problem response typed for @hono/zod-openapi: a route that declares `status` with the problem
+ * schema (problemResponse in lib/api-docs.ts) may return it, one that does not fails to compile.
+ */
+export type TypedProblem<S extends ContentfulStatusCode> = Response & TypedResponse<Problem, S, 'json'>;
+
 /** An RFC 9457 problem response; the one error shape of every HTTP API here. */
-export function problem(status: number, title: string, detail?: string, extra: Record<string, unknown> = {}, headers: Record<string, string> = {}): Response {
+export function problem<S extends ContentfulStatusCode>(status: S, title: string, detail?: string, extra: ProblemExtra = {}, headers: Record<string, string> = {}): TypedProblem<S> {
   const body: Problem = { type: 'about:blank', title, status, ...(detail ? { detail } : {}), ...extra };
-  return new Response(JSON.stringify(body), { status, headers: { 'content-type': PROBLEM_TYPE, ...headers } });
+  // TypedResponse is a type only (hono's c.json returns the same Response under the same type); the
+  // body above is checked against the schema, so the type says what goes out.
+  return new Response(JSON.stringify(body), { status, headers: { 'content-type': PROBLEM_TYPE, ...headers } }) as TypedProblem<S>;
 }
 
 export type AppEnv = { Variables: RequestIdVariables };

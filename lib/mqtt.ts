@@ -1,6 +1,7 @@
 // The one way a process talks to the broker: connect with a stable client id, subscribe again on
-// every connect, publish events with QoS 1, and consume messages several at a time, acknowledging
-// each one only after its handler has made the effect durable (deferred-acks.ts says how, given that
+// every connect, publish events with QoS 1, and consume messages several at a time, each decoded
+// against its event's schema or dead-lettered with the reason (eventRoute), acknowledging each one
+// only after its handler has made the effect durable (deferred-acks.ts says how, given that
 // mqtt.js would acknowledge each message as soon as its handler returns, one at a time).
 //
 // A consuming connection stops reading while the consumer is full, so a handler that awaited a
@@ -15,7 +16,7 @@ import { deferAcks, type Delivery } from './deferred-acks.js';
 import { committed } from './group-commit.js';
 import type { Logger } from './log.js';
 import { coalesceWrites } from './wire.js';
-import { MAX_EVENT_BYTES, createEvent, topicMatches, type CloudEvent, type EventDefinition } from './events.js';
+import { MAX_EVENT_BYTES, createEvent, decodeEvent, topicMatches, type CloudEvent, type EventDefinition } from './events.js';
 import { DEAD_LETTER_PAYLOAD_BYTES, deadLetter, deadLetterTopic } from './topics.js';
 
 export type { MqttClient };
@@ -109,6 +110,28 @@ export interface ApplyRoute {
 }
 
 export type Route = HandleRoute | ApplyRoute;
+
+/** What a consumer does with one event, given it decoded: write it to its database, or act on it. */
+export type EventEffect<T> =
+  | { apply(event: CloudEvent<T>, topic: string): void }
+  | { handle(event: CloudEvent<T>, topic: string): Promise<void> };
+
+/**
+ * The one way to consume an event: a route on the event's topic that parses each payload against
+ * its CloudEvent envelope and data schema (lib/events.ts decodeEvent) and hands the typed event to
+ * the effect; a payload that does not decode fails to the dead letters with the reason.
+ */
+export function eventRoute<T extends z.ZodType>(def: EventDefinition<T>, effect: { apply(event: CloudEvent<z.infer<T>>, topic: string): void }): ApplyRoute;
+export function eventRoute<T extends z.ZodType>(def: EventDefinition<T>, effect: { handle(event: CloudEvent<z.infer<T>>, topic: string): Promise<void> }): HandleRoute;
+export function eventRoute<T extends z.ZodType>(def: EventDefinition<T>, effect: EventEffect<z.infer<T>>): Route {
+  const decode = (payload: Buffer) => {
+    const decoded = decodeEvent(def, payload);
+    if (!decoded.ok) throw new PermanentFailure(decoded.reason);
+    return decoded.event;
+  };
+  if ('apply' in effect) return { filter: def.topic, apply: (topic, payload) => effect.apply(decode(payload), topic) };
+  return { filter: def.topic, handle: async (topic, payload) => effect.handle(decode(payload), topic) };
+}
 
 /** Settings of every consuming process: how many messages it holds at once. */
 export const consumerEnv = {

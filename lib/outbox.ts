@@ -38,6 +38,14 @@ interface Row {
   retain: number;
 }
 
+/** The relay's statements, with the types of their parameters and rows (prepared once per relay). */
+const statements = (db: DB) => ({
+  pending: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL'),
+  next: db.prepare<[after: number, limit: number], Row>('SELECT id, topic, payload, retain FROM outbox WHERE sent_at IS NULL AND id > ? ORDER BY id LIMIT ?'),
+  markSent: db.prepare<[sentAt: number, id: number]>('UPDATE outbox SET sent_at = ? WHERE id = ?'),
+  prune: db.prepare<[before: number]>('DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?'),
+});
+
 export interface RelayOptions {
   db: DB;
   client: MqttClient;
@@ -59,6 +67,7 @@ export class OutboxRelay {
   private readonly window: number;
   private readonly pollMs: number;
   private readonly keepSentMs: number;
+  private readonly sql: ReturnType<typeof statements>;
   private readonly inFlight = new Set<number>();
   private readonly acked: number[] = [];
   private timer: NodeJS.Timeout | undefined;
@@ -78,6 +87,7 @@ export class OutboxRelay {
 
   constructor({ db, client, log, window = 256, pollMs = 250, keepSentMs = 60 * 60 * 1000, registry }: RelayOptions) {
     this.db = db;
+    this.sql = statements(db);
     this.client = client;
     this.log = log;
     this.window = window;
@@ -108,7 +118,7 @@ export class OutboxRelay {
 
   /** Rows not yet acknowledged by the broker. */
   pending(): number {
-    return (this.db.prepare('SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL').get() as { n: number }).n;
+    return this.sql.pending.get()!.n;
   }
 
   wake(): void {
@@ -140,7 +150,7 @@ export class OutboxRelay {
     const room = this.window - this.inFlight.size;
     if (room <= 0) return;
     // Only rows after the last one handed out: those before it are in flight or sent.
-    const rows = this.db.prepare('SELECT id, topic, payload, retain FROM outbox WHERE sent_at IS NULL AND id > ? ORDER BY id LIMIT ?').all(this.after, room) as Row[];
+    const rows = this.sql.next.all(this.after, room);
     for (const row of rows) {
       this.inFlight.add(row.id);
       this.after = row.id;
@@ -173,13 +183,13 @@ export class OutboxRelay {
     const ids = this.acked.splice(0);
     if (ids.length === 0 || !this.db.open) return;
     const now = Date.now();
-    const stmt = this.db.prepare('UPDATE outbox SET sent_at = ? WHERE id = ?');
+    const stmt = this.sql.markSent;
     this.db.transaction(() => ids.forEach((i) => stmt.run(now, i)))();
     for (const i of ids) this.inFlight.delete(i);
   }
 
   private prune(): void {
-    this.db.prepare('DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?').run(Date.now() - this.keepSentMs);
+    this.sql.prune.run(Date.now() - this.keepSentMs);
   }
 
   /** Stops publishing and waits (bounded) for publishes already sent to be acknowledged. */

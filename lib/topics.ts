@@ -66,12 +66,6 @@ export const stockRejected = defineEvent({
   example: { orderId: sampleOrderId, reason: 'out of stock: wooden-train (2 wanted, 1 available)' },
 });
 
-/**
- * The event that tells the order workers to record an order in the ERP: its stock reservation
- * (saga step 3), so the ERP only ever sees orders whose items are set aside.
- */
-export const orderReadyForErp = stockReserved;
-
 export const orderConfirmed = defineEvent({
   topic: `${TOPIC_ROOT}/orders/confirmed`,
   type: 'woodytoys.order.confirmed',

@@ -1,7 +1,7 @@
 // Every admin route refuses a missing or wrong key, whichever way it is sent. The routes come from
 // the services' own OpenAPI documents (each operation marked with the admin security scheme), so a
 // new admin route that forgot its middleware fails here. In-process apps, in-memory SQLite.
-// (test/catalog.test.ts and test/stock.test.ts check the right key works, route by route.)
+// (api/catalog/app.test.ts and api/stock/app.test.ts check the right key works, route by route.)
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createCatalogApp } from '../api/catalog/app.js';
@@ -12,6 +12,9 @@ import { createOrdersApp } from '../api/orders/app.js';
 import { OrderStore } from '../api/orders/store.js';
 import { createStockApp } from '../api/stock/app.js';
 import { StockStore } from '../api/stock/store.js';
+import { createRoute } from '@hono/zod-openapi';
+import { requireAdminKey, withAdminKey } from '../lib/admin-key.js';
+import { adminSecurity } from '../lib/api-docs.js';
 import { createLogger } from '../lib/log.js';
 import { createMetrics } from '../lib/metrics.js';
 
@@ -61,5 +64,16 @@ describe('admin routes refuse missing or wrong keys', () => {
   }
   it('found the admin routes (catalog: create, change; stock: set, adjust, import; orders: the list; every dead-letter route)', () => {
     assert.ok(adminRoutes >= 11, `${adminRoutes} admin operations`);
+  });
+});
+
+describe('withAdminKey', () => {
+  const check = requireAdminKey(KEY, createLogger('admin-guard', 'silent'));
+  const route = (security?: typeof adminSecurity) => createRoute({ method: 'post', path: '/api/things', ...(security ? { security } : {}), responses: { 204: { description: 'Done' } } });
+  it('puts the key check in front of a route whose document names the admin scheme', () => {
+    assert.deepEqual(withAdminKey(route(adminSecurity), check).middleware, [check]);
+  });
+  it('refuses, at start-up, an admin route whose document does not say so', () => {
+    assert.throws(() => withAdminKey(route(), check), /POST \/api\/things takes the admin key but its document does not say so/);
   });
 });

@@ -10,13 +10,13 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import mqtt from 'mqtt';
 import { Parser } from '@asyncapi/parser';
-import { devCredentials } from '../broker/credentials.js';
+import { devCredentials } from '../broker/dev-logins.js';
 import { asyncApiFor, type AsyncApiDocument } from '../lib/asyncapi.js';
 import { topicMatches } from '../lib/events.js';
-import { ROOT, eventually } from './support/process.js';
+import { ROOT, eventually } from '../harness/process.js';
 import { payloadValidator } from './support/payloads.js';
 import { requireProgram } from './support/programs.js';
-import { ADMIN_KEY, sampleOrder, startGatewayFor, startStack, type Stack } from './support/stack.js';
+import { ADMIN_KEY, sampleOrder, startGatewayFor, startStack, type Stack } from '../harness/stack.js';
 import type { RunningGateway } from '../gateway/nginx.js';
 
 const skip = requireProgram('nginx', 'nginx');

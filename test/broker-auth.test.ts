@@ -11,8 +11,8 @@ import { aclFile } from '../broker/mosquitto/run.js';
 import { stockSubscriptions } from '../api/stock/consumers.js';
 import { statsTopic } from '../lib/stats.js';
 import { PUBLIC_ROOT, orderConfirmed, orderCreated, orderFailed, orderStatus, productTopic, stockLevelTopic, stockMovement, stockRejected, stockReserved } from '../lib/topics.js';
-import { formatPasswordFile, hashPassword, parsePasswordFile, verifyPassword } from '../broker/password.js';
-import { startBroker } from './support/broker.js';
+import { formatPasswordFile, hashPassword, parsePasswordFile, verifyPassword } from '../broker/password-hash.js';
+import { startBroker } from '../harness/broker.js';
 import { requireProgram } from './support/programs.js';
 
 /** A client of `username` with one of its own client ids. */

@@ -8,8 +8,8 @@ import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { parseShareGauge } from '../workers/backlog.js';
-import { startBroker, type RunningBroker } from './support/broker.js';
-import { eventually } from './support/process.js';
+import { startBroker, type RunningBroker } from '../harness/broker.js';
+import { eventually } from '../harness/process.js';
 
 const SHARE = '$share/backlog/woodytoys/stock/backlog-test';
 const TOPIC = 'woodytoys/stock/backlog-test';

@@ -12,12 +12,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { Acl } from '../broker/acl.js';
-import { formatPasswordFile } from '../broker/password.js';
+import { formatPasswordFile } from '../broker/password-hash.js';
 import { PUBLIC_ROOT, orderConfirmed, productChanged, productTopic, stockReserved } from '../lib/topics.js';
 import { aclFile, startMosquitto } from '../broker/mosquitto/run.js';
 import { RawClient, connectHeader, connectPacket, publishPacket, subscribePacket } from './support/mqtt-raw.js';
-import { freePort } from './support/process.js';
-import { grantedQos, startBroker } from './support/broker.js';
+import { freePort } from '../harness/process.js';
+import { grantedQos, startBroker } from '../harness/broker.js';
 import { requireProgram } from './support/programs.js';
 import { sleep } from '../lib/shutdown.js';
 

@@ -9,11 +9,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import WebSocket from 'ws';
-import { formatPasswordFile } from '../broker/password.js';
+import { formatPasswordFile } from '../broker/password-hash.js';
 import { sleep } from '../lib/shutdown.js';
-import { startBroker, type RunningBroker } from './support/broker.js';
+import { startBroker, type RunningBroker } from '../harness/broker.js';
 import { RawClient, connectHeader, connectPacket } from './support/mqtt-raw.js';
-import { eventually } from './support/process.js';
+import { eventually } from '../harness/process.js';
 
 /** The largest remaining length MQTT can announce: 256 MiB less one byte. */
 const ANNOUNCED = 268_435_455;

@@ -14,8 +14,8 @@ import { openDatabase } from '../lib/db.js';
 import { createLogger } from '../lib/log.js';
 import { PermanentFailure, closeMqtt, connectMqtt, consume, subscribe, type MqttClient } from '../lib/mqtt.js';
 import { parseShareGauge } from '../workers/backlog.js';
-import { startBroker, type RunningBroker } from './support/broker.js';
-import { eventually } from './support/process.js';
+import { startBroker, type RunningBroker } from '../harness/broker.js';
+import { eventually } from '../harness/process.js';
 
 const log = createLogger('concurrency-test', 'silent');
 const dir = mkdtempSync(join(tmpdir(), 'consume-concurrency-'));

@@ -7,8 +7,8 @@ import assert from 'node:assert/strict';
 import mqtt from 'mqtt';
 import { createLogger } from '../lib/log.js';
 import { closeMqtt, connectMqtt, consume, subscribe, type MqttClient } from '../lib/mqtt.js';
-import { eventually } from './support/process.js';
-import { startBroker, type RunningBroker } from './support/broker.js';
+import { eventually } from '../harness/process.js';
+import { startBroker, type RunningBroker } from '../harness/broker.js';
 
 const log = createLogger('drain-test', 'silent');
 const FILTER = 'woodytoys/test/drain';

@@ -6,11 +6,11 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
-import { devCredentials } from '../broker/credentials.js';
+import { devCredentials } from '../broker/dev-logins.js';
 import type { RunningGateway } from '../gateway/nginx.js';
-import { ROOT } from './support/process.js';
+import { ROOT } from '../harness/process.js';
 import { findProgram, requireProgram } from './support/programs.js';
-import { postOrder, sampleOrder, startGatewayFor, startStack, type Stack } from './support/stack.js';
+import { postOrder, sampleOrder, startGatewayFor, startStack, type Stack } from '../harness/stack.js';
 
 const skip = requireProgram('nginx') || requireProgram('chromium');
 

@@ -6,11 +6,11 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import mqtt from 'mqtt';
 import type { DeadLetter } from '../api/deadletters/store.js';
-import { devCredentials } from '../broker/credentials.js';
+import { devCredentials } from '../broker/dev-logins.js';
 import { orderConfirmed } from '../lib/topics.js';
-import { eventually } from './support/process.js';
-import { grantedQos } from './support/broker.js';
-import { ADMIN_KEY, getJson, getStock, postOrder, sampleOrder, startStack, type Stack } from './support/stack.js';
+import { eventually } from '../harness/process.js';
+import { grantedQos } from '../harness/broker.js';
+import { ADMIN_KEY, getJson, getStock, postOrder, sampleOrder, startStack, type Stack } from '../harness/stack.js';
 
 type Letter = DeadLetter;
 interface Order {

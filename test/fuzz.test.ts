@@ -6,8 +6,8 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import mqtt from 'mqtt';
-import { eventually } from './support/process.js';
-import { startStack, type Stack } from './support/stack.js';
+import { eventually } from '../harness/process.js';
+import { startStack, type Stack } from '../harness/stack.js';
 import * as topics from '../lib/topics.js';
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 100);

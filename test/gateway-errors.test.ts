@@ -8,8 +8,8 @@ import { readFileSync, rmSync } from 'node:fs';
 import { startGateway, type RunningGateway } from '../gateway/nginx.js';
 import { TEMPLATE } from '../gateway/render.js';
 import { requireProgram } from './support/programs.js';
-import { freePort } from './support/process.js';
-import { gatewayDir } from './support/gateway.js';
+import { freePort } from '../harness/process.js';
+import { gatewayDir } from '../harness/gateway.js';
 import { Connection } from './support/raw-http.js';
 
 const skip = requireProgram('nginx', 'nginx');

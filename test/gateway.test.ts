@@ -1,5 +1,5 @@
 // The gateway, tested with real nginx running the repository's nginx.conf (rendered on free ports):
-//   - in front of the real services (test/support/stack.ts: broker, ERP, catalog, stock, orders,
+//   - in front of the real services (harness/stack.ts: broker, ERP, catalog, stock, orders,
 //     worker), for routing, limits, the /mqtt WebSocket and the hidden endpoints;
 //   - in front of recording stand-ins, to see exactly which path, query and headers each
 //     service receives.
@@ -15,15 +15,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import WebSocket from 'ws';
+import { parse } from 'yaml';
 import { checkConfig, startGateway, type RunningGateway } from '../gateway/nginx.js';
 import { TEMPLATE, gatewayEnv, placeholders, renderGateway, substitute } from '../gateway/render.js';
 import { parseConfig, type ConfigError } from '../lib/config.js';
 import { sleep } from '../lib/shutdown.js';
 import { requireProgram } from './support/programs.js';
-import { ROOT, eventually, freePort } from './support/process.js';
+import { ROOT, eventually, freePort } from '../harness/process.js';
 import { establishedPeers, tcpTableSkip } from './support/tcp-connections.js';
-import { gatewayDir } from './support/gateway.js';
-import { sampleOrder, startStack, type Stack } from './support/stack.js';
+import { gatewayDir } from '../harness/gateway.js';
+import { sampleOrder, startStack, type Stack } from '../harness/stack.js';
 
 const skip = requireProgram('nginx', 'nginx');
 // Other loopback source addresses than 127.0.0.1 work out of the box on Linux only.
@@ -91,14 +92,17 @@ describe('gateway configuration (no nginx needed)', () => {
   const template = readFileSync(TEMPLATE, 'utf8');
   const inTemplate = new Set([...template.matchAll(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g)].map((m) => m[1]));
 
-  test('the renderer and compose\u2019s env file give every placeholder of nginx.conf a value', () => {
+  test('the renderer, and compose\u2019s env file with the gateway\u2019s environment, give every placeholder of nginx.conf a value', () => {
     const rendered = placeholders(parseConfig(gatewayEnv, {}));
     assert.deepEqual(new Set(Object.keys(rendered)), inTemplate);
     const composeEnv = readFileSync(join(ROOT, 'gateway/compose.env'), 'utf8')
       .split('\n')
       .filter((l) => l && !l.startsWith('#'))
       .map((l) => l.slice(0, l.indexOf('=')));
-    assert.deepEqual(new Set(composeEnv), inTemplate);
+    const compose = parse(readFileSync(join(ROOT, 'compose.yaml'), 'utf8'), { merge: true }) as { services: { gateway: { environment: Record<string, string> } } };
+    // NGINX_ENVSUBST_OUTPUT_DIR is the image's own setting, not a placeholder.
+    const environment = Object.keys(compose.services.gateway.environment).filter((k) => k !== 'NGINX_ENVSUBST_OUTPUT_DIR');
+    assert.deepEqual(new Set([...composeEnv, ...environment]), inTemplate);
   });
 
   test('only the known ${NAME} placeholders are substituted; nginx\u2019s own $variables stay', () => {

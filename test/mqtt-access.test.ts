@@ -7,15 +7,15 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { Acl } from '../broker/acl.js';
-import { devCredentials, SERVICE_USERS, type ServiceUser } from '../broker/credentials.js';
+import { devCredentials, SERVICE_USERS, type ServiceUser } from '../broker/dev-logins.js';
 import { aclFile } from '../broker/mosquitto/run.js';
 import type { RunningGateway } from '../gateway/nginx.js';
 import { sleep } from '../lib/shutdown.js';
 import { PUBLIC_ROOT, orderCreated, orderStatus, publicOrderRef, stockReserved } from '../lib/topics.js';
-import { grantedQos } from './support/broker.js';
+import { grantedQos } from '../harness/broker.js';
 import { requireProgram } from './support/programs.js';
-import { eventually, type Proc } from './support/process.js';
-import { getJson, startGatewayFor, startStack, type Stack } from './support/stack.js';
+import { eventually, type Proc } from '../harness/process.js';
+import { getJson, startGatewayFor, startStack, type Stack } from '../harness/stack.js';
 
 interface Order {
   id: string;

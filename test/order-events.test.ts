@@ -5,10 +5,10 @@
 // orders service ends its streams when it shuts down.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { eventually } from './support/process.js';
+import { eventually } from '../harness/process.js';
 import { requireProgram } from './support/programs.js';
 import { dataOf, readSse, type SseReader } from './support/sse.js';
-import { sampleOrder, startGatewayFor, startStack, type Stack } from './support/stack.js';
+import { sampleOrder, startGatewayFor, startStack, type Stack } from '../harness/stack.js';
 import type { RunningGateway } from '../gateway/nginx.js';
 
 const skip = requireProgram('nginx', 'nginx');

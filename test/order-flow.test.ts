@@ -1,8 +1,8 @@
 // End to end on the embedded default: orders go HTTP → outbox → broker → worker → ERP → back.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { eventually } from './support/process.js';
-import { getJson, postOrder, sampleOrder, startStack, type Stack } from './support/stack.js';
+import { eventually } from '../harness/process.js';
+import { getJson, postOrder, sampleOrder, startStack, type Stack } from '../harness/stack.js';
 
 interface ErpStats {
   accepted: number;

@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { burnCpu, type CpuLoad } from './support/cpu-load.js';
 import { Connection } from './support/raw-http.js';
-import { ADMIN_KEY, startStack, type Stack } from './support/stack.js';
+import { ADMIN_KEY, startStack, type Stack } from '../harness/stack.js';
 
 const BODIES = 200;
 const SIZE = 2_400_000;

@@ -5,11 +5,11 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import mqtt from 'mqtt';
-import { devCredentials } from '../broker/credentials.js';
+import { devCredentials } from '../broker/dev-logins.js';
 import { stockLevelTopic } from '../lib/topics.js';
-import { eventually } from './support/process.js';
+import { eventually } from '../harness/process.js';
 import { requireProgram } from './support/programs.js';
-import { ADMIN_KEY, getJson, getStock, startStack, type BrokerKind, type Stack } from './support/stack.js';
+import { ADMIN_KEY, getJson, getStock, startStack, type BrokerKind, type Stack } from '../harness/stack.js';
 
 interface Order {
   id: string;

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT } from './support/process.js';
+import { ROOT } from '../harness/process.js';
 
 const git = spawnSync('git', ['ls-files', '-z'], { cwd: ROOT, encoding: 'utf8' });
 const files = git.status === 0 ? git.stdout.split('\0').filter(Boolean) : [];

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, startProcess } from './support/process.js';
+import { freePort, startProcess } from '../harness/process.js';
 
 describe('SIGTERM with nobody reading stdout', () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'woodytoys-shutdown-'));

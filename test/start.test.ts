@@ -11,13 +11,15 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { PROCESS_LIST, startPorts } from '../lib/processes.js';
 import { LOAD_TEST_KEY_FILE } from '../scripts/dev-keys.js';
-import { ROOT, eventually, freePort } from './support/process.js';
+import { ROOT, eventually, freePort } from '../harness/process.js';
 import { requireProgram } from './support/programs.js';
-import type { BrokerKind } from './support/stack.js';
+import type { BrokerKind } from '../harness/stack.js';
 
 const ORDERS = 20;
-const PORT_VARIABLES = ['GATEWAY_PORT', 'CATALOG_PORT', 'ORDERS_PORT', 'STOCK_PORT', 'ERP_PORT', 'WORKER_PORT', 'WORKER_PORT_NEXT', 'BROKER_HTTP_PORT', 'MQTT_PORT', 'MQTT_WS_PORT'];
+// Every port npm start opens (lib/processes.ts), so that nothing lands on a default one.
+const PORT_VARIABLES = ['GATEWAY_PORT', ...startPorts(PROCESS_LIST).map((d) => d.startVariable)];
 
 interface LoadSummary {
   apiKey: string | null;

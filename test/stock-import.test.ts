@@ -3,9 +3,9 @@
 // On our broker, and on Mosquitto (the design's alternative, with the repo's configuration).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { eventually } from './support/process.js';
+import { eventually } from '../harness/process.js';
 import { requireProgram } from './support/programs.js';
-import { ADMIN_KEY, getJson, getStock, startStack, type BrokerKind, type Stack } from './support/stack.js';
+import { ADMIN_KEY, getJson, getStock, startStack, type BrokerKind, type Stack } from '../harness/stack.js';
 
 interface Progress {
   id: string;

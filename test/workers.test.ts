@@ -5,8 +5,8 @@ import assert from 'node:assert/strict';
 import mqtt from 'mqtt';
 import { decodeEvent } from '../lib/events.js';
 import { deadLetter, deadLetterTopic, stockMovementProcessed } from '../lib/topics.js';
-import { eventually } from './support/process.js';
-import { connectPublisher, erpStats, movementMessages, publishAll, startWorkerSystem, type WorkerSystem } from './support/workers.js';
+import { eventually } from '../harness/process.js';
+import { connectPublisher, erpStats, movementMessages, publishAll, startWorkerSystem, type WorkerSystem } from '../harness/workers.js';
 
 describe('stock movements', () => {
   let system: WorkerSystem;

@@ -1,8 +1,10 @@
 // Talks to the throttled ERP over HTTP and sorts every answer into what the caller must do next.
 import { Pool } from 'undici';
+import type { ErpOperationKind } from '../lib/erp-operations.js';
+
 export interface ErpOperation {
   operationId: string;
-  kind: 'order' | 'stock-movement';
+  kind: ErpOperationKind;
   payload: Record<string, unknown>;
 }
 

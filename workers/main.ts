@@ -10,18 +10,18 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { Counter, Gauge } from 'prom-client';
 import { commonEnv, loadConfig, mqttEnv, port, positiveInt, url } from '../lib/config.js';
-import { createApp, serveApp } from '../lib/http.js';
+import { initialSpending, leaseDemand, observeSpending } from '../lib/leases/demand.js';
 import { LeaseKeeper } from '../lib/leases/keeper.js';
 import { RedisLeaseStore } from '../lib/leases/redis.js';
 import { SqliteLeaseStore } from '../lib/leases/sqlite.js';
 import type { LeaseStore } from '../lib/leases/store.js';
-import { createLogger } from '../lib/log.js';
-import { createMetrics } from '../lib/metrics.js';
-import { closeMqtt, connectMqtt, consume, consumerEnv, subscribe, type Consumption, type MqttClient, type Route } from '../lib/mqtt.js';
+import { createApp } from '../lib/http.js';
+import { consumerEnv, type MqttClient, type Route } from '../lib/mqtt.js';
 import { Pacer } from '../lib/pacing.js';
-import { StatsPublisher } from '../lib/stats.js';
-import { onShutdown } from '../lib/shutdown.js';
-import { orderReadyForErp, stockMovement } from '../lib/topics.js';
+import { Service } from '../lib/service.js';
+import { stockMovement, stockReserved } from '../lib/topics.js';
+import { PROCESSES } from '../lib/processes.js';
+import { ERP_OPERATION_COST_RU } from '../lib/erp-operations.js';
 import { BrokerBacklog } from './backlog.js';
 import { ErpClient, type ErpOperation } from './erp-client.js';
 import { SOURCE, orderWorkerRoutes } from './order-worker.js';
@@ -32,7 +32,7 @@ const config = loadConfig({
   ...commonEnv,
   ...mqttEnv,
   ...consumerEnv,
-  HTTP_PORT: port(3005),
+  HTTP_PORT: port(PROCESSES.worker.ports.HTTP_PORT.port),
   ERP_URL: url('http://127.0.0.1:3004'),
   ERP_TIMEOUT_MS: positiveInt(5000),
   WORKER_MAX_ATTEMPTS: positiveInt(8),
@@ -41,8 +41,8 @@ const config = loadConfig({
   /** `shared` joins the order-workers / stock-workers groups ($share/…) so several workers split the work. */
   WORKER_SUBSCRIPTION: z.enum(['shared', 'plain']).default('shared'),
   /** Request units an order / a stock movement costs at the ERP (the ERP's ERP_*_COST_RU). */
-  WORKER_ORDER_COST_RU: positiveInt(10),
-  WORKER_MOVEMENT_COST_RU: positiveInt(10),
+  WORKER_ORDER_COST_RU: positiveInt(ERP_OPERATION_COST_RU.order),
+  WORKER_MOVEMENT_COST_RU: positiveInt(ERP_OPERATION_COST_RU['stock-movement']),
   /** Capacity this process uses without a lease; leave it out of LEASE_CAPACITY_RU. */
   WORKER_RESERVED_RU: z.coerce.number().int().min(0).default(0),
   /** The broker's Prometheus endpoint: per-group backlog for lease demand; unset = local estimate. */
@@ -60,8 +60,8 @@ const config = loadConfig({
   /** Pacing slice: credit is released this often (the pattern suggests 100–200 ms). */
   PACING_SLICE_MS: z.coerce.number().int().min(10).max(1000).default(100),
 });
-const log = createLogger('worker', config.LOG_LEVEL);
-const metrics = createMetrics('worker');
+const service = new Service('worker', config, { clientId: config.WORKER_ID });
+const { log, metrics, clientId } = service;
 const registers = [metrics.registry];
 const erpCalls = new Counter({ name: 'worker_erp_calls_total', help: 'ERP calls by result and kind', labelNames: ['result', 'kind'] as const, registers });
 const retries = new Counter({ name: 'worker_erp_retries_total', help: 'ERP calls that were retries (after a 429 or an error)', labelNames: ['kind'] as const, registers });
@@ -69,7 +69,6 @@ const throttled = new Counter({ name: 'worker_erp_throttled_total', help: 'ERP a
 const messages = new Counter({ name: 'worker_messages_total', help: 'Messages handled by workflow and outcome (ok, deadletter, retry)', labelNames: ['workflow', 'outcome'] as const, registers });
 const deadLetters = new Counter({ name: 'worker_dead_letters_total', help: 'Messages sent to the dead letters', labelNames: ['workflow'] as const, registers });
 
-const clientId = config.MQTT_CLIENT_ID ?? config.WORKER_ID;
 const owner = `${clientId}:${process.pid}`;
 const costs: Record<ErpOperation['kind'], number> = { order: config.WORKER_ORDER_COST_RU, 'stock-movement': config.WORKER_MOVEMENT_COST_RU };
 
@@ -82,7 +81,7 @@ interface Workflow {
   tag: string;
 }
 const workflows: Workflow[] = [
-  { name: 'orders', kind: 'order', group: 'order-workers', topic: orderReadyForErp.topic, tag: 'o' },
+  { name: 'orders', kind: 'order', group: 'order-workers', topic: stockReserved.topic, tag: 'o' },
   { name: 'movements', kind: 'stock-movement', group: 'stock-workers', topic: stockMovement.topic, tag: 'm' },
 ];
 const filterOf = (wf: Workflow) => (config.WORKER_SUBSCRIPTION === 'shared' ? `$share/${wf.group}/${wf.topic}` : wf.topic);
@@ -99,11 +98,24 @@ const inProgress = new Map<ErpOperation['kind'], number>(workflows.map((wf) => [
 /** Messages waiting per workflow: the broker's count for the whole group, else what this process holds. */
 const backlogOf = (kind: ErpOperation['kind']) => backlog.get(kind) ?? pacer.waiting(kind) + (inProgress.get(kind) ?? 0);
 
-// Observed spending, smoothed over about a second: demand keeps what the process is really using.
-let spentRate = 0;
-let lastSpent = 0;
-let lastAt = Date.now();
-const HORIZON_S = 1;
+// Lease demand (lib/leases/demand.ts) is read on each keeper tick: the policy gets the backlogs,
+// the spending and the pacer's state, and its answer goes to the pacer (weights) and the keeper (RU/s).
+let spending = initialSpending(Date.now());
+const demand = (): number => {
+  spending = observeSpending(spending, pacer.spent, Date.now());
+  const { ru, weights } = leaseDemand({
+    workflows: workflows.map((wf) => ({ kind: wf.kind, messages: backlogOf(wf.kind), cost: costs[wf.kind] })),
+    groupBacklog: backlog.get('order') !== undefined,
+    members: keeper.members,
+    spendingRate: spending.rate,
+    waiting: pacer.waiting(),
+    capacity: pacer.capacity,
+    partitionCapacity: config.LEASE_CAPACITY_RU / config.LEASE_PARTITIONS,
+  });
+  pacer.setWeights(weights);
+  return ru;
+};
+// Leased capacity flows one way: lease store → keeper → pacer (setCapacity) → Bottleneck's reservoir.
 const keeper: LeaseKeeper = new LeaseKeeper({
   store,
   owner,
@@ -113,26 +125,7 @@ const keeper: LeaseKeeper = new LeaseKeeper({
   ttlMs: config.LEASE_TTL_MS,
   tickMs: config.LEASE_TICK_MS,
   log,
-  demand(): number {
-    const now = Date.now();
-    const dt = Math.max(1, now - lastAt) / 1000;
-    const instant = (pacer.spent - lastSpent) / dt;
-    spentRate += (instant - spentRate) * Math.min(1, dt);
-    [lastSpent, lastAt] = [pacer.spent, now];
-    const weights: Record<string, number> = {};
-    let backlogRu = 0;
-    for (const wf of workflows) {
-      const ru = backlogOf(wf.kind) * costs[wf.kind];
-      weights[wf.kind] = ru + costs[wf.kind];
-      backlogRu += ru;
-    }
-    // The split between workflows follows their backlogs (the same on every process).
-    pacer.setWeights(weights);
-    // The group backlog is shared by every member; this process drains its part within the horizon.
-    const share: number = backlog.get('order') === undefined ? backlogRu : backlogRu / keeper.members;
-    const starving = pacer.waiting() > 0 ? Math.max(pacer.capacity * 1.5, config.LEASE_CAPACITY_RU / config.LEASE_PARTITIONS) : 0;
-    return Math.max(share / HORIZON_S + spentRate * 1.2, starving);
-  },
+  demand,
   onChange(capacity, held) {
     pacer.setCapacity(capacity);
     log.debug({ capacity, partitions: held.map((h) => `${h.partition}@${h.epoch}`) }, 'capacity retuned');
@@ -155,9 +148,8 @@ new Gauge({
 });
 
 // --- MQTT -------------------------------------------------------------------------------------
-const credentials = { url: config.MQTT_URL, username: config.MQTT_USERNAME, password: config.MQTT_PASSWORD, log };
 // Outcomes and dead letters go out on their own connection (see lib/mqtt.ts on why).
-const publisher = connectMqtt({ ...credentials, clientId: `${clientId}-pub`, clean: true });
+const publisher = service.publisher();
 const erp = new ErpClient(config.ERP_URL, config.ERP_TIMEOUT_MS);
 const paced = pacedErp({
   erp,
@@ -188,40 +180,32 @@ pacer.start();
 backlog.start();
 
 const consumers: MqttClient[] = [];
-const consumptions: Consumption[] = [];
 const app = createApp({ log, metrics, ready: () => ({ consumers: consumers.length > 0 && consumers.every((c) => c.connected), publisher: publisher.connected }) });
-const http = await serveApp(app, config.HTTP_PORT, config.HTTP_HOST);
-log.info({ http: `http://${config.HTTP_HOST}:${http.port}`, workerId: config.WORKER_ID, subscription: config.WORKER_SUBSCRIPTION, leaseStore: store.kind }, 'worker listening');
+await service.serve(app, { workerId: config.WORKER_ID, subscription: config.WORKER_SUBSCRIPTION, leaseStore: store.kind });
 
 // One workflow at a time, each group joined before the next: whoever waits for this process's
 // first "subscribed" line then knows the order group exists and keeps what it is sent. (The client
 // ids end in 1: earlier versions held several connections per workflow, -o1 … -oN.)
 for (const wf of workflows) {
-  const client = connectMqtt({ ...credentials, clientId: `${clientId}-${wf.tag}1` });
-  consumptions.push(
-    consume(client, {
-      consumer: wf.group,
-      publisher,
-      source: SOURCE,
-      log,
-      routes: routes[wf.name],
-      concurrency: config.CONSUMER_CONCURRENCY,
-      registry: metrics.registry,
-      onOutcome: (outcome) => {
-        messages.inc({ workflow: wf.name, outcome });
-        if (outcome === 'deadletter') deadLetters.inc({ workflow: wf.name });
-      },
-    }),
-  );
-  const joined = new Promise<void>((resolve) => client.on('packetreceive', (packet) => packet.cmd === 'suback' && resolve()));
-  subscribe(client, [filterOf(wf)], log);
+  const { client, subscribed } = service.consume({
+    clientId: `${clientId}-${wf.tag}1`,
+    consumer: wf.group,
+    publisher,
+    source: SOURCE,
+    routes: routes[wf.name],
+    filters: [filterOf(wf)],
+    onOutcome: (outcome) => {
+      messages.inc({ workflow: wf.name, outcome });
+      if (outcome === 'deadletter') deadLetters.inc({ workflow: wf.name });
+    },
+  });
   consumers.push(client);
-  await joined;
+  await subscribed;
 }
 log.info({ connections: consumers.length }, 'worker consuming');
 
 // Leases, pace and backlog for displays and the dashboard: woodytoys/public/stats/workers/<id>, retained.
-const stats = new StatsPublisher(publisher, `workers/${config.WORKER_ID}`, () => ({
+service.publishStats(publisher, `workers/${config.WORKER_ID}`, () => ({
   workerId: config.WORKER_ID,
   leasedPartitions: keeper.held.length,
   partitions: config.LEASE_PARTITIONS,
@@ -230,17 +214,14 @@ const stats = new StatsPublisher(publisher, `workers/${config.WORKER_ID}`, () =>
   members: keeper.members,
   backlog: Object.fromEntries(workflows.map((wf) => [wf.name, backlogOf(wf.kind)])),
 }));
-stats.start();
 
-onShutdown(log, async () => {
-  stats.stop();
-  await http.close();
-  // Operations in progress finish and are acknowledged first; closing the sessions then hands
-  // what was not started back to the broker.
-  await Promise.all(consumptions.map((c) => c.drain()));
-  await Promise.all([...consumers.map((c) => closeMqtt(c)), closeMqtt(publisher), erp.close()]);
-  backlog.stop();
-  await pacer.stop();
-  await keeper.stop();
-  await store.close();
+// After the consumers drained and the MQTT sessions closed: nothing calls the ERP or spends capacity any more.
+service.stopOnSignal({
+  async last() {
+    await erp.close();
+    backlog.stop();
+    await pacer.stop();
+    await keeper.stop();
+    await store.close();
+  },
 });

@@ -1,12 +1,13 @@
-// The order worker's handler: record each created order in the ERP, then publish the outcome.
-// The outcome's event id is derived from the input event's, so a redelivered order produces the
-// very same outcome event and the orders service applies it once. Only the ERP's own refusal rejects
-// an order: attempts that ran out on transient failures park it (it stays pending, its stock held)
-// and its dead letter waits for an operator's replay, which brings the same event back.
-import { createEvent, decodeEvent, deriveId } from '../lib/events.js';
+// The order worker's handler: record each order whose stock is reserved (stockReserved, saga step 3a)
+// in the ERP, then publish the outcome. The outcome's event id is derived from the input event's, so a
+// redelivered reservation produces the very same outcome event and the orders service applies it once.
+// Only the ERP's own refusal rejects an order: attempts that ran out on transient failures park it (it
+// stays pending, its stock held) and its dead letter waits for an operator's replay, which brings the
+// same event back.
+import { createEvent, deriveId } from '../lib/events.js';
 import type { Logger } from '../lib/log.js';
-import { PermanentFailure, publishEvent, type MqttClient, type Route } from '../lib/mqtt.js';
-import { orderConfirmed, orderFailed, orderParked, orderReadyForErp } from '../lib/topics.js';
+import { PermanentFailure, eventRoute, publishEvent, type MqttClient, type Route } from '../lib/mqtt.js';
+import { orderConfirmed, orderFailed, orderParked, stockReserved } from '../lib/topics.js';
 import type { RecordInErp } from './paced-erp.js';
 
 export const SOURCE = '/woodytoys/workers';
@@ -21,12 +22,8 @@ export interface OrderWorkerOptions {
 
 export function orderWorkerRoutes({ publisher, record, log }: OrderWorkerOptions): Route[] {
   return [
-    {
-      filter: orderReadyForErp.topic,
-      async handle(_topic, payload) {
-        const decoded = decodeEvent(orderReadyForErp, payload);
-        if (!decoded.ok) throw new PermanentFailure(decoded.reason);
-        const { id, data } = decoded.event;
+    eventRoute(stockReserved, {
+      async handle({ id, data }) {
         const final = await record({ operationId: `order:${data.orderId}`, kind: 'order', payload: { orderId: data.orderId, customer: data.customer, items: data.items } });
         const subject = data.orderId;
         if (final.kind === 'recorded') {
@@ -45,6 +42,6 @@ export function orderWorkerRoutes({ publisher, record, log }: OrderWorkerOptions
         await publishEvent(publisher, orderFailed.topic, event);
         log.info({ orderId: data.orderId, reason: final.reason }, 'order refused by ERP');
       },
-    },
+    }),
   ];
 }

@@ -2,9 +2,9 @@
 // publish its outcome. Like the order worker, the outcome's event id is derived from the input
 // event's, so a redelivered movement produces the very same outcome event. As for orders, attempts
 // that ran out on transient failures park the movement (outcome `parked`), not fail it.
-import { createEvent, decodeEvent, deriveId } from '../lib/events.js';
+import { createEvent, deriveId } from '../lib/events.js';
 import type { Logger } from '../lib/log.js';
-import { PermanentFailure, publishEvent, type MqttClient, type Route } from '../lib/mqtt.js';
+import { PermanentFailure, eventRoute, publishEvent, type MqttClient, type Route } from '../lib/mqtt.js';
 import { stockMovement, stockMovementProcessed } from '../lib/topics.js';
 import { SOURCE } from './order-worker.js';
 import type { RecordInErp } from './paced-erp.js';
@@ -22,12 +22,8 @@ export const movementOperationId = (movementId: string) => `movement:${movementI
 
 export function stockWorkerRoutes({ publisher, record, log }: StockWorkerOptions): Route[] {
   return [
-    {
-      filter: stockMovement.topic,
-      async handle(_topic, payload) {
-        const decoded = decodeEvent(stockMovement, payload);
-        if (!decoded.ok) throw new PermanentFailure(decoded.reason);
-        const { id, data } = decoded.event;
+    eventRoute(stockMovement, {
+      async handle({ id, data }) {
         const final = await record({ operationId: movementOperationId(data.movementId), kind: 'stock-movement', payload: { ...data } });
         const base = { importId: data.importId, movementId: data.movementId };
         const subject = data.movementId;
@@ -45,6 +41,6 @@ export function stockWorkerRoutes({ publisher, record, log }: StockWorkerOptions
         if (final.kind === 'exhausted') throw new PermanentFailure(final.reason, final.attempts);
         log.info({ movementId: data.movementId, reason }, 'movement refused by ERP');
       },
-    },
+    }),
   ];
 }

@@ -1,7 +1,7 @@
 // The catalog HTTP API: anyone lists and reads products; admins (API key) create and change them.
 import { createRoute, z } from '@hono/zod-openapi';
 import { bodyLimit } from 'hono/body-limit';
-import { requireAdminKey } from '../../lib/admin-key.js';
+import { requireAdminKey, withAdminKey } from '../../lib/admin-key.js';
 import { adminResponses, adminSecurity, cursors, nextCursor, nonBlank, pageOf, pageQuery, problemResponse, queryInteger, registerAdminScheme } from '../../lib/api-docs.js';
 import { createApp, payloadTooLarge, problem, type Readiness } from '../../lib/http.js';
 import type { Logger } from '../../lib/log.js';
@@ -76,6 +76,38 @@ const getProduct = createRoute({
   },
 });
 
+const createProduct = createRoute({
+  method: 'post',
+  path: '/api/catalog/products',
+  summary: 'Add a product (admin)',
+  security: adminSecurity,
+  request: { body: { content: { 'application/json': { schema: NewProductSchema } }, required: true } },
+  responses: {
+    201: {
+      description: 'Created',
+      headers: z.object({ Location: z.string() }),
+      content: { 'application/json': { schema: ProductSchema } },
+    },
+    400: problemResponse('Invalid product'),
+    409: problemResponse('A product with this id exists'),
+    ...adminResponses,
+  },
+});
+
+const changeProduct = createRoute({
+  method: 'patch',
+  path: '/api/catalog/products/{id}',
+  summary: 'Change a product (admin); only the fields given change',
+  security: adminSecurity,
+  request: { params: idParam, body: { content: { 'application/json': { schema: ProductChangesSchema } }, required: true } },
+  responses: {
+    200: { description: 'The changed product', content: { 'application/json': { schema: ProductSchema } } },
+    400: problemResponse('Invalid change'),
+    404: problemResponse('No such product'),
+    ...adminResponses,
+  },
+});
+
 export function createCatalogApp({ store, log, metrics, ready, adminApiKey, onChange }: CatalogAppOptions) {
   const app = createApp({ log, metrics, ready });
   const admin = requireAdminKey(adminApiKey, log);
@@ -91,60 +123,24 @@ export function createCatalogApp({ store, log, metrics, ready, adminApiKey, onCh
 
   app.openapi(getProduct, (c) => {
     const product = store.get(c.req.valid('param').id);
-    if (!product) return problem(404, 'Not Found', 'no product with this id') as never;
+    if (!product) return problem(404, 'Not Found', 'no product with this id');
     return c.json(product, 200);
   });
 
-  app.openapi(
-    createRoute({
-      method: 'post',
-      path: '/api/catalog/products',
-      summary: 'Add a product (admin)',
-      security: adminSecurity,
-      middleware: [admin],
-      request: { body: { content: { 'application/json': { schema: NewProductSchema } }, required: true } },
-      responses: {
-        201: {
-          description: 'Created',
-          headers: z.object({ Location: z.string() }),
-          content: { 'application/json': { schema: ProductSchema } },
-        },
-        400: problemResponse('Invalid product'),
-        409: problemResponse('A product with this id exists'),
-        ...adminResponses,
-      },
-    }),
-    (c) => {
-      const product = store.create(c.req.valid('json'));
-      if (!product) return problem(409, 'Conflict', 'a product with this id already exists') as never;
-      onChange?.();
-      c.header('Location', `/api/catalog/products/${product.id}`);
-      return c.json(product, 201);
-    },
-  );
+  app.openapi(withAdminKey(createProduct, admin), (c) => {
+    const product = store.create(c.req.valid('json'));
+    if (!product) return problem(409, 'Conflict', 'a product with this id already exists');
+    onChange?.();
+    c.header('Location', `/api/catalog/products/${product.id}`);
+    return c.json(product, 201);
+  });
 
-  app.openapi(
-    createRoute({
-      method: 'patch',
-      path: '/api/catalog/products/{id}',
-      summary: 'Change a product (admin); only the fields given change',
-      security: adminSecurity,
-      middleware: [admin],
-      request: { params: idParam, body: { content: { 'application/json': { schema: ProductChangesSchema } }, required: true } },
-      responses: {
-        200: { description: 'The changed product', content: { 'application/json': { schema: ProductSchema } } },
-        400: problemResponse('Invalid change'),
-        404: problemResponse('No such product'),
-        ...adminResponses,
-      },
-    }),
-    (c) => {
-      const product = store.update(c.req.valid('param').id, c.req.valid('json'));
-      if (!product) return problem(404, 'Not Found', 'no product with this id') as never;
-      onChange?.();
-      return c.json(product, 200);
-    },
-  );
+  app.openapi(withAdminKey(changeProduct, admin), (c) => {
+    const product = store.update(c.req.valid('param').id, c.req.valid('json'));
+    if (!product) return problem(404, 'Not Found', 'no product with this id');
+    onChange?.();
+    return c.json(product, 200);
+  });
 
   return app;
 }

@@ -3,7 +3,7 @@ import { openDatabase, type DB } from '../../lib/db.js';
 import { createEvent } from '../../lib/events.js';
 import { enqueueEvent, outboxMigration } from '../../lib/outbox.js';
 import { productChanged, productTopic } from '../../lib/topics.js';
-import { seedProducts } from './seed.js';
+import { seedProducts } from '../../lib/seed-products.js';
 
 export const SOURCE = '/woodytoys/catalog';
 
@@ -75,11 +75,29 @@ const toProduct = (r: ProductRow): Product => ({
   updatedAt: r.updated_at,
 });
 
+/** Every statement of the catalog, with the shape of its parameters and rows: the one place they are typed. */
+const statements = (db: DB) => ({
+  one: db.prepare<[id: string], ProductRow>('SELECT * FROM products WHERE id = ?'),
+  all: db.prepare<[], ProductRow>('SELECT * FROM products ORDER BY id'),
+  /** A page: its conditions depend on the filters given (see list), their values come first, then the limit. */
+  page: (where: string) => db.prepare<(string | number)[], ProductRow>(`SELECT * FROM products ${where} ORDER BY id LIMIT ?`),
+  insert: db.prepare<[id: string, name: string, description: string, category: string, priceCents: number, currency: string, active: 0 | 1, createdAt: string, updatedAt: string]>(
+    'INSERT INTO products (id, name, description, category, price_cents, currency, active, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+  ),
+  update: db.prepare<[name: string, description: string, category: string, priceCents: number, currency: string, active: 0 | 1, updatedAt: string, id: string]>(
+    'UPDATE products SET name = ?, description = ?, category = ?, price_cents = ?, currency = ?, active = ?, updated_at = ? WHERE id = ?',
+  ),
+  /** Marks a first-start step done; changes nothing (0 changes) when it was done before. */
+  meta: db.prepare<[key: string, at: string]>('INSERT INTO catalog_meta (key, value) VALUES (?, ?) ON CONFLICT DO NOTHING'),
+});
+
 export class CatalogStore {
   readonly db: DB;
+  readonly #sql: ReturnType<typeof statements>;
 
   constructor(file: string, { seed = true } = {}) {
     this.db = openDatabase(file, { migrations });
+    this.#sql = statements(this.db);
     this.announceOnPublicTopics();
     if (seed) this.seed();
   }
@@ -91,16 +109,16 @@ export class CatalogStore {
    */
   private announceOnPublicTopics(): void {
     this.db.transaction(() => {
-      const first = this.db.prepare("INSERT INTO catalog_meta (key, value) VALUES ('public-topics', ?) ON CONFLICT DO NOTHING").run(new Date().toISOString());
+      const first = this.#sql.meta.run('public-topics', new Date().toISOString());
       if (first.changes === 0) return;
-      for (const row of this.db.prepare('SELECT * FROM products ORDER BY id').all() as ProductRow[]) this.announce(toProduct(row));
+      for (const row of this.#sql.all.all()) this.announce(toProduct(row));
     })();
   }
 
   /** Loads the catalogue once, the first time the service starts on an empty database. */
   private seed(): void {
     this.db.transaction(() => {
-      const done = this.db.prepare("INSERT INTO catalog_meta (key, value) VALUES ('seeded', ?) ON CONFLICT DO NOTHING").run(new Date().toISOString());
+      const done = this.#sql.meta.run('seeded', new Date().toISOString());
       if (done.changes === 0) return;
       for (const p of seedProducts) {
         if (!this.get(p.id)) this.insert(p);
@@ -118,16 +136,14 @@ export class CatalogStore {
       const current = this.get(id);
       if (!current) return undefined;
       const next: Product = { ...current, ...stripUndefined(changes), updatedAt: new Date().toISOString() };
-      this.db
-        .prepare('UPDATE products SET name = ?, description = ?, category = ?, price_cents = ?, currency = ?, active = ?, updated_at = ? WHERE id = ?')
-        .run(next.name, next.description, next.category, next.priceCents, next.currency, next.active ? 1 : 0, next.updatedAt, id);
+      this.#sql.update.run(next.name, next.description, next.category, next.priceCents, next.currency, next.active ? 1 : 0, next.updatedAt, id);
       this.announce(next);
       return next;
     })();
   }
 
   get(id: string): Product | undefined {
-    const row = this.db.prepare('SELECT * FROM products WHERE id = ?').get(id) as ProductRow | undefined;
+    const row = this.#sql.one.get(id);
     return row && toProduct(row);
   }
 
@@ -148,19 +164,14 @@ export class CatalogStore {
       const like = `%${word.replace(/[\\%_]/g, (m) => `\\${m}`)}%`;
       add("(lower(name) LIKE ? ESCAPE '\\' OR lower(description) LIKE ? ESCAPE '\\')", like, like);
     }
-    const sql = `SELECT * FROM products ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT ?`;
-    const rows = this.db.prepare(sql).all(...args, limit + 1) as ProductRow[];
+    const rows = this.#sql.page(where.length ? `WHERE ${where.join(' AND ')}` : '').all(...args, limit + 1);
     return { items: rows.slice(0, limit).map(toProduct), more: rows.length > limit };
   }
 
   private insert(input: NewProduct): Product {
     const now = new Date().toISOString();
     const product: Product = { currency: 'EUR', active: true, ...stripUndefined(input), createdAt: now, updatedAt: now };
-    this.db
-      .prepare(
-        'INSERT INTO products (id, name, description, category, price_cents, currency, active, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
-      )
-      .run(product.id, product.name, product.description, product.category, product.priceCents, product.currency, product.active ? 1 : 0, now, now);
+    this.#sql.insert.run(product.id, product.name, product.description, product.category, product.priceCents, product.currency, product.active ? 1 : 0, now, now);
     this.announce(product);
     return product;
   }

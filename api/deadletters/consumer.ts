@@ -1,9 +1,8 @@
 // What the dead-letter service consumes, in its shared group `deadletters`: every dead letter of
 // every consumer. Storing one is a write to its own database, so the messages in hand commit
 // together and each is acknowledged only after that commit; the dead letter's id keeps it once.
-import { decodeEvent } from '../../lib/events.js';
 import type { Logger } from '../../lib/log.js';
-import { PermanentFailure, type Route } from '../../lib/mqtt.js';
+import { PermanentFailure, eventRoute, type Route } from '../../lib/mqtt.js';
 import { deadLetter, deadLetterConsumer } from '../../lib/topics.js';
 import type { DeadLetterStore } from './store.js';
 
@@ -21,18 +20,14 @@ export interface DeadLetterConsumerOptions {
 
 export function deadLetterRoutes({ store, log, onStored }: DeadLetterConsumerOptions): Route[] {
   return [
-    {
-      filter: deadLetter.topic,
-      apply(topic, payload) {
-        const decoded = decodeEvent(deadLetter, payload);
-        if (!decoded.ok) throw new PermanentFailure(decoded.reason);
-        const { id, source, time, data } = decoded.event;
+    eventRoute(deadLetter, {
+      apply({ id, source, time, data }, topic) {
         // A consumer speaks for itself only: its topic names it.
         if (data.consumer !== deadLetterConsumer(topic)) throw new PermanentFailure(`a dead letter of ${data.consumer} published on ${topic}`);
         if (!store.store(id, source, time, data)) return;
         onStored?.(data.consumer);
         log.info({ id, consumer: data.consumer, topic: data.topic, reason: data.reason }, 'dead letter stored');
       },
-    },
+    }),
   ];
 }

@@ -5,13 +5,9 @@ import { z } from 'zod';
 import { commonEnv, loadConfig, mqttEnv, port } from '../../lib/config.js';
 import { dataFile } from '../../lib/db.js';
 import { answerAfterCommit, groupCommit } from '../../lib/group-commit.js';
-import { serveApp } from '../../lib/http.js';
-import { createLogger } from '../../lib/log.js';
-import { createMetrics } from '../../lib/metrics.js';
-import { closeMqtt, connectMqtt, consume, consumerEnv, subscribe } from '../../lib/mqtt.js';
-import { OutboxRelay } from '../../lib/outbox.js';
-import { onShutdown } from '../../lib/shutdown.js';
-import { StatsPublisher } from '../../lib/stats.js';
+import { consumerEnv } from '../../lib/mqtt.js';
+import { Service } from '../../lib/service.js';
+import { PROCESSES } from '../../lib/processes.js';
 import { createDeadLetterApp } from './app.js';
 import { GROUP, deadLetterRoutes, deadLetterSubscription } from './consumer.js';
 import { DeadLetterStore, SOURCE } from './store.js';
@@ -20,11 +16,11 @@ const config = loadConfig({
   ...commonEnv,
   ...mqttEnv,
   ...consumerEnv,
-  HTTP_PORT: port(3007),
+  HTTP_PORT: port(PROCESSES.deadletters.ports.HTTP_PORT.port),
   ADMIN_API_KEY: z.string().min(16, 'use at least 16 characters').optional(),
 });
-const log = createLogger('deadletters', config.LOG_LEVEL);
-const metrics = createMetrics('deadletters');
+const service = new Service('deadletters', config);
+const { log, metrics } = service;
 const store = new DeadLetterStore(dataFile(config.DATA_DIR, 'deadletters'));
 groupCommit(store.db);
 
@@ -45,27 +41,19 @@ new Gauge({
   },
 });
 
-const clientId = config.MQTT_CLIENT_ID ?? 'deadletters';
-const credentials = { url: config.MQTT_URL, username: config.MQTT_USERNAME, password: config.MQTT_PASSWORD, log };
 // One connection publishes (replays, its own dead letters, figures); the other consumes in a persistent session.
-const publisher = connectMqtt({ ...credentials, clientId: `${clientId}-pub`, clean: true });
-const consumer = connectMqtt({ ...credentials, clientId });
-const relay = new OutboxRelay({ db: store.db, client: publisher, log, registry: metrics.registry });
-const consumption = consume(consumer, {
+const publisher = service.publisher();
+const relay = service.outbox(store.db, publisher);
+service.consume({
   consumer: GROUP,
   publisher,
   source: SOURCE,
-  log,
   routes: deadLetterRoutes({ store, log, onStored: (c) => stored.inc({ consumer: c }) }),
-  concurrency: config.CONSUMER_CONCURRENCY,
   db: store.db,
-  registry: metrics.registry,
+  filters: [deadLetterSubscription],
 });
-subscribe(consumer, [deadLetterSubscription], log);
-relay.start();
 // Dead letters per consumer for the dashboard (woodytoys/public/stats/deadletters): counts only.
-const stats = new StatsPublisher(publisher, 'deadletters', () => ({ byConsumer: store.countByConsumer() }));
-stats.start();
+service.publishStats(publisher, 'deadletters', () => ({ byConsumer: store.countByConsumer() }));
 
 const app = createDeadLetterApp({
   store,
@@ -78,14 +66,6 @@ const app = createDeadLetterApp({
     if (letters.length) relay.wake();
   },
 });
-const http = await serveApp(answerAfterCommit(app, store.db), config.HTTP_PORT, config.HTTP_HOST);
-log.info({ http: `http://${config.HTTP_HOST}:${http.port}` }, 'deadletters listening');
+await service.serve(answerAfterCommit(app, store.db));
 
-onShutdown(log, async () => {
-  stats.stop();
-  await http.close();
-  await consumption.drain();
-  await relay.stop();
-  await Promise.all([closeMqtt(consumer), closeMqtt(publisher)]);
-  store.close();
-});
+service.stopOnSignal({ last: () => store.close() });

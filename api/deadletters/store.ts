@@ -49,7 +49,7 @@ export interface DeadLetter {
   replayedAt: string | null;
 }
 
-interface Row {
+interface DeadLetterRow {
   seq: number;
   id: string;
   consumer: string;
@@ -66,7 +66,7 @@ interface Row {
   replayed_at: string | null;
 }
 
-const toDeadLetter = (r: Row): DeadLetter => ({
+const toDeadLetter = (r: DeadLetterRow): DeadLetter => ({
   id: r.id,
   consumer: r.consumer,
   topic: r.topic,
@@ -119,33 +119,50 @@ const where = ({ consumer, reason }: Filter) => {
   return { sql: clauses.map((c) => ` AND ${c}`).join(''), params };
 };
 
+/** Every statement on dead letters, with the shape of its parameters and rows: the one place they are typed. */
+const statements = (db: DB) => ({
+  one: db.prepare<[id: string], DeadLetterRow>('SELECT * FROM dead_letters WHERE id = ?'),
+  /** Newest first; the filter's conditions (see `where`) between the position and the limit. */
+  page: (filter: string) => db.prepare<(string | number)[], DeadLetterRow>(`SELECT * FROM dead_letters WHERE seq < ?${filter} ORDER BY seq DESC LIMIT ?`),
+  /** Waiting and replayable, oldest first; the filter's values, then the limit. */
+  waiting: (filter: string) => db.prepare<(string | number)[], DeadLetterRow>(`SELECT * FROM dead_letters WHERE replayed_at IS NULL AND replayable = 1${filter} ORDER BY seq LIMIT ?`),
+  countByConsumer: db.prepare<[], { consumer: string; waiting: number; replayed: number }>(
+    'SELECT consumer, count(*) - count(replayed_at) AS waiting, count(replayed_at) AS replayed FROM dead_letters GROUP BY consumer',
+  ),
+  insert: db.prepare<
+    [id: string, consumer: string, topic: string, reason: string, attempts: number | null, eventId: string | null, payload: string, payloadBytes: number, replayable: 0 | 1, source: string, deadAt: string, storedAt: string]
+  >(
+    `INSERT INTO dead_letters (id, consumer, topic, reason, attempts, event_id, payload, payload_bytes, replayable, source, dead_at, stored_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+  ),
+  markReplayed: db.prepare<[replayedAt: string, seq: number]>('UPDATE dead_letters SET replayed_at = ? WHERE seq = ?'),
+  remove: db.prepare<[id: string]>('DELETE FROM dead_letters WHERE id = ?'),
+});
+
 export class DeadLetterStore {
   readonly db: DB;
+  readonly #sql: ReturnType<typeof statements>;
 
   constructor(file: string) {
     this.db = openDatabase(file, { migrations });
+    this.#sql = statements(this.db);
   }
 
   /** Keeps a dead letter once, whatever how often it is delivered: true when it is new. */
   store(id: string, source: string, time: string, data: DeadLetterData): boolean {
-    const stored = this.db
-      .prepare(
-        `INSERT INTO dead_letters (id, consumer, topic, reason, attempts, event_id, payload, payload_bytes, replayable, source, dead_at, stored_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
-      )
-      .run(id, data.consumer, data.topic, data.reason, data.attempts ?? null, data.eventId ?? null, data.payload, data.payloadBytes, isReplayable(data) ? 1 : 0, source, time, new Date().toISOString());
+    const stored = this.#sql.insert.run(id, data.consumer, data.topic, data.reason, data.attempts ?? null, data.eventId ?? null, data.payload, data.payloadBytes, isReplayable(data) ? 1 : 0, source, time, new Date().toISOString());
     return stored.changes === 1;
   }
 
   get(id: string): DeadLetter | undefined {
-    const row = this.db.prepare('SELECT * FROM dead_letters WHERE id = ?').get(id) as Row | undefined;
+    const row = this.#sql.one.get(id);
     return row && toDeadLetter(row);
   }
 
   /** Newest first; `before` is the position of the last dead letter of the previous page. */
   list(filter: Filter, { before, limit }: { before?: number | undefined; limit: number }): { items: DeadLetter[]; more: boolean; last?: number } {
     const w = where(filter);
-    const rows = this.db.prepare(`SELECT * FROM dead_letters WHERE seq < ?${w.sql} ORDER BY seq DESC LIMIT ?`).all(before ?? Number.MAX_SAFE_INTEGER, ...w.params, limit + 1) as Row[];
+    const rows = this.#sql.page(w.sql).all(before ?? Number.MAX_SAFE_INTEGER, ...w.params, limit + 1);
     const page = rows.slice(0, limit);
     return { items: page.map(toDeadLetter), more: rows.length > limit, ...(page.length ? { last: page.at(-1)!.seq } : {}) };
   }
@@ -156,7 +173,7 @@ export class DeadLetterStore {
    */
   replay(id: string): ReplayResult {
     return this.db.transaction((): ReplayResult => {
-      const row = this.db.prepare('SELECT * FROM dead_letters WHERE id = ?').get(id) as Row | undefined;
+      const row = this.#sql.one.get(id);
       if (!row) return { kind: 'unknown' };
       if (row.replayed_at !== null) return { kind: 'already-replayed', letter: toDeadLetter(row) };
       if (row.replayable !== 1) return { kind: 'not-replayable', letter: toDeadLetter(row) };
@@ -168,26 +185,25 @@ export class DeadLetterStore {
   replayMany(filter: Filter, limit: number): { letters: DeadLetter[]; more: boolean } {
     return this.db.transaction(() => {
       const w = where(filter);
-      const rows = this.db.prepare(`SELECT * FROM dead_letters WHERE replayed_at IS NULL AND replayable = 1${w.sql} ORDER BY seq LIMIT ?`).all(...w.params, limit + 1) as Row[];
+      const rows = this.#sql.waiting(w.sql).all(...w.params, limit + 1);
       return { letters: rows.slice(0, limit).map((r) => this.markReplayed(r)), more: rows.length > limit };
     })();
   }
 
   remove(id: string): boolean {
-    return this.db.prepare('DELETE FROM dead_letters WHERE id = ?').run(id).changes === 1;
+    return this.#sql.remove.run(id).changes === 1;
   }
 
   /** Dead letters per consumer: waiting (not replayed yet) and replayed. */
   countByConsumer(): Record<string, { waiting: number; replayed: number }> {
     const counts: Record<string, { waiting: number; replayed: number }> = {};
-    const rows = this.db.prepare('SELECT consumer, count(*) - count(replayed_at) AS waiting, count(replayed_at) AS replayed FROM dead_letters GROUP BY consumer').all() as { consumer: string; waiting: number; replayed: number }[];
-    for (const r of rows) counts[r.consumer] = { waiting: r.waiting, replayed: r.replayed };
+    for (const r of this.#sql.countByConsumer.all()) counts[r.consumer] = { waiting: r.waiting, replayed: r.replayed };
     return counts;
   }
 
-  private markReplayed(row: Row): DeadLetter {
+  private markReplayed(row: DeadLetterRow): DeadLetter {
     const now = new Date().toISOString();
-    this.db.prepare('UPDATE dead_letters SET replayed_at = ? WHERE seq = ?').run(now, row.seq);
+    this.#sql.markReplayed.run(now, row.seq);
     enqueueEvent(this.db, row.topic, JSON.parse(row.payload) as CloudEvent);
     return toDeadLetter({ ...row, replayed_at: now });
   }

@@ -1,7 +1,7 @@
 // The orders HTTP API: accept an order at once (202) and let the saga finish it asynchronously.
 import { createRoute, z } from '@hono/zod-openapi';
 import { bodyLimit } from 'hono/body-limit';
-import { requireAdminKey } from '../../lib/admin-key.js';
+import { requireAdminKey, withAdminKey } from '../../lib/admin-key.js';
 import { adminResponses, adminSecurity, cursors, formatPatterns, nextCursor, nonBlank, pageOf, pageQuery, problemResponse, registerAdminScheme, uuidParam } from '../../lib/api-docs.js';
 import { createApp, payloadTooLarge, problem, type Readiness } from '../../lib/http.js';
 import type { Logger } from '../../lib/log.js';
@@ -90,12 +90,11 @@ const createOrder = createRoute({
 
 // The list shows every customer's name and e-mail: it is the back office's (admin key). A customer
 // follows an order through its id, which only its Location gave out (a capability).
-const listOrders = (admin: ReturnType<typeof requireAdminKey>) => createRoute({
+const listOrders = createRoute({
   method: 'get',
   path: '/api/orders',
   summary: 'Orders, newest first, one page at a time (admin)',
   security: adminSecurity,
-  middleware: [admin],
   request: {
     query: z.object({ ...pageQuery(cursors.position), status: statusSchema.optional().openapi({ param: { name: 'status', in: 'query' } }) }),
   },
@@ -122,6 +121,7 @@ export const orderLocation = (o: Pick<Order, 'id'>) => `/api/orders/${o.id}`;
 
 export function createOrdersApp({ store, log, metrics, ready, onOrderCreated, maxBodyBytes = 16 * 1024, streams = new OrderStreams(store), asyncApi, adminApiKey }: OrdersAppOptions) {
   const app = createApp({ log, metrics, ready });
+  const admin = requireAdminKey(adminApiKey, log);
   registerAdminScheme(app);
   app.use('/api/orders', bodyLimit({ maxSize: maxBodyBytes, onError: payloadTooLarge(maxBodyBytes) }));
 
@@ -131,7 +131,7 @@ export function createOrdersApp({ store, log, metrics, ready, onOrderCreated, ma
   app.openapi(createOrder, (c) => {
     const result = store.create(c.req.valid('json'), c.req.valid('header')['idempotency-key']);
     if (result.kind === 'key-reused') {
-      return problem(422, 'Idempotency-Key reused', 'this Idempotency-Key was first used with a different body') as never;
+      return problem(422, 'Idempotency-Key reused', 'this Idempotency-Key was first used with a different body');
     }
     if (result.kind === 'created') onOrderCreated?.();
     else c.header('Idempotent-Replayed', 'true');
@@ -139,7 +139,7 @@ export function createOrdersApp({ store, log, metrics, ready, onOrderCreated, ma
     return c.json(result.order, 202);
   });
 
-  app.openapi(listOrders(requireAdminKey(adminApiKey, log)), (c) => {
+  app.openapi(withAdminKey(listOrders, admin), (c) => {
     const { limit, cursor, status } = c.req.valid('query');
     const page = store.list({ status, before: cursor, limit });
     return c.json({ items: page.items, nextCursor: nextCursor(page.more, page.last) }, 200);
@@ -147,7 +147,7 @@ export function createOrdersApp({ store, log, metrics, ready, onOrderCreated, ma
 
   app.openapi(getOrder, (c) => {
     const order = store.get(c.req.valid('param').id);
-    if (!order) return problem(404, 'Not Found', 'no order with this id') as never;
+    if (!order) return problem(404, 'Not Found', 'no order with this id');
     return c.json(order, 200);
   });
 

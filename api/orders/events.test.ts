@@ -5,7 +5,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createLogger } from '../../lib/log.js';
 import { createMetrics } from '../../lib/metrics.js';
-import { eventually } from '../../test/support/process.js';
+import { eventually } from '../../harness/process.js';
 import { dataOf, readSse } from '../../test/support/sse.js';
 import { createOrdersApp } from './app.js';
 import { OrderStreams, type OrderStreamsOptions } from './events.js';

@@ -159,18 +159,18 @@ export function registerEventRoutes(app: OpenAPIHono<AppEnv>, { store, streams, 
   app.openapi(orderEvents, (c) => {
     const { id } = c.req.valid('param');
     const order = store.get(id);
-    if (!order) return problem(404, 'Not Found', 'no order with this id') as never;
+    if (!order) return problem(404, 'Not Found', 'no order with this id');
     const after = Number(c.req.valid('header')['last-event-id'] ?? 0);
-    if (after > order.history.length) return problem(422, 'Unknown Last-Event-ID', `Last-Event-ID ${after}: this order has ${order.history.length} steps`) as never;
-    if (after === order.history.length && order.status !== 'pending') return c.body(null, 204) as never;
+    if (after > order.history.length) return problem(422, 'Unknown Last-Event-ID', `Last-Event-ID ${after}: this order has ${order.history.length} steps`);
+    if (after === order.history.length && order.status !== 'pending') return c.body(null, 204);
     // HEAD runs this GET handler and drops the body: a stream nobody reads would hold its place.
-    if (c.req.method === 'HEAD') return c.body(null, 200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' }) as never;
+    if (c.req.method === 'HEAD') return c.body(null, 200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
     if (streams.full) {
-      return problem(503, 'Service Unavailable', 'too many open event streams; retry later', {}, { 'retry-after': '5' }) as never;
+      return problem(503, 'Service Unavailable', 'too many open event streams; retry later', {}, { 'retry-after': '5' });
     }
     // nginx passes the stream on as it comes (the gateway also sets proxy_buffering off).
     c.header('X-Accel-Buffering', 'no');
-    return streamSSE(c, (stream) => streams.follow(stream, id, after)) as never;
+    return streamSSE(c, (stream) => streams.follow(stream, id, after));
   });
   if (asyncApi !== undefined) app.get('/asyncapi.json', (c) => c.json(asyncApi as object));
 }

@@ -9,14 +9,10 @@ import { asyncApiFor, DEFAULT_ACL_FILE } from '../../lib/asyncapi.js';
 import { commonEnv, loadConfig, mqttEnv, port, positiveInt } from '../../lib/config.js';
 import { dataFile } from '../../lib/db.js';
 import { answerAfterCommit, groupCommit } from '../../lib/group-commit.js';
-import { serveApp } from '../../lib/http.js';
-import { createLogger } from '../../lib/log.js';
-import { createMetrics } from '../../lib/metrics.js';
-import { closeMqtt, connectMqtt, consume, consumerEnv, subscribe } from '../../lib/mqtt.js';
-import { OutboxRelay } from '../../lib/outbox.js';
-import { onShutdown } from '../../lib/shutdown.js';
-import { StatsPublisher } from '../../lib/stats.js';
+import { consumerEnv } from '../../lib/mqtt.js';
+import { Service } from '../../lib/service.js';
 import { orderConfirmed, orderFailed, orderParked, stockRejected } from '../../lib/topics.js';
+import { PROCESSES } from '../../lib/processes.js';
 import { createOrdersApp } from './app.js';
 import { OrderStreams } from './events.js';
 import { outcomeRoutes } from './outcomes.js';
@@ -26,7 +22,7 @@ const config = loadConfig({
   ...commonEnv,
   ...mqttEnv,
   ...consumerEnv,
-  HTTP_PORT: port(3002),
+  HTTP_PORT: port(PROCESSES.orders.ports.HTTP_PORT.port),
   ORDERS_MAX_BODY_BYTES: positiveInt(16 * 1024),
   ORDERS_EVENT_STREAMS_MAX: positiveInt(1000),
   ADMIN_API_KEY: z.string().min(16, 'use at least 16 characters').optional(),
@@ -35,33 +31,25 @@ const config = loadConfig({
   /** The ACL the broker enforces, read for the AsyncAPI document (same variable and default as the broker). */
   BROKER_ACL_FILE: z.string().min(1).default(DEFAULT_ACL_FILE),
 });
-const log = createLogger('orders', config.LOG_LEVEL);
-const metrics = createMetrics('orders');
+const service = new Service('orders', config);
+const { log, metrics } = service;
 const store = new OrderStore(dataFile(config.DATA_DIR, 'orders'));
 // The orders accepted in one turn commit together; each 202 waits for that commit.
 groupCommit(store.db);
 
-const clientId = config.MQTT_CLIENT_ID ?? 'orders';
-const credentials = { url: config.MQTT_URL, username: config.MQTT_USERNAME, password: config.MQTT_PASSWORD, log };
 // One connection publishes (outbox relay, dead letters); the other consumes outcomes in a persistent session.
-const publisher = connectMqtt({ ...credentials, clientId: `${clientId}-pub`, clean: true });
-const consumer = connectMqtt({ ...credentials, clientId });
-const relay = new OutboxRelay({ db: store.db, client: publisher, log, registry: metrics.registry });
-const consumption = consume(consumer, {
+const publisher = service.publisher();
+const relay = service.outbox(store.db, publisher);
+service.consume({
   consumer: 'orders',
   publisher,
   source: SOURCE,
-  log,
   routes: outcomeRoutes(store, log),
-  concurrency: config.CONSUMER_CONCURRENCY,
   db: store.db,
-  registry: metrics.registry,
+  filters: [orderConfirmed.topic, orderFailed.topic, stockRejected.topic, orderParked.topic],
 });
-subscribe(consumer, [orderConfirmed.topic, orderFailed.topic, stockRejected.topic, orderParked.topic], log);
-relay.start();
 // Order counts by status for displays and the dashboard (woodytoys/public/stats/orders, retained).
-const stats = new StatsPublisher(publisher, 'orders', () => ({ counts: store.countByStatus(), parked: store.countParked(), outboxPending: relay.pending() }));
-stats.start();
+service.publishStats(publisher, 'orders', () => ({ counts: store.countByStatus(), parked: store.countParked(), outboxPending: relay.pending() }));
 
 const streams = new OrderStreams(store, { max: config.ORDERS_EVENT_STREAMS_MAX, heartbeatMs: config.ORDERS_EVENT_HEARTBEAT_MS });
 new Gauge({
@@ -102,16 +90,10 @@ const app = createOrdersApp({
   asyncApi: asyncApiFor(config.BROKER_ACL_FILE),
   adminApiKey: config.ADMIN_API_KEY,
 });
-const http = await serveApp(answerAfterCommit(app, store.db), config.HTTP_PORT, config.HTTP_HOST);
-log.info({ http: `http://${config.HTTP_HOST}:${http.port}` }, 'orders listening');
+await service.serve(answerAfterCommit(app, store.db));
 
-onShutdown(log, async () => {
-  stats.stop();
+service.stopOnSignal({
   // Open event streams would hold the HTTP server's close: end them first.
-  await streams.close();
-  await http.close();
-  await consumption.drain();
-  await relay.stop();
-  await Promise.all([closeMqtt(consumer), closeMqtt(publisher)]);
-  store.close();
+  first: () => streams.close(),
+  last: () => store.close(),
 });

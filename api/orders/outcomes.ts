@@ -1,45 +1,38 @@
 // Consumes the saga's outcome events (ERP confirmed or failed, stock rejected, parked) and moves each order
 // to its final status: writes to the orders database only, so the messages in hand commit together.
 import type { z } from 'zod';
-import { decodeEvent, type EventDefinition } from '../../lib/events.js';
-import { PermanentFailure, type Route } from '../../lib/mqtt.js';
+import type { EventDefinition } from '../../lib/events.js';
+import { PermanentFailure, eventRoute, type Route } from '../../lib/mqtt.js';
 import { orderConfirmed, orderFailed, orderParked, stockRejected } from '../../lib/topics.js';
 import type { Logger } from '../../lib/log.js';
 import type { OrderStore } from './store.js';
 
 export function outcomeRoutes(store: OrderStore, log: Logger): Route[] {
-  /** One outcome event: decode it, then apply it once (its id is remembered with the change). */
+  /** One outcome event, applied once (its id is remembered with the change). */
   const route = <T extends { orderId: string }>(
     def: EventDefinition<z.ZodType<T>>,
     status: 'confirmed' | 'rejected',
     detail: (data: T) => { reason?: string; erpReference?: string },
-  ): Route => ({
-    filter: def.topic,
-    apply(_topic, payload) {
-      const decoded = decodeEvent(def, payload);
-      if (!decoded.ok) throw new PermanentFailure(decoded.reason);
-      const { id, data } = decoded.event;
-      const result = store.applyOutcome(id, data.orderId, status, detail(data));
-      if (result === 'unknown-order') throw new PermanentFailure(`unknown order ${data.orderId}`);
-      log.debug({ orderId: data.orderId, result }, 'outcome applied');
-    },
-  });
+  ): Route =>
+    eventRoute(def, {
+      apply({ id, data }) {
+        const result = store.applyOutcome(id, data.orderId, status, detail(data));
+        if (result === 'unknown-order') throw new PermanentFailure(`unknown order ${data.orderId}`);
+        log.debug({ orderId: data.orderId, result }, 'outcome applied');
+      },
+    });
   return [
     route(orderConfirmed, 'confirmed', (d) => ({ erpReference: d.erpReference })),
     route(orderFailed, 'rejected', (d) => ({ reason: d.reason })),
     // Saga step 3b: no stock for it, so the order never reaches the ERP.
     route(stockRejected, 'rejected', (d) => ({ reason: d.reason })),
     // Transient is not final: the order stays pending, and says why in its history.
-    {
-      filter: orderParked.topic,
-      apply(_topic, payload) {
-        const decoded = decodeEvent(orderParked, payload);
-        if (!decoded.ok) throw new PermanentFailure(decoded.reason);
-        const { id, data } = decoded.event;
+    eventRoute(orderParked, {
+      apply({ id, data }) {
         const result = store.applyParked(id, data.orderId, data.reason);
         if (result === 'unknown-order') throw new PermanentFailure(`unknown order ${data.orderId}`);
         log.info({ orderId: data.orderId, result, reason: data.reason }, 'order parked');
       },
-    },
+    }),
   ];
 }

@@ -86,13 +86,48 @@ export interface HistoryEntry {
   detail: string | null;
 }
 
+type Position = { pos: number; id: string };
+
+/** Every statement on orders, with the shape of its parameters and rows: the one place they are typed. */
+const statements = (db: DB) => ({
+  one: db.prepare<[id: string], OrderRow>('SELECT * FROM orders WHERE id = ?'),
+  history: db.prepare<[orderId: string], Order['history'][number]>('SELECT status, at, detail FROM order_history WHERE order_id = ? ORDER BY seq'),
+  historySince: db.prepare<[orderId: string, afterSeq: number], HistoryEntry>('SELECT seq, status, at, detail FROM order_history WHERE order_id = ? AND seq > ? ORDER BY seq'),
+  /** Newest first, by position (rowid). */
+  page: {
+    any: db.prepare<[before: number, limit: number], Position>('SELECT rowid AS pos, id FROM orders WHERE rowid < ? ORDER BY rowid DESC LIMIT ?'),
+    withStatus: db.prepare<[before: number, status: Status, limit: number], Position>('SELECT rowid AS pos, id FROM orders WHERE rowid < ? AND status = ? ORDER BY rowid DESC LIMIT ?'),
+  },
+  status: db.prepare<[id: string], Pick<OrderRow, 'status'>>('SELECT status FROM orders WHERE id = ?'),
+  items: db.prepare<[id: string], Pick<OrderRow, 'items'>>('SELECT items FROM orders WHERE id = ?'),
+  countParked: db.prepare<[], { n: number }>("SELECT count(*) AS n FROM orders WHERE parked_at IS NOT NULL AND status = 'pending'"),
+  countByStatus: db.prepare<[], { status: Status; n: number }>('SELECT status, count(*) AS n FROM orders GROUP BY status'),
+  idempotencyKey: db.prepare<[key: string], { body_hash: string; order_id: string }>('SELECT body_hash, order_id FROM idempotency_keys WHERE key = ?'),
+  insert: db.prepare<[id: string, status: Status, customer: string, items: string, createdAt: string, updatedAt: string]>(
+    'INSERT INTO orders (id, status, customer, items, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)',
+  ),
+  insertIdempotencyKey: db.prepare<[key: string, bodyHash: string, orderId: string, createdAt: string]>(
+    'INSERT INTO idempotency_keys (key, body_hash, order_id, created_at) VALUES (?, ?, ?, ?)',
+  ),
+  insertHistory: db.prepare<[orderId: string, sameOrderId: string, status: Step, at: string, detail: string | null]>(
+    'INSERT INTO order_history (order_id, seq, status, at, detail) VALUES (?, (SELECT coalesce(max(seq), 0) + 1 FROM order_history WHERE order_id = ?), ?, ?, ?)',
+  ),
+  finish: db.prepare<[status: Status, reason: string | null, erpReference: string | null, updatedAt: string, id: string]>(
+    'UPDATE orders SET status = ?, reason = ?, erp_reference = ?, updated_at = ?, parked_at = NULL WHERE id = ?',
+  ),
+  park: db.prepare<[parkedAt: string, updatedAt: string, id: string]>('UPDATE orders SET parked_at = ?, updated_at = ? WHERE id = ?'),
+  processed: db.prepare<[eventId: string, processedAt: string]>('INSERT INTO processed_events (id, processed_at) VALUES (?, ?) ON CONFLICT DO NOTHING'),
+});
+
 export class OrderStore {
   readonly db: DB;
   /** Told after each committed change of status, for the orders' event streams. */
   readonly changes = new OrderChanges();
+  readonly #sql: ReturnType<typeof statements>;
 
   constructor(file: string) {
     this.db = openDatabase(file, { migrations });
+    this.#sql = statements(this.db);
   }
 
   /**
@@ -107,17 +142,13 @@ export class OrderStore {
     const bodyHash = idempotencyKey === undefined ? '' : createHash('sha256').update(canonicalJson(input)).digest('hex');
     const result = this.db.transaction((): CreateResult | undefined => {
       if (idempotencyKey !== undefined) {
-        const seen = this.db.prepare('SELECT body_hash, order_id FROM idempotency_keys WHERE key = ?').get(idempotencyKey) as
-          | { body_hash: string; order_id: string }
-          | undefined;
+        const seen = this.#sql.idempotencyKey.get(idempotencyKey);
         if (seen) return seen.body_hash === bodyHash ? { kind: 'replayed', order: this.get(seen.order_id)! } : { kind: 'key-reused' };
       }
-      this.db
-        .prepare('INSERT INTO orders (id, status, customer, items, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)')
-        .run(id, 'pending', JSON.stringify(input.customer), JSON.stringify(input.items), now, now);
+      this.#sql.insert.run(id, 'pending', JSON.stringify(input.customer), JSON.stringify(input.items), now, now);
       this.addHistory(id, 'pending', now, null);
       if (idempotencyKey !== undefined) {
-        this.db.prepare('INSERT INTO idempotency_keys (key, body_hash, order_id, created_at) VALUES (?, ?, ?, ?)').run(idempotencyKey, bodyHash, id, now);
+        this.#sql.insertIdempotencyKey.run(idempotencyKey, bodyHash, id, now);
       }
       const event = createEvent(orderCreated, { orderId: id, ...input }, { source: SOURCE, subject: id });
       enqueueEvent(this.db, orderCreated.topic, event);
@@ -133,19 +164,16 @@ export class OrderStore {
 
   /** Newest first; `before` is the position (rowid) of the last order of the previous page. */
   list({ status, before, limit }: { status?: Status | undefined; before?: number | undefined; limit: number }): { items: Order[]; more: boolean; last?: number } {
-    const rows = this.db
-      .prepare(`SELECT rowid AS pos, id FROM orders WHERE rowid < ? ${status ? 'AND status = ?' : ''} ORDER BY rowid DESC LIMIT ?`)
-      .all(...[before ?? Number.MAX_SAFE_INTEGER, ...(status ? [status] : []), limit + 1]) as { pos: number; id: string }[];
+    const from = before ?? Number.MAX_SAFE_INTEGER;
+    const rows = status ? this.#sql.page.withStatus.all(from, status, limit + 1) : this.#sql.page.any.all(from, limit + 1);
     const page = rows.slice(0, limit);
     return { items: page.map((r) => this.get(r.id)!), more: rows.length > limit, ...(page.length ? { last: page.at(-1)!.pos } : {}) };
   }
 
   get(id: string): Order | undefined {
-    const row = this.db.prepare('SELECT * FROM orders WHERE id = ?').get(id) as OrderRow | undefined;
+    const row = this.#sql.one.get(id);
     if (!row) return undefined;
-    const history = this.db
-      .prepare('SELECT status, at, detail FROM order_history WHERE order_id = ? ORDER BY seq')
-      .all(id) as Order['history'];
+    const history = this.#sql.history.all(id);
     return {
       id: row.id,
       status: row.status,
@@ -168,11 +196,9 @@ export class OrderStore {
       const now = new Date().toISOString();
       const refused = this.takePending(eventId, orderId, now);
       if (refused) return refused;
-      this.db
-        .prepare('UPDATE orders SET status = ?, reason = ?, erp_reference = ?, updated_at = ?, parked_at = NULL WHERE id = ?')
-        .run(status, detail.reason ?? null, detail.erpReference ?? null, now, orderId);
+      this.#sql.finish.run(status, detail.reason ?? null, detail.erpReference ?? null, now, orderId);
       this.addHistory(orderId, status, now, detail.reason ?? detail.erpReference ?? null);
-      const { items } = this.db.prepare('SELECT items FROM orders WHERE id = ?').get(orderId) as { items: string };
+      const { items } = this.#sql.items.get(orderId)!;
       this.announceStatus(orderId, status, JSON.parse(items) as NewOrder['items']);
       return 'applied';
     })();
@@ -190,7 +216,7 @@ export class OrderStore {
       const now = new Date().toISOString();
       const refused = this.takePending(eventId, orderId, now);
       if (refused) return refused;
-      this.db.prepare('UPDATE orders SET parked_at = ?, updated_at = ? WHERE id = ?').run(now, now, orderId);
+      this.#sql.park.run(now, now, orderId);
       this.addHistory(orderId, 'parked', now, reason);
       return 'applied';
     })();
@@ -203,26 +229,26 @@ export class OrderStore {
    * nothing (seen before, no such order, already final), or undefined when the order is pending.
    */
   private takePending(eventId: string, orderId: string, now: string): Exclude<OutcomeResult, 'applied'> | undefined {
-    const fresh = this.db.prepare('INSERT INTO processed_events (id, processed_at) VALUES (?, ?) ON CONFLICT DO NOTHING').run(eventId, now);
+    const fresh = this.#sql.processed.run(eventId, now);
     if (fresh.changes === 0) return 'duplicate';
-    const row = this.db.prepare('SELECT status FROM orders WHERE id = ?').get(orderId) as { status: Status } | undefined;
+    const row = this.#sql.status.get(orderId);
     if (!row) return 'unknown-order';
     return row.status === 'pending' ? undefined : 'already-final';
   }
 
   /** Pending orders that are parked now. */
   countParked(): number {
-    return (this.db.prepare("SELECT count(*) AS n FROM orders WHERE parked_at IS NOT NULL AND status = 'pending'").get() as { n: number }).n;
+    return this.#sql.countParked.get()!.n;
   }
 
   /** The order's history after step `afterSeq`, oldest first (all of it from 0). */
   historySince(orderId: string, afterSeq: number): HistoryEntry[] {
-    return this.db.prepare('SELECT seq, status, at, detail FROM order_history WHERE order_id = ? AND seq > ? ORDER BY seq').all(orderId, afterSeq) as HistoryEntry[];
+    return this.#sql.historySince.all(orderId, afterSeq);
   }
 
   countByStatus(): Record<Status, number> {
     const counts: Record<Status, number> = { pending: 0, confirmed: 0, rejected: 0 };
-    for (const r of this.db.prepare('SELECT status, count(*) AS n FROM orders GROUP BY status').all() as { status: Status; n: number }[]) {
+    for (const r of this.#sql.countByStatus.all()) {
       counts[r.status] = r.n;
     }
     return counts;
@@ -235,11 +261,7 @@ export class OrderStore {
   }
 
   private addHistory(orderId: string, status: Step, at: string, detail: string | null): void {
-    this.db
-      .prepare(
-        'INSERT INTO order_history (order_id, seq, status, at, detail) VALUES (?, (SELECT coalesce(max(seq), 0) + 1 FROM order_history WHERE order_id = ?), ?, ?, ?)',
-      )
-      .run(orderId, orderId, status, at, detail);
+    this.#sql.insertHistory.run(orderId, orderId, status, at, detail);
   }
 
   close(): void {

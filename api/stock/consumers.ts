@@ -2,9 +2,9 @@
 // order's end (sell or release), the workers' results for imported movements, and new products.
 // Every effect is a write to the stock database, so the messages in hand commit together.
 import type { z } from 'zod';
-import { decodeEvent, type EventDefinition } from '../../lib/events.js';
+import type { EventDefinition } from '../../lib/events.js';
 import type { Logger } from '../../lib/log.js';
-import { PermanentFailure, type Route } from '../../lib/mqtt.js';
+import { PermanentFailure, eventRoute, type Route } from '../../lib/mqtt.js';
 import { orderConfirmed, orderCreated, orderFailed, productChanged, stockMovementProcessed } from '../../lib/topics.js';
 import type { StockStore } from './store.js';
 
@@ -21,13 +21,14 @@ export interface StockConsumerOptions {
 }
 
 export function stockRoutes({ store, log, onChange }: StockConsumerOptions): Route[] {
-  const route = <D extends EventDefinition>(def: D, effect: (data: z.infer<D['data']>) => void): Route => ({
-    filter: def.topic,
-    apply(_topic, payload) {
-      effect(decode(def, payload));
-      onChange?.();
-    },
-  });
+  /** One event, decoded, then its effect; each may have put events in the outbox. */
+  const route = <T extends z.ZodType>(def: EventDefinition<T>, effect: (data: z.infer<T>) => void): Route =>
+    eventRoute(def, {
+      apply({ data }) {
+        effect(data);
+        onChange?.();
+      },
+    });
   return [
     route(orderCreated, (order) => {
       const r = store.reserve(order);
@@ -46,10 +47,4 @@ export function stockRoutes({ store, log, onChange }: StockConsumerOptions): Rou
     }),
     route(productChanged, ({ productId }) => store.ensureProduct(productId)),
   ];
-}
-
-function decode<D extends EventDefinition>(def: D, payload: Buffer) {
-  const decoded = decodeEvent(def, payload);
-  if (!decoded.ok) throw new PermanentFailure(decoded.reason);
-  return decoded.event.data as z.infer<D['data']>;
 }

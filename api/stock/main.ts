@@ -5,12 +5,9 @@ import { z } from 'zod';
 import { bool, commonEnv, loadConfig, mqttEnv, port, positiveInt } from '../../lib/config.js';
 import { dataFile } from '../../lib/db.js';
 import { answerAfterCommit, groupCommit } from '../../lib/group-commit.js';
-import { serveApp } from '../../lib/http.js';
-import { createLogger } from '../../lib/log.js';
-import { createMetrics } from '../../lib/metrics.js';
-import { closeMqtt, connectMqtt, consume, consumerEnv, subscribe } from '../../lib/mqtt.js';
-import { OutboxRelay } from '../../lib/outbox.js';
-import { onShutdown } from '../../lib/shutdown.js';
+import { consumerEnv } from '../../lib/mqtt.js';
+import { Service } from '../../lib/service.js';
+import { PROCESSES } from '../../lib/processes.js';
 import { createStockApp } from './app.js';
 import { GROUP, stockRoutes, stockSubscriptions } from './consumers.js';
 import { SOURCE, StockStore } from './store.js';
@@ -19,7 +16,7 @@ const config = loadConfig({
   ...commonEnv,
   ...mqttEnv,
   ...consumerEnv,
-  HTTP_PORT: port(3003),
+  HTTP_PORT: port(PROCESSES.stock.ports.HTTP_PORT.port),
   ADMIN_API_KEY: z.string().min(16, 'use at least 16 characters').optional(),
   STOCK_SEED: bool(true),
   STOCK_IMPORT_MAX_BYTES: positiveInt(32 * 1024 * 1024),
@@ -27,30 +24,23 @@ const config = loadConfig({
   /** Publishes awaiting their PUBACK at once: a 20,000-movement import goes out faster with more. */
   STOCK_OUTBOX_WINDOW: positiveInt(256),
 });
-const log = createLogger('stock', config.LOG_LEVEL);
-const metrics = createMetrics('stock');
+const service = new Service('stock', config);
+const { log, metrics } = service;
 const store = new StockStore(dataFile(config.DATA_DIR, 'stock'), { seed: config.STOCK_SEED });
 // What one turn changes (reservations of the messages in hand, imports, admin writes) commits together.
 groupCommit(store.db);
 
-const clientId = config.MQTT_CLIENT_ID ?? 'stock';
-const credentials = { url: config.MQTT_URL, username: config.MQTT_USERNAME, password: config.MQTT_PASSWORD, log };
 // One connection publishes (outbox relay, dead letters); the other consumes in a persistent session.
-const publisher = connectMqtt({ ...credentials, clientId: `${clientId}-pub`, clean: true });
-const consumer = connectMqtt({ ...credentials, clientId });
-const relay = new OutboxRelay({ db: store.db, client: publisher, log, window: config.STOCK_OUTBOX_WINDOW, registry: metrics.registry });
-const consumption = consume(consumer, {
+const publisher = service.publisher();
+const relay = service.outbox(store.db, publisher, { window: config.STOCK_OUTBOX_WINDOW });
+service.consume({
   consumer: GROUP,
   publisher,
   source: SOURCE,
-  log,
   routes: stockRoutes({ store, log, onChange: () => relay.wake() }),
-  concurrency: config.CONSUMER_CONCURRENCY,
   db: store.db,
-  registry: metrics.registry,
+  filters: stockSubscriptions,
 });
-subscribe(consumer, stockSubscriptions, log);
-relay.start();
 
 new Gauge({
   name: 'stock_movements_parked',
@@ -70,13 +60,6 @@ const app = createStockApp({
   importMaxBytes: config.STOCK_IMPORT_MAX_BYTES,
   importMaxMovements: config.STOCK_IMPORT_MAX_MOVEMENTS,
 });
-const http = await serveApp(answerAfterCommit(app, store.db), config.HTTP_PORT, config.HTTP_HOST);
-log.info({ http: `http://${config.HTTP_HOST}:${http.port}` }, 'stock listening');
+await service.serve(answerAfterCommit(app, store.db));
 
-onShutdown(log, async () => {
-  await http.close();
-  await consumption.drain();
-  await relay.stop();
-  await Promise.all([closeMqtt(consumer), closeMqtt(publisher)]);
-  store.close();
-});
+service.stopOnSignal({ last: () => store.close() });

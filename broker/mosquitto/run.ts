@@ -7,7 +7,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { findProgram } from '../../lib/programs.js';
-import { formatPasswordFile } from '../password.js';
+import { formatPasswordFile } from '../password-hash.js';
 
 export const mosquittoConf = fileURLToPath(new URL('./mosquitto.conf', import.meta.url));
 export const aclFile = fileURLToPath(new URL('./acl', import.meta.url));

@@ -47,7 +47,7 @@ export class SqliteLeaseStore implements LeaseStore {
     this.#resource = resource;
     this.#sql = {
       // Insert a free partition, or take over an expired lease; nothing when a live lease exists.
-      acquire: this.#db.prepare(
+      acquire: this.#db.prepare<[{ resource: string; partition: number; owner: string; token: string; ttl: number }], { epoch: number }>(
         `INSERT INTO leases (resource, partition, owner, token, epoch, expires_at)
          VALUES (@resource, @partition, @owner, @token, 1, ${NOW} + @ttl)
          ON CONFLICT (resource, partition) DO UPDATE
@@ -67,7 +67,7 @@ export class SqliteLeaseStore implements LeaseStore {
         `INSERT INTO members (resource, owner, wanted, expires_at) VALUES (@resource, @owner, @wanted, ${NOW} + @ttl)
          ON CONFLICT (resource, owner) DO UPDATE SET wanted = excluded.wanted, expires_at = excluded.expires_at`,
       ),
-      members: this.#db.prepare(`SELECT owner, wanted FROM members WHERE resource = ? AND expires_at > ${NOW} ORDER BY owner`),
+      members: this.#db.prepare<[resource: string], Member>(`SELECT owner, wanted FROM members WHERE resource = ? AND expires_at > ${NOW} ORDER BY owner`),
       prune: this.#db.prepare(`DELETE FROM members WHERE resource = ? AND expires_at <= ${NOW}`),
       withdraw: this.#db.prepare('DELETE FROM members WHERE resource = ? AND owner = ?'),
     };
@@ -75,7 +75,7 @@ export class SqliteLeaseStore implements LeaseStore {
 
   async acquire(partition: number, owner: string, ttlMs: number): Promise<Grant | undefined> {
     const token = newToken();
-    const row = this.#sql.acquire.get({ resource: this.#resource, partition, owner, token, ttl: Math.round(ttlMs) }) as { epoch: number } | undefined;
+    const row = this.#sql.acquire.get({ resource: this.#resource, partition, owner, token, ttl: Math.round(ttlMs) });
     return row && { partition, token, epoch: row.epoch };
   }
 
@@ -91,7 +91,7 @@ export class SqliteLeaseStore implements LeaseStore {
     return this.#db.transaction(() => {
       this.#sql.announce.run({ resource: this.#resource, owner, wanted, ttl: Math.round(ttlMs) });
       this.#sql.prune.run(this.#resource);
-      return this.#sql.members.all(this.#resource) as Member[];
+      return this.#sql.members.all(this.#resource);
     }).immediate();
   }
 

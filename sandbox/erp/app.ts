@@ -4,6 +4,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { bodyLimit } from 'hono/body-limit';
 import { Counter, Gauge } from 'prom-client';
+import { ERP_OPERATION_KINDS, type ErpOperationKind } from '../../lib/erp-operations.js';
 import { createApp, payloadTooLarge, problem } from '../../lib/http.js';
 import type { Logger } from '../../lib/log.js';
 import type { Metrics } from '../../lib/metrics.js';
@@ -11,14 +12,11 @@ import { sleep } from '../../lib/shutdown.js';
 import type { ErpStore } from './store.js';
 import type { Throttle } from './throttle.js';
 
-export const recordKinds = ['order', 'stock-movement'] as const;
-export type RecordKind = (typeof recordKinds)[number];
-
 export interface ErpOptions {
   store: ErpStore;
   throttle: Throttle;
   /** Request units each kind of operation costs. */
-  costs: Record<RecordKind, number>;
+  costs: Record<ErpOperationKind, number>;
   /** Orders from these e-mail domains are refused (a stand-in for a failed credit check). */
   blockedDomains: string[];
   /** Orders from these e-mail domains get a 503 every time (a stand-in for a back-office outage that outlasts a worker's attempts). */
@@ -35,7 +33,7 @@ export interface ErpOptions {
 
 const recordBody = z.strictObject({
   operationId: z.string().regex(/^[A-Za-z0-9:._-]{1,128}$/),
-  kind: z.enum(recordKinds),
+  kind: z.enum(ERP_OPERATION_KINDS),
   payload: z.record(z.string(), z.unknown()),
 });
 

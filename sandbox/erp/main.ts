@@ -2,12 +2,9 @@
 import { z } from 'zod';
 import { bool, commonEnv, loadConfig, mqttEnv, port, positiveInt } from '../../lib/config.js';
 import { dataFile } from '../../lib/db.js';
-import { serveApp } from '../../lib/http.js';
-import { createLogger } from '../../lib/log.js';
-import { createMetrics } from '../../lib/metrics.js';
-import { onShutdown } from '../../lib/shutdown.js';
-import { closeMqtt, connectMqtt } from '../../lib/mqtt.js';
-import { StatsPublisher } from '../../lib/stats.js';
+import { Service } from '../../lib/service.js';
+import { PROCESSES } from '../../lib/processes.js';
+import { ERP_OPERATION_COST_RU } from '../../lib/erp-operations.js';
 import { createErp } from './app.js';
 import { ErpStore } from './store.js';
 import { Throttle } from './throttle.js';
@@ -17,10 +14,10 @@ const domains = (list: string) => list.split(',').map((d) => d.trim().toLowerCas
 
 const config = loadConfig({
   ...commonEnv,
-  HTTP_PORT: port(3004),
+  HTTP_PORT: port(PROCESSES.erp.ports.HTTP_PORT.port),
   ERP_CAPACITY_RU: positiveInt(200),
-  ERP_ORDER_COST_RU: positiveInt(10),
-  ERP_MOVEMENT_COST_RU: positiveInt(10),
+  ERP_ORDER_COST_RU: positiveInt(ERP_OPERATION_COST_RU.order),
+  ERP_MOVEMENT_COST_RU: positiveInt(ERP_OPERATION_COST_RU['stock-movement']),
   ERP_BLOCKED_DOMAINS: z.string().default('blocked.example'),
   ERP_UNAVAILABLE_DOMAINS: z.string().default('unavailable.example'),
   ERP_LATENCY_MS: z.coerce.number().int().min(0).max(60_000).default(0),
@@ -31,7 +28,8 @@ const config = loadConfig({
   ERP_PUBLISH_STATS: bool(true),
   ...mqttEnv,
 });
-const log = createLogger('erp', config.LOG_LEVEL);
+const service = new Service('erp', config, { clientId: 'erp-stats' });
+const { log, metrics } = service;
 const store = new ErpStore(dataFile(config.DATA_DIR, 'erp'));
 const { app, snapshot } = createErp({
   store,
@@ -43,20 +41,10 @@ const { app, snapshot } = createErp({
   errorRate: config.ERP_ERROR_RATE,
   throttleRate: config.ERP_THROTTLE_RATE,
   log,
-  metrics: createMetrics('erp'),
+  metrics,
 });
-const http = await serveApp(app, config.HTTP_PORT, config.HTTP_HOST);
+await service.serve(app, { capacity: config.ERP_CAPACITY_RU });
 // The sandbox is not part of the message flow; it only shows its figures to the dashboard.
-const mqtt = config.ERP_PUBLISH_STATS
-  ? connectMqtt({ url: config.MQTT_URL, clientId: config.MQTT_CLIENT_ID ?? 'erp-stats', clean: true, username: config.MQTT_USERNAME, password: config.MQTT_PASSWORD, log })
-  : undefined;
-const stats = mqtt && new StatsPublisher(mqtt, 'erp', () => snapshot(10));
-stats?.start();
-log.info({ http: `http://${config.HTTP_HOST}:${http.port}`, capacity: config.ERP_CAPACITY_RU }, 'erp listening');
+if (config.ERP_PUBLISH_STATS) service.publishStats(service.connect(service.clientId, { clean: true }), 'erp', () => snapshot(10));
 
-onShutdown(log, async () => {
-  stats?.stop();
-  await http.close();
-  if (mqtt) await closeMqtt(mqtt);
-  store.close();
-});
+service.stopOnSignal({ last: () => store.close() });

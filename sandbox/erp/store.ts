@@ -20,7 +20,7 @@ export interface ErpRecord {
   acceptedAt: string;
 }
 
-interface Row {
+interface RecordRow {
   operation_id: string;
   kind: string;
   reference: string;
@@ -28,7 +28,7 @@ interface Row {
   accepted_at: number;
 }
 
-const toRecord = (r: Row): ErpRecord => ({
+const toRecord = (r: RecordRow): ErpRecord => ({
   operationId: r.operation_id,
   kind: r.kind,
   reference: r.reference,
@@ -36,34 +36,38 @@ const toRecord = (r: Row): ErpRecord => ({
   acceptedAt: new Date(r.accepted_at).toISOString(),
 });
 
+/** Every statement of the ERP, with the shape of its parameters and rows: the one place they are typed. */
+const statements = (db: DB) => ({
+  one: db.prepare<[operationId: string], RecordRow>('SELECT * FROM records WHERE operation_id = ?'),
+  countByKind: db.prepare<[], { kind: string; n: number }>('SELECT kind, count(*) AS n FROM records GROUP BY kind'),
+  insert: db.prepare<[operationId: string, kind: string, reference: string, payload: string, acceptedAt: number]>(
+    'INSERT INTO records (operation_id, kind, reference, payload, accepted_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING',
+  ),
+});
+
 export class ErpStore {
   readonly db: DB;
-  private readonly insert;
-  private readonly byId;
+  readonly #sql: ReturnType<typeof statements>;
 
   constructor(file: string) {
     this.db = openDatabase(file, { migrations });
-    this.insert = this.db.prepare(
-      'INSERT INTO records (operation_id, kind, reference, payload, accepted_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING',
-    );
-    this.byId = this.db.prepare('SELECT * FROM records WHERE operation_id = ?');
+    this.#sql = statements(this.db);
   }
 
   /** Records the operation unless it is already there; says which. */
   record(operationId: string, kind: string, payload: unknown): { record: ErpRecord; duplicate: boolean } {
     const reference = `ERP-${operationId.slice(-12).toUpperCase()}`;
-    const inserted = this.insert.run(operationId, kind, reference, JSON.stringify(payload), Date.now()).changes === 1;
+    const inserted = this.#sql.insert.run(operationId, kind, reference, JSON.stringify(payload), Date.now()).changes === 1;
     return { record: this.get(operationId)!, duplicate: !inserted };
   }
 
   get(operationId: string): ErpRecord | undefined {
-    const row = this.byId.get(operationId) as Row | undefined;
+    const row = this.#sql.one.get(operationId);
     return row && toRecord(row);
   }
 
   countByKind(): Record<string, number> {
-    const rows = this.db.prepare('SELECT kind, count(*) AS n FROM records GROUP BY kind').all() as { kind: string; n: number }[];
-    return Object.fromEntries(rows.map((r) => [r.kind, r.n]));
+    return Object.fromEntries(this.#sql.countByKind.all().map((r) => [r.kind, r.n]));
   }
 
   close(): void {

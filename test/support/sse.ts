@@ -1,7 +1,7 @@
 // Reads a Server-Sent Events response as a client would (eventsource-parser), keeping every event and
 // comment it has seen so far, so a test can wait for a condition on them.
 import { createParser, type EventSourceMessage } from 'eventsource-parser';
-import { eventually } from './process.js';
+import { eventually } from '../../harness/process.js';
 
 export interface SseReader {
   status: number;

@@ -1,14 +1,17 @@
-// The whole system for end-to-end tests: broker, ERP sandbox, catalog, stock, orders, the dead-letter
-// service and workers,
-// each a real process from source, on free loopback ports, sharing one temporary data directory.
-// The broker is ours by default, or a real Mosquitto with the repo's configuration, users and ACL.
+// The whole system for end-to-end tests: every process of the declaration (lib/processes.ts:
+// broker, ERP sandbox, catalog, stock, orders, the dead-letter service and workers), started as
+// npm start plans them (scripts/start-plan.ts), each a real process from source, on free loopback
+// ports, sharing one temporary data directory. The broker is ours by default, or a real Mosquitto
+// with the repo's configuration, users and ACL.
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, startProcess, type Proc } from './process.js';
-import { startGateway, type RunningGateway } from '../../gateway/nginx.js';
-import { brokerPasswords, devCredentials, mqttLogin } from '../../broker/credentials.js';
-import { startMosquitto, writeMosquittoPasswords } from '../../broker/mosquitto/run.js';
+import { startGateway, type RunningGateway } from '../gateway/nginx.js';
+import { brokerPasswords, devCredentials, mqttLogin, type ServiceUser } from '../broker/dev-logins.js';
+import { startMosquitto, writeMosquittoPasswords } from '../broker/mosquitto/run.js';
+import { PROCESS_LIST, PROCESSES, routedProcesses, startPorts, upstreamVariable, type ProcessName as DeclaredName } from '../lib/processes.js';
+import { startPlan } from '../scripts/start-plan.js';
 
 export type BrokerKind = 'aedes' | 'mosquitto';
 
@@ -53,99 +56,88 @@ export interface Stack {
   stop(): Promise<void>;
 }
 
-type ServiceName = 'broker' | 'erp' | 'catalog' | 'stock' | 'orders' | 'deadletters';
+type ServiceName = Exclude<DeclaredName, 'worker'>;
 export type ProcessName = ServiceName | `worker-${number}`;
 
 export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, workerEnv = {}, erpEnv = {}, stock = {}, broker: brokerKind = 'aedes' }: StackOptions = {}): Promise<Stack> {
   const dataDir = mkdtempSync(join(tmpdir(), 'woodytoys-'));
-  const [mqttPort, wsPort, brokerHttp, erpPort, ordersPort, catalogPort, stockPort, deadLettersPort] = await Promise.all(
-    [1, 2, 3, 4, 5, 6, 7, 8].map(() => freePort()),
-  ) as [number, number, number, number, number, number, number, number];
+  // A free port for each of the declaration's listeners; the workers pick their own (0).
+  const ports: Record<string, number> = {};
+  for (const d of startPorts(PROCESS_LIST)) ports[d.startVariable] = await freePort();
+  const workerPorts = [PROCESSES.worker.ports.HTTP_PORT, PROCESSES.worker.replicas.nextPort];
+  for (const d of workerPorts) ports[d.startVariable] = 0;
+  const portOf = (p: { ports: Record<string, { startVariable: string }> }, listener = 'HTTP_PORT') => ports[p.ports[listener]!.startVariable]!;
+  const [mqttPort, wsPort, brokerHttp, erpPort] = [portOf(PROCESSES.broker, 'MQTT_PORT'), portOf(PROCESSES.broker, 'MQTT_WS_PORT'), portOf(PROCESSES.broker), portOf(PROCESSES.erp)];
+  const url = (name: ServiceName) => `http://127.0.0.1:${portOf(PROCESSES[name])}`;
   const common = { DATA_DIR: dataDir, HTTP_HOST: '127.0.0.1', MQTT_URL: `mqtt://127.0.0.1:${mqttPort}`, ...env };
   // Every service logs in as its own user and is held to the ACL, as in production. Anonymous
   // clients are allowed too, with full access, so that tests can probe and inject freely.
   const credentials = devCredentials(dataDir);
-  const login = (user: Parameters<typeof mqttLogin>[1]) => mqttLogin(credentials, user);
-  const startBroker = brokerKind === 'mosquitto'
-    ? mosquittoStarter(dataDir, credentials, mqttPort, wsPort)
-    : (extra: Record<string, string> = {}) =>
-        startProcess({
-          name: 'broker',
-          entry: 'broker/main.ts',
-          env: { ...common, BROKER_PASSWORDS: brokerPasswords(credentials), BROKER_ALLOW_ANONYMOUS: 'true', MQTT_PORT: String(mqttPort), MQTT_WS_PORT: String(wsPort), HTTP_PORT: String(brokerHttp), ...extra },
-        });
   const backlogSource: Record<string, string> = brokerKind === 'mosquitto' ? {} : { BROKER_METRICS_URL: `http://127.0.0.1:${brokerHttp}/metrics` };
-  const admin = { ADMIN_API_KEY: ADMIN_KEY };
-  const stockUrl = `http://127.0.0.1:${stockPort}`;
-  // How each process starts, kept so that restart() starts it exactly as before.
-  const starters: Record<string, (extra?: Record<string, string>) => Promise<Proc>> = {
-    broker: startBroker,
-    erp: (extra = {}) =>
-      startProcess({ name: 'erp', entry: 'sandbox/erp/main.ts', env: { ...common, ...login('erp'), HTTP_PORT: String(erpPort), ERP_CAPACITY_RU: String(erpCapacityRu), ...erpEnv, ...extra } }),
-    catalog: (extra = {}) => startProcess({ name: 'catalog', entry: 'api/catalog/main.ts', env: { ...common, ...login('catalog'), ...admin, HTTP_PORT: String(catalogPort), ...extra } }),
-    stock: async (extra = {}) => {
-      const p = await startProcess({ name: 'stock', entry: 'api/stock/main.ts', env: { ...common, ...login('stock'), ...admin, HTTP_PORT: String(stockPort), ...extra } });
-      // Orders must not be created before the stock group exists, or the broker has nobody to keep them for.
-      await p.waitForLog((l) => l.msg === 'subscribed');
-      return p;
-    },
-    orders: (extra = {}) => startProcess({ name: 'orders', entry: 'api/orders/main.ts', env: { ...common, ...login('orders'), HTTP_PORT: String(ordersPort), ...admin, ...extra } }),
-    deadletters: async (extra = {}) => {
-      const p = await startProcess({ name: 'deadletters', entry: 'api/deadletters/main.ts', env: { ...common, ...login('deadletters'), ...admin, HTTP_PORT: String(deadLettersPort), ...extra } });
-      // Its group exists before any dead letter can be published.
-      await p.waitForLog((l) => l.msg === 'subscribed');
-      return p;
-    },
+  const stockUrl = url('stock');
+  // What each process needs beyond its declaration (after it, restart()'s `env`).
+  const extra: Partial<Record<DeclaredName, (name: string) => Record<string, string>>> = {
+    broker: () => ({ BROKER_PASSWORDS: brokerPasswords(credentials), BROKER_ALLOW_ANONYMOUS: 'true' }),
+    erp: () => ({ ERP_CAPACITY_RU: String(erpCapacityRu), ...erpEnv }),
+    // The workers share the ERP's whole capacity among themselves (leases in the data directory).
+    worker: (name) => ({ LEASE_CAPACITY_RU: String(erpCapacityRu), ...backlogSource, WORKER_ID: name.replace(/^worker-/, 'worker-test-'), ERP_URL: `http://127.0.0.1:${erpPort}`, ...workerEnv }),
   };
-  const startWorker = (i: number) => (extra: Record<string, string> = {}) =>
-    startProcess({
-      name: `worker-${i}`,
-      entry: 'workers/main.ts',
-      // The workers share the ERP's whole capacity among themselves (leases in the data directory).
-      env: { ...common, ...login('worker'), LEASE_CAPACITY_RU: String(erpCapacityRu), ...backlogSource, HTTP_PORT: '0', WORKER_ID: `worker-test-${i}`, ERP_URL: `http://127.0.0.1:${erpPort}`, ...workerEnv, ...extra },
-      // Every group joined (orders, stock movements): nothing published from now on is lost.
-      ready: (l) => l.msg === 'worker consuming',
-    });
-  for (let i = 1; i <= workers; i++) starters[`worker-${i}`] = startWorker(i);
+  const plan = startPlan(PROCESS_LIST, {
+    ports,
+    shared: common,
+    login: (user) => mqttLogin(credentials, user as ServiceUser),
+    adminKey: ADMIN_KEY,
+    replicas: { [PROCESSES.worker.name]: workers },
+    extra: (p, name) => extra[p.name as DeclaredName]?.(name) ?? {},
+  });
+  // How each process starts, kept so that restart() starts it exactly as before.
+  const starters: Record<string, (extra?: Record<string, string>) => Promise<Proc>> = {};
+  for (const { name, declaration, entry, env: planned } of plan) {
+    const worker = declaration === PROCESSES.worker;
+    starters[name] = async (more = {}) => {
+      const p = await startProcess({
+        name,
+        entry,
+        env: { ...planned, ...more },
+        // A worker is ready once it has joined every group (orders, stock movements): nothing published from then on is lost.
+        ...(worker ? { ready: (l: Record<string, unknown>) => l.msg === 'worker consuming' } : {}),
+      });
+      // Any other member of a shared group (stock, dead letters): the group exists before anything
+      // is published to it, or the broker would have nobody to keep it for.
+      if (!worker && declaration.groups.length > 0) await p.waitForLog((l) => l.msg === 'subscribed');
+      return p;
+    };
+  }
+  if (brokerKind === 'mosquitto') starters.broker = mosquittoStarter(dataDir, credentials, mqttPort, wsPort);
+  const startBroker = starters.broker!;
 
   const started: Proc[] = [];
   try {
-    const broker = await startBroker();
-    started.push(broker);
-    const erp = await starters.erp!();
-    started.push(erp);
-    const catalog = await starters.catalog!();
-    started.push(catalog);
-    const stockProc = await starters.stock!();
-    started.push(stockProc);
-    for (const [productId, available] of Object.entries(stock)) await setStock(stockUrl, productId, available);
-    const orders = await starters.orders!();
-    started.push(orders);
-    const deadletters = await starters.deadletters!();
-    started.push(deadletters);
-    const workerProcs: Proc[] = [];
-    for (let i = 1; i <= workers; i++) {
-      const w = await starters[`worker-${i}`]!();
-      workerProcs.push(w);
-      started.push(w);
+    const procs: Record<string, Proc> = {};
+    for (const { name } of plan) {
+      const p = await starters[name]!();
+      started.push(p);
+      procs[name] = p;
+      if (name === PROCESSES.stock.name) for (const [productId, available] of Object.entries(stock)) await setStock(stockUrl, productId, available);
     }
+    const workerProcs = plan.filter((p) => p.declaration === PROCESSES.worker).map((p) => procs[p.name]!);
     const stack: Stack = {
       dataDir,
       urls: {
-        orders: `http://127.0.0.1:${ordersPort}`,
-        erp: `http://127.0.0.1:${erpPort}`,
+        orders: url('orders'),
+        erp: url('erp'),
         mqtt: `mqtt://127.0.0.1:${mqttPort}`,
         ws: `ws://127.0.0.1:${wsPort}`,
-        catalog: `http://127.0.0.1:${catalogPort}`,
+        catalog: url('catalog'),
         stock: stockUrl,
-        deadletters: `http://127.0.0.1:${deadLettersPort}`,
+        deadletters: url('deadletters'),
       },
-      broker,
-      erp,
-      catalog,
-      stock: stockProc,
-      orders,
-      deadletters,
+      broker: procs.broker!,
+      erp: procs.erp!,
+      catalog: procs.catalog!,
+      stock: procs.stock!,
+      orders: procs.orders!,
+      deadletters: procs.deadletters!,
       workers: workerProcs,
       async startBroker() {
         stack.broker = await startBroker();
@@ -251,10 +243,7 @@ export async function startGatewayFor(stack: Stack, env: Record<string, string> 
     const gateway = await startGateway({
       GATEWAY_RUNTIME_DIR: runtimeDir,
       GATEWAY_PORT: String(await freePort()),
-      ORDERS_UPSTREAM: new URL(stack.urls.orders).host,
-      CATALOG_UPSTREAM: new URL(stack.urls.catalog).host,
-      STOCK_UPSTREAM: new URL(stack.urls.stock).host,
-      DEADLETTERS_UPSTREAM: new URL(stack.urls.deadletters).host,
+      ...Object.fromEntries(routedProcesses(PROCESS_LIST).map((p) => [upstreamVariable(p), new URL(stack.urls[p.name as ServiceName & keyof Stack['urls']]).host])),
       MQTT_WS_UPSTREAM: new URL(stack.urls.ws).host,
       ...env,
     });

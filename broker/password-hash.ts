@@ -1,4 +1,5 @@
-// Passwords in Mosquitto's password_file format, so one file serves both brokers:
+// Password hashing and password files, in Mosquitto's password_file format so that one file serves
+// both brokers:
 //   user:$7$<iterations>$<salt, base64>$<PBKDF2-SHA512 of the password, 64 bytes, base64>
 // as written by mosquitto_passwd 2.0 (101 iterations, 12-byte salt). The older `$6$<salt>$<sha512>`
 // lines of Mosquitto 1.x are read too.

@@ -1,4 +1,6 @@
-// The Woodytoys catalogue loaded on first start. The stock service seeds levels for the same ids.
+// The Woodytoys demo catalogue, loaded on a service's first start: the catalog seeds these products,
+// the stock service opening levels for the same ids (api/stock/seed.ts). Shared data, so it lives
+// here rather than in one service that the other would import.
 export interface SeedProduct {
   id: string;
   name: string;

@@ -6,8 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import mqtt, { type MqttClient } from 'mqtt';
-import { createEvent } from '../../lib/events.js';
-import { orderReadyForErp, stockMovement } from '../../lib/topics.js';
+import { createEvent } from '../lib/events.js';
+import { stockMovement, stockReserved } from '../lib/topics.js';
 import { startBroker, type RunningBroker } from './broker.js';
 import { freePort, startProcess, type Proc } from './process.js';
 
@@ -126,10 +126,10 @@ export function movementMessages(count: number, prefix = 'mv', importId = random
 /** `count` orders ready for the ERP, as messages ready to publish. */
 export function orderMessages(count: number, emailDomain = 'example.com') {
   return Array.from({ length: count }, (_, n) => ({
-    topic: orderReadyForErp.topic,
+    topic: stockReserved.topic,
     payload: JSON.stringify(
       createEvent(
-        orderReadyForErp,
+        stockReserved,
         { orderId: randomUUID(), customer: { name: `Customer ${n}`, email: `c${n}@${emailDomain}` }, items: [{ productId: 'wooden-train', quantity: 1 }] },
         { source: '/woodytoys/bench' },
       ),

@@ -5,12 +5,12 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createCatalogApp } from '../api/catalog/app.js';
-import { seedProducts } from '../api/catalog/seed.js';
-import { CatalogStore } from '../api/catalog/store.js';
-import { createLogger } from '../lib/log.js';
-import { createMetrics } from '../lib/metrics.js';
-import { productTopic } from '../lib/topics.js';
+import { createCatalogApp } from './app.js';
+import { seedProducts } from '../../lib/seed-products.js';
+import { CatalogStore } from './store.js';
+import { createLogger } from '../../lib/log.js';
+import { createMetrics } from '../../lib/metrics.js';
+import { productTopic } from '../../lib/topics.js';
 
 const KEY = 'catalog-test-key-0123456789';
 

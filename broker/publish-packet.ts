@@ -1,9 +1,9 @@
-// Bytes on the wire for the one MQTT packet the broker writes itself: a PUBLISH to a
-// shared-subscription member, sent outside Aedes's delivery path so the group queue controls packet
-// identifiers and flow. mqtt-packet encodes each message once, when it is queued, with packet
-// identifier 0; the queue stores those bytes, and sending copies them and stamps the identifier
-// (and the DUP flag for a resend), so a drain never encodes anything. Write coalescing for the TCP
-// connections is lib/wire.ts.
+// The one MQTT packet the broker writes itself: a PUBLISH to a shared-subscription member, sent
+// outside Aedes's delivery path so the group queue controls packet identifiers and flow. mqtt-packet
+// encodes each message once, when it is queued, with packet identifier 0; the queue stores those
+// bytes, and sending copies them and stamps the identifier (and the DUP flag for a resend), so a
+// drain never encodes anything (bench/publish-encoding.ts measures why; publish-packet.test.ts holds
+// the stamped bytes to mqtt-packet's own encoding).
 import mqttPacket from 'mqtt-packet';
 
 /** The PUBLISH packet a member receives, with packet identifier 0 (QoS 1) to be stamped when sent. */

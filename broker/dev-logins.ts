@@ -1,14 +1,16 @@
-// Development credentials for `npm start` and the tests: one MQTT user per service (the users of
-// broker/mosquitto/acl), each with a random password, kept in <DATA_DIR>/mqtt-credentials.json
-// (mode 0600) so restarts keep them. Production sets them from the environment instead (.env).
+// Development logins for `npm start` and the tests: every MQTT user of the process declaration
+// (lib/processes.ts; broker/mosquitto/acl gives each its rights), each with a random password, kept
+// in <DATA_DIR>/mqtt-credentials.json (mode 0600) so restarts keep them. Production sets them from
+// the environment instead (.env).
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
-import { formatPasswordFile } from './password.js';
+import { MQTT_USERS, type MqttUser } from '../lib/processes.js';
+import { formatPasswordFile } from './password-hash.js';
 
-export const SERVICE_USERS = ['orders', 'stock', 'catalog', 'worker', 'deadletters', 'erp', 'viewer'] as const;
-export type ServiceUser = (typeof SERVICE_USERS)[number];
+export const SERVICE_USERS = MQTT_USERS;
+export type ServiceUser = MqttUser;
 export type Credentials = Record<ServiceUser, string>;
 
 const stored = z.object(Object.fromEntries(SERVICE_USERS.map((u) => [u, z.string().regex(/^[a-f0-9]{32}$/).optional()])) as Record<ServiceUser, z.ZodOptional<z.ZodString>>);

@@ -1,4 +1,4 @@
-// Writes the broker's password file (Mosquitto's format, read by both brokers):
+// The command that writes a broker password file (Mosquitto's format, read by both brokers):
 //
 //   npm run broker:passwd -- [file] [user=password …]
 //
@@ -6,14 +6,14 @@
 // BROKER_PASSWORD_ORDERS); the file defaults to BROKER_PASSWORD_FILE, else data/passwd.
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { formatPasswordFile } from './password.js';
+import { MQTT_USERS } from '../lib/processes.js';
+import { formatPasswordFile } from './password-hash.js';
 
-const USERS = ['orders', 'stock', 'catalog', 'worker', 'erp', 'viewer'];
 
 const args = process.argv.slice(2);
 const file = args[0] && !args[0].includes('=') ? args.shift()! : (process.env.BROKER_PASSWORD_FILE ?? 'data/passwd');
 const passwords: Record<string, string> = {};
-for (const user of USERS) {
+for (const user of MQTT_USERS) {
   const password = process.env[`BROKER_PASSWORD_${user.toUpperCase()}`];
   if (password) passwords[user] = password;
 }
@@ -26,7 +26,7 @@ for (const arg of args) {
   passwords[arg.slice(0, eq)] = arg.slice(eq + 1);
 }
 if (Object.keys(passwords).length === 0) {
-  console.error(`usage: npm run broker:passwd -- [file] user=password …  (or set BROKER_PASSWORD_<USER> for ${USERS.join(', ')})`);
+  console.error(`usage: npm run broker:passwd -- [file] user=password …  (or set BROKER_PASSWORD_<USER> for ${MQTT_USERS.join(', ')})`);
   process.exit(64);
 }
 mkdirSync(dirname(file), { recursive: true });

@@ -5,12 +5,12 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createStockApp } from '../api/stock/app.js';
-import { seedLevels } from '../api/stock/seed.js';
-import { StockStore } from '../api/stock/store.js';
-import { createLogger } from '../lib/log.js';
-import { createMetrics } from '../lib/metrics.js';
-import { stockLevelTopic } from '../lib/topics.js';
+import { createStockApp } from './app.js';
+import { seedLevels } from './seed.js';
+import { StockStore } from './store.js';
+import { createLogger } from '../../lib/log.js';
+import { createMetrics } from '../../lib/metrics.js';
+import { stockLevelTopic } from '../../lib/topics.js';
 
 const KEY = 'stock-test-key-0123456789';
 const ORDER = '11111111-1111-4111-8111-111111111111';

@@ -1,10 +1,10 @@
 // The orders API in-process (app.request, in-memory SQLite): Idempotency-Key and the paginated list.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createOrdersApp } from '../api/orders/app.js';
-import { OrderStore } from '../api/orders/store.js';
-import { createLogger } from '../lib/log.js';
-import { createMetrics } from '../lib/metrics.js';
+import { createOrdersApp } from './app.js';
+import { OrderStore } from './store.js';
+import { createLogger } from '../../lib/log.js';
+import { createMetrics } from '../../lib/metrics.js';
 
 const KEY = 'orders-admin-key-0123456789';
 const asAdmin = { headers: { 'x-api-key': KEY } };

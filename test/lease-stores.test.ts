@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { RedisLeaseStore } from '../lib/leases/redis.js';
 import { SqliteLeaseStore } from '../lib/leases/sqlite.js';
 import type { LeaseStore } from '../lib/leases/store.js';
-import { eventually, freePort } from './support/process.js';
+import { eventually, freePort } from '../harness/process.js';
 import { findProgram, requireProgram } from './support/programs.js';
 import { sleep } from '../lib/shutdown.js';
 

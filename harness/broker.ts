@@ -28,7 +28,7 @@ export interface RunningBroker {
   kill(): Promise<void>;
 }
 
-const main = fileURLToPath(new URL('../../broker/main.ts', import.meta.url));
+const main = fileURLToPath(new URL('../broker/main.ts', import.meta.url));
 
 export async function startBroker({ env = {}, timeoutMs = START_TIMEOUT_MS }: { env?: Record<string, string>; timeoutMs?: number } = {}): Promise<RunningBroker> {
   const dataDir = env.DATA_DIR ?? mkdtempSync(join(tmpdir(), 'broker-'));

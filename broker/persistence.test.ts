@@ -7,9 +7,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openDatabase } from '../lib/db.js';
-import { CommitQueue } from '../broker/commit-queue.js';
-import { SqlitePersistence } from '../broker/persistence.js';
-import { migrations } from '../broker/schema.js';
+import { CommitQueue } from './commit-queue.js';
+import { SqlitePersistence } from './persistence.js';
+import { migrations } from './schema.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'broker-persistence-'));
 let n = 0;

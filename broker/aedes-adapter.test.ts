@@ -1,0 +1,122 @@
+// The adapter against the Aedes that is installed, in one process with a real mqtt.js client on
+// loopback: the private members it reaches for are there (an Aedes upgrade that moves them fails
+// here rather than quietly), and the group queue's own path works end to end: a PUBLISH written
+// with writePackets and an identifier from nextPacketId arrives, and its PUBACK is taken before
+// Aedes sees it; and a publish reaches `published` as the object authorizePublish was given.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:net';
+import { Aedes, type Client } from 'aedes';
+import mqtt, { type MqttClient } from 'mqtt';
+import { handleTcp, missingInternals, nextPacketId, takeAcknowledgements, whenRouted, writePackets } from './aedes-adapter.js';
+import { encodePublish, stampPublish } from './publish-packet.js';
+import { eventually } from '../harness/process.js';
+
+describe('the Aedes adapter, against the installed Aedes', () => {
+  let broker: Aedes;
+  let server: Server;
+  let url: string;
+  const taken: Array<{ clientId: string; messageId: number }> = [];
+  /** Identifiers the test's own deliveries hold, as the group queue's in-flight map would. */
+  const ours = new Set<number>();
+  const ready = new Map<string, Client>();
+  let acksSeenByAedes = 0;
+  const authorized = new Set<object>();
+  const routed: object[] = [];
+
+  before(async () => {
+    broker = await Aedes.createBroker({
+      authorizePublish(_client, packet, done) {
+        authorized.add(packet);
+        done(null);
+      },
+    });
+    whenRouted(broker, (packet) => routed.push(packet));
+    takeAcknowledgements(broker, (client, messageId) => {
+      if (!ours.delete(messageId)) return false;
+      taken.push({ clientId: client.id, messageId });
+      return true;
+    });
+    broker.on('clientReady', (client) => ready.set(client.id, client));
+    broker.on('ack', (packet) => {
+      if (packet && 'messageId' in packet) acksSeenByAedes++;
+    });
+    server = createServer((socket) => handleTcp(broker, socket));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    url = `mqtt://127.0.0.1:${(server.address() as { port: number }).port}`;
+  });
+  after(async () => {
+    await new Promise<void>((resolve) => broker.close(() => resolve()));
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  const connect = async (clientId: string) => {
+    const client = await mqtt.connectAsync(url, { clientId, protocolVersion: 4, reconnectPeriod: 0, keepalive: 30 });
+    const aedesClient = ready.get(clientId);
+    assert.ok(aedesClient, 'Aedes reported the client ready before its CONNACK');
+    return { client, aedesClient };
+  };
+
+  it('finds every private member it relies on', async () => {
+    const { client, aedesClient } = await connect('adapter-internals');
+    try {
+      assert.deepEqual(missingInternals(aedesClient), []);
+    } finally {
+      await client.endAsync(true);
+    }
+  });
+
+  it('sends its own PUBLISH packets and takes their PUBACKs ahead of Aedes', async () => {
+    const { client, aedesClient }: { client: MqttClient; aedesClient: Client } = await connect('adapter-deliveries');
+    try {
+      const received: Array<{ topic: string; payload: string; messageId: number | undefined }> = [];
+      const arrived = new Promise<void>((resolve) =>
+        client.on('message', (topic, payload, packet) => {
+          received.push({ topic, payload: payload.toString(), messageId: packet.messageId });
+          if (received.length === 2) resolve();
+        }),
+      );
+      const stored = [encodePublish('woodytoys/a', Buffer.from('one'), 1), encodePublish('woodytoys/b', Buffer.from('two'), 1)];
+      const out = Buffer.allocUnsafe(stored[0]!.length + stored[1]!.length);
+      let at = 0;
+      const ids: number[] = [];
+      for (const packet of stored) {
+        const id = nextPacketId(aedesClient, ours);
+        ours.add(id);
+        ids.push(id);
+        at = stampPublish(out, at, packet, id, false);
+      }
+      assert.notEqual(ids[0], ids[1]);
+      writePackets(aedesClient, out);
+      await arrived;
+      assert.deepEqual(received, [
+        { topic: 'woodytoys/a', payload: 'one', messageId: ids[0] },
+        { topic: 'woodytoys/b', payload: 'two', messageId: ids[1] },
+      ]);
+      // mqtt.js acknowledges after its handler; the PUBACKs come back on the same connection.
+      await eventually(() => taken.length >= 2, { what: 'both PUBACKs taken', intervalMs: 10 });
+      assert.deepEqual(taken, ids.map((messageId) => ({ clientId: 'adapter-deliveries', messageId })));
+      assert.equal(ours.size, 0);
+      assert.equal(acksSeenByAedes, 2, "taken acknowledgements still raise Aedes's 'ack' event (metrics count them)");
+      // Aedes's own next delivery draws from the same counter, past the identifiers taken above.
+      const next = new Promise<number | undefined>((resolve) => client.once('message', (_t, _p, packet) => resolve(packet.messageId)));
+      await client.subscribeAsync('woodytoys/c', { qos: 1 });
+      broker.publish({ cmd: 'publish', topic: 'woodytoys/c', payload: Buffer.from('three'), qos: 1, retain: false, dup: false }, () => {});
+      const aedesId = await next;
+      assert.ok(aedesId !== undefined && !ids.includes(aedesId), `Aedes used identifier ${aedesId}, not one of ${ids}`);
+    } finally {
+      await client.endAsync(true);
+    }
+  });
+
+  it('hands a routed publish over as the object authorizePublish was given', async () => {
+    const { client } = await connect('adapter-routed');
+    try {
+      await client.publishAsync('woodytoys/routed', 'once', { qos: 1 });
+      const packet = await eventually(() => routed.find((p) => (p as { topic?: string }).topic === 'woodytoys/routed'), { what: 'the publish routed', intervalMs: 10 });
+      assert.ok(authorized.has(packet), 'the same object, not a copy');
+    } finally {
+      await client.endAsync(true);
+    }
+  });
+});
