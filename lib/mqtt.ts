@@ -17,6 +17,7 @@ import { committed } from './group-commit.js';
 import type { Logger } from './log.js';
 import { coalesceWrites } from './wire.js';
 import { MAX_EVENT_BYTES, createEvent, decodeEvent, topicMatches, type CloudEvent, type EventDefinition } from './events.js';
+import { consumeInTrace } from './tracing.js';
 import { DEAD_LETTER_PAYLOAD_BYTES, deadLetter, deadLetterTopic } from './topics.js';
 
 export type { MqttClient };
@@ -129,8 +130,22 @@ export function eventRoute<T extends z.ZodType>(def: EventDefinition<T>, effect:
     if (!decoded.ok) throw new PermanentFailure(decoded.reason);
     return decoded.event;
   };
-  if ('apply' in effect) return { filter: def.topic, apply: (topic, payload) => effect.apply(decode(payload), topic) };
-  return { filter: def.topic, handle: async (topic, payload) => effect.handle(decode(payload), topic) };
+  // The effect runs inside the event's trace (lib/tracing.ts): its logs, events and calls carry it.
+  if ('apply' in effect)
+    return {
+      filter: def.topic,
+      apply: (topic, payload) => {
+        const event = decode(payload);
+        consumeInTrace(event, topic, () => effect.apply(event, topic));
+      },
+    };
+  return {
+    filter: def.topic,
+    handle: async (topic, payload) => {
+      const event = decode(payload);
+      await consumeInTrace(event, topic, () => effect.handle(event, topic));
+    },
+  };
 }
 
 /** Settings of every consuming process: how many messages it holds at once. */

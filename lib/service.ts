@@ -12,6 +12,7 @@ import { closeMqtt, connectMqtt, consume, subscribe, type ConsumeOptions, type C
 import { OutboxRelay } from './outbox.js';
 import { onShutdown } from './shutdown.js';
 import { StatsPublisher, type StatsName } from './stats.js';
+import { startTracing, type Tracing } from './tracing.js';
 
 /** What the service reads of its configuration; each process adds its own settings. */
 export interface ServiceConfig {
@@ -55,6 +56,7 @@ export class Service<C extends ServiceConfig> {
   readonly #relays: OutboxRelay[] = [];
   readonly #stats: StatsPublisher[] = [];
   #http: Served | undefined;
+  readonly #tracing: Tracing;
 
   /** Stable client-id prefix: MQTT_CLIENT_ID, else `clientId`, else the process's name. */
   readonly clientId: string;
@@ -68,6 +70,8 @@ export class Service<C extends ServiceConfig> {
     this.clientId = config.MQTT_CLIENT_ID ?? clientId;
     this.log = createLogger(name, config.LOG_LEVEL);
     this.metrics = createMetrics(name);
+    // Trace context always flows; spans are exported only when OTEL_EXPORTER_OTLP_ENDPOINT asks.
+    this.#tracing = startTracing(name);
   }
 
   /** An MQTT connection with the process's login, closed at shutdown. */
@@ -129,6 +133,8 @@ export class Service<C extends ServiceConfig> {
       for (const relay of this.#relays) await relay.stop();
       await Promise.all(this.#connections.map((c) => closeMqtt(c)));
       await last?.();
+      // What spans are buffered go out last (bounded by the exporter's own timeout).
+      await this.#tracing.shutdown();
     });
   }
 }

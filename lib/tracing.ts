@@ -6,7 +6,7 @@
 // Without an exporter the sampler is AlwaysOff: the SDK still makes a trace id for a request that
 // brings none and hands its context on, but records nothing, so the cost is an id and a context
 // switch per hop (bench:pipeline measures it).
-import { context, propagation, trace, type Context, type Span, type SpanOptions, type Tracer } from '@opentelemetry/api';
+import { context, propagation, SpanKind, SpanStatusCode, trace, type Context, type Span, type SpanOptions, type Tracer } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { resourceFromAttributes } from '@opentelemetry/resources';
@@ -79,10 +79,98 @@ export async function inSpan<T>(tracer: Tracer, name: string, options: SpanOptio
       return await work(span);
     } catch (err) {
       span.recordException(err as Error);
-      span.setStatus({ code: 2, message: err instanceof Error ? err.message : String(err) });
+      span.setStatus({ code: SpanStatusCode.ERROR, message: err instanceof Error ? err.message : String(err) });
       throw err;
     } finally {
       span.end();
     }
   });
+}
+
+const tracer = () => trace.getTracer('woodytoys');
+
+/** What a consumer needs of an event to continue its trace. */
+interface Traced {
+  id: string;
+  type: string;
+  time: string;
+  traceparent?: string | undefined;
+  tracestate?: string | undefined;
+}
+
+/**
+ * Runs a consumer's effect for one event inside the event's trace: a span for the time it waited
+ * between being made and being handled (the outbox, the broker's group queue, the consumer's
+ * window), then the consuming span itself, whose context the effect's logs, events and calls carry.
+ */
+export function consumeInTrace<R>(event: Traced, topic: string, effect: () => R): R {
+  const parent = contextFrom(event.traceparent, event.tracestate);
+  const attributes = { 'messaging.destination.name': topic, 'cloudevents.event_id': event.id, 'cloudevents.event_type': event.type };
+  const made = Date.parse(event.time);
+  if (Number.isFinite(made) && made <= Date.now()) tracer().startSpan('wait in queue', { startTime: made, attributes }, parent).end();
+  const span = tracer().startSpan(`consume ${event.type}`, { kind: SpanKind.CONSUMER, attributes }, parent);
+  const fail = (err: unknown) => {
+    span.recordException(err as Error);
+    span.setStatus({ code: SpanStatusCode.ERROR, message: err instanceof Error ? err.message : String(err) });
+  };
+  let result: R;
+  try {
+    result = context.with(trace.setSpan(parent, span), effect);
+  } catch (err) {
+    fail(err);
+    span.end();
+    throw err;
+  }
+  if (result instanceof Promise) {
+    return result.then(
+      (value) => (span.end(), value),
+      (err: unknown) => {
+        fail(err);
+        span.end();
+        throw err;
+      },
+    ) as R;
+  }
+  span.end();
+  return result;
+}
+
+/** What an ERP attempt's span needs of the operation. */
+interface Attempted {
+  kind: string;
+  operationId: string;
+}
+
+/**
+ * One ERP attempt in the current trace: a span for the time it waited for pacing credit (lease and
+ * pacer), then the attempt's own span with its outcome (recorded, refused, throttled with its
+ * Retry-After, unavailable). `run` gets `call`, to wrap the ERP call once the credit is granted:
+ * the call then runs in the attempt's span, so its request carries that traceparent.
+ */
+export async function attemptInTrace<R extends { kind: string; retryAfterMs?: number }>(
+  op: Attempted,
+  attempt: number,
+  run: (call: (send: () => Promise<R>) => Promise<R>) => Promise<R>,
+): Promise<R> {
+  const parent = context.active();
+  const attributes = { 'erp.operation.kind': op.kind, 'erp.operation.id': op.operationId, 'erp.attempt': attempt };
+  const waiting = tracer().startSpan('wait for pace', { attributes }, parent);
+  let calling: Span | undefined;
+  try {
+    const result = await run((send) => {
+      waiting.end();
+      calling = tracer().startSpan('erp attempt', { kind: SpanKind.CLIENT, attributes }, parent);
+      return context.with(trace.setSpan(parent, calling), send);
+    });
+    calling?.setAttribute('erp.result', result.kind);
+    if (result.retryAfterMs !== undefined) calling?.setAttribute('erp.retry_after_ms', result.retryAfterMs);
+    return result;
+  } catch (err) {
+    calling?.recordException(err as Error);
+    calling?.setStatus({ code: SpanStatusCode.ERROR, message: err instanceof Error ? err.message : String(err) });
+    throw err;
+  } finally {
+    waiting.end(); // a no-op when the call began
+    calling?.end();
+  }
 }

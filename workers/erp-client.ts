@@ -1,4 +1,5 @@
 // Talks to the throttled ERP over HTTP and sorts every answer into what the caller must do next.
+import { carrierOf } from '../lib/tracing.js';
 import { Pool } from 'undici';
 import type { ErpOperationKind } from '../lib/erp-operations.js';
 
@@ -81,7 +82,9 @@ export class ErpClient {
       method,
       path,
       idempotent: true,
-      ...(body === undefined ? {} : { body, headers: { 'content-type': 'application/json' } }),
+      // The caller's trace continues at the ERP (W3C traceparent; lib/tracing.ts).
+      headers: { ...carrierOf(), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      ...(body === undefined ? {} : { body }),
     });
     const text = await res.body.text();
     const headers = new Headers();

@@ -11,6 +11,7 @@
 import type { ErpClient, ErpOperation, ErpResult } from './erp-client.js';
 import type { Pacer } from '../lib/pacing.js';
 import { sleep } from '../lib/shutdown.js';
+import { attemptInTrace } from '../lib/tracing.js';
 
 export type Final = Exclude<ErpResult, { kind: 'throttled' } | { kind: 'unavailable' }> | { kind: 'exhausted'; reason: string; attempts: number };
 
@@ -32,7 +33,7 @@ export function pacedErp({ erp, pacer, costs, maxAttempts, onResult, onRetry }: 
     let last = '';
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
       if (attempt > 1) onRetry?.(op.kind);
-      const result = await pacer.run(op.kind, costs[op.kind], () => erp.record(op), { retry: attempt > 1 });
+      const result = await attemptInTrace<ErpResult>(op, attempt, (call) => pacer.run(op.kind, costs[op.kind], () => call(() => erp.record(op)), { retry: attempt > 1 }));
       onResult?.(result.kind, op.kind);
       if (result.kind === 'recorded' || result.kind === 'refused') return result;
       if (result.kind === 'throttled') {
