@@ -59,9 +59,12 @@ function generatedEnvFile(dir: string): string {
 }
 
 describe('compose.yaml', { skip }, () => {
-  it('is valid for docker-compose, with and without the mosquitto profile', () => {
+  it('is valid for docker-compose, with and without the mosquitto and tracing profiles', () => {
     compose('config', '-q');
     compose('--profile', 'mosquitto', 'config', '-q');
+    const tracing = parse(compose('--profile', 'tracing', 'config')) as { services: Record<string, Service> };
+    assert.ok(tracing.services.jaeger, 'the tracing profile adds a trace backend');
+    assert.equal(tracing.services.orders!.environment!.OTEL_EXPORTER_OTLP_ENDPOINT, '', 'tracing is off unless the endpoint is given');
   });
 
   it('validates against the compose-spec JSON schema', (t) => {
