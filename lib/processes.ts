@@ -1,8 +1,9 @@
 // The system's processes, declared once: each one's entry file, default ports, MQTT user, the
 // shared groups it joins and its route at the gateway. `npm start` (scripts/start-plan.ts), the
 // gateway's routes (gateway/render.ts → nginx.conf), the development logins (broker/dev-logins.ts),
-// the test stack and the README's processes table are derived from it; compose.yaml, the ACL,
-// .env.example and package.json are checked against it (test/processes.test.ts).
+// the test stack and the processes table (`npm run -s processes`) are derived from it; compose.yaml,
+// the ACL, .env.example, the entry files' default ports and any per-process npm script are checked
+// against it (test/processes.test.ts).
 
 /** A port a process listens on: its default, and the variable `npm start` sets it from. */
 export interface PortDeclaration {
@@ -158,7 +159,7 @@ export function startPorts(processes: readonly ProcessDeclaration[]): PortDeclar
 
 export const composeService = (p: ProcessDeclaration) => p.composeService ?? p.name;
 
-/** The README's processes table (test/processes.test.ts checks the README holds exactly this). */
+/** The processes table `npm run -s processes` prints (the README points to it rather than holding a copy). */
 export function processTable(processes: readonly ProcessDeclaration[]): string {
   const code = (s: string) => `\`${s}\``;
   const rows = processes.map((p) => {

@@ -13,8 +13,9 @@ import { fileURLToPath } from 'node:url';
 import { RedisLeaseStore } from '../lib/leases/redis.js';
 import { SqliteLeaseStore } from '../lib/leases/sqlite.js';
 import type { LeaseStore } from '../lib/leases/store.js';
-import { eventually, freePort } from '../harness/process.js';
-import { findProgram, requireProgram } from './support/programs.js';
+import { eventually } from '../harness/process.js';
+import { requireProgram } from './support/programs.js';
+import { startRedis, type RunningRedis } from '../harness/redis.js';
 import { sleep } from '../lib/shutdown.js';
 
 
@@ -162,27 +163,9 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 storeContract('SQLite', () => join(dir, 'leases.db'));
 
 const redisSkip = requireProgram('redis-server', 'redis-server');
-let redisUrl = '';
-let redis: ChildProcess | undefined;
+let redis: RunningRedis | undefined;
 before(async () => {
-  if (redisSkip) return;
-  const port = await freePort();
-  redis = spawn(findProgram('redis-server')!, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-  redisUrl = `redis://127.0.0.1:${port}`;
-  await eventually(
-    async () => {
-      const probe = new RedisLeaseStore({ url: redisUrl });
-      try {
-        await probe.ready();
-        return true;
-      } finally {
-        await probe.close();
-      }
-    },
-    { what: 'redis-server to answer', timeoutMs: 10_000 },
-  );
+  if (!redisSkip) redis = await startRedis({ appendonly: false });
 });
-after(async () => {
-  redis?.kill('SIGKILL');
-});
-storeContract('Redis', () => redisUrl, redisSkip);
+after(() => redis?.kill());
+storeContract('Redis', () => redis!.url, redisSkip);

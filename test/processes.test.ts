@@ -25,6 +25,7 @@ import {
   mqttUsers,
   processTable,
   routedProcesses,
+  startPorts,
   upstreamVariable,
   type ProcessDeclaration,
 } from '../lib/processes.js';
@@ -178,7 +179,7 @@ function disagreements(files: Files, processes: readonly ProcessDeclaration[]): 
 
 /** npm start's plan with every port at its default, as a user who sets nothing gets it. */
 function defaultPlan(processes: readonly ProcessDeclaration[], workers = 2) {
-  const ports = Object.fromEntries(processes.flatMap((p) => [...Object.values(p.ports), ...(p.replicas ? [p.replicas.nextPort] : [])]).map((d) => [d.startVariable, d.port]));
+  const ports = Object.fromEntries(startPorts(processes).map((d) => [d.startVariable, d.port]));
   return startPlan(processes, {
     ports,
     shared: { DATA_DIR: '/data' },
