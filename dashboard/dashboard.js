@@ -158,7 +158,44 @@ function renderOrders() {
   counts.parked = state.parked;
   for (const el of document.querySelectorAll('#order-counts dd')) el.textContent = String(counts[el.dataset.status] ?? 0);
   const latest = [...state.orders.entries()].slice(-12).reverse();
-  $('latest-orders').innerHTML = latest.map(([ref, o]) => `<li class="${o.status}"><code>${escape(ref.slice(0, 8))}</code><span>${o.status}</span></li>`).join('');
+  $('latest-orders').innerHTML = latest
+    .map(([ref, o]) => `<li class="${o.status}"><button type="button" data-ref="${escape(ref)}" title="show its timeline"><code>${escape(ref.slice(0, 8))}</code><span>${o.status}</span></button></li>`)
+    .join('');
+}
+
+// A clicked order's timeline: its hops through the services (GET /api/orders/{ref}/timeline, built by
+// the orders service from what every stage recorded; nothing personal), as bars on one time axis.
+async function showTimeline(ref) {
+  const box = $('timeline');
+  box.dataset.ref = ref;
+  box.dataset.state = 'loading';
+  $('timeline-ref').textContent = ref.slice(0, 8);
+  let timeline;
+  try {
+    const res = await fetch(`/api/orders/${encodeURIComponent(ref)}/timeline`, { cache: 'no-store' });
+    if (!res.ok) throw new Error(res.status === 404 ? 'nothing recorded yet' : `HTTP ${res.status}`);
+    timeline = await res.json();
+  } catch (err) {
+    box.dataset.state = 'error';
+    $('timeline-hops').tBodies[0].innerHTML = `<tr><td colspan="4">${escape(err.message)}</td></tr>`;
+    return;
+  }
+  if (box.dataset.ref !== ref) return; // another order was clicked meanwhile
+  const starts = timeline.hops.map((h) => Date.parse(h.start));
+  const t0 = Math.min(...starts);
+  const total = Math.max(1, ...timeline.hops.map((h, i) => starts[i] - t0 + (h.durationMs ?? 0)));
+  const facts = (d) => (d ? Object.entries(d).map(([k, v]) => `${k} ${v}`).join(', ') : '');
+  $('timeline-trace').textContent = timeline.traceId ? `trace ${timeline.traceId}` : '';
+  $('timeline-hops').tBodies[0].innerHTML = timeline.hops
+    .map((h, i) => {
+      const left = ((starts[i] - t0) / total) * 100;
+      const width = Math.max(0.5, ((h.durationMs ?? 0) / total) * 100);
+      const cls = h.detail?.status === 429 || h.detail?.result === 'unavailable' ? 'throttled' : h.name.startsWith('wait') ? 'wait' : 'work';
+      return `<tr class="${cls}"><td>${escape(h.service)}</td><td>${escape(h.name)}<small>${escape(facts(h.detail))}</small></td><td>${h.durationMs === null ? '…' : `${Math.round(h.durationMs)} ms`}</td><td class="bar"><span style="margin-left:${left.toFixed(2)}%;width:${width.toFixed(2)}%"></span></td></tr>`;
+    })
+    .join('');
+  box.dataset.state = 'shown';
+  box.dataset.hops = String(timeline.hops.length);
 }
 
 function renderDeadLetters() {
@@ -193,6 +230,11 @@ function renderStock() {
 }
 
 const escape = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+$('latest-orders').addEventListener('click', (e) => {
+  const button = e.target.closest('button[data-ref]');
+  if (button) void showTimeline(button.dataset.ref);
+});
 
 const cfg = await settings();
 const scheme = location.protocol === 'https:' ? 'wss' : 'ws';

@@ -7,6 +7,8 @@ import type { CloudEvent } from './events.js';
 import type { Logger } from './log.js';
 import { committed, uncommitted } from './group-commit.js';
 import { publishEvent, type MqttClient } from './mqtt.js';
+import { publishSpan } from './tracing.js';
+import { SpanStatusCode } from '@opentelemetry/api';
 
 /** Add to a service's migrations to give it an outbox. */
 export const outboxMigration = `
@@ -21,13 +23,10 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_unsent ON outbox (id) WHERE sent_at IS NULL;
 `;
 
-/** Call inside the transaction that makes the change the event announces. */
-export function enqueueEvent(db: DB, topic: string, event: CloudEvent, { retain = false } = {}): void {
-  db.prepare('INSERT INTO outbox (topic, payload, retain, created_at) VALUES (?, ?, ?, ?)').run(
-    topic,
-    JSON.stringify(event),
-    retain ? 1 : 0,
-    Date.now(),
+/** Call inside the transaction that makes the change the event announces; returns the row's id. */
+export function enqueueEvent(db: DB, topic: string, event: CloudEvent, { retain = false } = {}): number {
+  return Number(
+    db.prepare('INSERT INTO outbox (topic, payload, retain, created_at) VALUES (?, ?, ?, ?)').run(topic, JSON.stringify(event), retain ? 1 : 0, Date.now()).lastInsertRowid,
   );
 }
 
@@ -36,12 +35,13 @@ interface Row {
   topic: string;
   payload: string;
   retain: number;
+  created_at: number;
 }
 
 /** The relay's statements, with the types of their parameters and rows (prepared once per relay). */
 const statements = (db: DB) => ({
   pending: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL'),
-  next: db.prepare<[after: number, limit: number], Row>('SELECT id, topic, payload, retain FROM outbox WHERE sent_at IS NULL AND id > ? ORDER BY id LIMIT ?'),
+  next: db.prepare<[after: number, limit: number], Row>('SELECT id, topic, payload, retain, created_at FROM outbox WHERE sent_at IS NULL AND id > ? ORDER BY id LIMIT ?'),
   markSent: db.prepare<[sentAt: number, id: number]>('UPDATE outbox SET sent_at = ? WHERE id = ?'),
   prune: db.prepare<[before: number]>('DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?'),
 });
@@ -58,6 +58,8 @@ export interface RelayOptions {
   keepSentMs?: number;
   /** Where to export `outbox_pending`, the rows written but not yet acknowledged by the broker. */
   registry?: Registry;
+  /** Rows the broker acknowledged, and when: called inside the transaction that marks them sent. */
+  onSent?: (ids: readonly number[], at: number) => void;
 }
 
 export class OutboxRelay {
@@ -68,6 +70,7 @@ export class OutboxRelay {
   private readonly pollMs: number;
   private readonly keepSentMs: number;
   private readonly sql: ReturnType<typeof statements>;
+  private readonly onSent: RelayOptions['onSent'];
   private readonly inFlight = new Set<number>();
   private readonly acked: number[] = [];
   private timer: NodeJS.Timeout | undefined;
@@ -85,8 +88,9 @@ export class OutboxRelay {
     this.wake();
   };
 
-  constructor({ db, client, log, window = 256, pollMs = 250, keepSentMs = 60 * 60 * 1000, registry }: RelayOptions) {
+  constructor({ db, client, log, window = 256, pollMs = 250, keepSentMs = 60 * 60 * 1000, registry, onSent }: RelayOptions) {
     this.db = db;
+    this.onSent = onSent;
     this.sql = statements(db);
     this.client = client;
     this.log = log;
@@ -155,9 +159,15 @@ export class OutboxRelay {
       this.inFlight.add(row.id);
       this.after = row.id;
       // The stored JSON as it is: parsing and serializing it again would give the same bytes.
+      const span = publishSpan(row.payload, row.topic, row.created_at);
       publishEvent(this.client, row.topic, row.payload, { retain: row.retain === 1 }).then(
-        () => this.markSent(row.id),
+        () => {
+          span?.end();
+          this.markSent(row.id);
+        },
         (err: Error) => {
+          span?.setStatus({ code: SpanStatusCode.ERROR, message: err.message });
+          span?.end();
           this.inFlight.delete(row.id);
           this.after = Math.min(this.after, row.id - 1);
           this.log.warn({ err: err.message, outboxId: row.id }, 'outbox publish failed; will retry');
@@ -184,7 +194,10 @@ export class OutboxRelay {
     if (ids.length === 0 || !this.db.open) return;
     const now = Date.now();
     const stmt = this.sql.markSent;
-    this.db.transaction(() => ids.forEach((i) => stmt.run(now, i)))();
+    this.db.transaction(() => {
+      ids.forEach((i) => stmt.run(now, i));
+      this.onSent?.(ids, now);
+    })();
     for (const i of ids) this.inFlight.delete(i);
   }
 

@@ -9,7 +9,7 @@ import { serveApp, type Served } from './http.js';
 import { createLogger, type Logger } from './log.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { closeMqtt, connectMqtt, consume, subscribe, type ConsumeOptions, type Consumption, type MqttClient } from './mqtt.js';
-import { OutboxRelay } from './outbox.js';
+import { OutboxRelay, type RelayOptions } from './outbox.js';
 import { onShutdown } from './shutdown.js';
 import { StatsPublisher, type StatsName } from './stats.js';
 import { startTracing, type Tracing } from './tracing.js';
@@ -98,8 +98,8 @@ export class Service<C extends ServiceConfig> {
   }
 
   /** Publishes what `db`'s outbox holds on `publisher`, from now until shutdown (after the consumers drained). */
-  outbox(db: DB, publisher: MqttClient, { window }: { window?: number } = {}): OutboxRelay {
-    const relay = new OutboxRelay({ db, client: publisher, log: this.log, registry: this.metrics.registry, ...(window === undefined ? {} : { window }) });
+  outbox(db: DB, publisher: MqttClient, options: Pick<RelayOptions, 'window' | 'onSent'> = {}): OutboxRelay {
+    const relay = new OutboxRelay({ db, client: publisher, log: this.log, registry: this.metrics.registry, ...options });
     relay.start();
     this.#relays.push(relay);
     return relay;

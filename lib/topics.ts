@@ -9,6 +9,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { TOPIC_ROOT, defineEvent } from './events.js';
+import { hopsSchema } from './timeline.js';
 
 /** Where the viewer reads: nothing personal is ever published under it. */
 export const PUBLIC_ROOT = `${TOPIC_ROOT}/public`;
@@ -48,13 +49,16 @@ export const orderCreated = defineEvent({
   example: sampleOrder,
 });
 
-const orderRef = z.strictObject({ orderId: z.uuid(), reason: z.string().min(1).max(500) });
+/** The hops an order went through so far (lib/timeline.ts), carried on to the orders service. */
+const hops = { hops: hopsSchema.optional() };
+
+const orderRef = z.strictObject({ orderId: z.uuid(), reason: z.string().min(1).max(500), ...hops });
 
 export const stockReserved = defineEvent({
   topic: `${TOPIC_ROOT}/stock/reserved`,
   type: 'woodytoys.stock.reserved',
   summary: 'Saga step 3a: the stock service reserved every item of the order (all or none); the order workers record it in the ERP. Personal: carries the customer.',
-  data: order,
+  data: order.extend(hops),
   example: sampleOrder,
 });
 
@@ -70,7 +74,7 @@ export const orderConfirmed = defineEvent({
   topic: `${TOPIC_ROOT}/orders/confirmed`,
   type: 'woodytoys.order.confirmed',
   summary: 'Saga step 4a: the ERP recorded the order.',
-  data: z.strictObject({ orderId: z.uuid(), erpReference: z.string().min(1).max(128) }),
+  data: z.strictObject({ orderId: z.uuid(), erpReference: z.string().min(1).max(128), ...hops }),
   example: { orderId: sampleOrderId, erpReference: 'ERP-000042' },
 });
 
@@ -78,7 +82,7 @@ export const orderFailed = defineEvent({
   topic: `${TOPIC_ROOT}/orders/failed`,
   type: 'woodytoys.order.failed',
   summary: "Saga step 4b: the order cannot be completed (refused by the ERP, or given up); `reason` is shown to the customer in the order's history.",
-  data: z.strictObject({ orderId: z.uuid(), reason: z.string().min(1).max(500) }),
+  data: z.strictObject({ orderId: z.uuid(), reason: z.string().min(1).max(500), ...hops }),
   example: { orderId: sampleOrderId, reason: 'ERP refused the order: credit check failed' },
 });
 
@@ -87,7 +91,7 @@ export const orderParked = defineEvent({
   type: 'woodytoys.order.parked',
   summary:
     "Saga step 4c: the ERP could not be reached (unreachable, 5xx, timeouts, 429s) for all of a worker's attempts. Transient is not final: the order stays pending with its stock reserved, and its dead letter waits for an operator's replay.",
-  data: z.strictObject({ orderId: z.uuid(), reason: z.string().min(1).max(500), attempts: z.number().int().min(1) }),
+  data: z.strictObject({ orderId: z.uuid(), reason: z.string().min(1).max(500), attempts: z.number().int().min(1), ...hops }),
   example: { orderId: sampleOrderId, reason: 'gave up after 8 attempts: ERP answered 503', attempts: 8 },
 });
 

@@ -89,6 +89,21 @@ export async function inSpan<T>(tracer: Tracer, name: string, options: SpanOptio
 
 const tracer = () => trace.getTracer('woodytoys');
 
+/** A stored event's traceparent, found without parsing the whole JSON (lib/events.ts writes it as a plain string). */
+const STORED_TRACEPARENT = /"traceparent":"(00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2})"/;
+
+/**
+ * A span for publishing a stored event (the outbox relay), in the event's trace: from the moment it
+ * was stored to the broker's acknowledgement. Undefined, at the cost of one check, when spans are
+ * not recorded (no exporter) or the event carries no trace.
+ */
+export function publishSpan(payload: string, topic: string, storedAt: number): Span | undefined {
+  if (!current?.exporting) return undefined;
+  const traceparent = STORED_TRACEPARENT.exec(payload)?.[1];
+  if (!traceparent) return undefined;
+  return tracer().startSpan('outbox publish', { kind: SpanKind.PRODUCER, startTime: storedAt, attributes: { 'messaging.destination.name': topic } }, contextFrom(traceparent));
+}
+
 /** What a consumer needs of an event to continue its trace. */
 interface Traced {
   id: string;

@@ -1,6 +1,6 @@
 // The live dashboard, as a person sees it: headless Chromium opens the page the gateway serves,
 // the page connects to the broker over MQTT/WebSocket as the public viewer, and posting orders moves
-// its counters and its ERP chart. A screenshot is saved under test-output/.
+// its counters and its ERP chart; a clicked order shows its timeline. A screenshot is saved under test-output/.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -57,6 +57,14 @@ describe('dashboard', { skip }, () => {
     await page.locator('#workers tbody tr').first().waitFor({ timeout: 15_000 });
     await page.locator('#backlog tbody tr').first().waitFor({ timeout: 15_000 });
     assert.match((await page.locator('#backlog tbody').textContent()) ?? '', /order-workers/);
+
+    // A confirmed order, clicked, shows its timeline: every hop from the accept to the outcome.
+    await page.locator('#latest-orders li.confirmed button').first().click();
+    await page.locator('#timeline[data-state="shown"]').waitFor({ timeout: 15_000 });
+    const hops = await page.locator('#timeline-hops tbody tr').allTextContents();
+    for (const hop of ['accept', 'outbox publish', 'stock reservation', 'wait in queue', 'wait for pace', 'erp attempt', 'outcome applied']) {
+      assert.ok(hops.some((row) => row.includes(hop)), `the timeline shows "${hop}": ${hops.join(' | ')}`);
+    }
     assert.deepEqual(errors, []);
 
     const dir = join(ROOT, 'test-output');

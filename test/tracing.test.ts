@@ -1,17 +1,20 @@
 // One order followed across every hop (issue 17): placed through real nginx with a client's
 // traceparent, it is continued by the orders service, the stock consumer, the worker, the ERP and
 // the orders consumer. A real OTLP/HTTP receiver started here (JSON encoding, read as a collector
-// reads it) gets the spans as one trace whose parents all exist, and every log line written while
-// handling the order carries the trace id.
+// reads it) gets the spans as one trace whose parents all exist; every event and log line about
+// the order and every ERP call carries the trace id; and the order's timeline (built by the
+// services, no trace backend) lists each hop in order, the ERP's forced 429 as an attempt of its own.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import type { RunningGateway } from '../gateway/nginx.js';
+import mqtt from 'mqtt';
 import { eventually } from '../harness/process.js';
 import { getJson, sampleOrder, startGatewayFor, startStack, type Stack } from '../harness/stack.js';
 import { requireProgram } from './support/programs.js';
+import { publicOrderRef } from '../lib/topics.js';
 
 interface ReceivedSpan {
   traceId: string;
@@ -59,10 +62,17 @@ describe('tracing one order across every hop', { skip }, () => {
   });
 
   it('carries the client trace through nginx, the services, the worker and the ERP, as one trace with its parents', async () => {
+    // Every event on the broker, to find those the order causes (the test's client may read everything).
+    const events: { topic: string; event: { subject?: string; traceparent?: string; data?: { orderId?: string } } }[] = [];
+    const watcher = await mqtt.connectAsync(stack.urls.mqtt, { clientId: 'tracing-watcher', clean: true, protocolVersion: 4 });
+    watcher.on('message', (topic, payload) => events.push({ topic, event: JSON.parse(payload.toString()) }));
+    await watcher.subscribeAsync('woodytoys/#', { qos: 1 });
+    // The ERP answers this customer's first attempt with a 429 (ERP_THROTTLED_DOMAINS' default domain).
+    const order = { ...sampleOrder(1), customer: { name: 'Traced', email: 'traced@throttled.example' } };
     const res = await fetch(`${gateway.url}/api/orders`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', traceparent: `00-${TRACE}-${CLIENT_SPAN}-01` },
-      body: JSON.stringify(sampleOrder(1)),
+      body: JSON.stringify(order),
     });
     assert.equal(res.status, 202);
     const { id } = (await res.json()) as { id: string };
@@ -70,31 +80,95 @@ describe('tracing one order across every hop', { skip }, () => {
       what: 'the order confirmed',
     });
 
-    // Every hop, in its own process, as the collector receives them (batches go out every 100 ms).
+    // Every hop, in its own process, as the collector receives them (batches go out every 100 ms; a
+    // parent span ends, and is sent, after its children, so the wait is for the whole tree).
     const names = (service: string) => spans.filter((s) => s.traceId === TRACE && s.service === `woodytoys-${service}`).map((s) => s.name);
+    const orphans = () => {
+      const received = spans.filter((s) => s.traceId === TRACE);
+      const ids = new Set([CLIENT_SPAN, ...received.map((s) => s.spanId)]);
+      return received.filter((s) => !s.parentSpanId || !ids.has(s.parentSpanId)).map((s) => `${s.service}:${s.name}`);
+    };
     await eventually(
       () =>
-        names('orders').some((n) => n.startsWith('POST')) &&
-        names('stock').includes('consume woodytoys.order.created') &&
-        names('worker').includes('wait for pace') &&
-        names('worker').includes('erp attempt') &&
-        names('erp').some((n) => n.startsWith('POST')) &&
-        names('orders').includes('consume woodytoys.order.confirmed') ||
+        (names('orders').some((n) => n.startsWith('POST')) &&
+          names('orders').includes('outbox publish') &&
+          names('stock').includes('consume woodytoys.order.created') &&
+          names('worker').includes('consume woodytoys.stock.reserved') &&
+          names('worker').filter((n) => n === 'erp attempt').length === 2 &&
+          names('erp').filter((n) => n.startsWith('POST')).length === 2 &&
+          names('orders').includes('consume woodytoys.order.confirmed') &&
+          orphans().length === 0) ||
         undefined,
-      { what: `every hop's span (so far: ${spans.filter((s) => s.traceId === TRACE).map((s) => `${s.service}:${s.name}`).join(', ')})` },
+      { what: `every hop's span, each with its parent (so far: ${spans.filter((s) => s.traceId === TRACE).map((s) => `${s.service}:${s.name}`).join(', ')}; without a parent: ${orphans().join(', ')})` },
     );
     const trace = spans.filter((s) => s.traceId === TRACE);
-    const ids = new Set([CLIENT_SPAN, ...trace.map((s) => s.spanId)]);
-    const orphans = trace.filter((s) => !s.parentSpanId || !ids.has(s.parentSpanId));
-    assert.deepEqual(orphans.map((s) => `${s.service}:${s.name}`), [], 'every span hangs from the client span or another span of the trace');
-    const attempt = trace.find((s) => s.name === 'erp attempt')!;
-    const erpServer = trace.find((s) => s.service === 'woodytoys-erp' && s.name.startsWith('POST'))!;
-    assert.equal(erpServer.parentSpanId, attempt.spanId, "the ERP's request continues the worker's attempt");
+    assert.deepEqual(orphans(), [], 'every span hangs from the client span or another span of the trace');
+    // Both ERP calls (the 429 and the one that recorded the order) continue the worker's attempts.
+    const attempts = trace.filter((s) => s.name === 'erp attempt').map((s) => s.spanId);
+    const erpRequests = trace.filter((s) => s.service === 'woodytoys-erp' && s.name.startsWith('POST'));
+    assert.deepEqual(erpRequests.map((s) => s.parentSpanId).sort(), [...attempts].sort(), "each ERP request continues one of the worker's attempts");
+    assert.deepEqual(
+      trace.filter((s) => s.name === 'erp attempt').map((s) => s.attributes.find((a) => a.key === 'erp.result')?.value.stringValue).sort(),
+      ['recorded', 'throttled'],
+    );
     assert.ok(trace.some((s) => s.name === 'wait in queue'), 'the time in the queue has its span');
+
+    assert.ok(trace.some((s) => s.name === 'outbox publish' && s.service === 'woodytoys-orders'), 'the outbox publish has its span');
 
     // Log lines written while handling the order carry its trace id.
     const lines = [stack.orders, stack.stock, stack.erp, ...stack.workers].flatMap((p) => p.logs).filter((l) => JSON.stringify(l).includes(id));
     assert.ok(lines.length > 0, 'the services log the order (at debug level)');
     assert.deepEqual(lines.filter((l) => l.trace_id !== TRACE).map((l) => `${l.service}: ${l.msg}`), [], 'every line about the order carries its trace id');
+
+    // Every event the order caused carries the trace: created, reserved, confirmed.
+    const about = () => events.filter((e) => e.event.data?.orderId === id || e.event.subject === id);
+    await eventually(() => about().some((e) => e.topic === 'woodytoys/orders/confirmed') || undefined, { what: 'the confirmation on the broker' });
+    assert.deepEqual(
+      [...new Set(about().map((e) => e.topic))].sort(),
+      ['woodytoys/orders/confirmed', 'woodytoys/orders/created', 'woodytoys/stock/reserved'],
+      'the saga events of the order',
+    );
+    assert.deepEqual(about().filter((e) => e.event.traceparent?.split('-')[1] !== TRACE).map((e) => e.topic), [], 'every event of the order carries its trace id');
+    await watcher.endAsync();
+
+    // The timeline, through the gateway as a client reads it: each hop in order.
+    type Hop = { name: string; service: string; start: string; durationMs: number | null; detail?: Record<string, unknown> };
+    const timeline = await getJson<{ traceId: string; hops: Hop[] }>(`${gateway.url}/api/orders/${id}/timeline`);
+    assert.equal(timeline.traceId, TRACE);
+    assert.deepEqual(
+      timeline.hops.map((h) => `${h.service}: ${h.name}`),
+      [
+        'orders: accept',
+        'orders: outbox publish',
+        'stock: wait in queue',
+        'stock: stock reservation',
+        'worker: wait in queue',
+        'worker: wait for pace',
+        'worker: erp attempt',
+        'worker: wait for pace',
+        'worker: erp attempt',
+        'orders: wait in queue',
+        'orders: outcome applied',
+      ],
+    );
+    assert.deepEqual(timeline.hops.filter((h) => h.name === 'erp attempt').map((h) => h.detail), [
+      { attempt: 1, result: 'throttled', status: 429, retryAfterMs: 200 },
+      { attempt: 2, result: 'recorded', status: 201 },
+    ]);
+    assert.equal(timeline.hops.find((h) => h.service === 'stock' && h.name === 'wait in queue')?.detail?.topic, 'woodytoys/orders/created', 'the wait in the group queue names its topic');
+    for (const h of timeline.hops) assert.ok(typeof h.durationMs === 'number' && h.durationMs >= 0, `${h.service}: ${h.name} has a duration`);
+    const starts = timeline.hops.map((h) => Date.parse(h.start));
+    assert.deepEqual(starts, [...starts].sort((a, b) => a - b), 'oldest first');
+    // The second attempt waited at least the 429's Retry-After.
+    const [first, second] = timeline.hops.filter((h) => h.name === 'erp attempt');
+    assert.ok(Date.parse(second!.start) - (Date.parse(first!.start) + first!.durationMs!) >= 200, 'the retry honoured Retry-After');
+    // The same timeline by the order's public reference (what the dashboard knows), and a stranger's miss.
+    const byRef = await getJson<{ ref: string; hops: Hop[] }>(`${gateway.url}/api/orders/${publicOrderRef(id)}/timeline`);
+    assert.deepEqual(byRef.hops, timeline.hops);
+    const missing = await fetch(`${gateway.url}/api/orders/0123456789abcdef/timeline`);
+    assert.equal(missing.status, 404);
+    assert.equal(missing.headers.get('content-type'), 'application/problem+json');
+    const malformed = await fetch(`${gateway.url}/api/orders/not-an-order/timeline`);
+    assert.equal(malformed.status, 400);
   });
 });

@@ -162,10 +162,10 @@ const paced = pacedErp({
   },
   onRetry: (kind) => retries.inc({ kind }),
 });
-const record: typeof paced = async (op) => {
+const record: typeof paced = async (op, hops) => {
   inProgress.set(op.kind, (inProgress.get(op.kind) ?? 0) + 1);
   try {
-    return await paced(op);
+    return await paced(op, hops);
   } finally {
     inProgress.set(op.kind, inProgress.get(op.kind)! - 1);
   }

@@ -8,6 +8,7 @@ import { createEvent, deriveId } from '../lib/events.js';
 import type { Logger } from '../lib/log.js';
 import { PermanentFailure, eventRoute, publishEvent, type MqttClient, type Route } from '../lib/mqtt.js';
 import { orderConfirmed, orderFailed, orderParked, stockReserved } from '../lib/topics.js';
+import { journey, queueWait } from '../lib/timeline.js';
 import type { RecordInErp } from './paced-erp.js';
 
 export const SOURCE = '/woodytoys/workers';
@@ -23,22 +24,24 @@ export interface OrderWorkerOptions {
 export function orderWorkerRoutes({ publisher, record, log }: OrderWorkerOptions): Route[] {
   return [
     eventRoute(stockReserved, {
-      async handle({ id, data }) {
-        const final = await record({ operationId: `order:${data.orderId}`, kind: 'order', payload: { orderId: data.orderId, customer: data.customer, items: data.items } });
+      async handle({ id, data, time }, topic) {
+        // The order's timeline (lib/timeline.ts): the hops so far, the wait for us, then each attempt.
+        const hops = journey(data.hops, queueWait('worker', time, topic));
+        const final = await record({ operationId: `order:${data.orderId}`, kind: 'order', payload: { orderId: data.orderId, customer: data.customer, items: data.items } }, hops);
         const subject = data.orderId;
         if (final.kind === 'recorded') {
-          const event = createEvent(orderConfirmed, { orderId: data.orderId, erpReference: final.reference }, { source: SOURCE, id: deriveId(id, 'confirmed'), subject });
+          const event = createEvent(orderConfirmed, { orderId: data.orderId, erpReference: final.reference, hops: journey(hops) }, { source: SOURCE, id: deriveId(id, 'confirmed'), subject });
           await publishEvent(publisher, orderConfirmed.topic, event);
           log.debug({ orderId: data.orderId, duplicate: final.duplicate }, 'order recorded in ERP');
           return;
         }
         if (final.kind === 'exhausted') {
           // Each parking is a fact of its own (a replay may park the order again): a fresh event id.
-          const parked = createEvent(orderParked, { orderId: data.orderId, reason: final.reason.slice(0, 500), attempts: final.attempts }, { source: SOURCE, subject });
+          const parked = createEvent(orderParked, { orderId: data.orderId, reason: final.reason.slice(0, 500), attempts: final.attempts, hops: journey(hops) }, { source: SOURCE, subject });
           await publishEvent(publisher, orderParked.topic, parked);
           throw new PermanentFailure(final.reason, final.attempts);
         }
-        const event = createEvent(orderFailed, { orderId: data.orderId, reason: final.reason }, { source: SOURCE, id: deriveId(id, 'failed'), subject });
+        const event = createEvent(orderFailed, { orderId: data.orderId, reason: final.reason, hops: journey(hops) }, { source: SOURCE, id: deriveId(id, 'failed'), subject });
         await publishEvent(publisher, orderFailed.topic, event);
         log.info({ orderId: data.orderId, reason: final.reason }, 'order refused by ERP');
       },

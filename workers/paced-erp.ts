@@ -12,11 +12,15 @@ import type { ErpClient, ErpOperation, ErpResult } from './erp-client.js';
 import type { Pacer } from '../lib/pacing.js';
 import { sleep } from '../lib/shutdown.js';
 import { attemptInTrace } from '../lib/tracing.js';
+import { hop, type Hop } from '../lib/timeline.js';
 
 export type Final = Exclude<ErpResult, { kind: 'throttled' } | { kind: 'unavailable' }> | { kind: 'exhausted'; reason: string; attempts: number };
 
-/** What a workflow's handler needs: record one operation, with a final answer. */
-export type RecordInErp = (op: ErpOperation) => Promise<Final>;
+/**
+ * What a workflow's handler needs: record one operation, with a final answer. Each attempt's wait
+ * for pace and call are added to `hops` when given (the order's timeline, lib/timeline.ts).
+ */
+export type RecordInErp = (op: ErpOperation, hops?: Hop[]) => Promise<Final>;
 
 export interface PacedErpOptions {
   erp: Pick<ErpClient, 'record' | 'find'>;
@@ -29,11 +33,24 @@ export interface PacedErpOptions {
 }
 
 export function pacedErp({ erp, pacer, costs, maxAttempts, onResult, onRetry }: PacedErpOptions): RecordInErp {
-  return async (op) => {
+  return async (op, hops) => {
     let last = '';
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
       if (attempt > 1) onRetry?.(op.kind);
-      const result = await attemptInTrace<ErpResult>(op, attempt, (call) => pacer.run(op.kind, costs[op.kind], () => call(() => erp.record(op)), { retry: attempt > 1 }));
+      const asked = Date.now();
+      let sent = asked;
+      const result = await attemptInTrace<ErpResult>(op, attempt, (call) =>
+        pacer.run(
+          op.kind,
+          costs[op.kind],
+          () => {
+            sent = Date.now();
+            return call(() => erp.record(op));
+          },
+          { retry: attempt > 1 },
+        ),
+      );
+      hops?.push(hop('wait for pace', 'worker', asked, sent, { attempt }), hop('erp attempt', 'worker', sent, Date.now(), attemptFacts(attempt, result)));
       onResult?.(result.kind, op.kind);
       if (result.kind === 'recorded' || result.kind === 'refused') return result;
       if (result.kind === 'throttled') {
@@ -55,4 +72,18 @@ export function pacedErp({ erp, pacer, costs, maxAttempts, onResult, onRetry }: 
     }
     return { kind: 'exhausted', reason: `gave up after ${maxAttempts} attempts: ${last}`, attempts: maxAttempts };
   };
+}
+
+/** What the timeline says of one ERP attempt: its number, the ERP's answer (an HTTP status when there was one) and Retry-After. */
+export function attemptFacts(attempt: number, result: ErpResult): NonNullable<Hop['detail']> {
+  switch (result.kind) {
+    case 'recorded':
+      return { attempt, result: result.kind, status: result.duplicate ? 200 : 201 };
+    case 'refused':
+      return { attempt, result: result.kind, status: 422 };
+    case 'throttled':
+      return { attempt, result: result.kind, status: 429, retryAfterMs: result.retryAfterMs };
+    case 'unavailable':
+      return { attempt, result: result.kind, error: result.reason.slice(0, 200) };
+  }
 }

@@ -6,7 +6,7 @@ import { adminResponses, adminSecurity, cursors, formatPatterns, nextCursor, non
 import { createApp, payloadTooLarge, problem, type Readiness } from '../../lib/http.js';
 import type { Logger } from '../../lib/log.js';
 import type { Metrics } from '../../lib/metrics.js';
-import { customer, orderItem } from '../../lib/topics.js';
+import { customer, orderItem, publicOrderRef } from '../../lib/topics.js';
 import { OrderStreams, registerEventRoutes } from './events.js';
 import { STEPS, type Order, type OrderStore } from './store.js';
 
@@ -117,6 +117,43 @@ const getOrder = createRoute({
   },
 });
 
+const HopSchema = z
+  .object({
+    name: z.string().openapi({ example: 'erp attempt' }),
+    service: z.string().openapi({ example: 'worker' }),
+    start: z.string().openapi({ format: 'date-time' }),
+    durationMs: z.number().nullable().openapi({ description: 'null while the hop is under way (the outbox publish before the broker acknowledged it)' }),
+    detail: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).optional().openapi({ example: { attempt: 1, result: 'throttled', status: 429, retryAfterMs: 200 } }),
+  })
+  .openapi('Hop');
+const TimelineSchema = z
+  .object({
+    ref: z.string().openapi({ description: "the order's public reference (as on woodytoys/public/orders/status)" }),
+    traceId: z.string().nullable().openapi({ description: 'the W3C trace id the order was accepted in' }),
+    hops: z.array(HopSchema),
+  })
+  .openapi('Timeline');
+
+const getTimeline = createRoute({
+  method: 'get',
+  path: '/api/orders/{id}/timeline',
+  summary: "An order's hops through the services, with their times and durations",
+  description:
+    'Built from what the services record (no trace backend needed): the accept, the outbox publish, each wait in a queue, the stock reservation, each ERP attempt with its wait for pace and its answer (a 429 with its Retry-After is an attempt of its own), and the outcome applied. `id` is the order id, or its public reference (16 hex digits, as the dashboard knows it): nothing in a timeline is personal.',
+  request: {
+    params: z.object({
+      id: z
+        .union([z.uuid(), z.string().regex(/^[0-9a-f]{16}$/)])
+        .openapi({ param: { name: 'id', in: 'path' }, description: 'order id (UUID) or public reference (16 hex digits)', example: '0b7e6c1e-3f0a-4c8e-9d7b-2a5f4e1c9d30' }),
+    }),
+  },
+  responses: {
+    200: { description: "The order's hops, oldest first", content: { 'application/json': { schema: TimelineSchema } } },
+    400: problemResponse('Malformed id'),
+    404: problemResponse('Nothing recorded for this order'),
+  },
+});
+
 export const orderLocation = (o: Pick<Order, 'id'>) => `/api/orders/${o.id}`;
 
 export function createOrdersApp({ store, log, metrics, ready, onOrderCreated, maxBodyBytes = 16 * 1024, streams = new OrderStreams(store), asyncApi, adminApiKey }: OrdersAppOptions) {
@@ -129,7 +166,8 @@ export function createOrdersApp({ store, log, metrics, ready, onOrderCreated, ma
   app.doc31('/api/orders/openapi.json', { openapi: '3.1.0', info: { title: 'Woodytoys orders', version: '1.0.0' } });
 
   app.openapi(createOrder, (c) => {
-    const result = store.create(c.req.valid('json'), c.req.valid('header')['idempotency-key']);
+    const receivedAt = Date.now();
+    const result = store.create(c.req.valid('json'), c.req.valid('header')['idempotency-key'], receivedAt);
     if (result.kind === 'key-reused') {
       return problem(422, 'Idempotency-Key reused', 'this Idempotency-Key was first used with a different body');
     }
@@ -149,6 +187,13 @@ export function createOrdersApp({ store, log, metrics, ready, onOrderCreated, ma
     const order = store.get(c.req.valid('param').id);
     if (!order) return problem(404, 'Not Found', 'no order with this id');
     return c.json(order, 200);
+  });
+
+  app.openapi(getTimeline, (c) => {
+    const { id } = c.req.valid('param');
+    const timeline = store.timelines.get(id.length === 16 ? id : publicOrderRef(id));
+    if (!timeline) return problem(404, 'Not Found', 'nothing recorded for this order');
+    return c.json(timeline, 200);
   });
 
   registerEventRoutes(app, { store, streams, asyncApi });

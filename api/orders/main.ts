@@ -39,7 +39,7 @@ groupCommit(store.db);
 
 // One connection publishes (outbox relay, dead letters); the other consumes outcomes in a persistent session.
 const publisher = service.publisher();
-const relay = service.outbox(store.db, publisher);
+const relay = service.outbox(store.db, publisher, { onSent: (ids, at) => store.timelines.published(ids, at) });
 service.consume({
   consumer: 'orders',
   publisher,

@@ -5,6 +5,8 @@ import { createEvent } from '../../lib/events.js';
 import { enqueueEvent, outboxMigration } from '../../lib/outbox.js';
 import { orderCreated, orderStatus, publicOrderRef } from '../../lib/topics.js';
 import { OrderChanges } from './changes.js';
+import { OrderTimelines, timelineMigration } from './timeline.js';
+import type { Hop } from '../../lib/timeline.js';
 import type { z } from 'zod';
 import type { customer as customerSchema, orderItem } from '../../lib/topics.js';
 
@@ -42,6 +44,8 @@ const migrations = [
   // Parked orders: pending, their ERP attempts spent on transient failures, waiting for a replay.
   `ALTER TABLE orders ADD COLUMN parked_at TEXT;
    CREATE INDEX orders_parked ON orders (parked_at) WHERE parked_at IS NOT NULL AND status = 'pending';`,
+  // Each order's hops, for GET /api/orders/{id}/timeline (timeline.ts).
+  timelineMigration,
 ];
 
 export type Status = 'pending' | 'confirmed' | 'rejected';
@@ -77,6 +81,10 @@ interface OrderRow {
 export type CreateResult = { kind: 'created'; order: Order } | { kind: 'replayed'; order: Order } | { kind: 'key-reused' };
 
 export type OutcomeResult = 'applied' | 'duplicate' | 'unknown-order' | 'already-final';
+
+/** An outcome's hops for the timeline, made when it is known to be new (its apply hop ends then). */
+export type Journey = () => Hop[];
+const NO_HOPS: Journey = () => [];
 
 /** One step of an order's history; `seq` counts from 1 per order (the id of its server-sent event). */
 export interface HistoryEntry {
@@ -123,11 +131,14 @@ export class OrderStore {
   readonly db: DB;
   /** Told after each committed change of status, for the orders' event streams. */
   readonly changes = new OrderChanges();
+  /** Each order's hops (timeline.ts). */
+  readonly timelines: OrderTimelines;
   readonly #sql: ReturnType<typeof statements>;
 
   constructor(file: string) {
     this.db = openDatabase(file, { migrations });
     this.#sql = statements(this.db);
+    this.timelines = new OrderTimelines(this.db);
   }
 
   /**
@@ -135,7 +146,7 @@ export class OrderStore {
    * key, the key and a hash of the body are stored in that transaction too: the same key and body
    * again give back the first order; the same key with another body is refused.
    */
-  create(input: NewOrder, idempotencyKey?: string): CreateResult {
+  create(input: NewOrder, idempotencyKey?: string, receivedAt = Date.now()): CreateResult {
     // Time-ordered ids: each order's rows land beside the previous order's in every index.
     const id = timeOrderedId();
     const now = new Date().toISOString();
@@ -151,7 +162,7 @@ export class OrderStore {
         this.#sql.insertIdempotencyKey.run(idempotencyKey, bodyHash, id, now);
       }
       const event = createEvent(orderCreated, { orderId: id, ...input }, { source: SOURCE, subject: id });
-      enqueueEvent(this.db, orderCreated.topic, event);
+      this.timelines.accepted(id, receivedAt, Date.parse(event.time), enqueueEvent(this.db, orderCreated.topic, event), event.traceparent?.split('-')[1]);
       this.announceStatus(id, 'pending', input.items);
       return undefined;
     })();
@@ -191,10 +202,10 @@ export class OrderStore {
    * Applies an outcome event once: the event id is remembered in the same transaction as the change,
    * so a redelivered event changes nothing. Only a pending order moves to a final status.
    */
-  applyOutcome(eventId: string, orderId: string, status: Exclude<Status, 'pending'>, detail: { reason?: string; erpReference?: string }): OutcomeResult {
+  applyOutcome(eventId: string, orderId: string, status: Exclude<Status, 'pending'>, detail: { reason?: string; erpReference?: string }, hops: Journey = NO_HOPS): OutcomeResult {
     const result = this.db.transaction((): OutcomeResult => {
       const now = new Date().toISOString();
-      const refused = this.takePending(eventId, orderId, now);
+      const refused = this.takePending(eventId, orderId, now, hops);
       if (refused) return refused;
       this.#sql.finish.run(status, detail.reason ?? null, detail.erpReference ?? null, now, orderId);
       this.addHistory(orderId, status, now, detail.reason ?? detail.erpReference ?? null);
@@ -211,10 +222,10 @@ export class OrderStore {
    * attempts. It stays pending, its reservation held; a `parked` step with the reason goes into its
    * history. A replay of its dead letter then confirms or rejects it as usual.
    */
-  applyParked(eventId: string, orderId: string, reason: string): OutcomeResult {
+  applyParked(eventId: string, orderId: string, reason: string, hops: Journey = NO_HOPS): OutcomeResult {
     const result = this.db.transaction((): OutcomeResult => {
       const now = new Date().toISOString();
-      const refused = this.takePending(eventId, orderId, now);
+      const refused = this.takePending(eventId, orderId, now, hops);
       if (refused) return refused;
       this.#sql.park.run(now, now, orderId);
       this.addHistory(orderId, 'parked', now, reason);
@@ -225,14 +236,16 @@ export class OrderStore {
   }
 
   /**
-   * Inside an outcome's transaction: remembers the event id, and says why the outcome changes
-   * nothing (seen before, no such order, already final), or undefined when the order is pending.
+   * Inside an outcome's transaction: remembers the event id and keeps the hops it brought for the
+   * order's timeline, and says why the outcome changes nothing (seen before, no such order, already
+   * final), or undefined when the order is pending.
    */
-  private takePending(eventId: string, orderId: string, now: string): Exclude<OutcomeResult, 'applied'> | undefined {
+  private takePending(eventId: string, orderId: string, now: string, hops: Journey): Exclude<OutcomeResult, 'applied'> | undefined {
     const fresh = this.#sql.processed.run(eventId, now);
     if (fresh.changes === 0) return 'duplicate';
     const row = this.#sql.status.get(orderId);
     if (!row) return 'unknown-order';
+    this.timelines.recorded(orderId, hops());
     return row.status === 'pending' ? undefined : 'already-final';
   }
 

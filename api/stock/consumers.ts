@@ -6,6 +6,7 @@ import type { EventDefinition } from '../../lib/events.js';
 import type { Logger } from '../../lib/log.js';
 import { PermanentFailure, eventRoute, type Route } from '../../lib/mqtt.js';
 import { orderConfirmed, orderCreated, orderFailed, productChanged, stockMovementProcessed } from '../../lib/topics.js';
+import { queueWait } from '../../lib/timeline.js';
 import type { StockStore } from './store.js';
 
 export const GROUP = 'stock';
@@ -30,9 +31,13 @@ export function stockRoutes({ store, log, onChange }: StockConsumerOptions): Rou
       },
     });
   return [
-    route(orderCreated, (order) => {
-      const r = store.reserve(order);
-      log.debug({ orderId: order.orderId, ...r }, 'reservation');
+    // The order's timeline (lib/timeline.ts) starts here: its wait for us, then the reservation.
+    eventRoute(orderCreated, {
+      apply({ data: order, time }, topic) {
+        const r = store.reserve(order, [queueWait('stock', time, topic)]);
+        log.debug({ orderId: order.orderId, ...r }, 'reservation');
+        onChange?.();
+      },
     }),
     route(orderConfirmed, ({ orderId }) => {
       log.debug({ orderId, result: store.sell(orderId) }, 'reservation sold');

@@ -5,6 +5,7 @@ import type { z } from 'zod';
 import type { DB } from '../../lib/db.js';
 import { createEvent, deriveId, type EventData } from '../../lib/events.js';
 import { enqueueEvent } from '../../lib/outbox.js';
+import { hop, journey, type Hop } from '../../lib/timeline.js';
 import { stockRejected, stockReserved, type orderItem } from '../../lib/topics.js';
 import { SOURCE } from './database.js';
 import type { Level, StockLevels } from './levels.js';
@@ -58,7 +59,10 @@ export class Reservations {
    * Reserves every item of a new order, or none. The reservation, the new levels and the
    * stockReserved / stockRejected event commit together; a redelivered order changes nothing.
    */
-  reserve(order: OrderData): ReserveResult {
+  reserve(order: OrderData, earlier: readonly Hop[] = []): ReserveResult {
+    const started = Date.now();
+    /** The order's hops so far and this reservation's, carried on in the event. */
+    const hops = (result: string) => journey(earlier, hop('stock reservation', 'stock', started, Date.now(), { result }));
     return this.db.transaction((): ReserveResult => {
       if (this.#sql.one.get(order.orderId)) return { result: 'duplicate' };
       const needs = totals(order.items);
@@ -73,7 +77,7 @@ export class Reservations {
       if (shortages.length > 0) {
         const reason = `out of stock: ${shortages.join('; ')}`.slice(0, 500);
         this.#sql.insert.run(order.orderId, 'rejected', JSON.stringify(order.items), reason, now, now);
-        const event = createEvent(stockRejected, { orderId: order.orderId, reason }, { source: SOURCE, subject, id: deriveId('stock-rejected', order.orderId) });
+        const event = createEvent(stockRejected, { orderId: order.orderId, reason, hops: hops('rejected') }, { source: SOURCE, subject, id: deriveId('stock-rejected', order.orderId) });
         enqueueEvent(this.db, stockRejected.topic, event);
         return { result: 'rejected', reason };
       }
@@ -82,7 +86,7 @@ export class Reservations {
         this.levels.write(productId, level.available - quantity, level.reserved + quantity);
       }
       this.#sql.insert.run(order.orderId, 'held', JSON.stringify(order.items), null, now, now);
-      enqueueEvent(this.db, stockReserved.topic, createEvent(stockReserved, order, { source: SOURCE, subject, id: deriveId('stock-reserved', order.orderId) }));
+      enqueueEvent(this.db, stockReserved.topic, createEvent(stockReserved, { ...order, hops: hops('reserved') }, { source: SOURCE, subject, id: deriveId('stock-reserved', order.orderId) }));
       return { result: 'reserved' };
     })();
   }

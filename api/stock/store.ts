@@ -1,6 +1,7 @@
 // The stock service's store: levels, reservations and imports (one file each) over one database,
 // so a change in one and the levels it moves commit together. This class opens the database, runs
 // what a first start needs, and is the face the consumers and the entry point use.
+import type { Hop } from '../../lib/timeline.js';
 import type { DB } from '../../lib/db.js';
 import { openStockDatabase } from './database.js';
 import { StockImports, type Import, type MovementOutcome, type MovementResult } from './imports.js';
@@ -47,8 +48,8 @@ export class StockStore {
   ensureProduct(productId: string): void {
     this.levels.ensure(productId);
   }
-  reserve(order: OrderData): ReserveResult {
-    return this.reservations.reserve(order);
+  reserve(order: OrderData, earlier?: readonly Hop[]): ReserveResult {
+    return this.reservations.reserve(order, earlier);
   }
   release(orderId: string, reason: string): ReleaseResult {
     return this.reservations.release(orderId, reason);

@@ -21,6 +21,8 @@ export interface ErpOptions {
   blockedDomains: string[];
   /** Orders from these e-mail domains get a 503 every time (a stand-in for a back-office outage that outlasts a worker's attempts). */
   unavailableDomains?: string[];
+  /** Orders from these e-mail domains get a 429 on their first attempt, then are taken as usual (a forced throttle, for tests). */
+  throttledDomains?: string[];
   /** Fault injection for resilience tests: extra latency, a share of random 500s and of random 429s. */
   latencyMs?: number;
   errorRate?: number;
@@ -50,7 +52,7 @@ const recordRoute = createRoute({
   },
 });
 
-export function createErp({ store, throttle, costs, blockedDomains, unavailableDomains = [], latencyMs = 0, errorRate = 0, throttleRate = 0, log, metrics, maxBodyBytes = 64 * 1024 }: ErpOptions) {
+export function createErp({ store, throttle, costs, blockedDomains, unavailableDomains = [], throttledDomains = [], latencyMs = 0, errorRate = 0, throttleRate = 0, log, metrics, maxBodyBytes = 64 * 1024 }: ErpOptions) {
   const counters = { calls: 0, accepted: 0, rejected: 0, duplicates: 0, refused: 0, errors: 0 };
   const calls = new Counter({
     name: 'erp_calls_total',
@@ -67,6 +69,7 @@ export function createErp({ store, throttle, costs, blockedDomains, unavailableD
     },
   });
   const count = (outcome: string, kind: string) => calls.inc({ outcome, kind });
+  const throttledOnce = new FirstTimes(10_000);
 
   const app = createApp({ log, metrics, ready: () => ({ database: store.db.open }) });
   app.use('/erp/*', bodyLimit({ maxSize: maxBodyBytes, onError: payloadTooLarge(maxBodyBytes) }));
@@ -79,6 +82,11 @@ export function createErp({ store, throttle, costs, blockedDomains, unavailableD
       counters.errors++;
       count('error', kind);
       return problem(503, 'ERP unavailable', 'injected fault (ERP_UNAVAILABLE_DOMAINS)');
+    }
+    if (kind === 'order' && fromDomain(payload, throttledDomains) && throttledOnce.add(operationId)) {
+      counters.rejected++;
+      count('throttled', kind);
+      return problem(429, 'Too Many Requests', 'injected fault (ERP_THROTTLED_DOMAINS): first attempt', {}, { 'retry-after': '1', 'retry-after-ms': '200' });
     }
     if (errorRate > 0 && Math.random() < errorRate) {
       counters.errors++;
@@ -139,4 +147,17 @@ function fromDomain(payload: Record<string, unknown>, domains: string[]): boolea
   const customer = payload.customer as { email?: unknown } | undefined;
   const email = typeof customer?.email === 'string' ? customer.email.toLowerCase() : '';
   return domains.some((d) => email.endsWith(`@${d}`));
+}
+
+/** Remembers the last `size` keys seen, to tell a first time from the next ones. */
+class FirstTimes {
+  readonly #seen = new Set<string>();
+  constructor(private readonly size: number) {}
+  /** True the first time `key` is seen (within the last `size` keys). */
+  add(key: string): boolean {
+    if (this.#seen.has(key)) return false;
+    this.#seen.add(key);
+    if (this.#seen.size > this.size) this.#seen.delete(this.#seen.values().next().value!);
+    return true;
+  }
 }

@@ -20,6 +20,8 @@ const config = loadConfig({
   ERP_MOVEMENT_COST_RU: positiveInt(ERP_OPERATION_COST_RU['stock-movement']),
   ERP_BLOCKED_DOMAINS: z.string().default('blocked.example'),
   ERP_UNAVAILABLE_DOMAINS: z.string().default('unavailable.example'),
+  /** Orders from these domains are answered 429 on their first attempt (a forced throttle for tests and demos). */
+  ERP_THROTTLED_DOMAINS: z.string().default('throttled.example'),
   ERP_LATENCY_MS: z.coerce.number().int().min(0).max(60_000).default(0),
   ERP_ERROR_RATE: z.coerce.number().min(0).max(1).default(0),
   /** Share of calls answered 429 at random (Retry-After 100–500 ms), whatever the capacity left. */
@@ -37,6 +39,7 @@ const { app, snapshot } = createErp({
   costs: { order: config.ERP_ORDER_COST_RU, 'stock-movement': config.ERP_MOVEMENT_COST_RU },
   blockedDomains: domains(config.ERP_BLOCKED_DOMAINS),
   unavailableDomains: domains(config.ERP_UNAVAILABLE_DOMAINS),
+  throttledDomains: domains(config.ERP_THROTTLED_DOMAINS),
   latencyMs: config.ERP_LATENCY_MS,
   errorRate: config.ERP_ERROR_RATE,
   throttleRate: config.ERP_THROTTLE_RATE,
