@@ -143,9 +143,8 @@ const getTimeline = createRoute({
   request: {
     params: z.object({
       id: z
-        .union([z.uuid(), z.string().regex(/^[0-9a-f]{16}$/)])
-        .openapi({ param: { name: 'id', in: 'path' }, description: 'order id (UUID) or public reference (16 hex digits)', example: '0b7e6c1e-3f0a-4c8e-9d7b-2a5f4e1c9d30' }),
-    }),
+        .union([z.uuid().openapi(formatPatterns.uuid), z.string().regex(/^[0-9a-f]{16}$/)])
+        .openapi({ param: { name: 'id', in: 'path' }, description: 'order id (UUID) or public reference (16 hex digits)', example: '0b7e6c1e-3f0a-4c8e-9d7b-2a5f4e1c9d30' }),    }),
   },
   responses: {
     200: { description: "The order's hops, oldest first", content: { 'application/json': { schema: TimelineSchema } } },
