@@ -14,15 +14,25 @@
 //    outboxes, sampled every second, end the step under one second's worth of orders and do not grow
 //    over its last two thirds. Between steps the pipeline drains.
 //
+// 3. What tracing costs (issue 17): the orders service alone (with its broker) three ways side by
+//    side, in alternating rounds: the OpenTelemetry SDK switched off (OTEL_SDK_DISABLED=true), on
+//    without an exporter (the default: ids made and passed on, nothing recorded), and exporting
+//    every span over OTLP/HTTP to a receiver in this process. Accepted orders per second (closed
+//    loop, as in 1.) and CPU milliseconds per order (orders service + broker), medians.
+//
 // Prints the ceiling, the highest sustained rate and their ratio, accept latency percentiles, and
 // CPU per process (busiest first). CPU_PROF_DIR=… makes every process write a CPU profile.
+// BENCH_PARTS=accept,stack,tracing chooses the parts (all by default; stack needs accept).
 //
-//   npm run bench:pipeline   (BENCH_CONNECTIONS=20 BENCH_ACCEPT_SECONDS=8 BENCH_ROUNDS=3
+//   npm run bench:pipeline   (BENCH_PARTS=accept,stack,tracing BENCH_CONNECTIONS=20 BENCH_ACCEPT_SECONDS=8 BENCH_ROUNDS=3
 //                             BENCH_RATES=0.2,0.3,…,1.0 BENCH_STEP_SECONDS=30 BENCH_LOAD_CONNECTIONS=200 BENCH_WORKERS=1)
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { createInterface } from 'node:readline';
+import { createServer } from 'node:http';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { findProgram } from '../lib/programs.js';
@@ -40,6 +50,7 @@ const STEP_SECONDS = Number(process.env.BENCH_STEP_SECONDS ?? 30);
 const LOAD_CONNECTIONS = Number(process.env.BENCH_LOAD_CONNECTIONS ?? 200);
 const WORKERS = Number(process.env.BENCH_WORKERS ?? 1);
 const BODY = JSON.stringify(sampleOrder(7));
+const PARTS = new Set((process.env.BENCH_PARTS ?? 'accept,stack,tracing').split(','));
 
 if (!findProgram('nginx')) {
   console.error('bench:pipeline needs nginx (apt-get install -y nginx)');
@@ -262,38 +273,117 @@ async function fullStack(ceiling: number) {
   }
 }
 
+async function ceilingAndStack() {
+  say('1. accept ceiling');
+  const ceiling = await acceptCeiling();
+  const steps = PARTS.has('stack') ? (say('2. full stack through nginx, open loop'), await fullStack(ceiling.orders)) : [];
+  const best = steps.filter((s) => s.sustained).at(-1);
+  const pct = (x: number) => `${Math.round(x * 100)} %`;
+
+  console.log(`\nPOST /api/orders accept ceiling (orders service alone, ${CONNECTIONS} connections, median of ${ROUNDS} × ${ACCEPT_SECONDS} s):`);
+  console.log(`  orders service   ${Math.round(ceiling.orders)} orders/s   (${ceiling.ordersRuns.join(', ')}), p99 ${ceiling.ordersP99} ms`);
+  console.log(`  bare Hono route  ${Math.round(ceiling.hono)} req/s      (${ceiling.honoRuns.join(', ')})`);
+  console.log(`  ceiling / bare Hono: ${(ceiling.orders / ceiling.hono).toFixed(3)} (goal: at least 0.08)${ceiling.failed ? `; ${ceiling.failed} failed requests` : ''}`);
+  if (!PARTS.has('stack')) return;
+  console.log(`\nFull stack through nginx, ERP unthrottled, ${WORKERS} worker(s), open loop, ${STEP_SECONDS} s per rate:`);
+  console.log(`  ${'offered/s'.padStart(9)} ${'answered/s'.padStart(10)} ${'failed'.padStart(6)} ${'p50'.padStart(5)} ${'p90'.padStart(5)} ${'p99'.padStart(5)}  queues at the end (flat?)`);
+  for (const s of steps) {
+    const q = Object.entries(s.end)
+      .map(([name, n]) => `${name} ${n}${s.flat[name] ? '' : '↑'}`)
+      .join(', ');
+    console.log(`  ${Math.round(s.target).toString().padStart(9)} ${Math.round(s.load.rps).toString().padStart(10)} ${String(s.load.failed).padStart(6)} ${String(s.load.latency.p50).padStart(5)} ${String(s.load.latency.p90).padStart(5)} ${String(s.load.latency.p99).padStart(5)}  ${q}${s.sustained ? '' : '  NOT sustained'}`);
+  }
+  if (best) {
+    console.log(`\nhighest rate sustained for ${STEP_SECONDS} s with every queue flat: ${Math.round(best.target)} orders/s = ${(best.target / ceiling.orders).toFixed(2)} × the accept ceiling (goal: at least 0.8)`);
+    console.log(`accept latency there (ms): p50 ${best.load.latency.p50}, p90 ${best.load.latency.p90}, p99 ${best.load.latency.p99}, max ${best.load.latency.max}`);
+    const busiest = Object.entries(best.cpu).sort((a, b) => b[1] - a[1]);
+    console.log(`CPU there (share of one core): ${busiest.map(([name, c]) => `${name} ${pct(c)}`).join(', ')}; busiest: ${busiest[0]![0]}`);
+  } else {
+    console.log('\nno rate was sustained');
+  }
+  const failedStep = steps.find((s) => !s.sustained);
+  if (failedStep) {
+    const busiest = Object.entries(failedStep.cpu).sort((a, b) => b[1] - a[1]);
+    console.log(`CPU at ${Math.round(failedStep.target)}/s (not sustained): ${busiest.map(([name, c]) => `${name} ${pct(c)}`).join(', ')}`);
+  }
+}
+
+// --- 3. what tracing costs ------------------------------------------------------------------
+
+const TRACING_MODES = {
+  off: { OTEL_SDK_DISABLED: 'true' },
+  'on, no exporter': {},
+  'on, exporting': { OTEL_EXPORTER_OTLP_ENDPOINT: '' /* set below */, OTEL_BSP_SCHEDULE_DELAY: '1000' },
+} as const;
+type TracingMode = keyof typeof TRACING_MODES;
+
+/** An OTLP/HTTP receiver that takes every batch and counts its bytes, as a collector's front would. */
+async function startSpanSink() {
+  let bytes = 0;
+  const server = createServer((req, res) => {
+    req.on('data', (c: Buffer) => (bytes += c.length));
+    req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, bytes: () => bytes, stop: () => new Promise((r) => server.close(r)) };
+}
+
+/** The orders service and its own broker, with `env` for both. */
+async function startOrdersAlone(dir: string, env: Record<string, string>) {
+  const [mqttPort, wsPort, brokerHttp, ordersPort] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
+  const common = { ...env, DATA_DIR: dir, HTTP_HOST: '127.0.0.1', MQTT_URL: `mqtt://127.0.0.1:${mqttPort}`, BROKER_ALLOW_ANONYMOUS: 'true' };
+  const broker = await startProcess({ name: 'broker', entry: 'broker/main.ts', env: { ...common, MQTT_PORT: String(mqttPort), MQTT_WS_PORT: String(wsPort), HTTP_PORT: String(brokerHttp) } });
+  const orders = await startProcess({ name: 'orders', entry: 'api/orders/main.ts', env: { ...common, HTTP_PORT: String(ordersPort) } });
+  return { url: `http://127.0.0.1:${ordersPort}/api/orders`, pids: () => [broker.child.pid!, orders.child.pid!], stop: async () => (await orders.stop(), await broker.stop()) };
+}
+
+async function tracingCost() {
+  const sink = await startSpanSink();
+  const dirs: string[] = [];
+  const setups = new Map<TracingMode, Awaited<ReturnType<typeof startOrdersAlone>>>();
+  try {
+    for (const [mode, env] of Object.entries(TRACING_MODES) as [TracingMode, Record<string, string>][]) {
+      const dir = mkdtempSync(join(tmpdir(), 'bench-tracing-'));
+      dirs.push(dir);
+      setups.set(mode, await startOrdersAlone(dir, 'OTEL_EXPORTER_OTLP_ENDPOINT' in env ? { ...env, OTEL_EXPORTER_OTLP_ENDPOINT: sink.url } : env));
+    }
+    for (const setup of setups.values()) await load(setup.url, { connections: CONNECTIONS, duration: 2 });
+    const runs = new Map<TracingMode, { rps: number; cpuMsPerOrder: number }[]>([...setups.keys()].map((m) => [m, []]));
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const [mode, setup] of setups) {
+        const cpu = () => setup.pids().reduce((a, pid) => a + (cpuSeconds(pid) ?? 0), 0);
+        const before = cpu();
+        const r = await load(setup.url, { connections: CONNECTIONS, duration: ACCEPT_SECONDS });
+        runs.get(mode)!.push({ rps: r.rps, cpuMsPerOrder: ((cpu() - before) * 1000) / Math.max(1, r.ok) });
+      }
+      say(`  tracing round ${round + 1}: ${[...runs].map(([mode, rs]) => `${mode} ${Math.round(rs.at(-1)!.rps)}/s`).join(', ')}`);
+    }
+    return { runs, spanBytes: sink.bytes() };
+  } finally {
+    for (const setup of setups.values()) await setup.stop();
+    await sink.stop();
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 // --- run ------------------------------------------------------------------------------------
 
 say(`bench:pipeline on ${cpus().length} CPUs, load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
-say('1. accept ceiling');
-const ceiling = await acceptCeiling();
-say('2. full stack through nginx, open loop');
-const steps = await fullStack(ceiling.orders);
-const best = steps.filter((s) => s.sustained).at(-1);
-const pct = (x: number) => `${Math.round(x * 100)} %`;
-
-console.log(`\nPOST /api/orders accept ceiling (orders service alone, ${CONNECTIONS} connections, median of ${ROUNDS} × ${ACCEPT_SECONDS} s):`);
-console.log(`  orders service   ${Math.round(ceiling.orders)} orders/s   (${ceiling.ordersRuns.join(', ')}), p99 ${ceiling.ordersP99} ms`);
-console.log(`  bare Hono route  ${Math.round(ceiling.hono)} req/s      (${ceiling.honoRuns.join(', ')})`);
-console.log(`  ceiling / bare Hono: ${(ceiling.orders / ceiling.hono).toFixed(3)} (goal: at least 0.08)${ceiling.failed ? `; ${ceiling.failed} failed requests` : ''}`);
-console.log(`\nFull stack through nginx, ERP unthrottled, ${WORKERS} worker(s), open loop, ${STEP_SECONDS} s per rate:`);
-console.log(`  ${'offered/s'.padStart(9)} ${'answered/s'.padStart(10)} ${'failed'.padStart(6)} ${'p50'.padStart(5)} ${'p90'.padStart(5)} ${'p99'.padStart(5)}  queues at the end (flat?)`);
-for (const s of steps) {
-  const q = Object.entries(s.end)
-    .map(([name, n]) => `${name} ${n}${s.flat[name] ? '' : '↑'}`)
-    .join(', ');
-  console.log(`  ${Math.round(s.target).toString().padStart(9)} ${Math.round(s.load.rps).toString().padStart(10)} ${String(s.load.failed).padStart(6)} ${String(s.load.latency.p50).padStart(5)} ${String(s.load.latency.p90).padStart(5)} ${String(s.load.latency.p99).padStart(5)}  ${q}${s.sustained ? '' : '  NOT sustained'}`);
-}
-if (best) {
-  console.log(`\nhighest rate sustained for ${STEP_SECONDS} s with every queue flat: ${Math.round(best.target)} orders/s = ${(best.target / ceiling.orders).toFixed(2)} × the accept ceiling (goal: at least 0.8)`);
-  console.log(`accept latency there (ms): p50 ${best.load.latency.p50}, p90 ${best.load.latency.p90}, p99 ${best.load.latency.p99}, max ${best.load.latency.max}`);
-  const busiest = Object.entries(best.cpu).sort((a, b) => b[1] - a[1]);
-  console.log(`CPU there (share of one core): ${busiest.map(([name, c]) => `${name} ${pct(c)}`).join(', ')}; busiest: ${busiest[0]![0]}`);
-} else {
-  console.log('\nno rate was sustained');
-}
-const failedStep = steps.find((s) => !s.sustained);
-if (failedStep) {
-  const busiest = Object.entries(failedStep.cpu).sort((a, b) => b[1] - a[1]);
-  console.log(`CPU at ${Math.round(failedStep.target)}/s (not sustained): ${busiest.map(([name, c]) => `${name} ${pct(c)}`).join(', ')}`);
+if (PARTS.has('accept') || PARTS.has('stack')) await ceilingAndStack();
+if (PARTS.has('tracing')) {
+  say('3. what tracing costs');
+  const { runs, spanBytes } = await tracingCost();
+  const base = runs.get('off')!;
+  const med = (rs: { rps: number; cpuMsPerOrder: number }[], k: 'rps' | 'cpuMsPerOrder') => median(rs.map((r) => r[k]));
+  console.log(`\nWhat tracing costs: orders service + broker, ${CONNECTIONS} connections, medians of ${ROUNDS} alternating rounds × ${ACCEPT_SECONDS} s:`);
+  console.log(`  ${'tracing'.padEnd(16)} ${'orders/s'.padStart(9)} ${'vs off'.padStart(7)} ${'CPU ms/order'.padStart(13)} ${'vs off'.padStart(7)}   rounds`);
+  for (const [mode, rs] of runs) {
+    const rps = med(rs, 'rps');
+    const cpu = med(rs, 'cpuMsPerOrder');
+    console.log(
+      `  ${mode.padEnd(16)} ${Math.round(rps).toString().padStart(9)} ${(rps / med(base, 'rps')).toFixed(2).padStart(7)} ${cpu.toFixed(3).padStart(13)} ${(cpu / med(base, 'cpuMsPerOrder')).toFixed(2).padStart(7)}   ${rs.map((r) => Math.round(r.rps)).join(', ')}`,
+    );
+  }
+  console.log(`  spans exported: ${(spanBytes / 1024 / 1024).toFixed(1)} MiB of OTLP/HTTP JSON`);
 }

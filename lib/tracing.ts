@@ -40,6 +40,12 @@ let current: Tracing | undefined;
 /** Sets up tracing for this process, once; later calls return the same. */
 export function startTracing(service: string, env: NodeJS.ProcessEnv = process.env): Tracing {
   if (current) return current;
+  // The SDK switched off altogether: the API's no-op tracer, no ids made or passed on (the
+  // baseline bench:pipeline compares tracing with).
+  if ((env.OTEL_SDK_DISABLED ?? '').toLowerCase() === 'true') {
+    current = { tracer: trace.getTracer('woodytoys'), exporting: false, shutdown: async () => {} };
+    return current;
+  }
   const exporting = exportRequested(env);
   const provider = new NodeTracerProvider({
     resource: resourceFromAttributes({ 'service.name': env.OTEL_SERVICE_NAME || `woodytoys-${service}` }),

@@ -1,10 +1,12 @@
-// The orders API in-process (app.request, in-memory SQLite): Idempotency-Key and the paginated list.
+// The orders API in-process (app.request, in-memory SQLite): Idempotency-Key, the paginated list, the timeline.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createOrdersApp } from './app.js';
 import { OrderStore } from './store.js';
 import { createLogger } from '../../lib/log.js';
 import { createMetrics } from '../../lib/metrics.js';
+import { hop } from '../../lib/timeline.js';
+import { publicOrderRef } from '../../lib/topics.js';
 
 const KEY = 'orders-admin-key-0123456789';
 const asAdmin = { headers: { 'x-api-key': KEY } };
@@ -88,5 +90,46 @@ describe('orders API: list', () => {
     assert.equal((await app.request('/api/orders', { headers: { 'x-api-key': `${KEY}x` } })).status, 401);
     const own = await app.request(`/api/orders/${placed.id}`);
     assert.equal(own.status, 200, 'an order stays readable by its id (its Location)');
+  });
+});
+
+describe('orders API: timeline', () => {
+  type Timeline = { ref: string; traceId: string | null; hops: { name: string; service: string; start: string; durationMs: number | null; detail?: Record<string, unknown> }[] };
+  const names = (t: Timeline) => t.hops.map((h) => `${h.service}: ${h.name}`);
+
+  it("keeps the accept, the outbox publish once acknowledged, and each outcome's hops once, by id or public reference", async () => {
+    const { app, store } = setup();
+    const { id } = (await (await send(app, body())).json()) as { id: string };
+    let timeline = (await (await app.request(`/api/orders/${id}/timeline`)).json()) as Timeline;
+    assert.deepEqual(names(timeline), ['orders: accept', 'orders: outbox publish']);
+    assert.equal(timeline.hops[1]!.durationMs, null, 'under way until the broker acknowledges it');
+
+    const { outbox } = store.db.prepare<[], { outbox: number }>("SELECT id AS outbox FROM outbox WHERE topic = 'woodytoys/orders/created'").get()!;
+    store.db.transaction(() => store.timelines.published([outbox], Date.now() + 5))();
+    const start = Date.now() + 10;
+    const carried = [hop('wait in queue', 'stock', start, start + 3, { topic: 'woodytoys/orders/created' }), hop('erp attempt', 'worker', start + 5, start + 9, { attempt: 1, status: 201 })];
+    assert.equal(store.applyOutcome('outcome-1', id, 'confirmed', { erpReference: 'ERP-1' }, () => carried), 'applied');
+    assert.equal(store.applyOutcome('outcome-1', id, 'confirmed', { erpReference: 'ERP-1' }, () => carried), 'duplicate');
+    timeline = (await (await app.request(`/api/orders/${id}/timeline`)).json()) as Timeline;
+    assert.deepEqual(names(timeline), ['orders: accept', 'orders: outbox publish', 'stock: wait in queue', 'worker: erp attempt'], 'once, oldest first');
+    assert.ok((timeline.hops[1]!.durationMs ?? -1) >= 0);
+    assert.equal(timeline.ref, publicOrderRef(id));
+
+    const byRef = await app.request(`/api/orders/${publicOrderRef(id)}/timeline`);
+    assert.deepEqual(await byRef.json(), timeline);
+  });
+
+  it('answers 404 for an unknown order and 400 for a malformed id, as problems', async () => {
+    const { app } = setup();
+    for (const [path, status] of [
+      ['/api/orders/0b7e6c1e-3f0a-4c8e-9d7b-2a5f4e1c9d30/timeline', 404],
+      ['/api/orders/0123456789abcdef/timeline', 404],
+      ['/api/orders/0123456789ABCDEF/timeline', 400],
+      ['/api/orders/x/timeline', 400],
+    ] as const) {
+      const res = await app.request(path);
+      assert.equal(res.status, status, path);
+      assert.equal(res.headers.get('content-type'), 'application/problem+json');
+    }
   });
 });
