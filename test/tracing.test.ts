@@ -12,7 +12,7 @@ import type { AddressInfo } from 'node:net';
 import type { RunningGateway } from '../gateway/nginx.js';
 import mqtt from 'mqtt';
 import { eventually } from '../harness/process.js';
-import { getJson, sampleOrder, startGatewayFor, startStack, type Stack } from '../harness/stack.js';
+import { ADMIN_KEY, getJson, sampleOrder, startGatewayFor, startStack, type Stack } from '../harness/stack.js';
 import { requireProgram } from './support/programs.js';
 import { publicOrderRef } from '../lib/topics.js';
 
@@ -61,7 +61,7 @@ describe('tracing one order across every hop', { skip }, () => {
     receiver?.close();
   });
 
-  it('carries the client trace through nginx, the services, the worker and the ERP, as one trace with its parents', async () => {
+  it('carries the client trace through nginx, the services, the worker and the ERP, as one trace with its parents', async (t) => {
     // Every event on the broker, to find those the order causes (the test's client may read everything).
     const events: { topic: string; event: { subject?: string; traceparent?: string; data?: { orderId?: string } } }[] = [];
     const watcher = await mqtt.connectAsync(stack.urls.mqtt, { clientId: 'tracing-watcher', clean: true, protocolVersion: 4 });
@@ -135,6 +135,7 @@ describe('tracing one order across every hop', { skip }, () => {
     type Hop = { name: string; service: string; start: string; durationMs: number | null; detail?: Record<string, unknown> };
     const timeline = await getJson<{ traceId: string; hops: Hop[] }>(`${gateway.url}/api/orders/${id}/timeline`);
     assert.equal(timeline.traceId, TRACE);
+    t.diagnostic(timeline.hops.map((h) => JSON.stringify([h.service, h.name, h.durationMs, h.detail ?? null])).join('\n'));
     assert.deepEqual(
       timeline.hops.map((h) => `${h.service}: ${h.name}`),
       [
@@ -170,5 +171,28 @@ describe('tracing one order across every hop', { skip }, () => {
     assert.equal(missing.headers.get('content-type'), 'application/problem+json');
     const malformed = await fetch(`${gateway.url}/api/orders/not-an-order/timeline`);
     assert.equal(malformed.status, 400);
+  });
+  it('gives each stock import its own trace: every movement event, worker attempt and ERP call of the import', async () => {
+    const importTrace = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const movements = [
+      { productId: 'wooden-train', delta: 5 },
+      { productId: 'wooden-train', delta: -2 },
+    ];
+    const res = await fetch(`${gateway.url}/api/stock/imports`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-ndjson', 'x-api-key': ADMIN_KEY, traceparent: `00-${importTrace}-00f067aa0ba902b7-01` },
+      body: movements.map((m) => JSON.stringify(m)).join('\n') + '\n',
+    });
+    assert.equal(res.status, 202);
+    const of = (service: string, name: string) => spans.filter((s) => s.traceId === importTrace && s.service === `woodytoys-${service}` && s.name === name);
+    await eventually(
+      () =>
+        (of('worker', 'consume woodytoys.stock.movement').length === 2 &&
+          of('worker', 'erp attempt').length >= 2 &&
+          of('stock', 'consume woodytoys.stock.movement-processed').length === 2) ||
+        undefined,
+      { what: `the import's spans (so far: ${spans.filter((s) => s.traceId === importTrace).map((s) => `${s.service}:${s.name}`).join(', ')})` },
+    );
+    assert.ok(spans.filter((s) => s.traceId === importTrace && s.service === 'woodytoys-erp').length >= 2, "the ERP's requests continue the import's trace");
   });
 });
