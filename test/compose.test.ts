@@ -1,7 +1,8 @@
 // compose.yaml without a Docker engine: it is valid for docker-compose and for the compose-spec
 // JSON schema, nginx accepts the gateway configuration as the nginx image renders it, and every
-// container's own command line, run here with the environment compose gives it (Redis lease store
-// included), passes its healthcheck and confirms an order end to end.
+// container's own command line, run here with the environment compose gives it (Redis with its
+// append-only file, the lease store; every process's MQTT through the gateway's stream listener),
+// passes its healthcheck and confirms an order end to end.
 //
 // What differs from a real `docker compose up`, and why: service names resolve only inside
 // Docker's network, so each container port becomes a free loopback port and every `service:port`
@@ -18,12 +19,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Ajv2019 } from 'ajv/dist/2019.js';
 import { parse } from 'yaml';
-import { nginxArgs, substitute, TEMPLATE } from '../gateway/render.js';
+import { localTemplate, nginxArgs, substitute, TEMPLATE } from '../gateway/render.js';
 import { ROOT, START_TIMEOUT_MS, eventually, freePort, startProcess, type Proc } from '../harness/process.js';
-import { findProgram, requireProgram } from './support/programs.js';
+import { findProgram, requireNginxStream, requireProgram } from './support/programs.js';
 
 const COMPOSE_SCHEMA = '/usr/lib/python3/dist-packages/compose/config/compose_spec.json';
-const skip = requireProgram('docker-compose') || requireProgram('nginx') || requireProgram('redis-server', 'redis-server');
+const skip = requireProgram('docker-compose') || requireProgram('nginx') || requireNginxStream() || requireProgram('redis-server', 'redis-server');
 
 interface Service {
   command?: string[];
@@ -87,7 +88,7 @@ describe('compose.yaml', { skip }, () => {
     const text = readFileSync(join(ROOT, 'compose.yaml'), 'utf8');
     assert.doesNotMatch(text, /change-me/, 'example secrets belong in .env.example only');
     const services = (parse(text, { merge: true }) as { services: Record<string, Service & { volumes?: string[] }> }).services;
-    for (const name of ['broker', 'erp', 'catalog', 'orders', 'stock', 'deadletters']) {
+    for (const name of ['broker', 'erp', 'catalog', 'orders', 'stock', 'deadletters', 'redis']) {
       assert.ok(services[name]!.volumes?.some((v) => /^[a-z-]+:\/data$/.test(v)), `${name} keeps /data on a named volume`);
     }
     for (const [name, service] of Object.entries(services)) assert.ok(service.healthcheck, `${name} has a healthcheck`);
@@ -150,7 +151,7 @@ describe('compose.yaml', { skip }, () => {
       dir = mkdtempSync(join(tmpdir(), 'compose-'));
       chmodSync(dir, 0o755);
       services = (parse(composeWith(generatedEnvFile(dir), 'config')) as { services: Record<string, Service> }).services;
-      for (const key of ['broker:1883', 'broker:8083', 'broker:3006', 'erp:3004', 'catalog:3001', 'orders:3002', 'stock:3003', 'deadletters:3007', 'workers:3005', 'redis:6379', 'gateway:8080']) {
+      for (const key of ['broker:1883', 'broker:8083', 'broker:3006', 'erp:3004', 'catalog:3001', 'orders:3002', 'stock:3003', 'deadletters:3007', 'workers:3005', 'redis:6379', 'gateway:8080', 'gateway:1883']) {
         ports.set(key, await freePort());
       }
       // The image's build step (Dockerfile): compile to dist/ with the files beside it.
@@ -192,10 +193,15 @@ describe('compose.yaml', { skip }, () => {
       // Redis with the container's own command, on a loopback port.
       const [redisProgram, ...redisArgs] = services.redis!.command!;
       assert.equal(redisProgram, 'redis-server');
-      redis = spawn(findProgram('redis-server')!, [...redisArgs, '--port', String(redisPort), '--bind', '127.0.0.1'], { stdio: 'ignore' });
-      await eventually(() => spawnSync(findProgram('redis-cli') ?? 'redis-cli', ['-p', String(redisPort), 'ping'], { encoding: 'utf8' }).stdout?.trim() === 'PONG' || undefined, {
-        what: "redis's healthcheck (redis-cli ping)",
-      });
+      // Its files in the container's working directory (/data, the redis-data volume): here, a temporary one.
+      const redisDir = join(dir, 'redis');
+      mkdirSync(redisDir);
+      redis = spawn(findProgram('redis-server')!, [...redisArgs, '--port', String(redisPort), '--bind', '127.0.0.1', '--dir', redisDir], { stdio: 'ignore' });
+      const redisCli = (...args: string[]) => spawnSync(findProgram('redis-cli') ?? 'redis-cli', ['-p', String(redisPort), ...args], { encoding: 'utf8' }).stdout?.trim();
+      await eventually(() => redisCli('ping') === 'PONG' || undefined, { what: "redis's healthcheck (redis-cli ping)" });
+      // The persistence the broker's acknowledgements rely on (README, "Durability"), as Redis took it.
+      assert.equal(redisCli('config', 'get', 'appendonly'), 'appendonly\nyes');
+      assert.equal(redisCli('config', 'get', 'appendfsync'), 'appendfsync\nalways');
 
       const own: Record<string, Record<string, string>> = {
         broker: { MQTT_PORT: 'broker:1883', MQTT_WS_PORT: 'broker:8083', HTTP_PORT: 'broker:3006' },
@@ -206,8 +212,8 @@ describe('compose.yaml', { skip }, () => {
         deadletters: { HTTP_PORT: 'deadletters:3007' },
         workers: { HTTP_PORT: 'workers:3005' },
       };
-      // Dependency order, as depends_on says.
-      for (const name of ['broker', 'erp', 'catalog', 'stock', 'orders', 'deadletters', 'workers']) {
+      /** Runs a service's container command with its compose environment (addresses rewritten), until its healthcheck passes. */
+      const startService = async (name: string) => {
         const service = services[name]!;
         assert.deepEqual(service.command?.slice(0, 1), ['node'], `${name} runs node in exec form`);
         const env: Record<string, string> = { ...imageEnv() };
@@ -221,33 +227,45 @@ describe('compose.yaml', { skip }, () => {
             name,
             command: service.command!,
             env,
-            ready: (l) => typeof l.msg === 'string' && (l.msg.endsWith('listening') || l.msg === 'worker consuming') && (name !== 'workers' || l.msg === 'worker consuming'),
+            ready: (l) => typeof l.msg === 'string' && (name === 'workers' ? l.msg === 'worker consuming' : l.msg.endsWith('listening')),
           }),
         );
         await healthy(name, service);
-      }
+      };
+      // Dependency order, as depends_on says: the gateway (below) before the workers, whose MQTT goes through it.
+      for (const name of ['broker', 'erp', 'catalog', 'stock', 'orders', 'deadletters']) await startService(name);
       assert.equal(services.workers!.environment!.LEASE_STORE, 'redis', 'the workers lease from Redis in compose');
+      for (const name of ['erp', 'catalog', 'stock', 'orders', 'deadletters', 'workers']) {
+        assert.equal(services[name]!.environment!.MQTT_URL, 'mqtt://gateway:1883', `${name} reaches the broker nodes through the gateway`);
+      }
 
-      // The gateway: the template rendered with the container's environment (what envsubst does).
+      // The gateway: the template rendered with the container's environment (what envsubst does),
+      // its MQTT-over-TCP block included (the image has the stream module built in; here it may
+      // have to be loaded).
       const gateway = services.gateway!;
       const values: Record<string, string> = {};
       for (const [k, v] of Object.entries(gateway.environment ?? {})) values[k] = rewrite(String(v));
+      assert.equal(values.GATEWAY_MQTT_PORT, '1883');
       Object.assign(values, {
         GATEWAY_HOST: '127.0.0.1',
         GATEWAY_PORT: String(ports.get('gateway:8080')),
+        GATEWAY_MQTT_PORT: String(ports.get('gateway:1883')),
         GATEWAY_RUNTIME_DIR: join(dir, 'nginx'),
         GATEWAY_DASHBOARD_DIR: join(ROOT, 'dashboard'),
         GATEWAY_ACCESS_LOG: join(dir, 'nginx', 'access.log'),
       });
       mkdirSync(values.GATEWAY_RUNTIME_DIR!, { recursive: true });
       const conf = join(values.GATEWAY_RUNTIME_DIR!, 'nginx.conf');
-      writeFileSync(conf, substitute(readFileSync(TEMPLATE, 'utf8'), values));
+      writeFileSync(conf, substitute(localTemplate(readFileSync(TEMPLATE, 'utf8'), { mqttTcp: true }), values));
       const args = nginxArgs(values.GATEWAY_RUNTIME_DIR!, conf);
       const check = spawnSync(findProgram('nginx')!, [...args.filter((a, i, all) => a !== '-g' && all[i - 1] !== '-g'), '-t'], { encoding: 'utf8' });
       assert.equal(check.status, 0, `nginx -t on the compose rendering:\n${check.stderr}`);
       nginx = spawn(findProgram('nginx')!, args, { stdio: 'ignore' });
       gatewayUrl = `http://127.0.0.1:${ports.get('gateway:8080')}`;
       await healthy('gateway', gateway, gatewayUrl);
+
+      // The workers' readiness needs their subscriptions: MQTT through the gateway's stream block works.
+      await startService('workers');
 
       const res = await fetch(`${gatewayUrl}/api/orders`, {
         method: 'POST',
