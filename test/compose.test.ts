@@ -18,6 +18,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Ajv2019 } from 'ajv/dist/2019.js';
+import mqtt from 'mqtt';
 import { parse } from 'yaml';
 import { localTemplate, nginxArgs, substitute, TEMPLATE } from '../gateway/render.js';
 import { ROOT, START_TIMEOUT_MS, eventually, freePort, startProcess, type Proc } from '../harness/process.js';
@@ -142,10 +143,35 @@ describe('compose.yaml', { skip }, () => {
     let gatewayUrl = '';
 
     /** Rewrites every service:port the environment mentions, and the container's own ports. */
-    const rewrite = (value: string) => value.replace(/\b([a-z][a-z0-9-]*):(\d{2,5})\b/g, (whole, host: string, port: string) => {
-      const mapped = ports.get(`${host}:${port}`);
+    const rewrite = (value: string, map: Map<string, number> = ports) => value.replace(/\b([a-z][a-z0-9-]*):(\d{2,5})\b/g, (whole, host: string, port: string) => {
+      const mapped = map.get(`${host}:${port}`);
       return mapped ? `127.0.0.1:${mapped}` : whole;
     });
+
+    /** Redis with the container's own command, on a loopback port, its files in `redisDir`; ready when it answers PING. */
+    async function runRedis(service: Service, port: number, redisDir: string) {
+      const [program, ...args] = service.command!;
+      assert.equal(program, 'redis-server');
+      mkdirSync(redisDir, { recursive: true });
+      const child = spawn(findProgram('redis-server')!, [...args, '--port', String(port), '--bind', '127.0.0.1', '--dir', redisDir], { stdio: 'ignore' });
+      const cli = (...a: string[]) => spawnSync(findProgram('redis-cli') ?? 'redis-cli', ['-p', String(port), ...a], { encoding: 'utf8' }).stdout?.trim();
+      await eventually(() => cli('ping') === 'PONG' || undefined, { what: "redis's healthcheck (redis-cli ping)" });
+      return { child, cli };
+    }
+
+    /** nginx.conf as the gateway container renders it (its MQTT-over-TCP block included), with these values on top; nginx -t must accept it. */
+    function renderGateway(environment: Record<string, string>, map: Map<string, number>, local: Record<string, string>): string[] {
+      const values: Record<string, string> = {};
+      for (const [k, v] of Object.entries(environment)) values[k] = rewrite(String(v), map);
+      Object.assign(values, local);
+      mkdirSync(values.GATEWAY_RUNTIME_DIR!, { recursive: true });
+      const conf = join(values.GATEWAY_RUNTIME_DIR!, 'nginx.conf');
+      writeFileSync(conf, substitute(localTemplate(readFileSync(TEMPLATE, 'utf8'), { mqttTcp: true }), values));
+      const args = nginxArgs(values.GATEWAY_RUNTIME_DIR!, conf);
+      const check = spawnSync(findProgram('nginx')!, [...args.filter((a, i, all) => a !== '-g' && all[i - 1] !== '-g'), '-t'], { encoding: 'utf8' });
+      assert.equal(check.status, 0, `nginx -t on the compose rendering:\n${check.stderr}`);
+      return args;
+    }
 
     before(async () => {
       dir = mkdtempSync(join(tmpdir(), 'compose-'));
@@ -189,19 +215,12 @@ describe('compose.yaml', { skip }, () => {
     });
 
     it('starts each service, passes every healthcheck and confirms an order', async () => {
-      const redisPort = ports.get('redis:6379')!;
-      // Redis with the container's own command, on a loopback port.
-      const [redisProgram, ...redisArgs] = services.redis!.command!;
-      assert.equal(redisProgram, 'redis-server');
       // Its files in the container's working directory (/data, the redis-data volume): here, a temporary one.
-      const redisDir = join(dir, 'redis');
-      mkdirSync(redisDir);
-      redis = spawn(findProgram('redis-server')!, [...redisArgs, '--port', String(redisPort), '--bind', '127.0.0.1', '--dir', redisDir], { stdio: 'ignore' });
-      const redisCli = (...args: string[]) => spawnSync(findProgram('redis-cli') ?? 'redis-cli', ['-p', String(redisPort), ...args], { encoding: 'utf8' }).stdout?.trim();
-      await eventually(() => redisCli('ping') === 'PONG' || undefined, { what: "redis's healthcheck (redis-cli ping)" });
+      const started = await runRedis(services.redis!, ports.get('redis:6379')!, join(dir, 'redis'));
+      redis = started.child;
       // The persistence the broker's acknowledgements rely on (README, "Durability"), as Redis took it.
-      assert.equal(redisCli('config', 'get', 'appendonly'), 'appendonly\nyes');
-      assert.equal(redisCli('config', 'get', 'appendfsync'), 'appendfsync\nalways');
+      assert.equal(started.cli('config', 'get', 'appendonly'), 'appendonly\nyes');
+      assert.equal(started.cli('config', 'get', 'appendfsync'), 'appendfsync\nalways');
 
       const own: Record<string, Record<string, string>> = {
         broker: { MQTT_PORT: 'broker:1883', MQTT_WS_PORT: 'broker:8083', HTTP_PORT: 'broker:3006' },
@@ -243,10 +262,8 @@ describe('compose.yaml', { skip }, () => {
       // its MQTT-over-TCP block included (the image has the stream module built in; here it may
       // have to be loaded).
       const gateway = services.gateway!;
-      const values: Record<string, string> = {};
-      for (const [k, v] of Object.entries(gateway.environment ?? {})) values[k] = rewrite(String(v));
-      assert.equal(values.GATEWAY_MQTT_PORT, '1883');
-      Object.assign(values, {
+      assert.equal(gateway.environment!.GATEWAY_MQTT_PORT, '1883');
+      const args = renderGateway(gateway.environment ?? {}, ports, {
         GATEWAY_HOST: '127.0.0.1',
         GATEWAY_PORT: String(ports.get('gateway:8080')),
         GATEWAY_MQTT_PORT: String(ports.get('gateway:1883')),
@@ -254,12 +271,6 @@ describe('compose.yaml', { skip }, () => {
         GATEWAY_DASHBOARD_DIR: join(ROOT, 'dashboard'),
         GATEWAY_ACCESS_LOG: join(dir, 'nginx', 'access.log'),
       });
-      mkdirSync(values.GATEWAY_RUNTIME_DIR!, { recursive: true });
-      const conf = join(values.GATEWAY_RUNTIME_DIR!, 'nginx.conf');
-      writeFileSync(conf, substitute(localTemplate(readFileSync(TEMPLATE, 'utf8'), { mqttTcp: true }), values));
-      const args = nginxArgs(values.GATEWAY_RUNTIME_DIR!, conf);
-      const check = spawnSync(findProgram('nginx')!, [...args.filter((a, i, all) => a !== '-g' && all[i - 1] !== '-g'), '-t'], { encoding: 'utf8' });
-      assert.equal(check.status, 0, `nginx -t on the compose rendering:\n${check.stderr}`);
       nginx = spawn(findProgram('nginx')!, args, { stdio: 'ignore' });
       gatewayUrl = `http://127.0.0.1:${ports.get('gateway:8080')}`;
       await healthy('gateway', gateway, gatewayUrl);
@@ -282,6 +293,100 @@ describe('compose.yaml', { skip }, () => {
       const config = (await (await fetch(`${gatewayUrl}/config.json`)).json()) as { username: string; password: string };
       assert.equal(config.username, 'viewer');
       assert.equal(config.password, services.gateway!.environment!.DASHBOARD_MQTT_PASSWORD);
+    });
+
+    it('BROKER_STORE=redis with two broker replicas: the gateway spreads clients over them, a message crosses nodes, a killed node is skipped', async () => {
+      // `BROKER_STORE=redis docker compose up --scale broker=2`: the setting from .env, as a user sets it.
+      const clusterDir = join(dir, 'cluster');
+      mkdirSync(clusterDir);
+      const envFile = generatedEnvFile(clusterDir);
+      writeFileSync(envFile, `${readFileSync(envFile, 'utf8')}\nBROKER_STORE=redis\n`);
+      const cluster = (parse(composeWith(envFile, 'config')) as { services: Record<string, Service> }).services;
+      const broker = cluster.broker!;
+      assert.equal(broker.environment!.BROKER_STORE, 'redis');
+
+      const map = new Map<string, number>([['redis:6379', await freePort()]]);
+      const nodes: { proc: Proc; mqtt: number; ws: number }[] = [];
+      const clients: mqtt.MqttClient[] = [];
+      let redisNode: ChildProcess | undefined;
+      let gatewayNode: ChildProcess | undefined;
+      try {
+        redisNode = (await runRedis(cluster.redis!, map.get('redis:6379')!, join(clusterDir, 'redis'))).child;
+        // Two replicas of the broker service: the same command and environment, each container with
+        // its own ports (here) and its own hostname, hence its own node id.
+        for (const i of [1, 2]) {
+          const [mqttPort, ws, http] = [await freePort(), await freePort(), await freePort()];
+          const env: Record<string, string> = { ...imageEnv() };
+          for (const [k, v] of Object.entries(broker.environment ?? {})) env[k] = rewrite(String(v), map);
+          Object.assign(env, { MQTT_PORT: String(mqttPort), MQTT_WS_PORT: String(ws), HTTP_PORT: String(http), HTTP_HOST: '127.0.0.1', DATA_DIR: join(clusterDir, `broker-${i}`) });
+          mkdirSync(env.DATA_DIR!, { recursive: true });
+          const proc = await startProcess({ name: `broker-${i}`, command: broker.command!, env, ready: (l) => l.msg === 'broker listening' });
+          nodes.push({ proc, mqtt: mqttPort, ws });
+        }
+
+        // The gateway as compose renders it. In compose `broker:1883` resolves to every replica's
+        // address; here the one server line becomes one per node, which is what nginx makes of it.
+        for (const key of ['broker:1883', 'broker:8083']) map.set(key, key.endsWith('1883') ? nodes[0]!.mqtt : nodes[0]!.ws);
+        for (const value of Object.values(cluster.gateway!.environment ?? {})) {
+          for (const [, host, port] of String(value).matchAll(/\b([a-z][a-z0-9-]*):(\d{2,5})\b/g)) if (!map.has(`${host}:${port}`)) map.set(`${host}:${port}`, await freePort());
+        }
+        const runtime = join(clusterDir, 'nginx');
+        const gatewayPorts = { http: await freePort(), mqtt: await freePort() };
+        const args = renderGateway(cluster.gateway!.environment ?? {}, map, {
+          GATEWAY_HOST: '127.0.0.1',
+          GATEWAY_PORT: String(gatewayPorts.http),
+          GATEWAY_MQTT_PORT: String(gatewayPorts.mqtt),
+          GATEWAY_RUNTIME_DIR: runtime,
+          GATEWAY_DASHBOARD_DIR: join(ROOT, 'dashboard'),
+          GATEWAY_ACCESS_LOG: join(runtime, 'access.log'),
+        });
+        const conf = args[args.indexOf('-c') + 1]!;
+        let text = readFileSync(conf, 'utf8');
+        for (const key of ['mqtt', 'ws'] as const) {
+          const one = `server 127.0.0.1:${nodes[0]![key]};`;
+          assert.ok(text.includes(one), `the ${key} upstream names the broker`);
+          text = text.replace(one, nodes.map((n) => `server 127.0.0.1:${n[key]};`).join(' '));
+        }
+        writeFileSync(conf, text);
+        gatewayNode = spawn(findProgram('nginx')!, args, { stdio: 'ignore' });
+        await eventually(async () => (await fetch(`http://127.0.0.1:${gatewayPorts.http}/healthz`).catch(() => undefined))?.ok || undefined, { what: 'the gateway' });
+
+        const gatewayMqtt = `mqtt://127.0.0.1:${gatewayPorts.mqtt}`;
+        const connect = async (user: string, clientId: string) => {
+          const c = await mqtt.connectAsync(gatewayMqtt, { protocolVersion: 4, clientId, reconnectPeriod: 0, connectTimeout: 10_000, username: user, password: broker.environment![`BROKER_PASSWORD_${user.toUpperCase()}`] });
+          clients.push(c);
+          return c;
+        };
+        // A display on one node, the catalog service on the other (least_conn: the node with fewer).
+        const topic = 'woodytoys/public/catalog/products/compose-cluster';
+        const viewer = await connect('viewer', 'viewer-compose-cluster');
+        await viewer.subscribeAsync(topic, { qos: 1 });
+        const catalog = await connect('catalog', 'catalog-compose-cluster');
+        let received: string | undefined;
+        viewer.on('message', (_t, payload) => (received = payload.toString()));
+        await catalog.publishAsync(topic, 'from the other node', { qos: 1 });
+        assert.equal(await eventually(() => received, { what: 'the message published on the other node' }), 'from the other node');
+        await Promise.all(clients.splice(0).map((c) => c.endAsync()));
+        const sessions = () =>
+          readFileSync(join(runtime, 'access.log'), 'utf8')
+            .split('\n')
+            .filter((l) => l.includes('"protocol":"mqtt"'))
+            .map((l) => JSON.parse(l) as { upstream: string });
+        const used = await eventually(() => sessions().length >= 2 && new Set(sessions().map((x) => x.upstream)), { what: 'both MQTT sessions in the access log' });
+        assert.deepEqual([...used].sort(), nodes.map((n) => `127.0.0.1:${n.mqtt}`).sort(), 'one client on each node');
+
+        // kill -9 of the first node: new connections through the gateway land on the second.
+        await nodes[0]!.proc.kill();
+        for (const i of [1, 2, 3]) await connect('viewer', `viewer-compose-after-${i}`);
+        await Promise.all(clients.splice(0).map((c) => c.endAsync()));
+        const after = await eventually(() => sessions().length >= 5 && sessions().slice(2), { what: 'the later sessions in the access log' });
+        for (const s of after) assert.match(s.upstream, new RegExp(`127\\.0\\.0\\.1:${nodes[1]!.mqtt}$`), `went to the live node: ${s.upstream}`);
+      } finally {
+        for (const c of clients) c.end(true);
+        gatewayNode?.kill('SIGTERM');
+        await Promise.all(nodes.map((n) => n.proc.stop()));
+        redisNode?.kill('SIGTERM');
+      }
     });
 
     /** Runs the service's own healthcheck command (ports rewritten) until it passes, as compose would. */
