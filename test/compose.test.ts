@@ -21,6 +21,7 @@ import { Ajv2019 } from 'ajv/dist/2019.js';
 import mqtt from 'mqtt';
 import { parse } from 'yaml';
 import { localTemplate, nginxArgs, substitute, TEMPLATE } from '../gateway/render.js';
+import { mqttSessions } from '../harness/gateway.js';
 import { ROOT, START_TIMEOUT_MS, eventually, freePort, startProcess, type Proc } from '../harness/process.js';
 import { findProgram, requireNginxStream, requireProgram } from './support/programs.js';
 
@@ -367,11 +368,7 @@ describe('compose.yaml', { skip }, () => {
         await catalog.publishAsync(topic, 'from the other node', { qos: 1 });
         assert.equal(await eventually(() => received, { what: 'the message published on the other node' }), 'from the other node');
         await Promise.all(clients.splice(0).map((c) => c.endAsync()));
-        const sessions = () =>
-          readFileSync(join(runtime, 'access.log'), 'utf8')
-            .split('\n')
-            .filter((l) => l.includes('"protocol":"mqtt"'))
-            .map((l) => JSON.parse(l) as { upstream: string });
+        const sessions = () => mqttSessions(join(runtime, 'access.log'));
         const used = await eventually(() => sessions().length >= 2 && new Set(sessions().map((x) => x.upstream)), { what: 'both MQTT sessions in the access log' });
         assert.deepEqual([...used].sort(), nodes.map((n) => `127.0.0.1:${n.mqtt}`).sort(), 'one client on each node');
 

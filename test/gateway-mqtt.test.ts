@@ -4,12 +4,11 @@
 // limiting connections per client address, and logging each session.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { readFileSync, rmSync } from 'node:fs';
-import mqtt from 'mqtt';
+import { rmSync } from 'node:fs';
 import { startGateway, type RunningGateway } from '../gateway/nginx.js';
 import { localTemplate, streamModule } from '../gateway/render.js';
 import { startBroker, type RunningBroker } from '../harness/broker.js';
-import { gatewayDir } from '../harness/gateway.js';
+import { gatewayDir, mqttSessions, roundTrip } from '../harness/gateway.js';
 import { eventually, freePort } from '../harness/process.js';
 import { connectPacket, RawClient } from './support/mqtt-raw.js';
 import { requireNginxStream } from './support/programs.js';
@@ -60,26 +59,11 @@ describe('MQTT over TCP through the gateway (real nginx, nginx.conf stream block
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  const sessions = () =>
-    readFileSync(gateway.accessLog, 'utf8')
-      .split('\n')
-      .filter((l) => l.includes('"protocol":"mqtt"'))
-      .map((l) => JSON.parse(l) as { remote_addr: string; status: number; upstream: string; bytes_in: number });
+  const sessions = () => mqttSessions(gateway.accessLog);
 
   test('a client connects, subscribes and gets its QoS 1 publish back through the gateway; the session is logged with the broker node it went to', async () => {
-    const clientId = `gateway-mqtt-${process.pid}`;
-    const client = await mqtt.connectAsync(mqttUrl, { protocolVersion: 4, clientId, reconnectPeriod: 0, connectTimeout: 5000 });
     const topic = 'woodytoys/test/gateway-tcp';
-    try {
-      await client.subscribeAsync(topic, { qos: 1 });
-      const received = new Promise<[string, Buffer]>((resolve) => client.once('message', (t, payload) => resolve([t, payload])));
-      await client.publishAsync(topic, 'over TCP through nginx', { qos: 1 });
-      const [gotTopic, payload] = await received;
-      assert.equal(gotTopic, topic);
-      assert.equal(payload.toString(), 'over TCP through nginx');
-    } finally {
-      await client.endAsync();
-    }
+    assert.deepEqual(await roundTrip(mqttUrl, { clientId: `gateway-mqtt-${process.pid}`, topic, text: 'over TCP through nginx' }), [topic, 'over TCP through nginx']);
     // nginx writes a stream session's line when it ends.
     const session = await eventually(() => sessions().find((s) => s.remote_addr === '127.0.0.1' && s.bytes_in > 0), { what: 'the MQTT session in the access log' });
     assert.equal(session.status, 200);
