@@ -673,90 +673,106 @@ for (const kind of ['aedes', 'cluster', 'mosquitto'] as const) {
   });
 }
 
-describe('MQTT 3.1.1 on our broker', () => {
-  let target: Target;
-  let n = 0;
-  const next = () => {
-    n++;
-    return { t: `woodytoys/test/std${n}`, id: (name: string) => `std${n}-${name}` };
-  };
-  before(async () => {
-    target = await startTarget('aedes');
-  });
-  after(async () => {
-    await target?.stop();
-  });
+for (const kind of ['aedes', 'cluster'] as const) {
+  describe(`MQTT 3.1.1 on our broker (${kind})`, { skip: skipFor(kind) }, () => {
+    let target: Target;
+    let n = 0;
+    const next = () => {
+      n++;
+      return { t: `woodytoys/test/std${n}`, id: (name: string) => `${kind}-std${n}-${name}` };
+    };
+    before(async () => {
+      target = await startTarget(kind);
+    });
+    after(async () => {
+      await target?.stop();
+    });
 
-  test('wildcards + and #, QoS 0 and 1', async () => {
-    const { t, id } = next();
-    const [sub, pub] = await Promise.all([connect(target.url, 'tester', id('sub'), { clean: true }), connect(target.url, 'tester', id('pub'), { clean: true })]);
-    const got = collect(sub);
-    await sub.subscribeAsync(`${t}/+/x`, { qos: 1 });
-    await sub.subscribeAsync(`${t}/deep/#`, { qos: 0 });
-    await pub.publishAsync(`${t}/a/x`, 'plus', { qos: 1 });
-    await pub.publishAsync(`${t}/a/y`, 'no', { qos: 1 });
-    await pub.publishAsync(`${t}/deep/1/2`, 'hash', { qos: 0 });
-    await pub.publishAsync(`${t}/deep`, 'parent', { qos: 1 });
-    await waitFor('three messages', () => got.length >= 3);
-    await sleep(200);
-    assert.deepEqual(sorted(got.map((m) => m.payload)), ['hash', 'parent', 'plus']);
-  });
+    test('wildcards + and #, QoS 0 and 1', async () => {
+      const { t, id } = next();
+      const [sub, pub] = await Promise.all([connect(target.url, 'tester', id('sub'), { clean: true }), connect(target.url, 'tester', id('pub'), { clean: true })]);
+      const got = collect(sub);
+      await sub.subscribeAsync(`${t}/+/x`, { qos: 1 });
+      await sub.subscribeAsync(`${t}/deep/#`, { qos: 0 });
+      await pub.publishAsync(`${t}/a/x`, 'plus', { qos: 1 });
+      await pub.publishAsync(`${t}/a/y`, 'no', { qos: 1 });
+      await pub.publishAsync(`${t}/deep/1/2`, 'hash', { qos: 0 });
+      await pub.publishAsync(`${t}/deep`, 'parent', { qos: 1 });
+      await waitFor('three messages', () => got.length >= 3);
+      await sleep(200);
+      assert.deepEqual(sorted(got.map((m) => m.payload)), ['hash', 'parent', 'plus']);
+    });
 
-  test('a will is published when a client dies, not when it disconnects', async () => {
-    const { t, id } = next();
-    const watcher = await connect(target.url, 'tester', id('watcher'), { clean: true });
-    const got = collect(watcher);
-    await watcher.subscribeAsync(`${t}/status/#`, { qos: 1 });
-    const dying = await connect(target.url, 'tester', id('dying'), { clean: true, will: { topic: `${t}/status/dying`, payload: Buffer.from('gone'), qos: 1, retain: false } });
-    const polite = await connect(target.url, 'tester', id('polite'), { clean: true, will: { topic: `${t}/status/polite`, payload: Buffer.from('gone'), qos: 1, retain: false } });
-    await polite.endAsync();
-    dying.stream.destroy();
-    await waitFor('the will', () => got.length >= 1);
-    await sleep(300);
-    assert.deepEqual(got, [{ topic: `${t}/status/dying`, payload: 'gone', retain: false }]);
-  });
+    test('a will is published when a client dies, not when it disconnects', async () => {
+      const { t, id } = next();
+      const watcher = await connect(target.url, 'tester', id('watcher'), { clean: true });
+      const got = collect(watcher);
+      await watcher.subscribeAsync(`${t}/status/#`, { qos: 1 });
+      const dying = await connect(target.url, 'tester', id('dying'), { clean: true, will: { topic: `${t}/status/dying`, payload: Buffer.from('gone'), qos: 1, retain: false } });
+      const polite = await connect(target.url, 'tester', id('polite'), { clean: true, will: { topic: `${t}/status/polite`, payload: Buffer.from('gone'), qos: 1, retain: false } });
+      await polite.endAsync();
+      dying.stream.destroy();
+      await waitFor('the will', () => got.length >= 1);
+      await sleep(300);
+      assert.deepEqual(got, [{ topic: `${t}/status/dying`, payload: 'gone', retain: false }]);
+    });
 
-  test('a persistent session keeps its subscriptions and queued messages', async () => {
-    const { t, id } = next();
-    const sub = await connect(target.url, 'tester', id('sub'));
-    await sub.subscribeAsync(t, { qos: 1 });
-    await sub.endAsync();
-    const pub = await connect(target.url, 'tester', id('pub'), { clean: true });
-    await publishAll(pub, t, payloads(5));
-    const back = await connect(target.url, 'tester', id('sub'));
-    const got = collect(back);
-    await waitFor('five queued messages', () => got.length >= 5);
-    assert.deepEqual(sorted(unique(got)), sorted(payloads(5)));
-    // A clean session starts from nothing.
-    await back.endAsync();
-    const clean = await connect(target.url, 'tester', id('sub'), { clean: true });
-    const gotClean = collect(clean);
-    await pub.publishAsync(t, 'after', { qos: 1 });
-    await sleep(300);
-    assert.deepEqual(gotClean, []);
-  });
+    test('a persistent session keeps its subscriptions and queued messages', async () => {
+      const { t, id } = next();
+      const sub = await connect(target.url, 'tester', id('sub'));
+      await sub.subscribeAsync(t, { qos: 1 });
+      await sub.endAsync();
+      const pub = await connect(target.url, 'tester', id('pub'), { clean: true });
+      await publishAll(pub, t, payloads(5));
+      const back = await connect(target.url, 'tester', id('sub'));
+      const got = collect(back);
+      await waitFor('five queued messages', () => got.length >= 5);
+      assert.deepEqual(sorted(unique(got)), sorted(payloads(5)));
+      // A clean session starts from nothing.
+      await back.endAsync();
+      const clean = await connect(target.url, 'tester', id('sub'), { clean: true });
+      const gotClean = collect(clean);
+      await pub.publishAsync(t, 'after', { qos: 1 });
+      await sleep(300);
+      assert.deepEqual(gotClean, []);
+    });
 
-  test('a retained message is replaced, and cleared by an empty payload', async () => {
-    const { t, id } = next();
-    const pub = await connect(target.url, 'tester', id('pub'), { clean: true });
-    await pub.publishAsync(`${t}/levels/a`, '1', { qos: 1, retain: true });
-    await pub.publishAsync(`${t}/levels/a`, '2', { qos: 1, retain: true });
-    await pub.publishAsync(`${t}/levels/b`, '3', { qos: 1, retain: true });
-    await pub.publishAsync(`${t}/levels/b`, '', { qos: 1, retain: true });
-    const sub = await connect(target.url, 'tester', id('sub'), { clean: true });
-    const got = collect(sub);
-    await sub.subscribeAsync(`${t}/levels/+`, { qos: 1 });
-    await waitFor('the retained message', () => got.length >= 1);
-    await sleep(200);
-    assert.deepEqual(got, [{ topic: `${t}/levels/a`, payload: '2', retain: true }]);
-  });
+    test('a second connection with the same client id takes the session over (from another node too)', async () => {
+      const { t, id } = next();
+      const first = await connect(target.url, 'tester', id('sub'));
+      await first.subscribeAsync(t, { qos: 1 });
+      const closed = new Promise<void>((resolve) => first.once('close', () => resolve()));
+      const second = await connect(target.url, 'tester', id('sub'));
+      const got = collect(second);
+      await closed;
+      const pub = await connect(target.url, 'tester', id('pub'), { clean: true });
+      await pub.publishAsync(t, 'x', { qos: 1 });
+      await waitFor('the message on the new connection', () => got.some((m) => m.payload === 'x'));
+      assert.ok(!first.connected, 'the first connection stays closed');
+    });
 
-  test('health, readiness and metrics over HTTP', async () => {
-    assert.equal((await fetch(`${target.httpUrl}/healthz`)).status, 200);
-    assert.equal((await fetch(`${target.httpUrl}/readyz`)).status, 200);
-    const metrics = await (await fetch(`${target.httpUrl}/metrics`)).text();
-    for (const name of ['mqtt_connected_clients', 'mqtt_messages_in_total', 'mqtt_shared_queue_depth', 'mqtt_shared_inflight', 'mqtt_shared_redispatched_total']) {
-      assert.ok(metrics.includes(name), name);
-    }
+    test('a retained message is replaced, and cleared by an empty payload', async () => {
+      const { t, id } = next();
+      const pub = await connect(target.url, 'tester', id('pub'), { clean: true });
+      await pub.publishAsync(`${t}/levels/a`, '1', { qos: 1, retain: true });
+      await pub.publishAsync(`${t}/levels/a`, '2', { qos: 1, retain: true });
+      await pub.publishAsync(`${t}/levels/b`, '3', { qos: 1, retain: true });
+      await pub.publishAsync(`${t}/levels/b`, '', { qos: 1, retain: true });
+      const sub = await connect(target.url, 'tester', id('sub'), { clean: true });
+      const got = collect(sub);
+      await sub.subscribeAsync(`${t}/levels/+`, { qos: 1 });
+      await waitFor('the retained message', () => got.length >= 1);
+      await sleep(200);
+      assert.deepEqual(got, [{ topic: `${t}/levels/a`, payload: '2', retain: true }]);
+    });
+
+    test('health, readiness and metrics over HTTP', async () => {
+      assert.equal((await fetch(`${target.httpUrl}/healthz`)).status, 200);
+      assert.equal((await fetch(`${target.httpUrl}/readyz`)).status, 200);
+      const metrics = await (await fetch(`${target.httpUrl}/metrics`)).text();
+      for (const name of ['mqtt_connected_clients', 'mqtt_messages_in_total', 'mqtt_shared_queue_depth', 'mqtt_shared_inflight', 'mqtt_shared_redispatched_total']) {
+        assert.ok(metrics.includes(name), name);
+      }
+    });
   });
-});
+}
