@@ -21,7 +21,7 @@ import { Ajv2019 } from 'ajv/dist/2019.js';
 import mqtt from 'mqtt';
 import { parse } from 'yaml';
 import { localTemplate, nginxArgs, substitute, TEMPLATE } from '../gateway/render.js';
-import { mqttSessions } from '../harness/gateway.js';
+import { accessLog, mqttSessions } from '../harness/gateway.js';
 import { ROOT, START_TIMEOUT_MS, eventually, freePort, startProcess, type Proc } from '../harness/process.js';
 import { findProgram, requireNginxStream, requireProgram } from './support/programs.js';
 
@@ -296,7 +296,7 @@ describe('compose.yaml', { skip }, () => {
       assert.equal(config.password, services.gateway!.environment!.DASHBOARD_MQTT_PASSWORD);
     });
 
-    it('BROKER_STORE=redis with two broker replicas: the gateway spreads clients over them, a message crosses nodes, a killed node is skipped', async () => {
+    it('BROKER_STORE=redis with two broker replicas: the gateway spreads clients over them (TCP and WebSocket), a message crosses nodes, a killed node is skipped', async () => {
       // `BROKER_STORE=redis docker compose up --scale broker=2`: the setting from .env, as a user sets it.
       const clusterDir = join(dir, 'cluster');
       mkdirSync(clusterDir);
@@ -371,6 +371,19 @@ describe('compose.yaml', { skip }, () => {
         const sessions = () => mqttSessions(join(runtime, 'access.log'));
         const used = await eventually(() => sessions().length >= 2 && new Set(sessions().map((x) => x.upstream)), { what: 'both MQTT sessions in the access log' });
         assert.deepEqual([...used].sort(), nodes.map((n) => `127.0.0.1:${n.mqtt}`).sort(), 'one client on each node');
+
+        // The dashboard's way in, MQTT over WebSocket at /mqtt: spread over the nodes the same way.
+        const gatewayWs = `ws://127.0.0.1:${gatewayPorts.http}/mqtt`;
+        for (const i of [1, 2]) {
+          const c = await mqtt.connectAsync(gatewayWs, { protocolVersion: 4, clientId: `viewer-compose-ws-${i}`, reconnectPeriod: 0, connectTimeout: 10_000, username: 'viewer', password: broker.environment!.BROKER_PASSWORD_VIEWER });
+          clients.push(c);
+        }
+        await Promise.all(clients.splice(0).map((c) => c.endAsync()));
+        const websockets = await eventually(() => {
+          const lines = accessLog(join(runtime, 'access.log')).filter((l) => l.uri === '/mqtt');
+          return lines.length >= 2 && new Set(lines.map((l) => String(l.upstream)));
+        }, { what: 'both WebSocket sessions in the access log' });
+        assert.deepEqual([...websockets].sort(), nodes.map((n) => `127.0.0.1:${n.ws}`).sort(), 'one WebSocket on each node');
 
         // kill -9 of the first node: new connections through the gateway land on the second.
         await nodes[0]!.proc.kill();
