@@ -1,14 +1,17 @@
 // QoS 1 throughput through three brokers with the same mqtt.js clients, in one run:
 //   - our broker: a shared subscription with two members, durable (SQLite, PUBACK after commit);
 //   - plain Aedes, in memory, one normal subscription (what we started from);
-//   - Mosquitto with the repo's config, the same shared subscription with two members.
+//   - Mosquitto with the repo's config, the same shared subscription with two members;
+//   - our broker on Redis (BROKER_STORE=redis, AOF with appendfsync always) with one, two and three
+//     nodes: the publisher on the first node, the two members on the others when there are several
+//     (two nodes: both on the second), so every message crosses nodes through Redis.
 // One publisher keeps up to BENCH_INFLIGHT publishes unacknowledged; the clock runs from the first
 // publish to the last delivery, after a warm-up round. Each payload size is measured in turn, the
 // rounds alternating between the brokers; prints messages per second (median of the rounds) and the
 // ratios. Our broker and Mosquitto both let a member hold 32 unacknowledged messages (their configs).
 //
 //   npm run bench:broker   (BENCH_MESSAGES=20000 BENCH_PAYLOAD_BYTES=256,1024 BENCH_INFLIGHT=500 BENCH_WARMUP=10000 BENCH_ROUNDS=5;
-//                           BROKER_INFLIGHT_WINDOW is passed on to our broker)
+//                           BENCH_CLUSTER_NODES=1,2,3, empty for none; BROKER_INFLIGHT_WINDOW is passed on to our broker)
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,6 +22,7 @@ import { formatPasswordFile } from '../broker/password-hash.js';
 import { startMosquitto } from '../broker/mosquitto/run.js';
 import { freePort } from '../harness/process.js';
 import { startBroker } from '../harness/broker.js';
+import { startBrokerCluster } from '../harness/cluster.js';
 import { findProgram } from '../lib/programs.js';
 import { stockReserved } from '../lib/topics.js';
 
@@ -30,6 +34,8 @@ const WARMUP = Number(process.env.BENCH_WARMUP ?? 10_000);
 // The real workflow the ACL allows: stock publishes reservations, the order workers' group drains them.
 const TOPIC = stockReserved.topic;
 const GROUP = 'order-workers';
+/** Cluster sizes measured on Redis. */
+const CLUSTER_NODES = (process.env.BENCH_CLUSTER_NODES ?? '1,2,3').split(',').filter(Boolean).map(Number);
 
 const dir = mkdtempSync(join(tmpdir(), 'bench-broker-'));
 const passwordFile = join(dir, 'passwd');
@@ -39,21 +45,27 @@ const connect = (url: string, clientId: string, user?: string, clean = false) =>
   // A user's client ids start with its name (broker/mosquitto/acl).
   mqtt.connectAsync(url, { clientId: user ? `${user}-${clientId}` : clientId, clean, protocolVersion: 4, reconnectPeriod: 0, ...(user ? { username: user, password: 'bench' } : {}) });
 
+/** Where the publisher and each member connect (the same URL on one node). */
+interface Placement {
+  publisher: string;
+  members: string[];
+}
+
 /** A warm-up round (JIT, caches), then the measured one: messages per second. */
-async function measure(url: string, how: { shared: boolean; user: boolean }, payload: Buffer): Promise<number> {
-  await run(url, how, WARMUP, payload);
-  return run(url, how, MESSAGES, payload);
+async function measure(where: Placement, how: { shared: boolean; user: boolean }, payload: Buffer): Promise<number> {
+  await run(where, how, WARMUP, payload);
+  return run(where, how, MESSAGES, payload);
 }
 
 /** Publishes `count` messages with QoS 1 and resolves with messages per second once all were delivered. */
-async function run(url: string, { shared, user }: { shared: boolean; user: boolean }, count: number, payload: Buffer): Promise<number> {
+async function run(where: Placement, { shared, user }: { shared: boolean; user: boolean }, count: number, payload: Buffer): Promise<number> {
   const filter = shared ? `$share/${GROUP}/${TOPIC}` : TOPIC;
   const members: MqttClient[] = [];
   let delivered = 0;
   let done: () => void = () => {};
   const allDelivered = new Promise<void>((resolve) => (done = resolve));
-  for (const name of shared ? ['m1', 'm2'] : ['m1']) {
-    const m = await connect(url, `bench-${name}`, user ? 'worker' : undefined);
+  for (const [i, url] of where.members.entries()) {
+    const m = await connect(url, `bench-m${i + 1}`, user ? 'worker' : undefined);
     m.handleMessage = (_packet, ack) => {
       if (++delivered === count) done();
       ack();
@@ -61,7 +73,7 @@ async function run(url: string, { shared, user }: { shared: boolean; user: boole
     await m.subscribeAsync(filter, { qos: 1 });
     members.push(m);
   }
-  const publisher = await connect(url, 'bench-pub', user ? 'stock' : undefined, true);
+  const publisher = await connect(where.publisher, 'bench-pub', user ? 'stock' : undefined, true);
   const started = performance.now();
   let sent = 0;
   await new Promise<void>((resolve, reject) => {
@@ -105,31 +117,51 @@ async function startPlainAedes() {
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 interface Contender {
   name: string;
-  url: string;
+  where: Placement;
   how: { shared: boolean; user: boolean };
   stop(): Promise<void>;
   /** payload size → messages per second of each round */
   rates: Map<number, number[]>;
 }
 
-const ours = await startBroker({ env: { BROKER_ALLOW_ANONYMOUS: 'false', BROKER_PASSWORD_FILE: passwordFile } });
+// Every broker and redis-server started here guards against being orphaned with an exit listener.
+process.setMaxListeners(32);
+const logins = { BROKER_ALLOW_ANONYMOUS: 'false', BROKER_PASSWORD_FILE: passwordFile };
+const ours = await startBroker({ env: logins });
 const plain = await startPlainAedes();
+const shared2 = (url: string): Placement => ({ publisher: url, members: [url, url] });
 const contenders: Contender[] = [
-  { name: `our broker (shared, 2 members, durable, window ${process.env.BROKER_INFLIGHT_WINDOW ?? 32})`, url: ours.mqttUrl, how: { shared: true, user: true }, stop: ours.stop, rates: new Map() },
-  { name: 'plain Aedes (memory, normal subscription)', url: plain.url, how: { shared: false, user: false }, stop: plain.stop, rates: new Map() },
+  { name: `our broker (shared, 2 members, durable, window ${process.env.BROKER_INFLIGHT_WINDOW ?? 32})`, where: shared2(ours.mqttUrl), how: { shared: true, user: true }, stop: ours.stop, rates: new Map() },
+  { name: 'plain Aedes (memory, normal subscription)', where: { publisher: plain.url, members: [plain.url] }, how: { shared: false, user: false }, stop: plain.stop, rates: new Map() },
 ];
+let mosquittoName: string | undefined;
 if (findProgram('mosquitto')) {
   const mosquitto = await startMosquitto({ port: await freePort(), dataDir: join(dir, 'mosquitto'), passwordFile });
-  contenders.push({ name: 'Mosquitto 2.0 (shared, 2 members, repo config)', url: mosquitto.url, how: { shared: true, user: true }, stop: mosquitto.stop, rates: new Map() });
+  mosquittoName = 'Mosquitto 2.0 (shared, 2 members, repo config)';
+  contenders.push({ name: mosquittoName, where: shared2(mosquitto.url), how: { shared: true, user: true }, stop: mosquitto.stop, rates: new Map() });
 } else {
   process.stderr.write('mosquitto not installed (apt-get install -y mosquitto): skipping it\n');
+}
+const clusterNames: string[] = [];
+if (CLUSTER_NODES.length > 0 && !findProgram('redis-server')) {
+  process.stderr.write('redis-server not installed (apt-get install -y redis-server): skipping the cluster rows\n');
+} else {
+  for (const nodes of CLUSTER_NODES) {
+    const cluster = await startBrokerCluster({ nodes, env: logins });
+    const url = (i: number) => cluster.nodes[i % nodes]!.mqttUrl;
+    // Publisher on the first node; members on the others (two nodes: both on the second).
+    const where = nodes === 1 ? shared2(url(0)) : { publisher: url(0), members: [url(1), url(nodes === 2 ? 1 : 2)] };
+    const name = `our broker on Redis, ${nodes} node${nodes > 1 ? 's' : ''} (AOF always)`;
+    clusterNames.push(name);
+    contenders.push({ name, where, how: { shared: true, user: true }, stop: cluster.stop, rates: new Map() });
+  }
 }
 // Rounds alternate between the brokers, so that a busy moment on the machine hits all of them.
 for (const payload of PAYLOADS) {
   for (let round = 0; round < ROUNDS; round++) {
     for (const c of contenders) {
       const rates = c.rates.get(payload.length) ?? [];
-      rates.push(await measure(c.url, c.how, payload));
+      rates.push(await measure(c.where, c.how, payload));
       c.rates.set(payload.length, rates);
     }
   }
@@ -140,7 +172,12 @@ rmSync(dir, { recursive: true, force: true });
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 for (const payload of PAYLOADS) {
   const size = payload.length;
-  const [oursRate, plainRate, mosquittoRate] = contenders.map((c) => median(c.rates.get(size)!));
+  const rate = (name: string | undefined) => {
+    const c = contenders.find((x) => x.name === name);
+    return c && median(c.rates.get(size)!);
+  };
+  const [oursRate, plainRate] = contenders.map((c) => median(c.rates.get(size)!));
+  const mosquittoRate = rate(mosquittoName);
   process.stdout.write(`\nQoS 1, ${MESSAGES} messages of ${size} bytes, publisher window ${INFLIGHT}, median of ${ROUNDS} rounds\n`);
   for (const c of contenders) {
     const rates = c.rates.get(size)!;
@@ -148,4 +185,10 @@ for (const payload of PAYLOADS) {
   }
   process.stdout.write(`our broker / plain Aedes: ${(oursRate! / plainRate!).toFixed(2)}\n`);
   if (mosquittoRate) process.stdout.write(`our broker / Mosquitto:   ${(oursRate! / mosquittoRate).toFixed(2)} (goal: at least 1.00)\n`);
+  const oneNode = rate(clusterNames[0]);
+  for (const [i, name] of clusterNames.entries()) {
+    const r = rate(name)!;
+    const parts = [`/ our broker on SQLite ${(r / oursRate!).toFixed(2)}`, ...(mosquittoRate ? [`/ Mosquitto ${(r / mosquittoRate).toFixed(2)}`] : []), ...(i > 0 && oneNode ? [`/ ${CLUSTER_NODES[0]} node ${(r / oneNode).toFixed(2)}`] : [])];
+    process.stdout.write(`Redis, ${CLUSTER_NODES[i]} node${CLUSTER_NODES[i]! > 1 ? 's' : ''}: ${parts.join(', ')}\n`);
+  }
 }

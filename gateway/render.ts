@@ -4,16 +4,19 @@
 // a normal user without touching /var. The services' upstreams and API routes are generated from
 // the process declaration (lib/processes.ts) between nginx.conf's `@generated` markers: local runs
 // always use the declaration, compose uses the checked-in file, which test/processes.test.ts keeps
-// equal to it.
+// equal to it. The MQTT-over-TCP listener (nginx.conf's `@optional mqtt-tcp` block) is kept in local
+// runs only when GATEWAY_MQTT_PORT is set, with nginx's stream module loaded where it is a dynamic one.
 //
 //   npm run gateway:render               writes $DATA_DIR/gateway/nginx.conf, prints the nginx command
 //   npm run -s gateway:render -- --env   prints every placeholder's value as KEY=value (for compose)
 //   npm run gateway:routes               rewrites nginx.conf's generated parts from the declaration
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { loadConfig, parseConfig, port, positiveInt } from '../lib/config.js';
+import { findProgram } from '../lib/programs.js';
 import { GATEWAY_PORT, PROCESS_LIST, httpPort, routedProcesses, upstreamName, upstreamVariable, type ProcessDeclaration } from '../lib/processes.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -39,6 +42,11 @@ export const gatewayEnv = {
   GATEWAY_PORT: port(GATEWAY_PORT),
   ...upstreamEnv(PROCESS_LIST),
   MQTT_WS_UPSTREAM: upstream('127.0.0.1:8083'),
+  /** MQTT over TCP at the gateway, to MQTT_TCP_UPSTREAM (compose: 1883). Unset: no such listener. */
+  GATEWAY_MQTT_PORT: z.coerce.number().int().min(1).max(65535).optional(),
+  MQTT_TCP_UPSTREAM: upstream('127.0.0.1:1883'),
+  /** MQTT connections one client address may hold through the gateway, counted from the first byte. */
+  GATEWAY_MQTT_CONN_PER_IP: positiveInt(64),
   GATEWAY_READ_RATE_PER_MIN: positiveInt(300),
   GATEWAY_READ_BURST: z.coerce.number().int().min(0).default(50),
   GATEWAY_WRITE_RATE_PER_MIN: positiveInt(60),
@@ -86,6 +94,10 @@ export function placeholders(config: GatewayConfig): Record<string, string> {
     GATEWAY_PORT: String(config.GATEWAY_PORT),
     ...Object.fromEntries(routedProcesses(PROCESS_LIST).map((p) => [upstreamVariable(p), String((config as Record<string, unknown>)[upstreamVariable(p)])])),
     MQTT_WS_UPSTREAM: config.MQTT_WS_UPSTREAM,
+    // Without a port the mqtt-tcp block is dropped before substitution (localTemplate).
+    GATEWAY_MQTT_PORT: String(config.GATEWAY_MQTT_PORT ?? ''),
+    MQTT_TCP_UPSTREAM: config.MQTT_TCP_UPSTREAM,
+    GATEWAY_MQTT_CONN_PER_IP: String(config.GATEWAY_MQTT_CONN_PER_IP),
     GATEWAY_READ_RATE_PER_MIN: String(config.GATEWAY_READ_RATE_PER_MIN),
     GATEWAY_READ_BURST: String(config.GATEWAY_READ_BURST),
     GATEWAY_WRITE_RATE_PER_MIN: String(config.GATEWAY_WRITE_RATE_PER_MIN),
@@ -151,7 +163,8 @@ function writeGateway(config: GatewayConfig): RenderedGateway {
   const dir = values.GATEWAY_RUNTIME_DIR!;
   mkdirSync(dir, { recursive: true });
   const confFile = join(dir, 'nginx.conf');
-  writeFileSync(confFile, substitute(withRoutes(readFileSync(TEMPLATE, 'utf8'), PROCESS_LIST), values));
+  const template = localTemplate(withRoutes(readFileSync(TEMPLATE, 'utf8'), PROCESS_LIST), { mqttTcp: config.GATEWAY_MQTT_PORT !== undefined });
+  writeFileSync(confFile, substitute(template, values));
   writeFileSync(join(dir, 'api-keys.map'), apiKeysMap(config.GATEWAY_API_KEYS));
   const host = config.GATEWAY_HOST === '0.0.0.0' ? '127.0.0.1' : config.GATEWAY_HOST;
   return { dir, confFile, url: `http://${host}:${config.GATEWAY_PORT}`, config, accessLog: values.GATEWAY_ACCESS_LOG!, args: nginxArgs(dir, confFile) };
@@ -183,6 +196,37 @@ export function withRoutes(template: string, processes: readonly ProcessDeclarat
     );
   }
   return text;
+}
+
+const OPTIONAL = (part: string) => new RegExp(`^[ \\t]*# @optional ${part}:.*\\n[\\s\\S]*?^[ \\t]*# @end ${part}\\n`, 'm');
+
+/**
+ * How this machine's nginx gets its stream module (MQTT over TCP): built in (nothing to do, as in
+ * the official image), a dynamic module to load (Debian's libnginx-mod-stream), or missing.
+ */
+export function streamModule(nginxVersionOutput?: string): { load?: string } | { missing: string } {
+  const nginx = findProgram('nginx');
+  const output = nginxVersionOutput ?? (nginx ? spawnSync(nginx, ['-V'], { encoding: 'utf8' }).stderr : '');
+  const install = 'nginx without its stream module (apt-get install -y libnginx-mod-stream)';
+  if (/--with-stream(\s|$)/.test(output)) return {};
+  if (!/--with-stream=dynamic/.test(output)) return { missing: install };
+  const file = join(/--modules-path=(\S+)/.exec(output)?.[1] ?? '/usr/lib/nginx/modules', 'ngx_stream_module.so');
+  return existsSync(file) ? { load: file } : { missing: install };
+}
+
+/**
+ * The template as local nginx runs it: with the `@optional mqtt-tcp` block (and the stream module
+ * loaded first where this nginx has it as a dynamic module), or without it. Compose's nginx image
+ * takes the file as it is: the stream module is built in there.
+ */
+export function localTemplate(template: string, { mqttTcp }: { mqttTcp: boolean }): string {
+  const marker = OPTIONAL('mqtt-tcp');
+  if (!marker.test(template)) throw new Error('nginx.conf: no "# @optional mqtt-tcp: …" … "# @end mqtt-tcp" block');
+  if (!mqttTcp) return template.replace(marker, '');
+  const module = streamModule();
+  if ('missing' in module) throw new Error(`GATEWAY_MQTT_PORT is set, but this is ${module.missing}`);
+  // load_module must come before the blocks that use the module.
+  return module.load ? `load_module ${module.load};\n${template}` : template;
 }
 
 /** `-e stderr` keeps nginx (>= 1.19.5) from opening its compiled-in error log before reading ours. */

@@ -114,6 +114,12 @@ export const PROCESS_LIST: readonly ProcessDeclaration[] = Object.values(PROCESS
 
 /** The gateway (nginx, not a Node process): where it listens by default. */
 export const GATEWAY_PORT = 8080;
+/**
+ * The gateway's MQTT-over-TCP listener in compose (nginx.conf's stream block, in front of every
+ * broker node's MQTT_PORT): every process's MQTT_URL there. Local runs have it only when
+ * GATEWAY_MQTT_PORT is set.
+ */
+export const GATEWAY_MQTT_PORT = 1883;
 
 /**
  * The read-only MQTT user of displays and the dashboard: a login without a process of its own
@@ -177,7 +183,7 @@ export function processTable(processes: readonly ProcessDeclaration[]): string {
     '| process | ports: HTTP, others named (npm start\'s variable) | MQTT user (client ids) | shared groups | gateway route |',
     '|---|---|---|---|---|',
     ...rows.map((cells) => `| ${cells.join(' | ')} |`),
-    `| gateway (nginx) | ${GATEWAY_PORT} (${code('GATEWAY_PORT')}) | — | — | everything else: \`/mqtt\`, the dashboard |`,
+    `| gateway (nginx) | ${GATEWAY_PORT} (${code('GATEWAY_PORT')}), MQTT over TCP ${GATEWAY_MQTT_PORT} in compose (${code('GATEWAY_MQTT_PORT')}) | — | — | everything else: \`/mqtt\`, the dashboard |`,
     `| displays, dashboard | — | ${code(VIEWER_USER)} (${clientIdPatterns(VIEWER_USER).map(code).join(', ')}), read-only | — | — |`,
   ].join('\n');
 }

@@ -1,7 +1,8 @@
 // compose.yaml without a Docker engine: it is valid for docker-compose and for the compose-spec
 // JSON schema, nginx accepts the gateway configuration as the nginx image renders it, and every
-// container's own command line, run here with the environment compose gives it (Redis lease store
-// included), passes its healthcheck and confirms an order end to end.
+// container's own command line, run here with the environment compose gives it (Redis with its
+// append-only file, the lease store; every process's MQTT through the gateway's stream listener),
+// passes its healthcheck and confirms an order end to end.
 //
 // What differs from a real `docker compose up`, and why: service names resolve only inside
 // Docker's network, so each container port becomes a free loopback port and every `service:port`
@@ -17,13 +18,15 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Ajv2019 } from 'ajv/dist/2019.js';
+import mqtt from 'mqtt';
 import { parse } from 'yaml';
-import { nginxArgs, substitute, TEMPLATE } from '../gateway/render.js';
+import { localTemplate, nginxArgs, substitute, TEMPLATE } from '../gateway/render.js';
+import { accessLog, mqttSessions } from '../harness/gateway.js';
 import { ROOT, START_TIMEOUT_MS, eventually, freePort, startProcess, type Proc } from '../harness/process.js';
-import { findProgram, requireProgram } from './support/programs.js';
+import { findProgram, requireNginxStream, requireProgram } from './support/programs.js';
 
 const COMPOSE_SCHEMA = '/usr/lib/python3/dist-packages/compose/config/compose_spec.json';
-const skip = requireProgram('docker-compose') || requireProgram('nginx') || requireProgram('redis-server', 'redis-server');
+const skip = requireProgram('docker-compose') || requireProgram('nginx') || requireNginxStream() || requireProgram('redis-server', 'redis-server');
 
 interface Service {
   command?: string[];
@@ -90,7 +93,7 @@ describe('compose.yaml', { skip }, () => {
     const text = readFileSync(join(ROOT, 'compose.yaml'), 'utf8');
     assert.doesNotMatch(text, /change-me/, 'example secrets belong in .env.example only');
     const services = (parse(text, { merge: true }) as { services: Record<string, Service & { volumes?: string[] }> }).services;
-    for (const name of ['broker', 'erp', 'catalog', 'orders', 'stock', 'deadletters']) {
+    for (const name of ['broker', 'erp', 'catalog', 'orders', 'stock', 'deadletters', 'redis']) {
       assert.ok(services[name]!.volumes?.some((v) => /^[a-z-]+:\/data$/.test(v)), `${name} keeps /data on a named volume`);
     }
     for (const [name, service] of Object.entries(services)) assert.ok(service.healthcheck, `${name} has a healthcheck`);
@@ -144,16 +147,41 @@ describe('compose.yaml', { skip }, () => {
     let gatewayUrl = '';
 
     /** Rewrites every service:port the environment mentions, and the container's own ports. */
-    const rewrite = (value: string) => value.replace(/\b([a-z][a-z0-9-]*):(\d{2,5})\b/g, (whole, host: string, port: string) => {
-      const mapped = ports.get(`${host}:${port}`);
+    const rewrite = (value: string, map: Map<string, number> = ports) => value.replace(/\b([a-z][a-z0-9-]*):(\d{2,5})\b/g, (whole, host: string, port: string) => {
+      const mapped = map.get(`${host}:${port}`);
       return mapped ? `127.0.0.1:${mapped}` : whole;
     });
+
+    /** Redis with the container's own command, on a loopback port, its files in `redisDir`; ready when it answers PING. */
+    async function runRedis(service: Service, port: number, redisDir: string) {
+      const [program, ...args] = service.command!;
+      assert.equal(program, 'redis-server');
+      mkdirSync(redisDir, { recursive: true });
+      const child = spawn(findProgram('redis-server')!, [...args, '--port', String(port), '--bind', '127.0.0.1', '--dir', redisDir], { stdio: 'ignore' });
+      const cli = (...a: string[]) => spawnSync(findProgram('redis-cli') ?? 'redis-cli', ['-p', String(port), ...a], { encoding: 'utf8' }).stdout?.trim();
+      await eventually(() => cli('ping') === 'PONG' || undefined, { what: "redis's healthcheck (redis-cli ping)" });
+      return { child, cli };
+    }
+
+    /** nginx.conf as the gateway container renders it (its MQTT-over-TCP block included), with these values on top; nginx -t must accept it. */
+    function renderGateway(environment: Record<string, string>, map: Map<string, number>, local: Record<string, string>): string[] {
+      const values: Record<string, string> = {};
+      for (const [k, v] of Object.entries(environment)) values[k] = rewrite(String(v), map);
+      Object.assign(values, local);
+      mkdirSync(values.GATEWAY_RUNTIME_DIR!, { recursive: true });
+      const conf = join(values.GATEWAY_RUNTIME_DIR!, 'nginx.conf');
+      writeFileSync(conf, substitute(localTemplate(readFileSync(TEMPLATE, 'utf8'), { mqttTcp: true }), values));
+      const args = nginxArgs(values.GATEWAY_RUNTIME_DIR!, conf);
+      const check = spawnSync(findProgram('nginx')!, [...args.filter((a, i, all) => a !== '-g' && all[i - 1] !== '-g'), '-t'], { encoding: 'utf8' });
+      assert.equal(check.status, 0, `nginx -t on the compose rendering:\n${check.stderr}`);
+      return args;
+    }
 
     before(async () => {
       dir = mkdtempSync(join(tmpdir(), 'compose-'));
       chmodSync(dir, 0o755);
       services = (parse(composeWith(generatedEnvFile(dir), 'config')) as { services: Record<string, Service> }).services;
-      for (const key of ['broker:1883', 'broker:8083', 'broker:3006', 'erp:3004', 'catalog:3001', 'orders:3002', 'stock:3003', 'deadletters:3007', 'workers:3005', 'redis:6379', 'gateway:8080']) {
+      for (const key of ['broker:1883', 'broker:8083', 'broker:3006', 'erp:3004', 'catalog:3001', 'orders:3002', 'stock:3003', 'deadletters:3007', 'workers:3005', 'redis:6379', 'gateway:8080', 'gateway:1883']) {
         ports.set(key, await freePort());
       }
       // The image's build step (Dockerfile): compile to dist/ with the files beside it.
@@ -191,14 +219,12 @@ describe('compose.yaml', { skip }, () => {
     });
 
     it('starts each service, passes every healthcheck and confirms an order', async () => {
-      const redisPort = ports.get('redis:6379')!;
-      // Redis with the container's own command, on a loopback port.
-      const [redisProgram, ...redisArgs] = services.redis!.command!;
-      assert.equal(redisProgram, 'redis-server');
-      redis = spawn(findProgram('redis-server')!, [...redisArgs, '--port', String(redisPort), '--bind', '127.0.0.1'], { stdio: 'ignore' });
-      await eventually(() => spawnSync(findProgram('redis-cli') ?? 'redis-cli', ['-p', String(redisPort), 'ping'], { encoding: 'utf8' }).stdout?.trim() === 'PONG' || undefined, {
-        what: "redis's healthcheck (redis-cli ping)",
-      });
+      // Its files in the container's working directory (/data, the redis-data volume): here, a temporary one.
+      const started = await runRedis(services.redis!, ports.get('redis:6379')!, join(dir, 'redis'));
+      redis = started.child;
+      // The persistence the broker's acknowledgements rely on (README, "Durability"), as Redis took it.
+      assert.equal(started.cli('config', 'get', 'appendonly'), 'appendonly\nyes');
+      assert.equal(started.cli('config', 'get', 'appendfsync'), 'appendfsync\nalways');
 
       const own: Record<string, Record<string, string>> = {
         broker: { MQTT_PORT: 'broker:1883', MQTT_WS_PORT: 'broker:8083', HTTP_PORT: 'broker:3006' },
@@ -209,8 +235,8 @@ describe('compose.yaml', { skip }, () => {
         deadletters: { HTTP_PORT: 'deadletters:3007' },
         workers: { HTTP_PORT: 'workers:3005' },
       };
-      // Dependency order, as depends_on says.
-      for (const name of ['broker', 'erp', 'catalog', 'stock', 'orders', 'deadletters', 'workers']) {
+      /** Runs a service's container command with its compose environment (addresses rewritten), until its healthcheck passes. */
+      const startService = async (name: string) => {
         const service = services[name]!;
         assert.deepEqual(service.command?.slice(0, 1), ['node'], `${name} runs node in exec form`);
         const env: Record<string, string> = { ...imageEnv() };
@@ -224,33 +250,37 @@ describe('compose.yaml', { skip }, () => {
             name,
             command: service.command!,
             env,
-            ready: (l) => typeof l.msg === 'string' && (l.msg.endsWith('listening') || l.msg === 'worker consuming') && (name !== 'workers' || l.msg === 'worker consuming'),
+            ready: (l) => typeof l.msg === 'string' && (name === 'workers' ? l.msg === 'worker consuming' : l.msg.endsWith('listening')),
           }),
         );
         await healthy(name, service);
-      }
+      };
+      // Dependency order, as depends_on says: the gateway (below) before the workers, whose MQTT goes through it.
+      for (const name of ['broker', 'erp', 'catalog', 'stock', 'orders', 'deadletters']) await startService(name);
       assert.equal(services.workers!.environment!.LEASE_STORE, 'redis', 'the workers lease from Redis in compose');
+      for (const name of ['erp', 'catalog', 'stock', 'orders', 'deadletters', 'workers']) {
+        assert.equal(services[name]!.environment!.MQTT_URL, 'mqtt://gateway:1883', `${name} reaches the broker nodes through the gateway`);
+      }
 
-      // The gateway: the template rendered with the container's environment (what envsubst does).
+      // The gateway: the template rendered with the container's environment (what envsubst does),
+      // its MQTT-over-TCP block included (the image has the stream module built in; here it may
+      // have to be loaded).
       const gateway = services.gateway!;
-      const values: Record<string, string> = {};
-      for (const [k, v] of Object.entries(gateway.environment ?? {})) values[k] = rewrite(String(v));
-      Object.assign(values, {
+      assert.equal(gateway.environment!.GATEWAY_MQTT_PORT, '1883');
+      const args = renderGateway(gateway.environment ?? {}, ports, {
         GATEWAY_HOST: '127.0.0.1',
         GATEWAY_PORT: String(ports.get('gateway:8080')),
+        GATEWAY_MQTT_PORT: String(ports.get('gateway:1883')),
         GATEWAY_RUNTIME_DIR: join(dir, 'nginx'),
         GATEWAY_DASHBOARD_DIR: join(ROOT, 'dashboard'),
         GATEWAY_ACCESS_LOG: join(dir, 'nginx', 'access.log'),
       });
-      mkdirSync(values.GATEWAY_RUNTIME_DIR!, { recursive: true });
-      const conf = join(values.GATEWAY_RUNTIME_DIR!, 'nginx.conf');
-      writeFileSync(conf, substitute(readFileSync(TEMPLATE, 'utf8'), values));
-      const args = nginxArgs(values.GATEWAY_RUNTIME_DIR!, conf);
-      const check = spawnSync(findProgram('nginx')!, [...args.filter((a, i, all) => a !== '-g' && all[i - 1] !== '-g'), '-t'], { encoding: 'utf8' });
-      assert.equal(check.status, 0, `nginx -t on the compose rendering:\n${check.stderr}`);
       nginx = spawn(findProgram('nginx')!, args, { stdio: 'ignore' });
       gatewayUrl = `http://127.0.0.1:${ports.get('gateway:8080')}`;
       await healthy('gateway', gateway, gatewayUrl);
+
+      // The workers' readiness needs their subscriptions: MQTT through the gateway's stream block works.
+      await startService('workers');
 
       const res = await fetch(`${gatewayUrl}/api/orders`, {
         method: 'POST',
@@ -267,6 +297,109 @@ describe('compose.yaml', { skip }, () => {
       const config = (await (await fetch(`${gatewayUrl}/config.json`)).json()) as { username: string; password: string };
       assert.equal(config.username, 'viewer');
       assert.equal(config.password, services.gateway!.environment!.DASHBOARD_MQTT_PASSWORD);
+    });
+
+    it('BROKER_STORE=redis with two broker replicas: the gateway spreads clients over them (TCP and WebSocket), a message crosses nodes, a killed node is skipped', async () => {
+      // `BROKER_STORE=redis docker compose up --scale broker=2`: the setting from .env, as a user sets it.
+      const clusterDir = join(dir, 'cluster');
+      mkdirSync(clusterDir);
+      const envFile = generatedEnvFile(clusterDir);
+      writeFileSync(envFile, `${readFileSync(envFile, 'utf8')}\nBROKER_STORE=redis\n`);
+      const cluster = (parse(composeWith(envFile, 'config')) as { services: Record<string, Service> }).services;
+      const broker = cluster.broker!;
+      assert.equal(broker.environment!.BROKER_STORE, 'redis');
+
+      const map = new Map<string, number>([['redis:6379', await freePort()]]);
+      const nodes: { proc: Proc; mqtt: number; ws: number }[] = [];
+      const clients: mqtt.MqttClient[] = [];
+      let redisNode: ChildProcess | undefined;
+      let gatewayNode: ChildProcess | undefined;
+      try {
+        redisNode = (await runRedis(cluster.redis!, map.get('redis:6379')!, join(clusterDir, 'redis'))).child;
+        // Two replicas of the broker service: the same command and environment, each container with
+        // its own ports (here) and its own hostname, hence its own node id.
+        for (const i of [1, 2]) {
+          const [mqttPort, ws, http] = [await freePort(), await freePort(), await freePort()];
+          const env: Record<string, string> = { ...imageEnv() };
+          for (const [k, v] of Object.entries(broker.environment ?? {})) env[k] = rewrite(String(v), map);
+          Object.assign(env, { MQTT_PORT: String(mqttPort), MQTT_WS_PORT: String(ws), HTTP_PORT: String(http), HTTP_HOST: '127.0.0.1', DATA_DIR: join(clusterDir, `broker-${i}`) });
+          mkdirSync(env.DATA_DIR!, { recursive: true });
+          const proc = await startProcess({ name: `broker-${i}`, command: broker.command!, env, ready: (l) => l.msg === 'broker listening' });
+          nodes.push({ proc, mqtt: mqttPort, ws });
+        }
+
+        // The gateway as compose renders it. In compose `broker:1883` resolves to every replica's
+        // address; here the one server line becomes one per node, which is what nginx makes of it.
+        for (const key of ['broker:1883', 'broker:8083']) map.set(key, key.endsWith('1883') ? nodes[0]!.mqtt : nodes[0]!.ws);
+        for (const value of Object.values(cluster.gateway!.environment ?? {})) {
+          for (const [, host, port] of String(value).matchAll(/\b([a-z][a-z0-9-]*):(\d{2,5})\b/g)) if (!map.has(`${host}:${port}`)) map.set(`${host}:${port}`, await freePort());
+        }
+        const runtime = join(clusterDir, 'nginx');
+        const gatewayPorts = { http: await freePort(), mqtt: await freePort() };
+        const args = renderGateway(cluster.gateway!.environment ?? {}, map, {
+          GATEWAY_HOST: '127.0.0.1',
+          GATEWAY_PORT: String(gatewayPorts.http),
+          GATEWAY_MQTT_PORT: String(gatewayPorts.mqtt),
+          GATEWAY_RUNTIME_DIR: runtime,
+          GATEWAY_DASHBOARD_DIR: join(ROOT, 'dashboard'),
+          GATEWAY_ACCESS_LOG: join(runtime, 'access.log'),
+        });
+        const conf = args[args.indexOf('-c') + 1]!;
+        let text = readFileSync(conf, 'utf8');
+        for (const key of ['mqtt', 'ws'] as const) {
+          const one = `server 127.0.0.1:${nodes[0]![key]};`;
+          assert.ok(text.includes(one), `the ${key} upstream names the broker`);
+          text = text.replace(one, nodes.map((n) => `server 127.0.0.1:${n[key]};`).join(' '));
+        }
+        writeFileSync(conf, text);
+        gatewayNode = spawn(findProgram('nginx')!, args, { stdio: 'ignore' });
+        await eventually(async () => (await fetch(`http://127.0.0.1:${gatewayPorts.http}/healthz`).catch(() => undefined))?.ok || undefined, { what: 'the gateway' });
+
+        const gatewayMqtt = `mqtt://127.0.0.1:${gatewayPorts.mqtt}`;
+        const connect = async (user: string, clientId: string) => {
+          const c = await mqtt.connectAsync(gatewayMqtt, { protocolVersion: 4, clientId, reconnectPeriod: 0, connectTimeout: 10_000, username: user, password: broker.environment![`BROKER_PASSWORD_${user.toUpperCase()}`] });
+          clients.push(c);
+          return c;
+        };
+        // A display on one node, the catalog service on the other (least_conn: the node with fewer).
+        const topic = 'woodytoys/public/catalog/products/compose-cluster';
+        const viewer = await connect('viewer', 'viewer-compose-cluster');
+        await viewer.subscribeAsync(topic, { qos: 1 });
+        const catalog = await connect('catalog', 'catalog-compose-cluster');
+        let received: string | undefined;
+        viewer.on('message', (_t, payload) => (received = payload.toString()));
+        await catalog.publishAsync(topic, 'from the other node', { qos: 1 });
+        assert.equal(await eventually(() => received, { what: 'the message published on the other node' }), 'from the other node');
+        await Promise.all(clients.splice(0).map((c) => c.endAsync()));
+        const sessions = () => mqttSessions(join(runtime, 'access.log'));
+        const used = await eventually(() => sessions().length >= 2 && new Set(sessions().map((x) => x.upstream)), { what: 'both MQTT sessions in the access log' });
+        assert.deepEqual([...used].sort(), nodes.map((n) => `127.0.0.1:${n.mqtt}`).sort(), 'one client on each node');
+
+        // The dashboard's way in, MQTT over WebSocket at /mqtt: spread over the nodes the same way.
+        const gatewayWs = `ws://127.0.0.1:${gatewayPorts.http}/mqtt`;
+        for (const i of [1, 2]) {
+          const c = await mqtt.connectAsync(gatewayWs, { protocolVersion: 4, clientId: `viewer-compose-ws-${i}`, reconnectPeriod: 0, connectTimeout: 10_000, username: 'viewer', password: broker.environment!.BROKER_PASSWORD_VIEWER });
+          clients.push(c);
+        }
+        await Promise.all(clients.splice(0).map((c) => c.endAsync()));
+        const websockets = await eventually(() => {
+          const lines = accessLog(join(runtime, 'access.log')).filter((l) => l.uri === '/mqtt');
+          return lines.length >= 2 && new Set(lines.map((l) => String(l.upstream)));
+        }, { what: 'both WebSocket sessions in the access log' });
+        assert.deepEqual([...websockets].sort(), nodes.map((n) => `127.0.0.1:${n.ws}`).sort(), 'one WebSocket on each node');
+
+        // kill -9 of the first node: new connections through the gateway land on the second.
+        await nodes[0]!.proc.kill();
+        for (const i of [1, 2, 3]) await connect('viewer', `viewer-compose-after-${i}`);
+        await Promise.all(clients.splice(0).map((c) => c.endAsync()));
+        const after = await eventually(() => sessions().length >= 5 && sessions().slice(2), { what: 'the later sessions in the access log' });
+        for (const s of after) assert.match(s.upstream, new RegExp(`127\\.0\\.0\\.1:${nodes[1]!.mqtt}$`), `went to the live node: ${s.upstream}`);
+      } finally {
+        for (const c of clients) c.end(true);
+        gatewayNode?.kill('SIGTERM');
+        await Promise.all(nodes.map((n) => n.proc.stop()));
+        redisNode?.kill('SIGTERM');
+      }
     });
 
     /** Runs the service's own healthcheck command (ports rewritten) until it passes, as compose would. */

@@ -16,6 +16,7 @@ import { gatewayEnv, placeholders, substitute, TEMPLATE, upstreamEnv, withRoutes
 import { parseConfig } from '../lib/config.js';
 import { ERP_OPERATION_COST_RU, ERP_OPERATION_KINDS } from '../lib/erp-operations.js';
 import {
+  GATEWAY_MQTT_PORT,
   GATEWAY_PORT,
   MQTT_USERS,
   PROCESS_LIST,
@@ -48,6 +49,8 @@ interface Files {
   compose: { services: Record<string, ComposeService> };
   acl: Acl;
   envExample: string;
+  /** The gateway container's environment file (gateway/compose.env). */
+  gatewayEnv: string;
   packageJson: { scripts: Record<string, string> };
   readme: string;
   entries: (p: ProcessDeclaration) => string;
@@ -58,6 +61,7 @@ const repository: Files = {
   compose: parse(read('compose.yaml'), { merge: true }) as Files['compose'],
   acl: Acl.read(aclFile),
   envExample: read('.env.example'),
+  gatewayEnv: read('gateway/compose.env'),
   packageJson: JSON.parse(read('package.json')) as Files['packageJson'],
   readme: read('README.md'),
   entries: (p) => (existsSync(join(ROOT, p.entry)) ? read(p.entry) : ''),
@@ -125,6 +129,7 @@ const checks: Record<string, Check> = {
         if (env[variable] !== String(d.port)) problems.push(`compose.yaml: ${name}'s ${variable} is ${env[variable]}, not ${d.port}`);
       }
       if (!service.healthcheck?.test.join(' ').includes(`127.0.0.1:${httpPort(p).port}/readyz`)) problems.push(`compose.yaml: ${name}'s healthcheck does not ask port ${httpPort(p).port}`);
+      if (p.mqttUser && !env.MQTT_URL?.includes(`mqtt://gateway:${GATEWAY_MQTT_PORT}`)) problems.push(`compose.yaml: ${name}'s MQTT_URL is ${env.MQTT_URL}, not the gateway's mqtt://gateway:${GATEWAY_MQTT_PORT}`);
       if (env.MQTT_USERNAME !== p.mqttUser) problems.push(`compose.yaml: ${name} logs in as ${env.MQTT_USERNAME}, not ${p.mqttUser}`);
       if (p.mqttUser && !env.MQTT_PASSWORD?.startsWith(`\${${passwordVariable(p.mqttUser)}:?`)) problems.push(`compose.yaml: ${name}'s MQTT_PASSWORD is not \${${passwordVariable(p.mqttUser)}:?…}`);
       if (p.adminKey !== ('ADMIN_API_KEY' in env || undefined)) problems.push(`compose.yaml: ${name} ${p.adminKey ? 'lacks' : 'should not have'} ADMIN_API_KEY`);
@@ -138,8 +143,19 @@ const checks: Record<string, Check> = {
     const mosquitto = services.mosquitto;
     const mosquittoUsers = /for u in ([a-z0-9 -]+);/.exec(mosquitto?.command?.join(' ') ?? '')?.[1]?.split(' ') ?? [];
     if (!sameSet(mosquittoUsers, users) || !sameSet(Object.keys(mosquitto?.environment ?? {}), users.map(passwordVariable))) problems.push(`compose.yaml: mosquitto's users are ${mosquittoUsers.join(', ')}, declared ${users.join(', ')}`);
-    if (!services.gateway?.ports?.some((p) => p.endsWith(`:${GATEWAY_PORT}`))) problems.push(`compose.yaml: the gateway does not publish ${GATEWAY_PORT}`);
+    for (const port of [GATEWAY_PORT, GATEWAY_MQTT_PORT]) if (!services.gateway?.ports?.some((p) => p.endsWith(`:${port}`))) problems.push(`compose.yaml: the gateway does not publish ${port}`);
     return problems;
+  },
+  // The gateway's MQTT listeners in compose, and the broker nodes behind them.
+  'gateway/compose.env': ({ gatewayEnv }, processes) => {
+    const broker = processes.find((p) => p.name === 'broker');
+    const set = Object.fromEntries(gatewayEnv.split('\n').flatMap((l) => (/^([A-Z_]+)=(.*)$/.exec(l) ? [[l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]] : [])));
+    const expected: Record<string, string | undefined> = {
+      GATEWAY_MQTT_PORT: String(GATEWAY_MQTT_PORT),
+      MQTT_TCP_UPSTREAM: broker?.ports.MQTT_PORT && `${composeService(broker)}:${broker.ports.MQTT_PORT.port}`,
+      MQTT_WS_UPSTREAM: broker?.ports.MQTT_WS_PORT && `${composeService(broker)}:${broker.ports.MQTT_WS_PORT.port}`,
+    };
+    return Object.entries(expected).flatMap(([k, v]) => (set[k] === v ? [] : [`gateway/compose.env: ${k} is ${set[k]}, not ${v}`]));
   },
   '.env.example': ({ envExample }, processes) => {
     const set = envExample.split('\n').flatMap((l) => (/^(MQTT_PASSWORD_[A-Z0-9_]+)=/.exec(l)?.[1] ?? []));

@@ -84,9 +84,10 @@ export class RawClient {
   readonly closedAt: Promise<number>;
   readonly opened: Promise<void>;
 
-  constructor(url: string) {
+  /** `localAddress`: the loopback address to connect from (127.0.0.N), to be another client. */
+  constructor(url: string, { localAddress }: { localAddress?: string } = {}) {
     const { hostname, port } = new URL(url);
-    this.socket = connect(Number(port), hostname);
+    this.socket = connect({ port: Number(port), host: hostname, localAddress });
     this.socket.on('data', (d: Buffer) => (this.received = Buffer.concat([this.received, d])));
     // The broker may reset the connection while we still write: that is the answer, not an error.
     this.socket.on('error', () => {});
@@ -103,8 +104,8 @@ export class RawClient {
     );
   }
 
-  static async open(url: string): Promise<RawClient> {
-    const c = new RawClient(url);
+  static async open(url: string, options: { localAddress?: string } = {}): Promise<RawClient> {
+    const c = new RawClient(url, options);
     await c.opened;
     return c;
   }

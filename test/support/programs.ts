@@ -5,6 +5,7 @@
 //
 // Returns false when the program is on the PATH (or at /usr/sbin), or else a one-line skip reason
 // with the install command. Under CI (CI=true) a missing program fails the run instead of skipping.
+import { streamModule } from '../../gateway/render.js';
 import { findProgram } from '../../lib/programs.js';
 
 export { findProgram };
@@ -15,4 +16,14 @@ export function requireProgram(name: string, aptPackage: string = name): false |
   const reason = `${name} is not installed (apt-get install -y ${aptPackage})`;
   if (process.env.CI === 'true') throw new Error(`${reason}; CI must run every test`);
   return reason;
+}
+
+/** false when nginx can proxy MQTT over TCP (its stream module); otherwise a skip reason, or a thrown Error when CI=true. */
+export function requireNginxStream(): false | string {
+  const missing = requireProgram('nginx');
+  if (missing) return missing;
+  const module = streamModule();
+  if (!('missing' in module)) return false;
+  if (process.env.CI === 'true') throw new Error(`${module.missing}; CI must run every test`);
+  return module.missing;
 }
