@@ -38,7 +38,17 @@ export function authorizationHooks({ limits, access, shared, ingest, log, onRefu
         return done(null, null);
       }
       // Shared subscriptions are delivered with QoS 1 at most.
-      done(null, isShared && sub.qos > 1 ? { ...sub, qos: 1 } : sub);
+      const granted: typeof sub = isShared && sub.qos > 1 ? { ...sub, qos: 1 } : sub;
+      if (!isShared) return done(null, granted);
+      // Several nodes: a member in the store before its SUBACK (nothing to wait for on one node).
+      shared.admit(client, sub.topic).then(
+        () => done(null, granted),
+        (err: unknown) => {
+          log.error({ err, clientId: client.id, filter: sub.topic }, 'could not join the group; subscription refused');
+          onRefused('subscribe');
+          done(null, null);
+        },
+      );
     },
     authorizePublish(client, packet, done) {
       const violation = client && limits.violation(client.conn);

@@ -7,11 +7,16 @@
 // messages and the backlog stays in the store; what one pass hands a member leaves in one write. A
 // member that leaves with unacknowledged messages gets them back if it returns within the grace
 // period; otherwise they go to another member.
+//
+// With several broker nodes (a ClusterGroupStore, on Redis) the store knows the groups and their
+// members and routes each publish itself; this node reads entries for the members connected to it,
+// each within its window, renews what they hold so that no other node claims it, and claims what
+// members gone past the grace period (on any node) left behind.
 import type { Aedes, Client } from 'aedes';
 import type { Logger } from '../lib/log.js';
 import { topicMatches } from '../lib/events.js';
-import type { EntryId, GroupStore, NewEntry, StoredEntry } from './group-store.js';
-import type { SqlitePersistence, StoredPacket } from './persistence.js';
+import type { ClusterGroupStore, EntryId, GroupStore, NewEntry, StoredEntry } from './group-store.js';
+import type { SessionPersistence, StoredPacket } from './persistence.js';
 import { nextPacketId, writePackets } from './aedes-adapter.js';
 import { asQos0, encodePublish, qosOf, stampPublish } from './publish-packet.js';
 
@@ -35,8 +40,10 @@ interface Member {
   qos: number;
   /** packet identifier (on the member's current connection) → message */
   inflight: Map<number, Entry>;
-  /** Entries given to it in the pass under way, not yet sent. */
+  /** Entries given to it in the pass under way, not yet sent (several nodes: being read for it). */
   assigned: number;
+  /** Several nodes: a read from the store for it is under way. */
+  reading?: boolean;
 }
 
 /** Entries in memory waiting for a member: first in, first out, with O(1) removal at the head. */
@@ -84,6 +91,12 @@ class GroupQueue {
   /** The newest entry taken into memory: the next read from the store starts after it. */
   cursor: EntryId | undefined;
   reading = false;
+  /** Several nodes: the store may hold entries nobody has taken (a notice came, or the last read was full). */
+  more = true;
+  /** Several nodes: claim entries of departed members in the next reads. */
+  claimDue = false;
+  /** Several nodes: how many of `total` members hold, cluster-wide (refreshed with it, once a second). */
+  held = 0;
   redispatched = 0;
   delivered = 0;
   #turn = 0;
@@ -136,9 +149,12 @@ class GroupQueue {
   }
 }
 
+/** A store several nodes share routes publishes itself and keeps entries per member. */
+const isCluster = (store: GroupStore | ClusterGroupStore): store is ClusterGroupStore => 'route' in store;
+
 export interface SharedSubscriptionOptions {
-  store: GroupStore;
-  persistence: SqlitePersistence;
+  store: GroupStore | ClusterGroupStore;
+  persistence: SessionPersistence;
   log: Logger;
   /** Messages a member may hold unacknowledged. */
   window: number;
@@ -158,13 +174,22 @@ export class SharedSubscriptions {
   readonly #dirty = new Set<GroupQueue>();
   #passScheduled = false;
   readonly #store: GroupStore;
+  readonly #cluster: ClusterGroupStore | undefined;
+  readonly #timers: NodeJS.Timeout[] = [];
+  /** Several nodes: entries untouched this long belong to a member gone past its grace period. */
+  readonly #claimIdleMs: number;
 
   constructor(private readonly opts: SharedSubscriptionOptions) {
-    this.#store = opts.store;
+    if (isCluster(opts.store)) this.#cluster = opts.store;
+    this.#store = opts.store as GroupStore;
+    // Renewals of what members hold go out several times per grace period, so a busy turn or two
+    // does not let another node claim what a member connected here still holds.
+    this.#claimIdleMs = Math.max(opts.graceMs, 400);
   }
 
   /** Loads members and each queue's count (not its entries), then follows the broker's clients. */
   start(broker: Aedes): void {
+    if (this.#cluster) return this.#startCluster(broker, this.#cluster);
     const stored = this.#store.groups();
     for (const { clientId, topic, qos } of this.opts.persistence.subscriptionsWithPrefix(SHARE_PREFIX)) {
       this.#join(topic, clientId, qos);
@@ -198,8 +223,17 @@ export class SharedSubscriptions {
   }
 
   stop(): void {
+    for (const t of this.#timers) clearInterval(t);
     for (const t of this.#graceTimers.values()) clearTimeout(t);
     this.#graceTimers.clear();
+  }
+
+  /**
+   * Several nodes: makes the client a member in the store before its SUBACK, so that publishes on
+   * any node from then on reach the group. One node: nothing to do (the persistence keeps members).
+   */
+  async admit(client: Client, topic: string): Promise<void> {
+    await this.#cluster?.join(topic, client.id);
   }
 
   /** Why a subscription to a `$share/` filter must be refused, or undefined to accept it. */
@@ -215,6 +249,11 @@ export class SharedSubscriptions {
     let staged: NewEntry[] | undefined;
     let encoded: Buffer | undefined;
     const topic = packet.topic ?? '';
+    if (this.#cluster) {
+      // Groups on other nodes are unknown here: the store matches every publish.
+      if (topic.startsWith('$SYS/')) return undefined; // Aedes's own (heartbeats, subscription broadcasts)
+      return [{ share: '', topic, packet: encodePublish(topic, Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload ?? ''), packet.qos ? 1 : 0) }];
+    }
     for (const queue of this.#queues.values()) {
       if (!queue.matches(topic)) continue;
       encoded ??= encodePublish(topic, Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload ?? ''), packet.qos ? 1 : 0);
@@ -225,6 +264,11 @@ export class SharedSubscriptions {
 
   /** Adds staged entries to the store; resolves once they are durable, then hands them out. */
   async append(staged: readonly NewEntry[]): Promise<void> {
+    if (this.#cluster) {
+      const routed = await this.#cluster.route(staged.map((e) => ({ topic: e.topic ?? '', packet: e.packet })));
+      this.#appended(routed.flat());
+      return;
+    }
     const stored = await this.#store.append(staged);
     for (let i = 0; i < staged.length; i++) {
       const queue = this.#queues.get(staged[i]!.share);
@@ -259,6 +303,7 @@ export class SharedSubscriptions {
 
   /** Whether some group is being read from the store for online members (a backlog draining). */
   get draining(): boolean {
+    if (this.#cluster) return false; // nothing in SQLite
     for (const q of this.#queues.values()) {
       if (q.unread > 0 && [...q.members.keys()].some((id) => this.#online.has(id))) return true;
     }
@@ -271,7 +316,7 @@ export class SharedSubscriptions {
       const inflight = q.inflight;
       return {
         share: q.share,
-        depth: q.total - inflight,
+        depth: this.#cluster ? Math.max(0, q.total - q.held) : q.total - inflight,
         inMemory: q.backlog.length,
         inMemoryBytes: q.backlog.bytes,
         inflight,
@@ -291,7 +336,8 @@ export class SharedSubscriptions {
     let queue = this.#queues.get(share);
     if (!queue) {
       this.#queues.set(share, (queue = new GroupQueue(share, parsed.filter)));
-      queue.total = this.#store.open(share);
+      // Several nodes: the store made the group with its first member (admit); its depth comes with the next refresh.
+      if (!this.#cluster) queue.total = this.#store.open(share);
     }
     const member = queue.members.get(clientId);
     if (member) member.qos = qos;
@@ -305,6 +351,14 @@ export class SharedSubscriptions {
     if (!queue || !member) return;
     queue.members.delete(clientId);
     queue.membersChanged();
+    if (this.#cluster) {
+      // The store hands what it held to the other members, on every node.
+      this.#forget(queue, member);
+      this.#cluster.leave(share, clientId).catch((err: unknown) => this.opts.log.error({ err, clientId, share }, 'could not leave the group in the store'));
+      if (queue.members.size === 0) this.#queues.delete(share);
+      this.opts.log.info({ clientId, share, why }, 'member left shared subscription');
+      return;
+    }
     this.#requeue(queue, member);
     this.opts.log.info({ clientId, share, why }, 'member left shared subscription');
     if (queue.members.size === 0) {
@@ -320,6 +374,10 @@ export class SharedSubscriptions {
 
   #connected(client: Client) {
     const id = client.id;
+    if (this.#cluster) {
+      this.#connectedCluster(client, this.#cluster).catch((err: unknown) => this.opts.log.error({ err, clientId: id }, 'could not restore the memberships of a client'));
+      return;
+    }
     if (client.clean) {
       // A clean session discards the old one, memberships included.
       for (const q of [...this.#queues.values()]) if (q.members.has(id)) this.#leave(q.share, id, 'clean session');
@@ -354,6 +412,7 @@ export class SharedSubscriptions {
     const timer = setTimeout(() => {
       this.#graceTimers.delete(id);
       if (this.#online.has(id)) return;
+      if (this.#cluster) return this.#departedCluster(id);
       const byId = this.#inflightByClient.get(id);
       this.#inflightByClient.delete(id);
       for (const queue of new Set(byId?.values() ?? [])) {
@@ -398,6 +457,7 @@ export class SharedSubscriptions {
   }
 
   #handOut(queue: GroupQueue) {
+    if (this.#cluster) return this.#readFor(queue, this.#cluster);
     // Rounds until every member's window is full or the window is empty (QoS 0 deliveries leave
     // nothing in flight, so a round may free the room it used).
     while (queue.backlog.length > 0) {
@@ -475,7 +535,180 @@ export class SharedSubscriptions {
 
   /** An entry is delivered for good (acknowledged, or sent with QoS 0): out of the queue and the store. */
   #done(queue: GroupQueue, entry: Entry) {
+    if (this.#cluster) return this.#cluster.ack(queue.share, [entry.id]);
     queue.total--;
     this.#store.ack(queue.share, [entry.id]);
+  }
+
+  // --- several nodes ----------------------------------------------------------------------
+
+  #startCluster(broker: Aedes, cluster: ClusterGroupStore) {
+    // Members join in the store before their SUBACK (admit); here they join this node's view.
+    broker.on('subscribe', (subs, client) => {
+      for (const s of subs) {
+        if (s.topic.startsWith(SHARE_PREFIX) && (s.qos as number) !== 128) {
+          this.#join(s.topic, client.id, s.qos);
+          this.opts.log.info({ clientId: client.id, share: s.topic }, 'member joined shared subscription');
+        }
+      }
+      if (this.#online.get(client.id) === client) this.#dispatchFor(client.id);
+    });
+    broker.on('unsubscribe', (topics, client) => {
+      if (client.closed) return;
+      for (const t of topics) if (t.startsWith(SHARE_PREFIX)) this.#leave(t, client.id, 'unsubscribed');
+    });
+    broker.on('clientReady', (client) => this.#connected(client));
+    broker.on('clientDisconnect', (client) => this.#disconnected(client));
+    cluster.onAppended((shares) => this.#appended(shares));
+    const every = (ms: number, run: () => void) => {
+      const t = setInterval(run, ms);
+      t.unref();
+      this.#timers.push(t);
+    };
+    every(Math.max(50, Math.floor(this.#claimIdleMs / 4)), () => this.#keepHeld(cluster));
+    every(Math.max(100, Math.floor(this.#claimIdleMs / 2)), () => {
+      for (const q of this.#queues.values()) {
+        q.claimDue = true;
+        this.#dispatch(q);
+      }
+    });
+    every(1000, () => {
+      for (const q of this.#queues.values()) {
+        cluster.depth(q.share).then(
+          ({ stored, held }) => {
+            q.total = stored;
+            q.held = held;
+          },
+          () => {},
+        );
+      }
+    });
+  }
+
+  /** Entries went to these groups (on any node): read them for members here with room. */
+  #appended(shares: Iterable<string>) {
+    for (const share of shares) {
+      const queue = this.#queues.get(share);
+      if (!queue) continue;
+      queue.more = true;
+      this.#dispatch(queue);
+    }
+  }
+
+  async #connectedCluster(client: Client, cluster: ClusterGroupStore) {
+    const id = client.id;
+    const shares = await cluster.memberships(id);
+    if (client.clean) {
+      // A clean session discards the old one, memberships included, whichever node held them.
+      for (const share of shares) {
+        if (this.#queues.get(share)?.members.has(id)) this.#leave(share, id, 'clean session');
+        else await cluster.leave(share, id);
+      }
+      return;
+    }
+    if (client.closed) return;
+    for (const share of shares) {
+      const queue = this.#queues.get(share);
+      this.#join(share, id, queue?.members.get(id)?.qos ?? 1);
+    }
+    this.#online.set(id, client);
+    const timer = this.#graceTimers.get(id);
+    if (timer) {
+      clearTimeout(timer);
+      this.#graceTimers.delete(id);
+    }
+    // What it held when it left (here or on another node), unless claimed meanwhile: once more on this connection.
+    this.#inflightByClient.delete(id);
+    for (const share of shares) {
+      const queue = this.#queues.get(share);
+      const member = queue?.members.get(id);
+      if (!queue || !member) continue;
+      member.inflight.clear();
+      member.reading = true;
+      try {
+        const entries = await cluster.held(share, id);
+        if (this.#online.get(id) === client && entries.length > 0) this.#send(client, queue, member, entries, true);
+      } finally {
+        member.reading = false;
+      }
+    }
+    this.#dispatchFor(id);
+  }
+
+  /** Past its grace period: what the member held here is no longer this node's to send (the store lets any node claim it). */
+  #departedCluster(id: string) {
+    this.#inflightByClient.delete(id);
+    for (const queue of [...this.#queues.values()]) {
+      const member = queue.members.get(id);
+      if (!member) continue;
+      const n = member.inflight.size;
+      // Counted as re-dispatched by the node that claims them.
+      if (n > 0) this.opts.log.warn({ clientId: id, share: queue.share, messages: n }, 'member gone past its grace period; its messages go to other members');
+      // Its membership stays in the store: it may come back, here or on another node.
+      queue.members.delete(id);
+      queue.membersChanged();
+      if (queue.members.size === 0) {
+        this.#queues.delete(queue.share);
+        this.#dirty.delete(queue);
+      }
+    }
+  }
+
+  /** Drops what a member holds from this node's memory (the store still has it). */
+  #forget(queue: GroupQueue, member: Member) {
+    const byId = this.#inflightByClient.get(member.clientId);
+    for (const messageId of member.inflight.keys()) byId?.delete(messageId);
+    member.inflight.clear();
+  }
+
+  /** Reads, for each member here with room, what it may take: entries of departed members first when due, then new ones. */
+  #readFor(queue: GroupQueue, cluster: ClusterGroupStore) {
+    const claim = queue.claimDue;
+    queue.claimDue = false;
+    if (!claim && !queue.more) return;
+    for (const member of queue.members.values()) {
+      const client = this.#online.get(member.clientId);
+      const room = this.opts.window - member.inflight.size;
+      if (!client || member.reading || room <= 0) continue;
+      member.reading = true;
+      const share = queue.share;
+      const more = queue.more;
+      void (async () => {
+        const claimed = claim ? await cluster.claim(share, member.clientId, this.#claimIdleMs, room) : [];
+        const taken = more && claimed.length < room ? await cluster.take(share, member.clientId, room - claimed.length) : [];
+        return { claimed, taken };
+      })().then(
+        ({ claimed, taken }) => {
+          member.reading = false;
+          if (more && taken.length < room - claimed.length) queue.more = false;
+          if (claimed.length > 0) queue.redispatched += claimed.length;
+          const entries = [...claimed, ...taken];
+          // Gone meanwhile: the entries wait in the store, held by the member (held() or a claim gets them back).
+          if (entries.length > 0 && this.#online.get(member.clientId) === client && queue.members.get(member.clientId) === member) {
+            this.#send(client, queue, member, entries, false);
+          }
+          if (entries.length > 0) this.#dispatch(queue);
+        },
+        (err: unknown) => {
+          member.reading = false;
+          this.opts.log.error({ err, share }, 'could not read the group queue; will try again');
+          setTimeout(() => {
+            queue.more = true;
+            this.#dispatch(queue);
+          }, 1000).unref();
+        },
+      );
+    }
+  }
+
+  /** Renews what members connected here hold, so that no other node claims it. */
+  #keepHeld(cluster: ClusterGroupStore) {
+    for (const queue of this.#queues.values()) {
+      for (const member of queue.members.values()) {
+        if (member.inflight.size === 0 || !this.#online.has(member.clientId)) continue;
+        const ids = [...member.inflight.values()].map((e) => e.id);
+        cluster.keep(queue.share, member.clientId, ids).catch((err: unknown) => this.opts.log.warn({ err, share: queue.share }, 'could not renew held entries'));
+      }
+    }
   }
 }

@@ -23,8 +23,10 @@ export interface StoredEntry {
 }
 
 export interface NewEntry {
+  /** Empty when the store routes by topic (ClusterGroupStore): this node does not know every group. */
   share: string;
   packet: Buffer;
+  topic?: string;
 }
 
 export interface GroupStore {
@@ -45,4 +47,36 @@ export interface GroupStore {
   claim(share: string, limit: number): Promise<StoredEntry[]>;
   /** The group's last member left: its queue goes. */
   drop(share: string): void;
+}
+
+/**
+ * The group queues of several broker nodes (redis-group-store.ts): the store, not a node, knows
+ * each group's members and routes publishes to the groups whose filter matches, so a member that
+ * joins on one node gets what is published on any other from its SUBACK on. Entries are read and
+ * held per member (a consumer of the group's stream), so a member that comes back on another node
+ * finds what it held, and a member gone past the grace period leaves entries any node can claim.
+ */
+export interface ClusterGroupStore {
+  /** Adds each publish to the queue of every group whose filter matches its topic; resolves once durable, with the groups each went to. */
+  route(publishes: readonly { topic: string; packet: Buffer }[]): Promise<string[][]>;
+  /** The client is a member of the group (the group is created with its first member). */
+  join(share: string, clientId: string): Promise<void>;
+  /** The client leaves the group: what it held goes to the other members at once; the queue goes with the last member. */
+  leave(share: string, clientId: string): Promise<void>;
+  /** Every group the client is a member of. */
+  memberships(clientId: string): Promise<string[]>;
+  /** Up to `limit` entries nobody has taken, now held by `clientId`. */
+  take(share: string, clientId: string, limit: number): Promise<StoredEntry[]>;
+  /** Up to `limit` entries nobody has touched for `idleMs` (their member left), now held by `clientId`. */
+  claim(share: string, clientId: string, idleMs: number, limit: number): Promise<StoredEntry[]>;
+  /** What `clientId` held (on a previous connection, on any node), held again from now. */
+  held(share: string, clientId: string): Promise<StoredEntry[]>;
+  /** Entries `clientId` still holds: nobody may claim them for another `idleMs`. */
+  keep(share: string, clientId: string, ids: readonly EntryId[]): Promise<void>;
+  /** Entries acknowledged by their member: gone for good. */
+  ack(share: string, ids: readonly EntryId[]): void;
+  /** Entries of the group not yet acknowledged, and how many of them members hold. */
+  depth(share: string): Promise<{ stored: number; held: number }>;
+  /** Calls `listener` with the groups that got entries, whichever node added them. */
+  onAppended(listener: (shares: string[]) => void): void;
 }

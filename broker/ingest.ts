@@ -12,7 +12,7 @@ import type { Logger } from '../lib/log.js';
 import type { CommitQueue } from './commit-queue.js';
 import type { SharedSubscriptions } from './group-queue.js';
 import type { NewEntry } from './group-store.js';
-import type { SqlitePersistence, StoredPacket } from './persistence.js';
+import type { SessionPersistence, StoredPacket } from './persistence.js';
 
 type PublishDone = (err?: Error | null) => void;
 
@@ -33,7 +33,7 @@ export class Ingest {
     private readonly db: DB,
     private readonly commits: CommitQueue,
     private readonly shared: SharedSubscriptions,
-    private readonly persistence: SqlitePersistence,
+    private readonly persistence: SessionPersistence,
     private readonly log: Logger,
   ) {
     // The inbox's statements, with the types of their parameters and rows: the one place rows are typed.

@@ -1,9 +1,12 @@
 // The embedded MQTT broker (Aedes): MQTT 3.1.1 over TCP and WebSocket, with health and metrics over
 // HTTP. This file only wires: config → logins and ACL → SQLite (persistence, ingest,
 // shared-subscription queues) → Aedes with our limits, access control and authorization →
-// listeners → live figures → shutdown.
+// listeners → live figures → shutdown. With BROKER_STORE=redis, sessions, fan-out and the group
+// queues are shared in Redis by every node (SQLite keeps only this node's ingest inbox).
 import { Aedes } from 'aedes';
+import MQEmitterRedis from 'mqemitter-redis';
 import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
 import { createServer, type Server as NetServer } from 'node:net';
 import { createServer as createHttpServer } from 'node:http';
 import { fileURLToPath } from 'node:url';
@@ -25,7 +28,9 @@ import { Ingest } from './ingest.js';
 import { ConnectionLimits } from './limits.js';
 import { readLogins } from './logins.js';
 import { registerBrokerMetrics } from './metrics.js';
-import { SqlitePersistence } from './persistence.js';
+import { SqlitePersistence, type SessionPersistence } from './persistence.js';
+import { RedisGroupStore } from './redis-group-store.js';
+import { RedisPersistence } from './redis-persistence.js';
 import { migrations } from './schema.js';
 import { SpaceReclaimer } from './reclaim.js';
 import { MemoryTrim } from './memory.js';
@@ -58,8 +63,18 @@ const config = loadConfig({
   BROKER_MAX_CONNECTIONS_PER_ADDRESS: z.coerce.number().int().min(1).default(512),
   /** Connections per address that have not sent their CONNECT yet. */
   BROKER_MAX_CONNECTING_PER_ADDRESS: z.coerce.number().int().min(1).default(64),
+  /** Where sessions and group queues live: this node's SQLite, or Redis shared by any number of nodes. */
+  BROKER_STORE: z.enum(['sqlite', 'redis']).default('sqlite'),
+  BROKER_REDIS_URL: z.string().regex(/^rediss?:\/\/.+/, 'must be a redis:// or rediss:// URL').optional(),
+  /** This node's name among several (logs, the Aedes broker id). */
+  BROKER_NODE_ID: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits and _.- only (1-64)')
+    .default(`${hostname().replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 48)}-${process.pid}`),
+  /** Aedes's heartbeat between nodes: the wills of a node silent for four of them are published by the others. */
+  BROKER_HEARTBEAT_MS: z.coerce.number().int().min(100).max(600_000).default(5000),
 });
-const log = createLogger('broker', config.LOG_LEVEL);
+const log = createLogger('broker', config.LOG_LEVEL).child({ node: config.BROKER_NODE_ID });
 const metrics = createMetrics('broker');
 
 /** A configuration the broker cannot start with: say why and exit with EX_CONFIG, as loadConfig does. */
@@ -76,6 +91,10 @@ const passwords = orExit(() =>
 );
 if (config.BROKER_ALLOW_ANONYMOUS) log.warn('anonymous clients are allowed, with full access (development only)');
 const acl = orExit(() => Acl.read(config.BROKER_ACL_FILE), `${config.BROKER_ACL_FILE}: `);
+const redisUrl = orExit(() => {
+  if (config.BROKER_STORE === 'redis' && !config.BROKER_REDIS_URL) throw new Error('BROKER_STORE=redis needs BROKER_REDIS_URL');
+  return config.BROKER_STORE === 'redis' ? config.BROKER_REDIS_URL : undefined;
+});
 
 // Queues fill and drain: the file must be able to shrink again (broker/reclaim.ts).
 const db = openDatabase(dataFile(config.DATA_DIR, 'broker'), { migrations, shrinkable: { walBytes: 64 * 1024 * 1024 } });
@@ -84,9 +103,12 @@ const commits = new CommitQueue(db, (err) => {
   log.fatal({ err }, 'SQLite commit failed');
   process.exit(1);
 });
-const persistence = new SqlitePersistence(db, commits);
+const redisStore = redisUrl ? new RedisGroupStore({ url: redisUrl }) : undefined;
+redisStore?.onError((err) => log.warn({ err: err.message }, 'redis connection (group queues)'));
+await redisStore?.ready();
+const persistence: SessionPersistence = redisUrl ? new RedisPersistence(redisUrl) : new SqlitePersistence(db, commits);
 const shared = new SharedSubscriptions({
-  store: new SqliteGroupStore(db, commits),
+  store: redisStore ?? new SqliteGroupStore(db, commits),
   persistence,
   log,
   window: config.BROKER_INFLIGHT_WINDOW,
@@ -112,8 +134,10 @@ const limits = new ConnectionLimits({
 
 const broker = await Aedes.createBroker({
   // A new id per start: Aedes de-duplicates deliveries by (broker id, counter), and the counter restarts.
-  id: `woodytoys-broker-${randomUUID().slice(0, 8)}`,
-  persistence,
+  id: `woodytoys-broker-${redisUrl ? `${config.BROKER_NODE_ID}-` : ''}${randomUUID().slice(0, 8)}`,
+  persistence: persistence as SqlitePersistence,
+  // Several nodes: publishes fan out through Redis to every node's subscribers.
+  ...(redisUrl ? { mq: MQEmitterRedis({ connectionString: redisUrl }), heartbeatInterval: config.BROKER_HEARTBEAT_MS } : {}),
   ...connectHooks({ limits, access }),
   ...authorizationHooks({ limits, access, shared, ingest, log, onRefused: (what) => brokerMetrics.refused.inc({ what }) }),
 });
@@ -127,7 +151,8 @@ memoryTrim.start();
 checkpointer.start();
 ingest.attach(broker);
 await ingest.replay(broker);
-await publishOrphanedWills(broker, persistence, log);
+// Several nodes: the wills of a node that died are published by the others (Aedes's heartbeats).
+if (persistence instanceof SqlitePersistence) await publishOrphanedWills(broker, persistence, log);
 
 const listen = (server: NetServer | ReturnType<typeof createHttpServer>, p: number) =>
   new Promise<number>((resolve, reject) => {
@@ -167,6 +192,7 @@ log.info(
     http: http.port,
     window: config.BROKER_INFLIGHT_WINDOW,
     graceMs: config.BROKER_REDISPATCH_GRACE_MS,
+    store: config.BROKER_STORE,
   },
   'broker listening',
 );
@@ -184,6 +210,7 @@ onShutdown(log, async () => {
   wsHttp.close();
   await new Promise<void>((resolve) => broker.close(() => resolve()));
   shared.stop();
+  await redisStore?.close();
   commits.close();
   await checkpointer.stop();
   db.close();

@@ -6,13 +6,13 @@ import { Counter, Gauge } from 'prom-client';
 import type { Metrics } from '../lib/metrics.js';
 import type { CommitQueue } from './commit-queue.js';
 import type { SharedSubscriptions } from './group-queue.js';
-import type { SqlitePersistence } from './persistence.js';
+import type { SessionPersistence } from './persistence.js';
 import type { SpaceReclaimer } from './reclaim.js';
 
 export interface BrokerMetricsSources {
   broker: Aedes;
   shared: SharedSubscriptions;
-  persistence: SqlitePersistence;
+  persistence: SessionPersistence;
   commits: CommitQueue;
   reclaimer: SpaceReclaimer;
 }
@@ -40,7 +40,7 @@ export function registerBrokerMetrics({ registry }: Metrics, { broker, shared, p
     help: 'Messages queued for persistent sessions (normal subscriptions), sent or not',
     registers,
     collect() {
-      this.set(persistence.outgoingDepth);
+      if (persistence.outgoingDepth !== undefined) this.set(persistence.outgoingDepth);
     },
   });
   const perShare = (name: string, help: string, pick: (s: SharedSubscriptions['stats'][number]) => number) =>

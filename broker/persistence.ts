@@ -70,7 +70,19 @@ function queuedCopy(original: StoredPacket): StoredPacket {
 
 const isEmpty = (payload: Buffer | string | undefined) => payload === undefined || payload.length === 0;
 
-export class SqlitePersistence {
+/** What the broker needs of its session persistence beyond Aedes's interface (SQLite here, Redis in redis-persistence.ts). */
+export interface SessionPersistence {
+  /** Would a publish on `topic` be queued for some persistent session? (durable ingest keeps it then) */
+  hasSessionSubscriber(topic: string): boolean;
+  /** Persistent subscriptions whose filter starts with `prefix`. */
+  subscriptionsWithPrefix(prefix: string): Array<{ clientId: string; topic: string; qos: number }>;
+  /** Set by the shared subscriptions: takes the PUBACKs of the messages they sent themselves. */
+  claimAck: ((clientId: string, messageId: number | undefined) => boolean) | undefined;
+  /** Messages queued for persistent sessions, for metrics (undefined where not known without a scan). */
+  readonly outgoingDepth: number | undefined;
+}
+
+export class SqlitePersistence implements SessionPersistence {
   #broker: { id: string } | undefined;
   readonly #retained = new Map<string, StoredPacket>();
   /** clientId → topic filter → options */

@@ -1,0 +1,53 @@
+// Aedes session state shared by several broker nodes (BROKER_STORE=redis): aedes-persistence-redis
+// keeps subscriptions, messages queued for persistent sessions, QoS 2 state, wills and retained
+// messages in Redis, so a client may reconnect to any node and resume its session. This adds what
+// the broker needs beyond Aedes's interface (SessionPersistence, persistence.ts).
+import AsyncRedisPersistence from 'aedes-persistence-redis/asyncPersistence.js';
+import { Redis } from 'ioredis';
+import { Readable } from 'node:stream';
+import type { SessionPersistence } from './persistence.js';
+
+export class RedisPersistence extends AsyncRedisPersistence implements SessionPersistence {
+  claimAck: ((clientId: string, messageId: number | undefined) => boolean) | undefined;
+
+  constructor(url: string) {
+    super({ conn: new Redis(url) });
+  }
+
+  /** Which sessions a topic reaches is known only asynchronously here: durable ingest keeps every QoS 1 publish. */
+  hasSessionSubscriber(): boolean {
+    return true;
+  }
+
+  /** Members of shared subscriptions live in the group store (redis-group-store.ts), not here. */
+  subscriptionsWithPrefix(): Array<{ clientId: string; topic: string; qos: number }> {
+    return [];
+  }
+
+  /** Not known without a scan of Redis. */
+  get outgoingDepth(): number | undefined {
+    return undefined;
+  }
+
+  // Aedes 1.2 pipes these (subscribe.js: stream.pipe); the package returns async generators.
+  override createRetainedStreamCombi(patterns: string[]): Readable {
+    return Readable.from(super.createRetainedStreamCombi(patterns));
+  }
+
+  override createRetainedStream(pattern: string): Readable {
+    return Readable.from(super.createRetainedStream(pattern));
+  }
+
+  override outgoingStream(client: { id: string }): Readable {
+    return Readable.from(super.outgoingStream(client));
+  }
+
+  override streamWill(brokers?: Record<string, unknown>): Readable {
+    return Readable.from(super.streamWill(brokers));
+  }
+
+  override outgoingClearMessageId(client: { id: string }, packet: { messageId?: number | undefined }): Promise<unknown> {
+    if (this.claimAck?.(client.id, packet.messageId)) return Promise.resolve(undefined);
+    return super.outgoingClearMessageId(client, packet);
+  }
+}
