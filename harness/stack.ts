@@ -131,7 +131,12 @@ export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, 
       });
       // Any other member of a shared group (stock, dead letters): the group exists before anything
       // is published to it, or the broker would have nobody to keep it for.
-      if (!worker && declaration.groups.length > 0) await p.waitForLog((l) => l.msg === 'subscribed');
+      if (!worker && declaration.groups.length > 0) {
+        await p.waitForLog((l) => l.msg === 'subscribed').catch(async (err: unknown) => {
+          await p.kill(); // never ready: not left running behind the failed start
+          throw err;
+        });
+      }
       return p;
     };
   }

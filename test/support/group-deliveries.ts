@@ -32,13 +32,15 @@ export interface Delivery {
 
 /**
  * What the QoS 1 contract forbids in `deliveries` to one group (or to one subscriber), given the
- * messages the publishers had acknowledged:
+ * messages the broker had acknowledged to their publishers:
  * - an acknowledged message never delivered (lost);
- * - a message delivered again after a delivery whose acknowledgement surely reached the broker. A
- *   delivery on a connection that stayed up was acknowledged to a live node (the clients acknowledge
- *   as they go), so it must be the last one. One on a connection that broke may have lost its
- *   acknowledgement with it: delivering that message again, to the same client or another member,
- *   is the at-least-once redelivery QoS 1 allows, and is not counted;
+ * - an acknowledged message delivered again after a delivery whose acknowledgement surely reached
+ *   the broker. A delivery on a connection that stayed up was acknowledged to a live node (the
+ *   clients acknowledge as they go), so it must be the last one. One on a connection that broke may
+ *   have lost its acknowledgement with it: delivering that message again, to the same client or
+ *   another member, is the at-least-once redelivery QoS 1 allows, and is not counted. A message the
+ *   broker never acknowledged to its publisher is one the publisher would send again: it may arrive
+ *   any number of times;
  * - a delivered message nobody published.
  */
 export function deliveryFaults(
@@ -48,10 +50,11 @@ export function deliveryFaults(
   /** Deliveries whose acknowledgement may not have been recorded: by default those on a connection that broke. */
   uncertain: (d: Delivery) => boolean = (d) => d.connection.broken,
 ): { lost: string[]; duplicated: string[]; unknown: string[] } {
+  const acked = new Set(acknowledged);
   const byMessage = new Map<string, Delivery[]>();
   for (const d of deliveries) byMessage.set(d.message, [...(byMessage.get(d.message) ?? []), d]);
-  const lost = [...acknowledged].filter((m) => !byMessage.has(m));
-  const duplicated = [...byMessage].filter(([, ds]) => ds.slice(0, -1).some((d) => !uncertain(d))).map(([m, ds]) => `${m} → ${ds.map((d) => `${d.client}@${d.connection.node}${d.connection.broken ? ' (broke)' : ''}`).join(', ')}`);
+  const lost = [...acked].filter((m) => !byMessage.has(m));
+  const duplicated = [...byMessage].filter(([m, ds]) => acked.has(m) && ds.slice(0, -1).some((d) => !uncertain(d))).map(([m, ds]) => `${m} → ${ds.map((d) => `${d.client}@${d.connection.node}${d.connection.broken ? ' (broke)' : ''}`).join(', ')}`);
   const unknown = [...byMessage.keys()].filter((m) => !published.has(m));
   return { lost, duplicated, unknown };
 }
