@@ -15,3 +15,4 @@ declare module 'aedes-persistence-redis/asyncPersistence.js' {
     destroy(): Promise<void>;
   }
 }
+

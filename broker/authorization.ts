@@ -39,7 +39,7 @@ export function authorizationHooks({ limits, access, shared, ingest, log, onRefu
       }
       // Shared subscriptions are delivered with QoS 1 at most.
       const granted: typeof sub = isShared && sub.qos > 1 ? { ...sub, qos: 1 } : sub;
-      if (!isShared) return done(null, granted);
+      if (!isShared || !shared.clustered) return done(null, granted);
       // Several nodes: a member in the store before its SUBACK (nothing to wait for on one node).
       shared.admit(client, sub.topic).then(
         () => done(null, granted),

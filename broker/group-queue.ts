@@ -93,6 +93,8 @@ class GroupQueue {
   reading = false;
   /** Several nodes: the store may hold entries nobody has taken (a notice came, or the last read was full). */
   more = true;
+  /** Several nodes: notices so far; a read that started before the latest one cannot say there is nothing more. */
+  notices = 0;
   /** Several nodes: claim entries of departed members in the next reads. */
   claimDue = false;
   /** Several nodes: how many of `total` members hold, cluster-wide (refreshed with it, once a second). */
@@ -226,6 +228,11 @@ export class SharedSubscriptions {
     for (const t of this.#timers) clearInterval(t);
     for (const t of this.#graceTimers.values()) clearTimeout(t);
     this.#graceTimers.clear();
+  }
+
+  /** Several nodes share the group queues (admit must then run before a member's SUBACK). */
+  get clustered(): boolean {
+    return this.#cluster !== undefined;
   }
 
   /**
@@ -591,6 +598,7 @@ export class SharedSubscriptions {
       const queue = this.#queues.get(share);
       if (!queue) continue;
       queue.more = true;
+      queue.notices++;
       this.#dispatch(queue);
     }
   }
@@ -663,31 +671,33 @@ export class SharedSubscriptions {
 
   /** Reads, for each member here with room, what it may take: entries of departed members first when due, then new ones. */
   #readFor(queue: GroupQueue, cluster: ClusterGroupStore) {
+    // The periodic claim also looks for new entries: a notice lost while Redis was away is made up for.
     const claim = queue.claimDue;
     queue.claimDue = false;
     if (!claim && !queue.more) return;
+    const notices = queue.notices;
     for (const member of queue.members.values()) {
       const client = this.#online.get(member.clientId);
       const room = this.opts.window - member.inflight.size;
       if (!client || member.reading || room <= 0) continue;
       member.reading = true;
       const share = queue.share;
-      const more = queue.more;
       void (async () => {
         const claimed = claim ? await cluster.claim(share, member.clientId, this.#claimIdleMs, room) : [];
-        const taken = more && claimed.length < room ? await cluster.take(share, member.clientId, room - claimed.length) : [];
+        const taken = claimed.length < room ? await cluster.take(share, member.clientId, room - claimed.length) : [];
         return { claimed, taken };
       })().then(
         ({ claimed, taken }) => {
           member.reading = false;
-          if (more && taken.length < room - claimed.length) queue.more = false;
+          if (taken.length < room - claimed.length && queue.notices === notices) queue.more = false;
           if (claimed.length > 0) queue.redispatched += claimed.length;
           const entries = [...claimed, ...taken];
           // Gone meanwhile: the entries wait in the store, held by the member (held() or a claim gets them back).
           if (entries.length > 0 && this.#online.get(member.clientId) === client && queue.members.get(member.clientId) === member) {
             this.#send(client, queue, member, entries, false);
           }
-          if (entries.length > 0) this.#dispatch(queue);
+          // More to read, or a notice that came while this read was under way.
+          if (entries.length > 0 || queue.notices !== notices) this.#dispatch(queue);
         },
         (err: unknown) => {
           member.reading = false;

@@ -6,6 +6,7 @@
 import { Aedes } from 'aedes';
 import MQEmitterRedis from 'mqemitter-redis';
 import { randomUUID } from 'node:crypto';
+import type { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import { createServer, type Server as NetServer } from 'node:net';
 import { createServer as createHttpServer } from 'node:http';
@@ -106,7 +107,7 @@ const commits = new CommitQueue(db, (err) => {
 const redisStore = redisUrl ? new RedisGroupStore({ url: redisUrl }) : undefined;
 redisStore?.onError((err) => log.warn({ err: err.message }, 'redis connection (group queues)'));
 await redisStore?.ready();
-const persistence: SessionPersistence = redisUrl ? new RedisPersistence(redisUrl) : new SqlitePersistence(db, commits);
+const persistence: SessionPersistence = redisUrl ? new RedisPersistence(redisUrl, (err) => log.warn({ err: err.message }, 'redis connection (sessions)')) : new SqlitePersistence(db, commits);
 const shared = new SharedSubscriptions({
   store: redisStore ?? new SqliteGroupStore(db, commits),
   persistence,
@@ -132,12 +133,17 @@ const limits = new ConnectionLimits({
   onRefused: (kind) => brokerMetrics.refused.inc({ what: kind }),
 });
 
+// Several nodes: publishes fan out through Redis to every node's subscribers. ioredis reconnects
+// by itself; meanwhile publishes fail (no PUBACK) and the errors are logged, not thrown.
+// (mqemitter-redis reports them on `state`, untyped; an 'error' nobody listens to there would throw.)
+const mq = redisUrl ? (MQEmitterRedis({ connectionString: redisUrl }) as ReturnType<typeof MQEmitterRedis> & { state: EventEmitter }) : undefined;
+mq?.state.on('error', (err: Error) => log.warn({ err: err.message }, 'redis connection (fan-out)'));
+
 const broker = await Aedes.createBroker({
   // A new id per start: Aedes de-duplicates deliveries by (broker id, counter), and the counter restarts.
   id: `woodytoys-broker-${redisUrl ? `${config.BROKER_NODE_ID}-` : ''}${randomUUID().slice(0, 8)}`,
   persistence: persistence as SqlitePersistence,
-  // Several nodes: publishes fan out through Redis to every node's subscribers.
-  ...(redisUrl ? { mq: MQEmitterRedis({ connectionString: redisUrl }), heartbeatInterval: config.BROKER_HEARTBEAT_MS } : {}),
+  ...(mq ? { mq, heartbeatInterval: config.BROKER_HEARTBEAT_MS } : {}),
   ...connectHooks({ limits, access }),
   ...authorizationHooks({ limits, access, shared, ingest, log, onRefused: (what) => brokerMetrics.refused.inc({ what }) }),
 });

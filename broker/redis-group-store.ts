@@ -65,7 +65,7 @@ for i = 2, #ARGV, 2 do
   end
   out[#out + 1] = went
 end
-if #notice > 0 then redis.call('PUBLISH', prefix .. 'appended', table.concat(notice, '\\n')) end
+if #notice > 0 then redis.call('PUBLISH', prefix .. 'appended', cjson.encode(notice)) end
 return out`;
 
 // ARGV: prefix, share, client.
@@ -168,6 +168,16 @@ const entriesOf = (raw: readonly RawEntry[] | null | undefined): StoredEntry[] =
   return out;
 };
 
+/** A notice of the route script: a JSON array of shares (which may hold any character but U+0000). */
+export function parseNotice(message: string): string[] | undefined {
+  try {
+    const shares: unknown = JSON.parse(message);
+    return Array.isArray(shares) && shares.every((s) => typeof s === 'string') ? shares : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** A group or consumer group that is gone (its last member left): nothing to read. */
 const isGone = (err: unknown) => /NOGROUP|no such key/i.test(String((err as Error).message));
 
@@ -196,8 +206,8 @@ export class RedisGroupStore implements ClusterGroupStore {
     this.#db.defineCommand('groupClaim', { numberOfKeys: 0, lua: CLAIM });
     this.#notices = new Redis(url);
     this.#notices.on('message', (_channel: string, message: string) => {
-      const shares = message.split('\n');
-      for (const listener of this.#listeners) listener(shares);
+      const shares = parseNotice(message);
+      if (shares) for (const listener of this.#listeners) listener(shares);
     });
   }
 

@@ -10,8 +10,10 @@ import type { SessionPersistence } from './persistence.js';
 export class RedisPersistence extends AsyncRedisPersistence implements SessionPersistence {
   claimAck: ((clientId: string, messageId: number | undefined) => boolean) | undefined;
 
-  constructor(url: string) {
-    super({ conn: new Redis(url) });
+  constructor(url: string, onError: (err: Error) => void) {
+    const conn = new Redis(url);
+    conn.on('error', onError);
+    super({ conn });
   }
 
   /** Which sessions a topic reaches is known only asynchronously here: durable ingest keeps every QoS 1 publish. */

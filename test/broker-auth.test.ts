@@ -151,3 +151,10 @@ test('the broker will not start without users unless anonymous clients are allow
   await assert.rejects(startBroker({ env: { BROKER_ALLOW_ANONYMOUS: 'false' } }), /exited with 78[\s\S]*BROKER_PASSWORD_FILE/);
   await assert.rejects(startBroker({ env: { BROKER_INFLIGHT_WINDOW: '0' } }), /exited with 78[\s\S]*BROKER_INFLIGHT_WINDOW/);
 });
+
+test('the broker will not start on Redis without a Redis URL, or with a bad store or node id', async () => {
+  await assert.rejects(startBroker({ env: { BROKER_STORE: 'redis' } }), /exited with 78[\s\S]*BROKER_STORE=redis needs BROKER_REDIS_URL/);
+  await assert.rejects(startBroker({ env: { BROKER_STORE: 'memory' } }), /exited with 78[\s\S]*BROKER_STORE/);
+  await assert.rejects(startBroker({ env: { BROKER_STORE: 'redis', BROKER_REDIS_URL: 'http://127.0.0.1:1' } }), /exited with 78[\s\S]*BROKER_REDIS_URL/);
+  await assert.rejects(startBroker({ env: { BROKER_NODE_ID: 'node:1' } }), /exited with 78[\s\S]*BROKER_NODE_ID/);
+});

@@ -4,7 +4,10 @@
 // Mosquitto is known to behave differently (no flow control across members, no re-dispatch of a
 // departed member's messages, periodic persistence, no tie between client ids or groups and users,
 // a PUBACK for a publish it refuses, MQTT 5 spoken), the case asserts what Mosquitto does, so the
-// difference stays visible. Then plain MQTT 3.1.1 behaviour on our broker.
+// difference stays visible. Our broker runs the contract twice: as one node, and as a cluster of
+// three nodes on Redis (BROKER_STORE=redis) with each new connection going to the next node, so the
+// members of one group, their publishers and a member coming back are spread over the nodes; the
+// expectations are the same as on one node. Then plain MQTT 3.1.1 behaviour on our broker.
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -18,10 +21,12 @@ import { aclFile, startMosquitto } from '../broker/mosquitto/run.js';
 import { RawClient, connectHeader, connectPacket, publishPacket, subscribePacket } from './support/mqtt-raw.js';
 import { freePort } from '../harness/process.js';
 import { grantedQos, startBroker } from '../harness/broker.js';
+import { startBrokerCluster } from '../harness/cluster.js';
 import { requireProgram } from './support/programs.js';
 import { sleep } from '../lib/shutdown.js';
 
-type Kind = 'aedes' | 'mosquitto';
+type Kind = 'aedes' | 'cluster' | 'mosquitto';
+const CLUSTER_NODES = 3;
 const USERS = ['orders', 'stock', 'catalog', 'worker', 'erp', 'viewer', 'tester'] as const;
 type User = (typeof USERS)[number];
 const password = (user: string) => `${user}-test-secret`;
@@ -51,6 +56,8 @@ interface Target {
   url: string;
   /** our broker only: its HTTP port, for /metrics */
   httpUrl?: string;
+  /** our broker only: /metrics of every node */
+  metrics?(): Promise<string>;
   logs: string[];
   /** kill -9, then start again on the same port with the same data */
   crashAndRestart(): Promise<void>;
@@ -81,6 +88,33 @@ async function startTarget(kind: Kind): Promise<Target> {
     BROKER_INFLIGHT_WINDOW: String(WINDOW),
     BROKER_REDISPATCH_GRACE_MS: String(GRACE_MS),
   };
+  const metricsOf = async (httpUrls: string[]) => (await Promise.all(httpUrls.map(async (u) => (await fetch(`${u}/metrics`)).text()))).join('\n');
+  if (kind === 'cluster') {
+    // Wills of nodes that died are published by the others after four heartbeats.
+    const cluster = await startBrokerCluster({ nodes: CLUSTER_NODES, env: { ...env, BROKER_HEARTBEAT_MS: '500' } });
+    let turn = 0;
+    return {
+      kind,
+      /** The next node's address on each use: clients spread over the nodes. */
+      get url() {
+        return cluster.nodes[turn++ % cluster.nodes.length]!.mqttUrl;
+      },
+      get httpUrl() {
+        return cluster.nodes[0]!.httpUrl;
+      },
+      metrics: () => metricsOf(cluster.nodes.map((n) => n.httpUrl)),
+      get logs() {
+        return cluster.nodes.flatMap((n) => n.logs);
+      },
+      async crashAndRestart() {
+        // Every node at once (kill -9); Redis keeps running: each comes back on its port and data.
+        const before = cluster.nodes.splice(0);
+        await Promise.all(before.map((n) => n.kill()));
+        for (const n of before) await cluster.addNode({ DATA_DIR: n.dataDir, MQTT_PORT: new URL(n.mqttUrl).port, BROKER_HEARTBEAT_MS: '500' });
+      },
+      stop: () => cluster.stop(),
+    };
+  }
   let running = await startBroker({ env });
   const port = new URL(running.mqttUrl).port;
   return {
@@ -89,6 +123,7 @@ async function startTarget(kind: Kind): Promise<Target> {
     get httpUrl() {
       return running.httpUrl;
     },
+    metrics: () => metricsOf([running.httpUrl]),
     get logs() {
       return running.logs;
     },
@@ -189,9 +224,13 @@ afterEach(async () => {
 });
 
 const mosquittoMissing = requireProgram('mosquitto', 'mosquitto');
+const redisMissing = requireProgram('redis-server', 'redis-server');
+const skipFor = (kind: Kind) => (kind === 'mosquitto' ? mosquittoMissing : kind === 'cluster' ? redisMissing : false);
 
-for (const kind of ['aedes', 'mosquitto'] as const) {
-  describe(`broker contract on ${kind}`, { skip: kind === 'mosquitto' ? mosquittoMissing : false }, () => {
+for (const kind of ['aedes', 'cluster', 'mosquitto'] as const) {
+  /** Our broker, on one node or several: the same expectations. */
+  const ours = kind !== 'mosquitto';
+  describe(`broker contract on ${kind}`, { skip: skipFor(kind) }, () => {
     let target: Target;
     let n = 0;
     // Every case gets its own topics, share names and client ids on the shared broker.
@@ -283,7 +322,7 @@ for (const kind of ['aedes', 'mosquitto'] as const) {
       await waitFor('all twenty', () => unique([...gotSlow, ...gotFast]).size >= 20);
       await sleep(300);
       assert.deepEqual(sorted([...gotSlow, ...gotFast].map((m) => m.payload)), sorted(sent), 'each message exactly once');
-      if (kind === 'aedes') {
+      if (ours) {
         // At most the window ahead of its acknowledgements: the fast member drains the rest.
         assert.ok(gotSlow.length <= WINDOW + 2, `slow member got ${gotSlow.length}, fast member ${gotFast.length}`);
       } else {
@@ -311,11 +350,11 @@ for (const kind of ['aedes', 'mosquitto'] as const) {
       killed.stream.destroy(); // the process dies: no DISCONNECT, no PUBACK
       await sleep(GRACE_MS + 800);
 
-      if (kind === 'aedes') {
+      if (ours) {
         // After the grace period the dead member's in-flight messages go to the survivor ...
         await waitFor('re-dispatch to the survivor', () => unique(gotSurvivor).size >= 10);
         assert.deepEqual(sorted(unique(gotSurvivor)), sorted(sent));
-        const metrics = await (await fetch(`${target.httpUrl}/metrics`)).text();
+        const metrics = await target.metrics!();
         assert.match(metrics, new RegExp(`mqtt_shared_redispatched_total\\{share="\\$share/case-g${n}/[^"]+"[^}]*\\} [1-9]`));
         // ... and when it comes back, the broker does not replay them to it as well.
         const back = await connect(target.url, 'tester', id('killed'));
@@ -382,7 +421,7 @@ for (const kind of ['aedes', 'mosquitto'] as const) {
       assert.deepEqual(gotNormal[0], { topic: `${t}/level`, payload: '7', retain: true });
       await sleep(300);
       // Mosquitto 2.0.11 sends retained messages to a new shared subscription (MQTT 5 forbids it).
-      const retainedToMember = kind === 'aedes' ? 0 : 1;
+      const retainedToMember = ours ? 0 : 1;
       assert.equal(gotMember.length, retainedToMember, `retained messages to the shared subscriber on ${kind}`);
       await publisher.publishAsync(`${t}/level`, '8', { qos: 1, retain: true });
       await waitFor('the live message', () => gotMember.length >= retainedToMember + 1);
@@ -407,7 +446,7 @@ for (const kind of ['aedes', 'mosquitto'] as const) {
 
       // The worker may not read the catalog.
       const granted = await grantedQos(worker, productChanged.topic);
-      if (kind === 'aedes') assert.equal(granted, 128, 'our broker refuses the subscription');
+      if (ours) assert.equal(granted, 128, 'our broker refuses the subscription');
       else assert.equal(granted, 1, 'mosquitto grants it and filters each message instead');
       await tester.publishAsync(`${t}/private`, 'not for the viewer', { qos: 1 });
       await catalog.publishAsync(productTopic(`case${n}`), 'p', { qos: 1 });
@@ -436,10 +475,10 @@ for (const kind of ['aedes', 'mosquitto'] as const) {
       holder.on('close', () => (kicked = true));
       await holder.subscribeAsync(orderConfirmed.topic, { qos: 1 });
       // Every other user tries the id, with a clean session and with a persistent one.
-      const intruders = kind === 'aedes' ? (['viewer', 'stock', 'catalog', 'worker', 'erp', 'tester'] as const) : (['viewer'] as const);
+      const intruders = ours ? (['viewer', 'stock', 'catalog', 'worker', 'erp', 'tester'] as const) : (['viewer'] as const);
       const answers = [];
       for (const user of intruders) answers.push(await connackCode(target.url, user, held, password(user), { clean: user !== 'viewer' }));
-      if (kind === 'aedes') {
+      if (ours) {
         assert.deepEqual(answers, intruders.map(() => 5), 'each refused with CONNACK 5');
         const worker = await connect(target.url, 'worker', id('w'), { clean: true });
         await worker.publishAsync(orderConfirmed.topic, `after-${n}`, { qos: 1 });
@@ -467,7 +506,7 @@ for (const kind of ['aedes', 'mosquitto'] as const) {
       const viewerGranted = await Promise.all(groups.map((g) => grantedQos(viewer, g)));
       const testerGranted = await grantedQos(tester, `$share/order-workers/${t}`);
       assert.equal(await grantedQos(worker, `$share/order-workers/${stockReserved.topic}`), 1, 'a worker joins its group');
-      if (kind === 'aedes') {
+      if (ours) {
         assert.deepEqual(viewerGranted, groups.map(() => 128), 'the viewer joins no group');
         assert.equal(testerGranted, 128, 'a user with read rules but no group rule joins no group');
         await waitFor('the log line naming the missing rule', () =>
@@ -499,7 +538,7 @@ for (const kind of ['aedes', 'mosquitto'] as const) {
         // MQTT 3.1 allows client ids of 23 characters at most.
         ['"MQIsdp" with level 3 (MQTT 3.1)', connectPacket({ clientId: `tester-v3-${n}`, protocolName: 'MQIsdp', level: 3, ...login }), 0],
         ['level 6', connectPacket({ clientId, level: 6, ...login }), 1],
-        ['MQTT 5', connectPacket({ clientId: `${clientId}-5`, level: 5, ...login }), kind === 'aedes' ? 1 : 0],
+        ['MQTT 5', connectPacket({ clientId: `${clientId}-5`, level: 5, ...login }), ours ? 1 : 0],
         ['an unknown protocol name', connectPacket({ clientId, protocolName: 'MQTX', ...login }), undefined],
         ['ill-formed UTF-8 in the client id', connectPacket({ clientId: Buffer.from([0x74, 0xff]), ...login }), undefined],
         ['a wildcard in the will topic', connectPacket({ clientId, ...login, will: { topic: 'woodytoys/test/+', payload: 'x' } }), undefined],
@@ -517,7 +556,7 @@ for (const kind of ['aedes', 'mosquitto'] as const) {
         }
         c.close();
       }
-      if (kind === 'aedes') {
+      if (ours) {
         // Issue 12: an operator can tell why an MQTT 5 device never connects.
         const line = target.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.clientId === `${clientId}-5`);
         assert.equal(line?.address, '127.0.0.1');
@@ -541,7 +580,7 @@ for (const kind of ['aedes', 'mosquitto'] as const) {
         ['ill-formed UTF-8 in a filter', 'tester', subscribePacket([Buffer.concat([Buffer.from(`${t}/`), Buffer.from([0xc3])])]), undefined],
         ['U+0000 in a filter', 'tester', subscribePacket([`${t}/\u0000/#`]), undefined],
         // Mosquitto acknowledges the publish it refuses, then closes: the publisher believes it delivered.
-        ['a publish the ACL forbids', 'viewer', bad(`${t}/forged`), kind === 'aedes' ? undefined : 'puback'],
+        ['a publish the ACL forbids', 'viewer', bad(`${t}/forged`), ours ? undefined : 'puback'],
       ];
       for (const [what, user, packet, answered] of cases) {
         const c = await RawClient.open(target.url);
@@ -572,7 +611,7 @@ for (const kind of ['aedes', 'mosquitto'] as const) {
       const { t, id } = next();
       const client = await connect(target.url, 'tester', id('clean'), { clean: true });
       const granted = await grantedQos(client, `$share/case-g${n}/${t}`);
-      if (kind === 'aedes') {
+      if (ours) {
         assert.equal(granted, 128);
         await waitFor('the log line saying why', () => target.logs.some((l) => l.includes('persistent session') && l.includes(id('clean'))));
       } else {
@@ -581,7 +620,7 @@ for (const kind of ['aedes', 'mosquitto'] as const) {
     });
   });
 
-  describe(`restart after kill -9 on ${kind}`, { skip: kind === 'mosquitto' ? mosquittoMissing : false }, () => {
+  describe(`restart after kill -9 on ${kind}`, { skip: skipFor(kind) }, () => {
     test('no acknowledged message is lost; sessions, subscriptions and retained messages survive', async (ctx) => {
       const target = await startTarget(kind);
       try {
@@ -613,7 +652,7 @@ for (const kind of ['aedes', 'mosquitto'] as const) {
         await fresh.subscribeAsync(`${t}/#`, { qos: 1 });
         await waitFor('the retained message', () => gotFresh.some((m) => m.payload === 'r1' && m.retain));
 
-        if (kind === 'aedes') {
+        if (ours) {
           await waitFor('every acknowledged message', () => late.every((p) => unique(gotMember).has(p) && unique(gotNormal).has(p)));
           // The crash cut the connection that had a will: it is published after the restart.
           await waitFor('the will of the connection the crash cut', () => gotNormal.some((m) => m.topic === `${t}/status` && m.payload === 'lost'));
@@ -634,90 +673,106 @@ for (const kind of ['aedes', 'mosquitto'] as const) {
   });
 }
 
-describe('MQTT 3.1.1 on our broker', () => {
-  let target: Target;
-  let n = 0;
-  const next = () => {
-    n++;
-    return { t: `woodytoys/test/std${n}`, id: (name: string) => `std${n}-${name}` };
-  };
-  before(async () => {
-    target = await startTarget('aedes');
-  });
-  after(async () => {
-    await target?.stop();
-  });
+for (const kind of ['aedes', 'cluster'] as const) {
+  describe(`MQTT 3.1.1 on our broker (${kind})`, { skip: skipFor(kind) }, () => {
+    let target: Target;
+    let n = 0;
+    const next = () => {
+      n++;
+      return { t: `woodytoys/test/std${n}`, id: (name: string) => `${kind}-std${n}-${name}` };
+    };
+    before(async () => {
+      target = await startTarget(kind);
+    });
+    after(async () => {
+      await target?.stop();
+    });
 
-  test('wildcards + and #, QoS 0 and 1', async () => {
-    const { t, id } = next();
-    const [sub, pub] = await Promise.all([connect(target.url, 'tester', id('sub'), { clean: true }), connect(target.url, 'tester', id('pub'), { clean: true })]);
-    const got = collect(sub);
-    await sub.subscribeAsync(`${t}/+/x`, { qos: 1 });
-    await sub.subscribeAsync(`${t}/deep/#`, { qos: 0 });
-    await pub.publishAsync(`${t}/a/x`, 'plus', { qos: 1 });
-    await pub.publishAsync(`${t}/a/y`, 'no', { qos: 1 });
-    await pub.publishAsync(`${t}/deep/1/2`, 'hash', { qos: 0 });
-    await pub.publishAsync(`${t}/deep`, 'parent', { qos: 1 });
-    await waitFor('three messages', () => got.length >= 3);
-    await sleep(200);
-    assert.deepEqual(sorted(got.map((m) => m.payload)), ['hash', 'parent', 'plus']);
-  });
+    test('wildcards + and #, QoS 0 and 1', async () => {
+      const { t, id } = next();
+      const [sub, pub] = await Promise.all([connect(target.url, 'tester', id('sub'), { clean: true }), connect(target.url, 'tester', id('pub'), { clean: true })]);
+      const got = collect(sub);
+      await sub.subscribeAsync(`${t}/+/x`, { qos: 1 });
+      await sub.subscribeAsync(`${t}/deep/#`, { qos: 0 });
+      await pub.publishAsync(`${t}/a/x`, 'plus', { qos: 1 });
+      await pub.publishAsync(`${t}/a/y`, 'no', { qos: 1 });
+      await pub.publishAsync(`${t}/deep/1/2`, 'hash', { qos: 0 });
+      await pub.publishAsync(`${t}/deep`, 'parent', { qos: 1 });
+      await waitFor('three messages', () => got.length >= 3);
+      await sleep(200);
+      assert.deepEqual(sorted(got.map((m) => m.payload)), ['hash', 'parent', 'plus']);
+    });
 
-  test('a will is published when a client dies, not when it disconnects', async () => {
-    const { t, id } = next();
-    const watcher = await connect(target.url, 'tester', id('watcher'), { clean: true });
-    const got = collect(watcher);
-    await watcher.subscribeAsync(`${t}/status/#`, { qos: 1 });
-    const dying = await connect(target.url, 'tester', id('dying'), { clean: true, will: { topic: `${t}/status/dying`, payload: Buffer.from('gone'), qos: 1, retain: false } });
-    const polite = await connect(target.url, 'tester', id('polite'), { clean: true, will: { topic: `${t}/status/polite`, payload: Buffer.from('gone'), qos: 1, retain: false } });
-    await polite.endAsync();
-    dying.stream.destroy();
-    await waitFor('the will', () => got.length >= 1);
-    await sleep(300);
-    assert.deepEqual(got, [{ topic: `${t}/status/dying`, payload: 'gone', retain: false }]);
-  });
+    test('a will is published when a client dies, not when it disconnects', async () => {
+      const { t, id } = next();
+      const watcher = await connect(target.url, 'tester', id('watcher'), { clean: true });
+      const got = collect(watcher);
+      await watcher.subscribeAsync(`${t}/status/#`, { qos: 1 });
+      const dying = await connect(target.url, 'tester', id('dying'), { clean: true, will: { topic: `${t}/status/dying`, payload: Buffer.from('gone'), qos: 1, retain: false } });
+      const polite = await connect(target.url, 'tester', id('polite'), { clean: true, will: { topic: `${t}/status/polite`, payload: Buffer.from('gone'), qos: 1, retain: false } });
+      await polite.endAsync();
+      dying.stream.destroy();
+      await waitFor('the will', () => got.length >= 1);
+      await sleep(300);
+      assert.deepEqual(got, [{ topic: `${t}/status/dying`, payload: 'gone', retain: false }]);
+    });
 
-  test('a persistent session keeps its subscriptions and queued messages', async () => {
-    const { t, id } = next();
-    const sub = await connect(target.url, 'tester', id('sub'));
-    await sub.subscribeAsync(t, { qos: 1 });
-    await sub.endAsync();
-    const pub = await connect(target.url, 'tester', id('pub'), { clean: true });
-    await publishAll(pub, t, payloads(5));
-    const back = await connect(target.url, 'tester', id('sub'));
-    const got = collect(back);
-    await waitFor('five queued messages', () => got.length >= 5);
-    assert.deepEqual(sorted(unique(got)), sorted(payloads(5)));
-    // A clean session starts from nothing.
-    await back.endAsync();
-    const clean = await connect(target.url, 'tester', id('sub'), { clean: true });
-    const gotClean = collect(clean);
-    await pub.publishAsync(t, 'after', { qos: 1 });
-    await sleep(300);
-    assert.deepEqual(gotClean, []);
-  });
+    test('a persistent session keeps its subscriptions and queued messages', async () => {
+      const { t, id } = next();
+      const sub = await connect(target.url, 'tester', id('sub'));
+      await sub.subscribeAsync(t, { qos: 1 });
+      await sub.endAsync();
+      const pub = await connect(target.url, 'tester', id('pub'), { clean: true });
+      await publishAll(pub, t, payloads(5));
+      const back = await connect(target.url, 'tester', id('sub'));
+      const got = collect(back);
+      await waitFor('five queued messages', () => got.length >= 5);
+      assert.deepEqual(sorted(unique(got)), sorted(payloads(5)));
+      // A clean session starts from nothing.
+      await back.endAsync();
+      const clean = await connect(target.url, 'tester', id('sub'), { clean: true });
+      const gotClean = collect(clean);
+      await pub.publishAsync(t, 'after', { qos: 1 });
+      await sleep(300);
+      assert.deepEqual(gotClean, []);
+    });
 
-  test('a retained message is replaced, and cleared by an empty payload', async () => {
-    const { t, id } = next();
-    const pub = await connect(target.url, 'tester', id('pub'), { clean: true });
-    await pub.publishAsync(`${t}/levels/a`, '1', { qos: 1, retain: true });
-    await pub.publishAsync(`${t}/levels/a`, '2', { qos: 1, retain: true });
-    await pub.publishAsync(`${t}/levels/b`, '3', { qos: 1, retain: true });
-    await pub.publishAsync(`${t}/levels/b`, '', { qos: 1, retain: true });
-    const sub = await connect(target.url, 'tester', id('sub'), { clean: true });
-    const got = collect(sub);
-    await sub.subscribeAsync(`${t}/levels/+`, { qos: 1 });
-    await waitFor('the retained message', () => got.length >= 1);
-    await sleep(200);
-    assert.deepEqual(got, [{ topic: `${t}/levels/a`, payload: '2', retain: true }]);
-  });
+    test('a second connection with the same client id takes the session over (from another node too)', async () => {
+      const { t, id } = next();
+      const first = await connect(target.url, 'tester', id('sub'));
+      await first.subscribeAsync(t, { qos: 1 });
+      const closed = new Promise<void>((resolve) => first.once('close', () => resolve()));
+      const second = await connect(target.url, 'tester', id('sub'));
+      const got = collect(second);
+      await closed;
+      const pub = await connect(target.url, 'tester', id('pub'), { clean: true });
+      await pub.publishAsync(t, 'x', { qos: 1 });
+      await waitFor('the message on the new connection', () => got.some((m) => m.payload === 'x'));
+      assert.ok(!first.connected, 'the first connection stays closed');
+    });
 
-  test('health, readiness and metrics over HTTP', async () => {
-    assert.equal((await fetch(`${target.httpUrl}/healthz`)).status, 200);
-    assert.equal((await fetch(`${target.httpUrl}/readyz`)).status, 200);
-    const metrics = await (await fetch(`${target.httpUrl}/metrics`)).text();
-    for (const name of ['mqtt_connected_clients', 'mqtt_messages_in_total', 'mqtt_shared_queue_depth', 'mqtt_shared_inflight', 'mqtt_shared_redispatched_total']) {
-      assert.ok(metrics.includes(name), name);
-    }
+    test('a retained message is replaced, and cleared by an empty payload', async () => {
+      const { t, id } = next();
+      const pub = await connect(target.url, 'tester', id('pub'), { clean: true });
+      await pub.publishAsync(`${t}/levels/a`, '1', { qos: 1, retain: true });
+      await pub.publishAsync(`${t}/levels/a`, '2', { qos: 1, retain: true });
+      await pub.publishAsync(`${t}/levels/b`, '3', { qos: 1, retain: true });
+      await pub.publishAsync(`${t}/levels/b`, '', { qos: 1, retain: true });
+      const sub = await connect(target.url, 'tester', id('sub'), { clean: true });
+      const got = collect(sub);
+      await sub.subscribeAsync(`${t}/levels/+`, { qos: 1 });
+      await waitFor('the retained message', () => got.length >= 1);
+      await sleep(200);
+      assert.deepEqual(got, [{ topic: `${t}/levels/a`, payload: '2', retain: true }]);
+    });
+
+    test('health, readiness and metrics over HTTP', async () => {
+      assert.equal((await fetch(`${target.httpUrl}/healthz`)).status, 200);
+      assert.equal((await fetch(`${target.httpUrl}/readyz`)).status, 200);
+      const metrics = await (await fetch(`${target.httpUrl}/metrics`)).text();
+      for (const name of ['mqtt_connected_clients', 'mqtt_messages_in_total', 'mqtt_shared_queue_depth', 'mqtt_shared_inflight', 'mqtt_shared_redispatched_total']) {
+        assert.ok(metrics.includes(name), name);
+      }
+    });
   });
-});
+}
