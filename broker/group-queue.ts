@@ -178,6 +178,7 @@ export class SharedSubscriptions {
   readonly #store: GroupStore;
   readonly #cluster: ClusterGroupStore | undefined;
   readonly #timers: NodeJS.Timeout[] = [];
+  #keepFailing = false;
   /** Several nodes: entries untouched this long belong to a member gone past its grace period. */
   readonly #claimIdleMs: number;
 
@@ -207,6 +208,11 @@ export class SharedSubscriptions {
       messages += n;
     }
     if (messages > 0) this.opts.log.info({ groups: this.#queues.size, messages }, 'group queues opened; their entries stay on disk until members make room');
+    this.#follow(broker);
+  }
+
+  /** Members joining, leaving, connecting and disconnecting, from the broker's events. */
+  #follow(broker: Aedes) {
     broker.on('subscribe', (subs, client) => {
       for (const s of subs) {
         if (s.topic.startsWith(SHARE_PREFIX) && (s.qos as number) !== 128) {
@@ -550,22 +556,8 @@ export class SharedSubscriptions {
   // --- several nodes ----------------------------------------------------------------------
 
   #startCluster(broker: Aedes, cluster: ClusterGroupStore) {
-    // Members join in the store before their SUBACK (admit); here they join this node's view.
-    broker.on('subscribe', (subs, client) => {
-      for (const s of subs) {
-        if (s.topic.startsWith(SHARE_PREFIX) && (s.qos as number) !== 128) {
-          this.#join(s.topic, client.id, s.qos);
-          this.opts.log.info({ clientId: client.id, share: s.topic }, 'member joined shared subscription');
-        }
-      }
-      if (this.#online.get(client.id) === client) this.#dispatchFor(client.id);
-    });
-    broker.on('unsubscribe', (topics, client) => {
-      if (client.closed) return;
-      for (const t of topics) if (t.startsWith(SHARE_PREFIX)) this.#leave(t, client.id, 'unsubscribed');
-    });
-    broker.on('clientReady', (client) => this.#connected(client));
-    broker.on('clientDisconnect', (client) => this.#disconnected(client));
+    // Members join in the store before their SUBACK (admit); the events make this node's view.
+    this.#follow(broker);
     cluster.onAppended((shares) => this.#appended(shares));
     const every = (ms: number, run: () => void) => {
       const t = setInterval(run, ms);
@@ -717,7 +709,14 @@ export class SharedSubscriptions {
       for (const member of queue.members.values()) {
         if (member.inflight.size === 0 || !this.#online.has(member.clientId)) continue;
         const ids = [...member.inflight.values()].map((e) => e.id);
-        cluster.keep(queue.share, member.clientId, ids).catch((err: unknown) => this.opts.log.warn({ err, share: queue.share }, 'could not renew held entries'));
+        cluster.keep(queue.share, member.clientId, ids).then(
+          () => (this.#keepFailing = false),
+          (err: unknown) => {
+            // Once per outage, not several times a second per member.
+            if (!this.#keepFailing) this.opts.log.warn({ err, share: queue.share }, 'could not renew held entries (other nodes may claim them)');
+            this.#keepFailing = true;
+          },
+        );
       }
     }
   }

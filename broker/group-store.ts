@@ -2,16 +2,21 @@
 // window of it in memory). One entry per message per group until a member acknowledges it; each
 // entry is the PUBLISH packet members receive (broker/publish-packet.ts), so handing it out copies bytes.
 //
-// Implemented on SQLite for one broker node (sqlite-group-store.ts). The shape is the one a Redis
-// Streams implementation needs for several nodes (one stream per group, one consumer group on it):
-//   append → XADD per entry, acknowledged to the publisher once Redis holds it (AOF, WAIT);
-//   read   → XREADGROUP … COUNT <room> STREAMS <stream> > : the next entries nobody has taken;
-//   ack    → XACK + XDEL;
-//   claim  → XAUTOCLAIM: entries a departed member (or node) held past the grace period;
-//   count  → the group's length (XLEN), kept without reading the entries;
-//   drop   → DEL, when the last member leaves.
-// On one node a departed member's entries are still in this node's memory, so the SQLite store has
-// nothing to claim; after a restart it reads every unacknowledged entry again from the start.
+// Two shapes. GroupStore, on SQLite for one broker node (sqlite-group-store.ts): the node knows
+// every group and member, stages each publish's entries itself and reads a group's entries in
+// order, for whichever member has room. After a restart it reads every unacknowledged entry again
+// from the start; a departed member's entries are still in the node's memory, so it has nothing to
+// claim. ClusterGroupStore (below), on Redis Streams for several nodes (redis-group-store.ts): no
+// node knows every group, so the store routes publishes; entries are read and held per member,
+// since a member may come back on another node, and what a departed member held is claimed there:
+//   route → one Lua script: the topic against every group's filter, XADD to each match; the
+//           publisher's PUBACK waits for it (Redis's AOF with appendfsync always);
+//   take  → XREADGROUP … COUNT <the member's room> … > : the next entries nobody has taken;
+//   ack   → XACK + XDEL;
+//   keep  → what members still hold, renewed (XCLAIM … JUSTID) so that nobody claims it;
+//   claim → XAUTOCLAIM: entries untouched past the grace period (their member left);
+//   held  → a returning member's own pending entries (XPENDING + XCLAIM);
+//   leave → the member's entries parked for an immediate claim; the last member takes the stream along.
 
 /** Opaque to the group queue; ordered within a group by the store. */
 export type EntryId = number | string;

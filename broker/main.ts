@@ -142,7 +142,7 @@ mq?.state.on('error', (err: Error) => log.warn({ err: err.message }, 'redis conn
 const broker = await Aedes.createBroker({
   // A new id per start: Aedes de-duplicates deliveries by (broker id, counter), and the counter restarts.
   id: `woodytoys-broker-${redisUrl ? `${config.BROKER_NODE_ID}-` : ''}${randomUUID().slice(0, 8)}`,
-  persistence: persistence as SqlitePersistence,
+  persistence,
   ...(mq ? { mq, heartbeatInterval: config.BROKER_HEARTBEAT_MS } : {}),
   ...connectHooks({ limits, access }),
   ...authorizationHooks({ limits, access, shared, ingest, log, onRefused: (what) => brokerMetrics.refused.inc({ what }) }),

@@ -100,10 +100,13 @@ describe('Redis group store', { skip: requireProgram('redis-server', 'redis-serv
     await b.join(share, 'm2');
     await a.route([{ topic: 't', packet: packet('t', '01') }, { topic: 't', packet: packet('t', '02') }]);
     assert.equal((await a.take(share, 'm1', 5)).length, 2);
+    await b.join(share, '~departed');
     await a.leave(share, 'm1');
     assert.deepEqual(await a.memberships('m1'), []);
+    assert.deepEqual(await b.held(share, '~departed'), [], 'a client id cannot name the place where they are parked');
     assert.deepEqual(bodies(await b.claim(share, 'm2', 60_000, 5)).sort(), ['01', '02'], 'claimable without waiting');
     await b.leave(share, 'm2');
+    await b.leave(share, '~departed');
     assert.deepEqual(await a.route([{ topic: 't', packet: packet('t', '03') }]), [[]], 'no group any more');
     assert.deepEqual(await a.depth(share), { stored: 0, held: 0 });
     assert.deepEqual(await b.take(share, 'm2', 5), []);

@@ -13,6 +13,8 @@ import type { ClusterGroupStore, EntryId, StoredEntry } from './group-store.js';
 const GROUP = 'members';
 /** Where a member that leaves parks what it held, idle enough for anyone to claim at once. */
 const DEPARTED = '~departed';
+/** A member's consumer name: never the parking one, whatever its client id. */
+const consumer = (clientId: string) => `c:${clientId}`;
 const LONG_IDLE_MS = 365 * 24 * 3600 * 1000;
 /** Entries per XPENDING / XCLAIM in the scripts (Lua's unpack has a limit). */
 const BATCH = 1000;
@@ -42,7 +44,7 @@ local function matches(filter, f, topic, t)
 end
 `;
 
-// ARGV: prefix, then topic and packet of each publish. Returns, per publish, the shares and ids it got.
+// ARGV: prefix, then topic and packet of each publish. Returns, per publish, the shares it went to.
 const ROUTE = `${MATCH}
 local prefix = ARGV[1]
 local shares = redis.call('HKEYS', prefix .. 'groups')
@@ -78,8 +80,9 @@ redis.call('SADD', prefix .. 'memberships:' .. client, share)
 redis.call('HSET', prefix .. 'groups', share, 1)
 return 1`;
 
+// ARGV: prefix, share, client, its consumer name.
 const LEAVE = `
-local prefix, share, client = ARGV[1], ARGV[2], ARGV[3]
+local prefix, share, client, consumer = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local key = prefix .. 'queue:' .. share
 local members = prefix .. 'members:' .. share
 redis.call('SREM', prefix .. 'memberships:' .. client, share)
@@ -91,7 +94,7 @@ if redis.call('SCARD', members) == 0 then
 end
 if redis.call('EXISTS', key) == 1 then
   while true do
-    local pending = redis.call('XPENDING', key, '${GROUP}', '-', '+', ${BATCH}, client)
+    local pending = redis.call('XPENDING', key, '${GROUP}', '-', '+', ${BATCH}, consumer)
     if #pending == 0 then break end
     -- (unpack only spreads in last position: the whole command is one table)
     local args = { key, '${GROUP}', '${DEPARTED}', 0 }
@@ -102,11 +105,11 @@ if redis.call('EXISTS', key) == 1 then
     redis.call('XCLAIM', unpack(args))
     if #pending < ${BATCH} then break end
   end
-  redis.call('XGROUP', 'DELCONSUMER', key, '${GROUP}', client)
+  redis.call('XGROUP', 'DELCONSUMER', key, '${GROUP}', consumer)
 end
 return 1`;
 
-// ARGV: prefix, share, client. What the client holds, held again (idle time renewed) and returned.
+// ARGV: prefix, share, consumer. What the member holds, held again (idle time renewed) and returned.
 const HELD = `
 local key = ARGV[1] .. 'queue:' .. ARGV[2]
 if redis.call('EXISTS', key) == 0 then return {} end
@@ -116,7 +119,7 @@ local ids = {}
 for i, p in ipairs(pending) do ids[i] = p[1] end
 return redis.call('XCLAIM', key, '${GROUP}', ARGV[3], 0, unpack(ids))`;
 
-// ARGV: prefix, share, client, ids…: renews the idle time of those the client still holds (and only those:
+// ARGV: prefix, share, consumer, ids…: renews the idle time of those the member still holds (and only those:
 // an entry another member claimed meanwhile stays theirs).
 const KEEP = `
 local key = ARGV[1] .. 'queue:' .. ARGV[2]
@@ -131,7 +134,7 @@ args[#args + 1] = 'JUSTID'
 redis.call('XCLAIM', unpack(args))
 return #args - 5`;
 
-// ARGV: prefix, share, client, count. New entries, now the client's (a group that is gone: none).
+// ARGV: prefix, share, consumer, count. New entries, now the member's (a group that is gone: none).
 const TAKE = `
 local key = ARGV[1] .. 'queue:' .. ARGV[2]
 if redis.call('EXISTS', key) == 0 then return {} end
@@ -139,7 +142,7 @@ local got = redis.call('XREADGROUP', 'GROUP', '${GROUP}', ARGV[3], 'COUNT', ARGV
 if not got then return {} end
 return got[1][2]`;
 
-// ARGV: prefix, share, client, idle ms, count. Entries idle that long, now the client's.
+// ARGV: prefix, share, consumer, idle ms, count. Entries idle that long, now the member's.
 const CLAIM = `
 local key = ARGV[1] .. 'queue:' .. ARGV[2]
 if redis.call('EXISTS', key) == 0 then return {} end
@@ -150,7 +153,7 @@ type RawEntry = [Buffer, Buffer[]] | null;
 type Scripted = Redis & {
   groupRoute(...args: Array<string | Buffer>): Promise<Buffer[][]>;
   groupJoin(prefix: string, share: string, client: string): Promise<number>;
-  groupLeave(prefix: string, share: string, client: string): Promise<number>;
+  groupLeave(prefix: string, share: string, client: string, consumer: string): Promise<number>;
   groupHeldBuffer(prefix: string, share: string, client: string): Promise<RawEntry[]>;
   groupTakeBuffer(prefix: string, share: string, client: string, count: number): Promise<RawEntry[]>;
   groupClaimBuffer(prefix: string, share: string, client: string, idleMs: number, count: number): Promise<RawEntry[]>;
@@ -235,7 +238,7 @@ export class RedisGroupStore implements ClusterGroupStore {
   }
 
   async leave(share: string, clientId: string): Promise<void> {
-    await this.#db.groupLeave(this.#prefix, share, clientId);
+    await this.#db.groupLeave(this.#prefix, share, clientId, consumer(clientId));
   }
 
   memberships(clientId: string): Promise<string[]> {
@@ -245,7 +248,7 @@ export class RedisGroupStore implements ClusterGroupStore {
   async take(share: string, clientId: string, limit: number): Promise<StoredEntry[]> {
     if (limit <= 0) return [];
     try {
-      return entriesOf(await this.#db.groupTakeBuffer(this.#prefix, share, clientId, limit));
+      return entriesOf(await this.#db.groupTakeBuffer(this.#prefix, share, consumer(clientId), limit));
     } catch (err) {
       if (isGone(err)) return [];
       throw err;
@@ -255,7 +258,7 @@ export class RedisGroupStore implements ClusterGroupStore {
   async claim(share: string, clientId: string, idleMs: number, limit: number): Promise<StoredEntry[]> {
     if (limit <= 0) return [];
     try {
-      return entriesOf(await this.#db.groupClaimBuffer(this.#prefix, share, clientId, idleMs, limit));
+      return entriesOf(await this.#db.groupClaimBuffer(this.#prefix, share, consumer(clientId), idleMs, limit));
     } catch (err) {
       if (isGone(err)) return [];
       throw err;
@@ -263,12 +266,12 @@ export class RedisGroupStore implements ClusterGroupStore {
   }
 
   async held(share: string, clientId: string): Promise<StoredEntry[]> {
-    return entriesOf(await this.#db.groupHeldBuffer(this.#prefix, share, clientId));
+    return entriesOf(await this.#db.groupHeldBuffer(this.#prefix, share, consumer(clientId)));
   }
 
   async keep(share: string, clientId: string, ids: readonly EntryId[]): Promise<void> {
     for (let i = 0; i < ids.length; i += BATCH) {
-      await this.#db.groupKeep(this.#prefix, share, clientId, ...ids.slice(i, i + BATCH).map(String));
+      await this.#db.groupKeep(this.#prefix, share, consumer(clientId), ...ids.slice(i, i + BATCH).map(String));
     }
   }
 
