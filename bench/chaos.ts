@@ -1,7 +1,8 @@
 // The chaos harness: the real processes (harness/stack.ts) behind real nginx, a steady load of
 // orders and stock imports through the gateway, and while it runs, faults: kill -9 of each kind of
 // process then a restart on the same ports and data, a broker outage, an ERP that is slow and
-// answers 429 and 500 at random, and SIGTERM to every process. At the end it counts: every accepted
+// answers 429 and 500 at random, and SIGTERM to every process; the broker is one node on SQLite, or
+// with `brokerNodes` (CHAOS_BROKER_NODES) several on one Redis. At the end it counts: every accepted
 // order reached a final status, the ERP holds each order and movement exactly once, the stock
 // levels follow from them, the outboxes and group queues are empty, failures are dead letters.
 //
@@ -26,6 +27,8 @@ export interface ChaosOptions {
   movementsPerSecond?: number;
   importSize?: number;
   workers?: number;
+  /** Broker nodes on one Redis (harness/stack.ts); unset: one node on SQLite. Kill and stop them as `broker-<n>`. */
+  brokerNodes?: number;
   /** The ERP's capacity; the workers lease all of it. */
   erpCapacityRu?: number;
   /** Processes killed with SIGKILL, one after the other, each restarted after `downMs`. */
@@ -33,7 +36,7 @@ export interface ChaosOptions {
   /** Load between two faults, and how long a killed process stays dead. */
   gapMs?: number;
   downMs?: number;
-  /** Broker outage under load (0: none). */
+  /** Broker outage under load, every node down (0: none). */
   outageMs?: number;
   /** ERP faults: how long, and how bad. The workers run with `faultMaxAttempts` meanwhile. */
   erpFaultMs?: number;
@@ -292,9 +295,14 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
   let load: Load | undefined;
   let erpWatch: ErpWatch | undefined;
   try {
-    stack = await startStack({ workers: o.workers, erpCapacityRu: o.erpCapacityRu, stock: Object.fromEntries(PRODUCTS.map((p) => [p, START_LEVEL])) });
+    stack = await startStack({
+      workers: o.workers,
+      erpCapacityRu: o.erpCapacityRu,
+      stock: Object.fromEntries(PRODUCTS.map((p) => [p, START_LEVEL])),
+      ...(o.brokerNodes === undefined ? {} : { brokerNodes: o.brokerNodes }),
+    });
     const s = stack;
-    const brokerHttp = `http://127.0.0.1:${String(s.broker.logs.find((l) => typeof l.http === 'number')?.http)}`;
+    const brokerNames: ProcessName[] = o.brokerNodes === undefined ? ['broker'] : Array.from({ length: o.brokerNodes }, (_, i) => `broker-${i + 1}` as const);
     let urls = { orders: s.urls.orders, stock: s.urls.stock, catalog: s.urls.catalog };
     const viaGateway = !o.direct && findProgram('nginx') !== undefined;
     if (viaGateway) {
@@ -352,7 +360,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
     let outage: ChaosReport['outage'];
     if (o.outageMs > 0) {
       const t0 = Date.now();
-      await s.broker.kill();
+      await Promise.all(brokerNames.map((name) => s.proc(name).kill()));
       let maxPending = 0;
       while (Date.now() - t0 < o.outageMs) {
         try {
@@ -363,7 +371,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
         await sleep(250);
       }
       const acceptedDuring = load.acceptedIn(t0, Date.now());
-      await s.restart('broker');
+      await Promise.all(brokerNames.map((name) => s.restart(name)));
       faults.push({ kind: 'broker outage', target: 'broker', ms: Date.now() - t0 });
       const drained = await eventually(async () => (await metric(s.urls.orders, 'outbox_pending')) + (await metric(s.urls.stock, 'outbox_pending')) < o.ordersPerSecond + o.movementsPerSecond, {
         timeoutMs: 60_000,
@@ -422,7 +430,8 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
           const pending = (ordersDb.prepare(`SELECT count(*) AS n FROM orders WHERE status = 'pending'${parkedOnly}`).get() as { n: number }).n;
           const unprocessed = (stockDb.prepare(`SELECT count(*) AS n FROM movements WHERE outcome IS NULL${parkedToo ? '' : ' AND parked_reason IS NULL'}`).get() as { n: number }).n;
           const outbox = (await metric(s.urls.orders, 'outbox_pending')) + (await metric(s.urls.stock, 'outbox_pending')) + (await metric(s.urls.deadletters, 'outbox_pending'));
-          const queued = (await metric(brokerHttp, 'mqtt_shared_queue_depth')) + (await metric(brokerHttp, 'mqtt_shared_inflight'));
+          let queued = 0;
+          for (const { http } of s.brokerUrls) queued += (await metric(http, 'mqtt_shared_queue_depth')) + (await metric(http, 'mqtt_shared_inflight'));
           return pending + unprocessed + outbox + queued === 0;
         },
         { timeoutMs: o.settleTimeoutMs, intervalMs: 500, what: 'orders, movements, outboxes and queues to settle' },
@@ -608,7 +617,11 @@ export function runFuzz(runs: number): Promise<{ ok: boolean; requests: number; 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
   const started = new Date();
+  // Several broker nodes on Redis: each node is killed and stopped in its turn, where `broker` was.
+  const brokerNodes = process.env.CHAOS_BROKER_NODES ? env('CHAOS_BROKER_NODES', 1) : undefined;
+  const nodes = Array.from({ length: brokerNodes ?? 0 }, (_, i) => `broker-${i + 1}` as const);
   const report = await runChaos({
+    ...(brokerNodes === undefined ? {} : { brokerNodes, kills: ['worker-1', 'orders', 'stock', ...nodes, 'erp'], terms: ['orders', 'stock', 'catalog', 'worker-1', ...nodes, 'erp'] }),
     ordersPerSecond: env('CHAOS_ORDERS_PER_SECOND', 40),
     movementsPerSecond: env('CHAOS_MOVEMENTS_PER_SECOND', 100),
     gapMs: env('CHAOS_GAP_MS', 10_000),

@@ -1,17 +1,19 @@
 // The whole system for end-to-end tests: every process of the declaration (lib/processes.ts:
 // broker, ERP sandbox, catalog, stock, orders, the dead-letter service and workers), started as
 // npm start plans them (scripts/start-plan.ts), each a real process from source, on free loopback
-// ports, sharing one temporary data directory. The broker is ours by default, or a real Mosquitto
-// with the repo's configuration, users and ACL.
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+// ports, sharing one temporary data directory. The broker is ours by default (one node on SQLite,
+// or `brokerNodes` nodes sharing a real redis-server), or a real Mosquitto with the repo's
+// configuration, users and ACL.
+import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, startProcess, type Proc } from './process.js';
+import { startRedis, type RunningRedis } from './redis.js';
 import { startGateway, type RunningGateway } from '../gateway/nginx.js';
 import { brokerPasswords, devCredentials, mqttLogin, type ServiceUser } from '../broker/dev-logins.js';
 import { startMosquitto, writeMosquittoPasswords } from '../broker/mosquitto/run.js';
 import { PROCESS_LIST, PROCESSES, routedProcesses, startPorts, upstreamVariable, type ProcessName as DeclaredName } from '../lib/processes.js';
-import { startPlan } from '../scripts/start-plan.js';
+import { startPlan, type PlannedProcess } from '../scripts/start-plan.js';
 
 export type BrokerKind = 'aedes' | 'mosquitto';
 
@@ -30,6 +32,12 @@ export interface StackOptions {
    * access; no /metrics, so the workers estimate their backlog themselves, as with npm start).
    */
   broker?: BrokerKind;
+  /**
+   * Our broker as that many nodes on one Redis (BROKER_STORE=redis; a real redis-server with AOF,
+   * appendfsync always): processes `broker-1` … `broker-<n>`, the other processes connected to them
+   * in turn. Unset: one node on SQLite (`broker`), as npm start runs it. Needs redis-server.
+   */
+  brokerNodes?: number;
 }
 
 /** The ADMIN_API_KEY the stack gives orders, catalog and stock. */
@@ -37,8 +45,16 @@ export const ADMIN_KEY = 'test-admin-key-0123456789';
 
 export interface Stack {
   dataDir: string;
+  /** `mqtt` and `ws`: the broker's (its first node's). */
   urls: { orders: string; erp: string; mqtt: string; ws: string; catalog: string; stock: string; deadletters: string };
+  /** Every broker node's MQTT and HTTP (health, /metrics) URLs, in order. */
+  brokerUrls: { mqtt: string; http: string }[];
+  /** The broker, or with `brokerNodes` its first node (`broker-1`). */
   broker: Proc;
+  /** Every broker node running now, in order (just `broker` on one node). */
+  brokers: Proc[];
+  /** The Redis the nodes share (with `brokerNodes`). */
+  redis: RunningRedis | undefined;
   erp: Proc;
   catalog: Proc;
   stock: Proc;
@@ -46,7 +62,7 @@ export interface Stack {
   deadletters: Proc;
   workers: Proc[];
   startBroker(): Promise<Proc>;
-  /** The process running now under that name: broker, erp, catalog, stock, orders, deadletters, worker-<n>. */
+  /** The process running now under that name: broker, erp, catalog, stock, orders, deadletters, worker-<n>, broker-<n> (`broker` is broker-1). */
   proc(name: ProcessName): Proc;
   /**
    * Starts that process again after a kill or a stop (it is stopped first if still running): same
@@ -57,9 +73,10 @@ export interface Stack {
 }
 
 type ServiceName = Exclude<DeclaredName, 'worker'>;
-export type ProcessName = ServiceName | `worker-${number}`;
+export type ProcessName = ServiceName | `worker-${number}` | `broker-${number}`;
 
-export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, workerEnv = {}, erpEnv = {}, stock = {}, broker: brokerKind = 'aedes' }: StackOptions = {}): Promise<Stack> {
+export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, workerEnv = {}, erpEnv = {}, stock = {}, broker: brokerKind = 'aedes', brokerNodes }: StackOptions = {}): Promise<Stack> {
+  if (brokerNodes !== undefined && (brokerKind !== 'aedes' || brokerNodes < 1)) throw new Error('brokerNodes: one or more nodes of our broker');
   const dataDir = mkdtempSync(join(tmpdir(), 'woodytoys-'));
   // A free port for each of the declaration's listeners; the workers pick their own (0).
   const ports: Record<string, number> = {};
@@ -82,7 +99,7 @@ export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, 
     // The workers share the ERP's whole capacity among themselves (leases in the data directory).
     worker: (name) => ({ LEASE_CAPACITY_RU: String(erpCapacityRu), ...backlogSource, WORKER_ID: name.replace(/^worker-/, 'worker-test-'), ERP_URL: `http://127.0.0.1:${erpPort}`, ...workerEnv }),
   };
-  const plan = startPlan(PROCESS_LIST, {
+  const declaredPlan = startPlan(PROCESS_LIST, {
     ports,
     shared: common,
     login: (user) => mqttLogin(credentials, user as ServiceUser),
@@ -90,6 +107,16 @@ export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, 
     replicas: { [PROCESSES.worker.name]: workers },
     extra: (p, name) => extra[p.name as DeclaredName]?.(name) ?? {},
   });
+  // Broker nodes beyond the first: ports of their own.
+  const nodes = [{ mqtt: mqttPort, ws: wsPort, http: brokerHttp }];
+  for (let i = 1; i < (brokerNodes ?? 1); i++) nodes.push({ mqtt: await freePort(), ws: await freePort(), http: await freePort() });
+  let redis: RunningRedis | undefined;
+  if (brokerNodes !== undefined) {
+    const redisDir = join(dataDir, 'redis');
+    mkdirSync(redisDir);
+    redis = await startRedis({ dir: redisDir });
+  }
+  const plan = brokerNodes === undefined ? declaredPlan : clusterPlan(declaredPlan, nodes, redis!.url, dataDir);
   // How each process starts, kept so that restart() starts it exactly as before.
   const starters: Record<string, (extra?: Record<string, string>) => Promise<Proc>> = {};
   for (const { name, declaration, entry, env: planned } of plan) {
@@ -104,17 +131,33 @@ export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, 
       });
       // Any other member of a shared group (stock, dead letters): the group exists before anything
       // is published to it, or the broker would have nobody to keep it for.
-      if (!worker && declaration.groups.length > 0) await p.waitForLog((l) => l.msg === 'subscribed');
+      if (!worker && declaration.groups.length > 0) {
+        await p.waitForLog((l) => l.msg === 'subscribed').catch(async (err: unknown) => {
+          await p.kill(); // never ready: not left running behind the failed start
+          throw err;
+        });
+      }
       return p;
     };
   }
   if (brokerKind === 'mosquitto') starters.broker = mosquittoStarter(dataDir, credentials, mqttPort, wsPort);
+  const brokerNames = plan.filter((p) => p.declaration === PROCESSES.broker).map((p) => p.name);
+  // `broker` is the first node of a cluster.
+  starters.broker ??= starters[brokerNames[0]!]!;
   const startBroker = starters.broker!;
 
   const started: Proc[] = [];
   try {
     const procs: Record<string, Proc> = {};
+    // The nodes of a cluster start side by side, before anything connects to them.
+    if (brokerNodes !== undefined) {
+      for (const p of await Promise.all(brokerNames.map((name) => starters[name]!()))) {
+        started.push(p);
+        procs[p.name] = p;
+      }
+    }
     for (const { name } of plan) {
+      if (procs[name]) continue;
       const p = await starters[name]!();
       started.push(p);
       procs[name] = p;
@@ -132,7 +175,10 @@ export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, 
         stock: stockUrl,
         deadletters: url('deadletters'),
       },
-      broker: procs.broker!,
+      brokerUrls: nodes.map((n) => ({ mqtt: `mqtt://127.0.0.1:${n.mqtt}`, http: `http://127.0.0.1:${n.http}` })),
+      broker: procs[brokerNames[0]!]!,
+      brokers: brokerNames.map((name) => procs[name]!),
+      redis,
       erp: procs.erp!,
       catalog: procs.catalog!,
       stock: procs.stock!,
@@ -140,10 +186,15 @@ export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, 
       deadletters: procs.deadletters!,
       workers: workerProcs,
       async startBroker() {
-        stack.broker = await startBroker();
+        stack.broker = stack.brokers[0] = await startBroker();
         return stack.broker;
       },
       proc(name) {
+        if (name.startsWith('broker-')) {
+          const p = stack.brokers[brokerNames.indexOf(name)];
+          if (!p) throw new Error(`no process ${name}`);
+          return p;
+        }
         if (name.startsWith('worker-')) {
           const p = stack.workers[Number(name.slice('worker-'.length)) - 1];
           if (!p) throw new Error(`no process ${name}`);
@@ -157,21 +208,57 @@ export async function startStack({ workers = 1, erpCapacityRu = 1000, env = {}, 
         await stack.proc(name).stop();
         const p = await start(extra);
         if (name.startsWith('worker-')) stack.workers[Number(name.slice('worker-'.length)) - 1] = p;
+        else if (name === 'broker' || name.startsWith('broker-')) stack.brokers[Math.max(0, brokerNames.indexOf(name))] = p;
         else stack[name as ServiceName] = p;
+        stack.broker = stack.brokers[0]!;
         return p;
       },
       async stop() {
         await Promise.all([...stack.workers, stack.orders, stack.deadletters, stack.stock, stack.catalog, stack.erp].map((p) => p.stop()));
-        await stack.broker.stop();
+        await Promise.all(stack.brokers.map((p) => p.stop()));
+        await redis?.stop();
         rmSync(dataDir, { recursive: true, force: true });
       },
     };
     return stack;
   } catch (err) {
     await Promise.all(started.map((p) => p.kill()));
+    await redis?.kill();
     rmSync(dataDir, { recursive: true, force: true });
     throw err;
   }
+}
+
+/**
+ * The plan with its broker as nodes on one Redis: `broker-1` on the declared ports, the others on
+ * `nodes`' ports, each with a data directory of its own; every other process connects to the nodes
+ * in turn (a worker reads its backlog from its own node's /metrics).
+ */
+function clusterPlan(plan: PlannedProcess[], nodes: { mqtt: number; ws: number; http: number }[], redisUrl: string, dataDir: string): PlannedProcess[] {
+  const brokerEntry = plan.find((p) => p.declaration === PROCESSES.broker)!;
+  const brokers = nodes.map((n, i) => ({
+    ...brokerEntry,
+    name: `broker-${i + 1}`,
+    env: {
+      ...brokerEntry.env,
+      MQTT_PORT: String(n.mqtt),
+      MQTT_WS_PORT: String(n.ws),
+      HTTP_PORT: String(n.http),
+      DATA_DIR: join(dataDir, `broker-${i + 1}`),
+      BROKER_STORE: 'redis',
+      BROKER_REDIS_URL: redisUrl,
+      BROKER_NODE_ID: `broker-${i + 1}`,
+    },
+  }));
+  const others = plan
+    .filter((p) => p !== brokerEntry)
+    .map((p, i) => {
+      const node = nodes[i % nodes.length]!;
+      const env: Record<string, string> = { ...p.env, MQTT_URL: `mqtt://127.0.0.1:${node.mqtt}` };
+      if (env.BROKER_METRICS_URL) env.BROKER_METRICS_URL = `http://127.0.0.1:${node.http}/metrics`;
+      return { ...p, env };
+    });
+  return [...brokers, ...others];
 }
 
 /**
