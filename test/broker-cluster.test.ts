@@ -244,12 +244,16 @@ describe('Redis killed and restarted under two broker nodes', { skip: redisMissi
     await publisher.stop();
     const all = new Set(publisher.acknowledged);
     const sent = publisher.sent;
-    await eventually(async () => (await revive(), [...all].every((m) => group.some((d) => d.message === m) && watcher.deliveries.some((d) => d.message === m)) && (await cluster.groupBacklog()) === 0), {
+    const missing = (ds: Delivery[]) => [...all].filter((m) => !ds.some((d) => d.message === m));
+    await eventually(async () => (await revive(), missing(group).length === 0 && missing(watcher.deliveries).length === 0 && (await cluster.groupBacklog()) === 0), {
       ...WAIT,
       what: 'every acknowledged message delivered and the group’s queue empty',
+    }).catch(async (err: unknown) => {
+      const [g, w] = [missing(group), missing(watcher.deliveries)];
+      throw new Error(`${String(err)}: ${g.length} missing in the group (${g.slice(0, 5).join(', ')}), ${w.length} at the normal subscriber (${w.slice(0, 5).join(', ')}), ${await cluster.groupBacklog()} queued or in flight; ${w.filter((m) => atKill.has(m)).length} of those missing acknowledged before Redis died; nodes that exited: ${exited.join(', ') || 'none'}`);
     });
 
-    // No loss is the promise here, not once: a node that loses Redis stops, and when it starts again
+    // No loss is the promise here, not once: a node that loses Redis may stop, and when it starts again
     // it publishes its inbox's unfinished messages again (at least once), which can repeat one that
     // had already reached a subscriber. Repeats are counted for the report: acknowledged messages
     // delivered again after an acknowledgement recorded once Redis was back (a delivery before that
