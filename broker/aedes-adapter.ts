@@ -128,6 +128,13 @@ export function whenRouted(broker: Aedes, onRouted: (packet: object) => void): v
   };
 }
 
+/** Closes every client's connection (Aedes's `clients`, not in its types); returns how many. */
+export function closeEveryClient(broker: Aedes): number {
+  const clients = Object.values((broker as unknown as { clients: Record<string, Client> }).clients);
+  for (const client of clients) client.close();
+  return clients.length;
+}
+
 // --- the group queue's own deliveries -----------------------------------------------------
 
 interface ClientInternals {

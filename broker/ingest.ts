@@ -42,6 +42,7 @@ export class Ingest {
       del: db.prepare<[id: number]>('DELETE FROM inbox WHERE id = ?'),
       all: db.prepare<[], { id: number; packet: string; payload: Buffer | null }>('SELECT id, packet, payload FROM inbox ORDER BY id'),
       max: db.prepare<[], { id: number | null }>('SELECT max(id) AS id FROM inbox'),
+      upTo: db.prepare<[id: number], { id: number; packet: string; payload: Buffer | null }>('SELECT id, packet, payload FROM inbox WHERE id <= ? ORDER BY id'),
     };
     this.#nextId = (this.#sql.max.get()!.id ?? 0) + 1;
   }
@@ -90,7 +91,36 @@ export class Ingest {
 
   /** Routes again what was acknowledged but maybe not routed before the last stop; at start, before clients connect. */
   async replay(broker: Aedes): Promise<number> {
-    const rows = this.#sql.all.all();
+    const rows = await this.#route(broker, this.#sql.all.all());
+    if (rows > 0) this.log.info({ messages: rows }, 'routed messages acknowledged before the last stop');
+    return rows;
+  }
+
+  /**
+   * Several nodes: Aedes stores a publish for persistent sessions in Redis before fanning it out,
+   * and when Redis is away that fails, or never ends, and the row stays here while the node runs
+   * on. Every `everyMs`, the rows that were already here the time before (so at least that old) are
+   * routed again: at least once, never lost (a publish routed that slowly arrives twice).
+   */
+  sweep(broker: Aedes, everyMs: number): () => void {
+    let seen = 0;
+    let running = false;
+    const timer = setInterval(() => {
+      if (running) return;
+      const stale = seen > 0 ? this.#sql.upTo.all(seen) : [];
+      seen = this.#nextId - 1;
+      if (stale.length === 0) return;
+      running = true;
+      this.#route(broker, stale)
+        .then((n) => this.log.warn({ messages: n }, 'routed again messages whose routing had not finished (Redis was away?)'))
+        .catch((err: Error) => this.log.warn({ err: err.message }, 'routing again failed; next sweep tries again'))
+        .finally(() => (running = false));
+    }, everyMs);
+    timer.unref();
+    return () => clearInterval(timer);
+  }
+
+  async #route(broker: Aedes, rows: { id: number; packet: string; payload: Buffer | null }[]): Promise<number> {
     for (const r of rows) {
       const { topic, qos, retain } = JSON.parse(r.packet) as { topic: string; qos: 0 | 1 | 2; retain: boolean };
       await new Promise<void>((resolve, reject) =>
@@ -98,7 +128,6 @@ export class Ingest {
       );
       this.commits.queue(() => this.#sql.del.run(r.id));
     }
-    if (rows.length > 0) this.log.info({ messages: rows.length }, 'routed messages acknowledged before the last stop');
     return rows.length;
   }
 }

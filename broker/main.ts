@@ -20,7 +20,7 @@ import { createMetrics } from '../lib/metrics.js';
 import { createApp, serveApp } from '../lib/http.js';
 import { onShutdown } from '../lib/shutdown.js';
 import { Acl } from './acl.js';
-import { connectHooks, handleTcp, handleWebSocket, takeAcknowledgements } from './aedes-adapter.js';
+import { closeEveryClient, connectHooks, handleTcp, handleWebSocket, takeAcknowledgements } from './aedes-adapter.js';
 import { Access } from './auth.js';
 import { authorizationHooks } from './authorization.js';
 import { CommitQueue } from './commit-queue.js';
@@ -157,6 +157,18 @@ memoryTrim.start();
 checkpointer.start();
 ingest.attach(broker);
 await ingest.replay(broker);
+// Several nodes: while Redis was away, publishes stored for persistent sessions stayed in Redis, but
+// their live fan-out (Redis pub/sub, which keeps nothing) may be lost, and a client that stayed
+// connected would not see them until it reconnects. So when the fan-out's connection comes back,
+// this node closes its clients' connections: each resumes its session, and Aedes sends it what is
+// queued for it. (The first connect is the start, not a return.)
+let fanoutConnects = 0;
+const stopSweep = mq ? ingest.sweep(broker, 5000) : undefined;
+mq?.state.on('subConnect', () => {
+  if (++fanoutConnects === 1) return;
+  const closed = closeEveryClient(broker);
+  log.warn({ clients: closed }, 'redis is back: clients reconnect to resume their sessions');
+});
 // Several nodes: the wills of a node that died are published by the others (Aedes's heartbeats).
 if (persistence instanceof SqlitePersistence) await publishOrphanedWills(broker, persistence, log);
 
@@ -209,6 +221,7 @@ stats.start();
 
 onShutdown(log, async () => {
   stats.stop();
+  stopSweep?.();
   reclaimer.stop();
   memoryTrim.stop();
   tcp.close();

@@ -9,6 +9,8 @@ import type { SessionPersistence } from './persistence.js';
 
 export class RedisPersistence extends AsyncRedisPersistence implements SessionPersistence {
   claimAck: ((clientId: string, messageId: number | undefined) => boolean) | undefined;
+  /** The store of each SUBSCRIBE packet's list under way (see addSubscriptions). */
+  readonly #adding = new WeakMap<object, Promise<void>>();
 
   constructor(url: string, onError: (err: Error) => void) {
     const conn = new Redis(url);
@@ -29,6 +31,21 @@ export class RedisPersistence extends AsyncRedisPersistence implements SessionPe
   /** Not known without a scan of Redis. */
   get outgoingDepth(): number | undefined {
     return undefined;
+  }
+
+  /**
+   * Aedes 1.2 calls this once per filter of a SUBSCRIBE, each time with the packet's whole list
+   * (handlers/subscribe.js, storeSubscriptions), and the package waits for its own broadcast keyed
+   * by the list's first filter: concurrent calls for one packet overwrite each other's wait, and one
+   * never ends, nor does the SUBACK. One store per packet: the list is the same object every time.
+   */
+  override addSubscriptions(client: { id: string }, subs: object[]): Promise<void> {
+    let adding = this.#adding.get(subs);
+    if (!adding) {
+      adding = super.addSubscriptions(client, subs);
+      this.#adding.set(subs, adding);
+    }
+    return adding;
   }
 
   // Aedes 1.2 pipes these (subscribe.js: stream.pipe); the package returns async generators.

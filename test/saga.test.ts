@@ -1,7 +1,8 @@
 // The order saga end to end through the real broker: orders → stock (reserve) → workers → ERP →
 // orders (confirmed / rejected) and stock (sold / released). Stock levels are set per test product.
-// The same cases run on our broker and on Mosquitto (the design's alternative, with the repo's
-// configuration, users and ACL).
+// The same cases run on our broker, on our broker as two nodes sharing one Redis (the services
+// connected to the nodes in turn, so each step crosses from one node to the other), and on Mosquitto
+// (the design's alternative, with the repo's configuration, users and ACL).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import mqtt from 'mqtt';
@@ -9,7 +10,7 @@ import { devCredentials } from '../broker/dev-logins.js';
 import { stockLevelTopic } from '../lib/topics.js';
 import { eventually } from '../harness/process.js';
 import { requireProgram } from './support/programs.js';
-import { ADMIN_KEY, getJson, getStock, startStack, type BrokerKind, type Stack } from '../harness/stack.js';
+import { ADMIN_KEY, getJson, getStock, startStack, type BrokerKind, type Stack, type StackOptions } from '../harness/stack.js';
 
 interface Order {
   id: string;
@@ -30,9 +31,10 @@ async function post(base: string, body: unknown, headers: Record<string, string>
 }
 
 describe('the order saga', () => sagaCases('aedes'));
+describe('the order saga on two broker nodes sharing Redis', { skip: requireProgram('redis-server', 'redis-server') }, () => sagaCases('aedes', { brokerNodes: 2 }));
 describe('the order saga on Mosquitto', { skip: requireProgram('mosquitto') }, () => sagaCases('mosquitto'));
 
-function sagaCases(broker: BrokerKind) {
+function sagaCases(broker: BrokerKind, options: Pick<StackOptions, 'brokerNodes'> = {}) {
   let stack: Stack;
   const final = (id: string) =>
     eventually(
@@ -47,6 +49,7 @@ function sagaCases(broker: BrokerKind) {
 
   before(async () => {
     stack = await startStack({
+      ...options,
       broker,
       erpCapacityRu: 2000,
       stock: { 'wooden-train': 10, 'chess-set': 5, 'yo-yo': 3, 'rocking-horse': 1, 'tea-set': 20 },
@@ -143,7 +146,8 @@ function sagaCases(broker: BrokerKind) {
     const expected = await getStock(stack.urls.stock, 'wooden-train');
     // Mosquitto has no anonymous access: there the display logs in as the read-only viewer.
     const viewer = broker === 'mosquitto' ? { username: 'viewer', password: devCredentials(stack.dataDir).viewer } : {};
-    const display = await mqtt.connectAsync(stack.urls.mqtt, { clientId: 'viewer-saga-display', clean: true, ...viewer });
+    // On the last node: with two, not the one the stock service publishes on.
+    const display = await mqtt.connectAsync(stack.brokerUrls.at(-1)!.mqtt, { clientId: 'viewer-saga-display', clean: true, ...viewer });
     try {
       const level = await eventually(async () => {
         const got = new Promise<{ data: { available: number; reserved: number } }>((resolve) => {
