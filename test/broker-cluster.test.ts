@@ -250,6 +250,28 @@ describe('Redis killed and restarted under two broker nodes', { skip: redisMissi
       what: 'every acknowledged message delivered and the group’s queue empty',
     }).catch(async (err: unknown) => {
       const [g, w] = [missing(group), missing(watcher.deliveries)];
+      {
+        const { Redis } = await import('ioredis');
+        const r = new Redis(cluster.redis.url);
+        const list = await r.lrange('outgoing:worker-redis-watch', 0, -1);
+        const payloads: string[] = [];
+        for (const k of list) {
+          const b = await r.getBuffer(k);
+          payloads.push(b ? b.toString('latin1').replace(/[^ -~]/g, '.').slice(-40) : `(gone ${k})`);
+        }
+        console.log('DEBUG outgoing list', list.length, JSON.stringify(payloads.slice(0, 10)));
+        r.disconnect();
+        const { default: Database } = await import('better-sqlite3');
+        for (const n of cluster.nodes.values()) {
+          const node = n as unknown as { dataDir: string; logs: string[] };
+          try {
+            const db = new Database(`${node.dataDir}/broker.db`, { readonly: true });
+            console.log('DEBUG inbox', node.dataDir, JSON.stringify(db.prepare('SELECT count(*) AS n FROM inbox').get()));
+            db.close();
+          } catch (e) { console.log('DEBUG inbox err', String(e)); }
+          console.log('DEBUG logs', node.logs.filter((l) => /warn|error|again|back|routed/.test(l)).slice(-6).join('\n'));
+        }
+      }
       throw new Error(`${String(err)}: ${g.length} missing in the group (${g.slice(0, 5).join(', ')}), ${w.length} at the normal subscriber (${w.slice(0, 5).join(', ')}), ${await cluster.groupBacklog()} queued or in flight; ${w.filter((m) => atKill.has(m)).length} of those missing acknowledged before Redis died; nodes that exited: ${exited.join(', ') || 'none'}`);
     });
 
