@@ -248,9 +248,14 @@ describe('compose.yaml', { skip }, () => {
       const args = nginxArgs(values.GATEWAY_RUNTIME_DIR!, conf);
       const check = spawnSync(findProgram('nginx')!, [...args.filter((a, i, all) => a !== '-g' && all[i - 1] !== '-g'), '-t'], { encoding: 'utf8' });
       assert.equal(check.status, 0, `nginx -t on the compose rendering:\n${check.stderr}`);
-      nginx = spawn(findProgram('nginx')!, args, { stdio: 'ignore' });
+      // nginx logs its errors to stderr (nginx.conf): kept, to say why if the healthcheck never passes.
+      nginx = spawn(findProgram('nginx')!, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+      let nginxErrors = '';
+      nginx.stderr!.on('data', (d: Buffer) => (nginxErrors = (nginxErrors + d.toString()).slice(-4000)));
       gatewayUrl = `http://127.0.0.1:${ports.get('gateway:8080')}`;
-      await healthy('gateway', gateway, gatewayUrl);
+      await healthy('gateway', gateway, gatewayUrl).catch((err: Error) => {
+        throw new Error(`${err.message}; nginx ${nginx?.exitCode === null ? 'running' : `exited with ${nginx?.exitCode}`}, its errors:\n${nginxErrors}`);
+      });
 
       const res = await fetch(`${gatewayUrl}/api/orders`, {
         method: 'POST',
