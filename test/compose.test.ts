@@ -231,7 +231,10 @@ describe('compose.yaml', { skip }, () => {
       }
       assert.equal(services.workers!.environment!.LEASE_STORE, 'redis', 'the workers lease from Redis in compose');
 
-      // The gateway: the template rendered with the container's environment (what envsubst does).
+      // The gateway: the template rendered with the container's environment (what envsubst does). Its
+      // port is taken now, not with the others: on a loaded machine the services above take a minute
+      // or more to start, long enough for a test running beside this one to be given the same port.
+      ports.set('gateway:8080', await freePort());
       const gateway = services.gateway!;
       const values: Record<string, string> = {};
       for (const [k, v] of Object.entries(gateway.environment ?? {})) values[k] = rewrite(String(v));
