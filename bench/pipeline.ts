@@ -37,7 +37,7 @@ import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { findProgram } from '../lib/programs.js';
 import { sleep } from '../lib/shutdown.js';
-import { ROOT, freePort, startProcess, type Proc } from '../harness/process.js';
+import { ROOT, freePort, startProcess } from '../harness/process.js';
 import { sampleOrder, startGatewayFor, startStack, type Stack } from '../harness/stack.js';
 import { parseShareGauge } from '../workers/backlog.js';
 import { childPids, cpuSeconds } from './cpu.js';
@@ -93,16 +93,22 @@ async function startBareHono() {
   return { url: `http://127.0.0.1:${port}`, stop: () => new Promise<void>((resolve) => child.once('exit', () => resolve()).kill('SIGTERM')) };
 }
 
+/** The orders service and its own broker, with `env` for both. */
+async function startOrdersAlone(dir: string, env: Record<string, string>) {
+  const [mqttPort, wsPort, brokerHttp, ordersPort] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
+  const common = { ...env, DATA_DIR: dir, HTTP_HOST: '127.0.0.1', MQTT_URL: `mqtt://127.0.0.1:${mqttPort}`, BROKER_ALLOW_ANONYMOUS: 'true' };
+  const broker = await startProcess({ name: 'broker', entry: 'broker/main.ts', env: { ...common, MQTT_PORT: String(mqttPort), MQTT_WS_PORT: String(wsPort), HTTP_PORT: String(brokerHttp) } });
+  const orders = await startProcess({ name: 'orders', entry: 'api/orders/main.ts', env: { ...common, HTTP_PORT: String(ordersPort) } });
+  return { url: `http://127.0.0.1:${ordersPort}/api/orders`, pids: () => [broker.child.pid!, orders.child.pid!], stop: async () => (await orders.stop(), await broker.stop()) };
+}
+
 async function acceptCeiling() {
   const dir = mkdtempSync(join(tmpdir(), 'bench-accept-'));
-  const procs: Proc[] = [];
   const hono = await startBareHono();
+  let alone: Awaited<ReturnType<typeof startOrdersAlone>> | undefined;
   try {
-    const [mqttPort, wsPort, brokerHttp, ordersPort] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
-    const common = { DATA_DIR: dir, HTTP_HOST: '127.0.0.1', MQTT_URL: `mqtt://127.0.0.1:${mqttPort}`, BROKER_ALLOW_ANONYMOUS: 'true' };
-    procs.push(await startProcess({ name: 'broker', entry: 'broker/main.ts', env: { ...common, MQTT_PORT: String(mqttPort), MQTT_WS_PORT: String(wsPort), HTTP_PORT: String(brokerHttp) } }));
-    procs.push(await startProcess({ name: 'orders', entry: 'api/orders/main.ts', env: { ...common, HTTP_PORT: String(ordersPort) } }));
-    const orders = `http://127.0.0.1:${ordersPort}/api/orders`;
+    alone = await startOrdersAlone(dir, {});
+    const orders = alone.url;
     const bare = `${hono.url}/api/orders`;
     await load(orders, { connections: CONNECTIONS, duration: 2 });
     await load(bare, { connections: CONNECTIONS, duration: 2 });
@@ -122,7 +128,7 @@ async function acceptCeiling() {
     };
   } finally {
     await hono.stop();
-    for (const p of procs.reverse()) await p.stop();
+    await alone?.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -327,15 +333,6 @@ async function startSpanSink() {
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, bytes: () => bytes, stop: () => new Promise((r) => server.close(r)) };
-}
-
-/** The orders service and its own broker, with `env` for both. */
-async function startOrdersAlone(dir: string, env: Record<string, string>) {
-  const [mqttPort, wsPort, brokerHttp, ordersPort] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
-  const common = { ...env, DATA_DIR: dir, HTTP_HOST: '127.0.0.1', MQTT_URL: `mqtt://127.0.0.1:${mqttPort}`, BROKER_ALLOW_ANONYMOUS: 'true' };
-  const broker = await startProcess({ name: 'broker', entry: 'broker/main.ts', env: { ...common, MQTT_PORT: String(mqttPort), MQTT_WS_PORT: String(wsPort), HTTP_PORT: String(brokerHttp) } });
-  const orders = await startProcess({ name: 'orders', entry: 'api/orders/main.ts', env: { ...common, HTTP_PORT: String(ordersPort) } });
-  return { url: `http://127.0.0.1:${ordersPort}/api/orders`, pids: () => [broker.child.pid!, orders.child.pid!], stop: async () => (await orders.stop(), await broker.stop()) };
 }
 
 async function tracingCost() {

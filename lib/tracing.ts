@@ -166,26 +166,29 @@ interface Attempted {
  * One ERP attempt in the current trace: a span for the time it waited for pacing credit (lease and
  * pacer), then the attempt's own span with its outcome (recorded, refused, throttled with its
  * Retry-After, unavailable). `run` gets `call`, to wrap the ERP call once the credit is granted:
- * the call then runs in the attempt's span, so its request carries that traceparent.
+ * the call then runs in the attempt's span, so its request carries that traceparent. Resolves with
+ * the result and the moment the call began (the end of the wait), for the order's timeline.
  */
 export async function attemptInTrace<R extends { kind: string; retryAfterMs?: number }>(
   op: Attempted,
   attempt: number,
   run: (call: (send: () => Promise<R>) => Promise<R>) => Promise<R>,
-): Promise<R> {
+): Promise<{ result: R; sentAt: number }> {
   const parent = context.active();
   const attributes = { 'erp.operation.kind': op.kind, 'erp.operation.id': op.operationId, 'erp.attempt': attempt };
   const waiting = tracer().startSpan('wait for pace', { attributes }, parent);
   let calling: Span | undefined;
+  let sentAt = Date.now();
   try {
     const result = await run((send) => {
-      waiting.end();
-      calling = tracer().startSpan('erp attempt', { kind: SpanKind.CLIENT, attributes }, parent);
+      sentAt = Date.now();
+      waiting.end(sentAt);
+      calling = tracer().startSpan('erp attempt', { kind: SpanKind.CLIENT, attributes, startTime: sentAt }, parent);
       return context.with(trace.setSpan(parent, calling), send);
     });
     calling?.setAttribute('erp.result', result.kind);
     if (result.retryAfterMs !== undefined) calling?.setAttribute('erp.retry_after_ms', result.retryAfterMs);
-    return result;
+    return { result, sentAt };
   } catch (err) {
     calling?.recordException(err as Error);
     calling?.setStatus({ code: SpanStatusCode.ERROR, message: err instanceof Error ? err.message : String(err) });

@@ -263,8 +263,11 @@ describe('compose.yaml', { skip }, () => {
       }
 
       // The gateway: the template rendered with the container's environment (what envsubst does),
-      // its MQTT-over-TCP block included (the image has the stream module built in; here it may
-      // have to be loaded).
+      // its MQTT-over-TCP block included (the image has the stream module built in; here it may have
+      // to be loaded). Its HTTP port is taken now, not with the others: on a loaded machine the
+      // services above take a minute or more to start, long enough for a test running beside this
+      // one to be given the same port. (Its MQTT port cannot wait: the services use it already.)
+      ports.set('gateway:8080', await freePort());
       const gateway = services.gateway!;
       assert.equal(gateway.environment!.GATEWAY_MQTT_PORT, '1883');
       const args = renderGateway(gateway.environment ?? {}, ports, {
@@ -275,9 +278,14 @@ describe('compose.yaml', { skip }, () => {
         GATEWAY_DASHBOARD_DIR: join(ROOT, 'dashboard'),
         GATEWAY_ACCESS_LOG: join(dir, 'nginx', 'access.log'),
       });
-      nginx = spawn(findProgram('nginx')!, args, { stdio: 'ignore' });
+      // nginx logs its errors to stderr (nginx.conf): kept, to say why if the healthcheck never passes.
+      nginx = spawn(findProgram('nginx')!, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+      let nginxErrors = '';
+      nginx.stderr!.on('data', (d: Buffer) => (nginxErrors = (nginxErrors + d.toString()).slice(-4000)));
       gatewayUrl = `http://127.0.0.1:${ports.get('gateway:8080')}`;
-      await healthy('gateway', gateway, gatewayUrl);
+      await healthy('gateway', gateway, gatewayUrl).catch((err: Error) => {
+        throw new Error(`${err.message}; nginx ${nginx?.exitCode === null ? 'running' : `exited with ${nginx?.exitCode}`}, its errors:\n${nginxErrors}`);
+      });
 
       // The workers' readiness needs their subscriptions: MQTT through the gateway's stream block works.
       await startService('workers');

@@ -166,6 +166,13 @@ describe('gateway (real nginx)', { skip }, () => {
     });
 
     const accessLog = () => readAccessLog(gateway.accessLog);
+    // nginx writes a request's line once the response has gone out, so the client can be first:
+    // wait for the lines a test expects, then assert on them.
+    const logLines = (pick: (l: Record<string, string | number>) => boolean, count: number) =>
+      eventually(() => {
+        const lines = accessLog().filter(pick);
+        return lines.length >= count && lines;
+      }, { what: `${count} access log lines`, timeoutMs: 10_000 }).catch(() => accessLog().filter(pick));
 
     test('an order placed through the gateway is the order the service stored; the request id goes both ways', async () => {
       const from = '127.0.0.10';
@@ -182,7 +189,7 @@ describe('gateway (real nginx)', { skip }, () => {
       assert.equal(viaGateway.json().id, direct.json().id);
       assert.match(String(viaGateway.headers['x-request-id']), /^[0-9a-f]{32}$/, 'nginx made an id');
 
-      const logged = accessLog().find((l) => l.request_id === 'test-order-1');
+      const [logged] = await logLines((l) => l.request_id === 'test-order-1', 1);
       assert.ok(logged, 'the access log line carries the request id');
       assert.equal(logged.status, 202);
       assert.equal(logged.uri, '/api/orders');
@@ -232,7 +239,7 @@ describe('gateway (real nginx)', { skip }, () => {
       // Reads are another, more generous bucket: the same client can still look.
       assert.notEqual((await call(gateway.url, '/api/orders/openapi.json', { from })).status, 429);
 
-      const mine = accessLog().filter((l) => l.remote_addr === from && l.method === 'POST');
+      const mine = await logLines((l) => l.remote_addr === from && l.method === 'POST', replies.length);
       assert.deepEqual(
         mine.map((l) => l.limit_req),
         replies.map((r) => (r.status === 429 ? 'REJECTED' : 'PASSED')),
@@ -299,8 +306,8 @@ describe('gateway (real nginx)', { skip }, () => {
       assert.equal(reads.filter((s) => s !== 429).length, 1 + Number(LIMITS.GATEWAY_KEY_READ_BURST), reads.join(','));
       assert.ok(1 + Number(LIMITS.GATEWAY_KEY_READ_BURST) > 1 + Number(LIMITS.GATEWAY_READ_BURST), 'more than an address may read at once');
 
-      const mine = accessLog().filter((l) => l.remote_addr === from);
-      assert.equal(mine.filter((l) => l.client === 'key').length, 10 + 24, 'the access log tells key clients apart');
+      const mine = await logLines((l) => l.remote_addr === from && l.client === 'key', 10 + 24);
+      assert.equal(mine.length, 10 + 24, 'the access log tells key clients apart');
     });
 
     test('an oversized order is refused by the gateway with a 413 problem', { skip: otherClients }, async () => {
@@ -352,11 +359,7 @@ describe('gateway (real nginx)', { skip }, () => {
 
       const after = await round();
       assert.deepEqual(after.map((r) => r.status), Array(6).fill(202), after.map((r) => r.text).join('\n'));
-      // nginx logs a request after it has answered it: the last lines may lag the answers.
-      const logged = await eventually(() => {
-        const lines = accessLog().filter((l) => String(l.remote_addr).startsWith('127.0.1.'));
-        return lines.length >= 12 && lines;
-      }, { what: 'the 12 requests in the access log' });
+      const logged = await logLines((l) => String(l.remote_addr).startsWith('127.0.1.'), 12);
       assert.equal(logged.length, 12);
       assert.ok(logged.every((l) => l.status === 202 && l.upstream_status === '202'));
     });

@@ -29,19 +29,20 @@ export function orderWorkerRoutes({ publisher, record, log }: OrderWorkerOptions
         const hops = journey(data.hops, queueWait('worker', time, topic));
         const final = await record({ operationId: `order:${data.orderId}`, kind: 'order', payload: { orderId: data.orderId, customer: data.customer, items: data.items } }, hops);
         const subject = data.orderId;
+        const carried = journey(hops); // the attempts may have taken it past MAX_HOPS
         if (final.kind === 'recorded') {
-          const event = createEvent(orderConfirmed, { orderId: data.orderId, erpReference: final.reference, hops: journey(hops) }, { source: SOURCE, id: deriveId(id, 'confirmed'), subject });
+          const event = createEvent(orderConfirmed, { orderId: data.orderId, erpReference: final.reference, hops: carried }, { source: SOURCE, id: deriveId(id, 'confirmed'), subject });
           await publishEvent(publisher, orderConfirmed.topic, event);
           log.debug({ orderId: data.orderId, duplicate: final.duplicate }, 'order recorded in ERP');
           return;
         }
         if (final.kind === 'exhausted') {
           // Each parking is a fact of its own (a replay may park the order again): a fresh event id.
-          const parked = createEvent(orderParked, { orderId: data.orderId, reason: final.reason.slice(0, 500), attempts: final.attempts, hops: journey(hops) }, { source: SOURCE, subject });
+          const parked = createEvent(orderParked, { orderId: data.orderId, reason: final.reason.slice(0, 500), attempts: final.attempts, hops: carried }, { source: SOURCE, subject });
           await publishEvent(publisher, orderParked.topic, parked);
           throw new PermanentFailure(final.reason, final.attempts);
         }
-        const event = createEvent(orderFailed, { orderId: data.orderId, reason: final.reason, hops: journey(hops) }, { source: SOURCE, id: deriveId(id, 'failed'), subject });
+        const event = createEvent(orderFailed, { orderId: data.orderId, reason: final.reason, hops: carried }, { source: SOURCE, id: deriveId(id, 'failed'), subject });
         await publishEvent(publisher, orderFailed.topic, event);
         log.info({ orderId: data.orderId, reason: final.reason }, 'order refused by ERP');
       },

@@ -38,19 +38,8 @@ export function pacedErp({ erp, pacer, costs, maxAttempts, onResult, onRetry }: 
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
       if (attempt > 1) onRetry?.(op.kind);
       const asked = Date.now();
-      let sent = asked;
-      const result = await attemptInTrace<ErpResult>(op, attempt, (call) =>
-        pacer.run(
-          op.kind,
-          costs[op.kind],
-          () => {
-            sent = Date.now();
-            return call(() => erp.record(op));
-          },
-          { retry: attempt > 1 },
-        ),
-      );
-      hops?.push(hop('wait for pace', 'worker', asked, sent, { attempt }), hop('erp attempt', 'worker', sent, Date.now(), attemptFacts(attempt, result)));
+      const { result, sentAt } = await attemptInTrace<ErpResult>(op, attempt, (call) => pacer.run(op.kind, costs[op.kind], () => call(() => erp.record(op)), { retry: attempt > 1 }));
+      hops?.push(hop('wait for pace', 'worker', asked, sentAt, { attempt }), hop('erp attempt', 'worker', sentAt, Date.now(), attemptFacts(attempt, result)));
       onResult?.(result.kind, op.kind);
       if (result.kind === 'recorded' || result.kind === 'refused') return result;
       if (result.kind === 'throttled') {

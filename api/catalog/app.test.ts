@@ -2,14 +2,12 @@
 // admin API key, and the outbox event behind every change.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { createCatalogApp } from './app.js';
 import { seedProducts } from '../../lib/seed-products.js';
 import { CatalogStore } from './store.js';
 import { createLogger } from '../../lib/log.js';
 import { createMetrics } from '../../lib/metrics.js';
+import { assertAnnouncedOnce } from '../../test/support/public-topics.js';
 import { productTopic } from '../../lib/topics.js';
 
 const KEY = 'catalog-test-key-0123456789';
@@ -118,22 +116,6 @@ describe('catalog API', () => {
 
 describe('products on their public topics', () => {
   it('are announced once when a database from before the public namespace opens, and not again', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'catalog-store-'));
-    const queued = (store: CatalogStore) => (store.db.prepare('SELECT count(*) AS n FROM outbox WHERE topic LIKE ?').get(productTopic('%')) as { n: number }).n;
-    try {
-      const file = join(dir, 'catalog.db');
-      const fresh = new CatalogStore(file);
-      assert.equal(queued(fresh), seedProducts.length, 'a new database: the seed announces each product once');
-      fresh.db.exec("DELETE FROM outbox; DELETE FROM catalog_meta WHERE key = 'public-topics'");
-      fresh.close();
-      const upgraded = new CatalogStore(file);
-      assert.equal(queued(upgraded), seedProducts.length);
-      upgraded.close();
-      const again = new CatalogStore(file);
-      assert.equal(queued(again), seedProducts.length, 'only once');
-      again.close();
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    assertAnnouncedOnce({ open: (file) => new CatalogStore(file), topics: productTopic('%'), seeded: seedProducts.length, metaTable: 'catalog_meta' });
   });
 });

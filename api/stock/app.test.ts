@@ -2,14 +2,12 @@
 // NDJSON, line errors, limits), the admin key, level pagination, and the reservation rules.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { createStockApp } from './app.js';
 import { seedLevels } from './seed.js';
 import { StockStore } from './store.js';
 import { createLogger } from '../../lib/log.js';
 import { createMetrics } from '../../lib/metrics.js';
+import { assertAnnouncedOnce } from '../../test/support/public-topics.js';
 import { stockLevelTopic } from '../../lib/topics.js';
 
 const KEY = 'stock-test-key-0123456789';
@@ -179,24 +177,7 @@ describe('stock API: levels and the admin key', () => {
 
 describe('stock levels on their public topics', () => {
   it('are announced once when a database from before the public namespace opens, and not again', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'stock-store-'));
-    const queued = (store: StockStore) => (store.db.prepare('SELECT count(*) AS n FROM outbox WHERE topic LIKE ?').get(stockLevelTopic('%')) as { n: number }).n;
-    try {
-      const file = join(dir, 'stock.db');
-      const fresh = new StockStore(file);
-      assert.equal(queued(fresh), seedLevels.length, 'a new database: the seed announces each level once');
-      // As it was before: levels stored, nothing queued on the public topics, no mark.
-      fresh.db.exec("DELETE FROM outbox; DELETE FROM stock_meta WHERE key = 'public-topics'");
-      fresh.close();
-      const upgraded = new StockStore(file);
-      assert.equal(queued(upgraded), seedLevels.length);
-      upgraded.close();
-      const again = new StockStore(file);
-      assert.equal(queued(again), seedLevels.length, 'only once');
-      again.close();
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    assertAnnouncedOnce({ open: (file) => new StockStore(file), topics: stockLevelTopic('%'), seeded: seedLevels.length, metaTable: 'stock_meta' });
   });
 });
 

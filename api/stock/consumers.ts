@@ -22,22 +22,19 @@ export interface StockConsumerOptions {
 }
 
 export function stockRoutes({ store, log, onChange }: StockConsumerOptions): Route[] {
-  /** One event, decoded, then its effect; each may have put events in the outbox. */
-  const route = <T extends z.ZodType>(def: EventDefinition<T>, effect: (data: z.infer<T>) => void): Route =>
+  /** One event, decoded, then its effect (with the event's time and topic); each may have put events in the outbox. */
+  const route = <T extends z.ZodType>(def: EventDefinition<T>, effect: (data: z.infer<T>, time: string, topic: string) => void): Route =>
     eventRoute(def, {
-      apply({ data }) {
-        effect(data);
+      apply({ data, time }, topic) {
+        effect(data, time, topic);
         onChange?.();
       },
     });
   return [
     // The order's timeline (lib/timeline.ts) starts here: its wait for us, then the reservation.
-    eventRoute(orderCreated, {
-      apply({ data: order, time }, topic) {
-        const r = store.reserve(order, [queueWait('stock', time, topic)]);
-        log.debug({ orderId: order.orderId, ...r }, 'reservation');
-        onChange?.();
-      },
+    route(orderCreated, (order, time, topic) => {
+      const r = store.reserve(order, [queueWait('stock', time, topic)]);
+      log.debug({ orderId: order.orderId, ...r }, 'reservation');
     }),
     route(orderConfirmed, ({ orderId }) => {
       log.debug({ orderId, result: store.sell(orderId) }, 'reservation sold');
