@@ -30,6 +30,7 @@ import { ConnectionLimits } from './limits.js';
 import { readLogins } from './logins.js';
 import { registerBrokerMetrics } from './metrics.js';
 import { SqlitePersistence, type SessionPersistence } from './persistence.js';
+import { onFanoutReturn } from './fanout-return.js';
 import { RedisGroupStore } from './redis-group-store.js';
 import { RedisPersistence } from './redis-persistence.js';
 import { migrations } from './schema.js';
@@ -159,16 +160,16 @@ ingest.attach(broker);
 await ingest.replay(broker);
 // Several nodes: while Redis was away, publishes stored for persistent sessions stayed in Redis, but
 // their live fan-out (Redis pub/sub, which keeps nothing) may be lost, and a client that stayed
-// connected would not see them until it reconnects. So when the fan-out's connection comes back,
-// this node closes its clients' connections: each resumes its session, and Aedes sends it what is
-// queued for it. (The first connect is the start, not a return.)
-let fanoutConnects = 0;
+// connected would not see them until it reconnects. So once the fan-out works again (a probe made
+// the round trip: fanout-return.ts), this node closes its clients' connections: each resumes its
+// session, and Aedes sends it what is queued for it.
 const stopSweep = mq ? ingest.sweep(broker, 5000) : undefined;
-mq?.state.on('subConnect', () => {
-  if (++fanoutConnects === 1) return;
-  const closed = closeEveryClient(broker);
-  log.warn({ clients: closed }, 'redis is back: clients reconnect to resume their sessions');
-});
+const stopFanoutWatch = mq
+  ? onFanoutReturn(mq, broker.id, () => {
+      const closed = closeEveryClient(broker);
+      log.warn({ clients: closed }, 'redis is back: clients reconnect to resume their sessions');
+    })
+  : undefined;
 // Several nodes: the wills of a node that died are published by the others (Aedes's heartbeats).
 if (persistence instanceof SqlitePersistence) await publishOrphanedWills(broker, persistence, log);
 
@@ -222,6 +223,7 @@ stats.start();
 onShutdown(log, async () => {
   stats.stop();
   stopSweep?.();
+  stopFanoutWatch?.();
   reclaimer.stop();
   memoryTrim.stop();
   tcp.close();
