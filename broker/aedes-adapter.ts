@@ -128,9 +128,12 @@ export function whenRouted(broker: Aedes, onRouted: (packet: object) => void): v
   };
 }
 
-/** Closes every client's connection (Aedes's `clients`, not in its types); returns how many. */
+/** The clients connected to this broker (Aedes's `clients`, not in its types). */
+export const connectedClients = (broker: Aedes): Client[] => Object.values((broker as unknown as { clients: Record<string, Client> }).clients);
+
+/** Closes every client's connection; returns how many. */
 export function closeEveryClient(broker: Aedes): number {
-  const clients = Object.values((broker as unknown as { clients: Record<string, Client> }).clients);
+  const clients = connectedClients(broker);
   for (const client of clients) client.close();
   return clients.length;
 }

@@ -16,6 +16,13 @@ import type { SessionPersistence, StoredPacket } from './persistence.js';
 
 type PublishDone = (err?: Error | null) => void;
 
+interface InboxRow {
+  id: number;
+  packet: string;
+  payload: Buffer | null;
+}
+const ALL_ROWS = 'SELECT id, packet, payload FROM inbox ORDER BY id';
+
 /** The publishes of one turn, committed together. */
 interface Turn {
   dones: PublishDone[];
@@ -40,9 +47,9 @@ export class Ingest {
     this.#sql = {
       put: db.prepare<[id: number, packet: string, payload: string | Buffer | null]>('INSERT INTO inbox (id, packet, payload) VALUES (?, ?, ?)'),
       del: db.prepare<[id: number]>('DELETE FROM inbox WHERE id = ?'),
-      all: db.prepare<[], { id: number; packet: string; payload: Buffer | null }>('SELECT id, packet, payload FROM inbox ORDER BY id'),
+      all: db.prepare<[], InboxRow>(ALL_ROWS),
       max: db.prepare<[], { id: number | null }>('SELECT max(id) AS id FROM inbox'),
-      upTo: db.prepare<[id: number], { id: number; packet: string; payload: Buffer | null }>('SELECT id, packet, payload FROM inbox WHERE id <= ? ORDER BY id'),
+      upTo: db.prepare<[id: number], InboxRow>('SELECT id, packet, payload FROM inbox WHERE id <= ? ORDER BY id'),
     };
     this.#nextId = (this.#sql.max.get()!.id ?? 0) + 1;
   }
@@ -120,14 +127,34 @@ export class Ingest {
     return () => clearInterval(timer);
   }
 
-  async #route(broker: Aedes, rows: { id: number; packet: string; payload: Buffer | null }[]): Promise<number> {
+  async #route(broker: Aedes, rows: InboxRow[]): Promise<number> {
     for (const r of rows) {
-      const { topic, qos, retain } = JSON.parse(r.packet) as { topic: string; qos: 0 | 1 | 2; retain: boolean };
-      await new Promise<void>((resolve, reject) =>
-        broker.publish({ cmd: 'publish', topic, qos, retain, dup: false, payload: r.payload ?? Buffer.alloc(0) }, (err) => (err ? reject(err) : resolve())),
-      );
+      await routeRow(broker, r);
       this.commits.queue(() => this.#sql.del.run(r.id));
     }
     return rows.length;
   }
+}
+
+
+/** Publishes an inbox row through the broker: Aedes routes it to every session as if it had just come in. */
+function routeRow(broker: Aedes, r: InboxRow): Promise<void> {
+  const { topic, qos, retain } = JSON.parse(r.packet) as { topic: string; qos: 0 | 1 | 2; retain: boolean };
+  return new Promise<void>((resolve, reject) =>
+    broker.publish({ cmd: 'publish', topic, qos, retain, dup: false, payload: r.payload ?? Buffer.alloc(0) }, (err) => (err ? reject(err) : resolve())),
+  );
+}
+
+/**
+ * Several nodes: routes the inbox of another node's file (a node that is gone: node-lease.ts says
+ * when), deleting each row once routed. Returns how many rows there were.
+ */
+export async function routeInboxOf(broker: Aedes, db: DB): Promise<number> {
+  const rows = db.prepare<[], InboxRow>(ALL_ROWS).all();
+  const del = db.prepare<[id: number]>('DELETE FROM inbox WHERE id = ?');
+  for (const r of rows) {
+    await routeRow(broker, r);
+    del.run(r.id);
+  }
+  return rows.length;
 }

@@ -20,17 +20,18 @@ import { createMetrics } from '../lib/metrics.js';
 import { createApp, serveApp } from '../lib/http.js';
 import { onShutdown } from '../lib/shutdown.js';
 import { Acl } from './acl.js';
-import { closeEveryClient, connectHooks, handleTcp, handleWebSocket, takeAcknowledgements } from './aedes-adapter.js';
+import { closeEveryClient, connectHooks, connectedClients, handleTcp, handleWebSocket, takeAcknowledgements } from './aedes-adapter.js';
 import { Access } from './auth.js';
 import { authorizationHooks } from './authorization.js';
 import { CommitQueue } from './commit-queue.js';
 import { SharedSubscriptions } from './group-queue.js';
-import { Ingest } from './ingest.js';
+import { Ingest, routeInboxOf } from './ingest.js';
 import { ConnectionLimits } from './limits.js';
 import { readLogins } from './logins.js';
 import { registerBrokerMetrics } from './metrics.js';
 import { SqlitePersistence, type SessionPersistence } from './persistence.js';
 import { onFanoutReturn } from './fanout-return.js';
+import { inboxName, NodeLease } from './node-lease.js';
 import { RedisGroupStore } from './redis-group-store.js';
 import { RedisPersistence } from './redis-persistence.js';
 import { migrations } from './schema.js';
@@ -72,7 +73,10 @@ const config = loadConfig({
   BROKER_NODE_ID: z
     .string()
     .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits and _.- only (1-64)')
-    .default(`${hostname().replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 48)}-${process.pid}`),
+    // The host name: a container's own, the same when it restarts (its inbox file is named after it).
+    .default(hostname().replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 64)),
+  /** How long a node's id stays held in Redis after its last renewal (every third of it): a node gone that long has its inbox adopted. */
+  BROKER_NODE_LEASE_MS: z.coerce.number().int().min(300).max(600_000).default(10_000),
   /** Aedes's heartbeat between nodes: the wills of a node silent for four of them are published by the others. */
   BROKER_HEARTBEAT_MS: z.coerce.number().int().min(100).max(600_000).default(5000),
 });
@@ -98,8 +102,16 @@ const redisUrl = orExit(() => {
   return config.BROKER_STORE === 'redis' ? config.BROKER_REDIS_URL : undefined;
 });
 
+// Several nodes: this node's id is held in Redis while it runs, and names its own file, which
+// other nodes adopt once it is gone for good (node-lease.ts): DATA_DIR may be one volume for all.
+const nodeLease = redisUrl ? new NodeLease({ url: redisUrl, nodeId: config.BROKER_NODE_ID, ttlMs: config.BROKER_NODE_LEASE_MS, log }) : undefined;
+await nodeLease?.claim(2 * config.BROKER_NODE_LEASE_MS).catch((err: Error) => {
+  log.fatal(err.message);
+  process.exit(78);
+});
 // Queues fill and drain: the file must be able to shrink again (broker/reclaim.ts).
-const db = openDatabase(dataFile(config.DATA_DIR, 'broker'), { migrations, shrinkable: { walBytes: 64 * 1024 * 1024 } });
+const shrinkable = { walBytes: 64 * 1024 * 1024 };
+const db = openDatabase(dataFile(config.DATA_DIR, nodeLease ? inboxName(config.BROKER_NODE_ID) : 'broker'), { migrations, shrinkable });
 const commits = new CommitQueue(db, (err) => {
   // Acknowledged messages can no longer be kept: stop rather than lie to publishers.
   log.fatal({ err }, 'SQLite commit failed');
@@ -158,12 +170,33 @@ memoryTrim.start();
 checkpointer.start();
 ingest.attach(broker);
 await ingest.replay(broker);
+nodeLease?.keep(() => {
+  // Its file may be adopted now: acknowledging more into it would be acknowledging into nothing.
+  log.fatal('another process took this node id (after an outage of Redis longer than its lease): stopping');
+  process.exit(1);
+});
+nodeLease?.adoptEvery(config.DATA_DIR, async (file) => {
+  const orphan = openDatabase(file, { migrations, shrinkable });
+  try {
+    return await routeInboxOf(broker, orphan);
+  } finally {
+    orphan.close();
+  }
+});
 // Several nodes: while Redis was away, publishes stored for persistent sessions stayed in Redis, but
 // their live fan-out (Redis pub/sub, which keeps nothing) may be lost, and a client that stayed
 // connected would not see them until it reconnects. So once the fan-out works again (a probe made
 // the round trip: fanout-return.ts), this node closes its clients' connections: each resumes its
 // session, and Aedes sends it what is queued for it.
 const stopSweep = mq ? ingest.sweep(broker, 5000) : undefined;
+// And whatever else leaves a message queued for a connected session without reaching it live.
+const stopQueueWatch =
+  persistence instanceof RedisPersistence
+    ? persistence.watchQueues(() => connectedClients(broker), 5000, (client) => {
+        log.warn({ clientId: client.id }, 'a message queued for this connected session did not reach it: it reconnects to resume');
+        client.close();
+      })
+    : undefined;
 const stopFanoutWatch = mq
   ? onFanoutReturn(mq, broker.id, () => {
       const closed = closeEveryClient(broker);
@@ -224,6 +257,7 @@ onShutdown(log, async () => {
   stats.stop();
   stopSweep?.();
   stopFanoutWatch?.();
+  stopQueueWatch?.();
   reclaimer.stop();
   memoryTrim.stop();
   tcp.close();
@@ -232,6 +266,7 @@ onShutdown(log, async () => {
   await new Promise<void>((resolve) => broker.close(() => resolve()));
   shared.stop();
   await redisStore?.close();
+  await nodeLease?.close();
   commits.close();
   await checkpointer.stop();
   db.close();

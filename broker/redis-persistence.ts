@@ -12,10 +12,49 @@ export class RedisPersistence extends AsyncRedisPersistence implements SessionPe
   /** The store of each SUBSCRIBE packet's list under way (see addSubscriptions). */
   readonly #adding = new WeakMap<object, Promise<void>>();
 
+  readonly #conn: Redis;
+
   constructor(url: string, onError: (err: Error) => void) {
     const conn = new Redis(url);
     conn.on('error', onError);
     super({ conn });
+    this.#conn = conn;
+  }
+
+  /**
+   * A message queued for a connected persistent session reaches it live through Redis pub/sub,
+   * which keeps nothing: when that fan-out misses (Redis away, a node's subscriptions not yet
+   * renewed), the message waits in the session's queue until the client reconnects. Every
+   * `everyMs` the oldest entry of each persistent session connected here is looked at; one that
+   * was already the oldest at the previous look is stuck, and `stuck` is called with its client
+   * (main.ts closes the connection: the client resumes its session and gets what is queued). A
+   * client that holds one message unacknowledged that long gets it again: QoS 1 allows it.
+   */
+  watchQueues<C extends { id: string; clean: boolean; closed: boolean }>(clients: () => C[], everyMs: number, stuck: (client: C) => void): () => void {
+    let before = new WeakMap<C, string>();
+    let looking = false;
+    const timer = setInterval(() => {
+      if (looking) return;
+      looking = true;
+      const now = new WeakMap<C, string>();
+      const sessions = clients().filter((c) => !c.clean && !c.closed);
+      Promise.all(
+        sessions.map(async (c) => {
+          // aedes-persistence-redis's queue of a session: a list of packet keys, oldest first.
+          const oldest = await this.#conn.lindex(`outgoing:${c.id}`, 0);
+          if (oldest === null) return;
+          if (before.get(c) === oldest) stuck(c);
+          else now.set(c, oldest);
+        }),
+      )
+        .catch(() => undefined) // Redis away: the next look tries again
+        .finally(() => {
+          before = now;
+          looking = false;
+        });
+    }, everyMs);
+    timer.unref();
+    return () => clearInterval(timer);
   }
 
   /** Which sessions a topic reaches is known only asynchronously here: durable ingest keeps every QoS 1 publish. */

@@ -25,7 +25,7 @@ export async function startBrokerCluster({
   const running: RunningBroker[] = [];
   let named = 0;
   const addNode = async (extra: Record<string, string> = {}) => {
-    const node = await startBroker({ env: { ...env, BROKER_STORE: 'redis', BROKER_REDIS_URL: redis.url, BROKER_NODE_ID: `node${++named}`, ...extra } });
+    const node = await startBroker({ env: { ...env, BROKER_STORE: 'redis', BROKER_REDIS_URL: redis.url, BROKER_NODE_ID: `node${++named}`, BROKER_NODE_LEASE_MS: '1500', ...extra } });
     running.push(node);
     return node;
   };

@@ -30,6 +30,10 @@ export interface RunningRedis {
   kill(): Promise<void>;
   /** Starts it again on the same port and files (after stop or kill), ready when it answers PING. */
   restart(): Promise<void>;
+  /** SIGSTOP: connections stay open, nothing is answered (a Redis that hangs), until resume(). */
+  pause(): void;
+  /** SIGCONT after pause(). */
+  resume(): void;
 }
 
 /** redis-server on 127.0.0.1, ready when it answers PING. Needs the program (requireProgram first). */
@@ -73,5 +77,7 @@ export async function startRedis({ appendonly = true, appendfsync = 'always', di
     stop: () => end('SIGTERM'),
     kill: () => end('SIGKILL'),
     restart: launch,
+    pause: () => void child.kill('SIGSTOP'),
+    resume: () => void child.kill('SIGCONT'),
   };
 }

@@ -244,10 +244,13 @@ function clusterPlan(plan: PlannedProcess[], nodes: { mqtt: number; ws: number; 
       MQTT_PORT: String(n.mqtt),
       MQTT_WS_PORT: String(n.ws),
       HTTP_PORT: String(n.http),
-      DATA_DIR: join(dataDir, `broker-${i + 1}`),
+      // One directory for every node, as compose's one volume: each node's inbox file is its own.
+      DATA_DIR: join(dataDir, 'broker'),
       BROKER_STORE: 'redis',
       BROKER_REDIS_URL: redisUrl,
       BROKER_NODE_ID: `broker-${i + 1}`,
+      // A node killed and started again waits for its id's lease to run out: short in tests.
+      BROKER_NODE_LEASE_MS: '1500',
     },
   }));
   const others = plan

@@ -5,19 +5,19 @@
 import { Redis } from 'ioredis';
 import { newToken, type Grant, type LeaseStore, type Member } from './store.js';
 
-const ACQUIRE = `
+export const ACQUIRE = `
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return redis.call('INCR', KEYS[2])
 end
 return 0`;
 
-const RENEW = `
+export const RENEW = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0`;
 
-const RELEASE = `
+export const RELEASE = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
