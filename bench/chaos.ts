@@ -407,7 +407,10 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosReport>
     // 4. SIGTERM under load: each process must exit 0 by itself, losing nothing.
     for (const name of o.terms) {
       const t0 = Date.now();
-      const exitCode = await s.proc(name).stop(20_000);
+      const proc = s.proc(name);
+      const exitCode = await proc.stop(20_000);
+      // Why it did not stop cleanly is in its last lines (the restart replaces the process).
+      if (exitCode !== 0) log(`chaos: SIGTERM ${name} exited ${exitCode}; its last log lines:\n${proc.logs.slice(-20).map((l) => JSON.stringify(l)).join('\n')}`);
       await s.restart(name);
       faults.push({ kind: 'SIGTERM', target: name, ms: Date.now() - t0, exitCode });
       log(`chaos: SIGTERM ${name}: exit ${exitCode}, back after ${Date.now() - t0} ms`);

@@ -6,6 +6,7 @@
 // fields, double casts, hook and write patches and writes on a client's connection anywhere else in
 // broker/.
 import type { Aedes, AedesOptions, Client } from 'aedes';
+import type { Redis } from 'ioredis';
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -222,4 +223,86 @@ export function takeAcknowledgements(broker: Aedes, take: (client: Client, messa
       enqueue.call(this, packet);
     });
   });
+}
+
+// --- the fan-out between nodes (mqemitter-redis) -------------------------------------------
+
+interface FanoutInternals {
+  subConn: Redis;
+  pubConn: Redis;
+  closed?: boolean;
+  closing?: boolean;
+  emit(msg: object, done?: (err?: Error | null) => void): unknown;
+  close(cb?: () => void): unknown;
+  /** MQEmitter's own close (bookkeeping only), which mqemitter-redis calls once both connections ended. */
+  _close(cb: () => void): void;
+  /** mqemitter-redis's default for an emit without a callback (reports on `state`, unless closing). */
+  _onError(err?: Error | null): void;
+}
+
+/** Longest the fan-out's close waits for publishes already on their way to Redis. */
+const FANOUT_DRAIN_MS = 5000;
+
+/**
+ * Makes the fan-out's close, which Aedes calls at the end of broker.close(), finish what is in
+ * flight. mqemitter-redis 7 (mqemitter-redis.js, close) sends QUIT on both connections at once,
+ * whatever publishes are still waiting for Redis's answer (Aedes's close does not wait for them:
+ * its own $SYS publishes of the clients it closes, and client publishes between their PUBACK and
+ * their fan-out), and it leaves QUIT's promise unhandled. ioredis 5 rejects that QUIT with
+ * "Connection is closed." when commands were still queued on the connection (redis/ioredis#2025),
+ * and a node under load then died on an unhandled rejection (exit 1) in the middle of a graceful
+ * stop. Here close first waits (at most FANOUT_DRAIN_MS) for the publishes already handed to
+ * Redis (and those that come meanwhile), then ends each connection with QUIT, or at once if it is
+ * not up (a QUIT to a Redis that is away would wait for it), and reports a QUIT that failed; then
+ * MQEmitter's own close. A publish that comes once the QUIT is on its way fails at once, as it
+ * would once closed (Aedes passes the error on; durable ingest routes the message again at the next
+ * start). Emits otherwise keep their callbacks and errors as before.
+ * Breaks: broker/fanout-close.test.ts; in the cluster, exit 1 on SIGTERM under load (test/chaos-cluster.test.ts's SIGTERM check).
+ */
+export function finishFanoutOnClose(mq: object, onQuitFailed: (err: Error, connection: 'sub' | 'pub') => void): void {
+  const fanout = mq as FanoutInternals;
+  let inFlight = 0;
+  let drained: (() => void) | undefined;
+  const emit = fanout.emit.bind(fanout);
+  let quitting = false;
+  fanout.emit = (msg, done) => {
+    // Behind a QUIT it would never be answered (and would make ioredis reject the QUIT): it fails now, as once closed.
+    if (quitting) return (done ?? fanout._onError)(new Error('mqemitter-redis is closed'));
+    inFlight++;
+    return emit(msg, (err) => {
+      if (--inFlight === 0) drained?.();
+      (done ?? fanout._onError)(err);
+    });
+  };
+  const end = (conn: Redis, name: 'sub' | 'pub') => {
+    if (conn.status !== 'ready') {
+      conn.disconnect();
+      return Promise.resolve();
+    }
+    return conn.quit().then(
+      () => undefined,
+      (err: Error) => {
+        onQuitFailed(err, name);
+        conn.disconnect();
+      },
+    );
+  };
+  fanout.close = (cb = () => {}) => {
+    if (fanout.closed || fanout.closing) return cb();
+    fanout.closing = true;
+    const idle =
+      inFlight === 0
+        ? Promise.resolve()
+        : new Promise<void>((resolve) => {
+            drained = resolve;
+            setTimeout(resolve, FANOUT_DRAIN_MS).unref();
+          });
+    void idle
+      .then(() => {
+        quitting = true;
+        return Promise.all([end(fanout.subConn, 'sub'), end(fanout.pubConn, 'pub')]);
+      })
+      .then(() => fanout._close(cb));
+    return fanout;
+  };
 }

@@ -20,7 +20,7 @@ import { createMetrics } from '../lib/metrics.js';
 import { createApp, serveApp } from '../lib/http.js';
 import { onShutdown } from '../lib/shutdown.js';
 import { Acl } from './acl.js';
-import { closeEveryClient, connectHooks, connectedClients, handleTcp, handleWebSocket, takeAcknowledgements } from './aedes-adapter.js';
+import { closeEveryClient, connectHooks, connectedClients, finishFanoutOnClose, handleTcp, handleWebSocket, takeAcknowledgements } from './aedes-adapter.js';
 import { Access } from './auth.js';
 import { authorizationHooks } from './authorization.js';
 import { CommitQueue } from './commit-queue.js';
@@ -151,6 +151,8 @@ const limits = new ConnectionLimits({
 // (mqemitter-redis reports them on `state`, untyped; an 'error' nobody listens to there would throw.)
 const mq = redisUrl ? (MQEmitterRedis({ connectionString: redisUrl }) as ReturnType<typeof MQEmitterRedis> & { state: EventEmitter }) : undefined;
 mq?.state.on('error', (err: Error) => log.warn({ err: err.message }, 'redis connection (fan-out)'));
+// Its close (at the end of Aedes's) lets the publishes on their way to Redis finish first.
+if (mq) finishFanoutOnClose(mq, (err, connection) => log.warn({ err: err.message, connection }, 'redis connection (fan-out) closed before its QUIT was answered'));
 
 const broker = await Aedes.createBroker({
   // A new id per start: Aedes de-duplicates deliveries by (broker id, counter), and the counter restarts.
