@@ -188,7 +188,18 @@ interface InHand {
   topic: string;
   payload: Buffer;
   route: Route | undefined;
+  /** Runs of its handler that failed because a connection was lost (see CONNECTION_LOST). */
+  lostConnection?: number;
 }
+
+/**
+ * What mqtt.js answers a publish with when its connection closed before the broker acknowledged it
+ * (a broker node stopping, say): the broker was away for a moment, the message is not at fault.
+ * A handler failing with it runs again, after a pause, rather than dead-lettering its message.
+ */
+const CONNECTION_LOST = /^(Connection closed|client disconnecting)$/;
+/** Pauses before each new run: about 7 s in all, then the dead letters as for any other failure. */
+const CONNECTION_LOST_PAUSES_MS = [250, 500, 1000, 2000, 3000];
 
 const consumerGauges = new WeakMap<Registry, { concurrency: Gauge<'consumer'>; inHand: Gauge<'consumer'>; batch: Histogram<'consumer'> }>();
 
@@ -218,7 +229,8 @@ function gaugesOf(registry: Registry) {
  * transaction holding its `apply` commits. A handler that throws PermanentFailure (or anything
  * unexpected) has the message sent to the dead letters with the reason, then acknowledged: a poison
  * message never blocks its group. If even the dead letter cannot be published, the message stays
- * unacknowledged and the broker delivers it again.
+ * unacknowledged and the broker delivers it again. A handler that failed only because mqtt.js lost a
+ * connection under it (CONNECTION_LOST) runs again after a pause instead (handlers are idempotent).
  */
 export function consume(client: MqttClient, { consumer, publisher, source, log, routes, concurrency = 32, db, registry, onOutcome }: ConsumeOptions): Consumption {
   let draining = false;
@@ -333,7 +345,21 @@ export function consume(client: MqttClient, { consumer, publisher, source, log, 
       })
       .then(
         () => succeed(m),
-        (err: unknown) => fail(m, err),
+        (err: unknown) => {
+          if (!(err instanceof Error) || !CONNECTION_LOST.test(err.message)) return fail(m, err);
+          if (draining) {
+            // Stopping: unacknowledged, the broker hands it to another member or back to this one.
+            log.warn({ topic: m.topic, err: err.message }, 'handler lost its connection while stopping; message left unacknowledged');
+            onOutcome?.('retry', m.topic);
+            return finished();
+          }
+          const pause = CONNECTION_LOST_PAUSES_MS[m.lostConnection ?? 0];
+          if (pause === undefined) return fail(m, err);
+          m.lostConnection = (m.lostConnection ?? 0) + 1;
+          log.warn({ topic: m.topic, err: err.message, run: m.lostConnection }, 'handler lost its connection; running it again');
+          onOutcome?.('retry', m.topic);
+          setTimeout(() => start(m), pause);
+        },
       );
   };
 

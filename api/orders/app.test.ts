@@ -106,17 +106,32 @@ describe('orders API: timeline', () => {
 
     const { outbox } = store.db.prepare<[], { outbox: number }>("SELECT id AS outbox FROM outbox WHERE topic = 'woodytoys/orders/created'").get()!;
     store.db.transaction(() => store.timelines.published([outbox], Date.now() + 5))();
+    // The trace the order was accepted in (a client's traceparent; none in-process here).
+    store.db.prepare('UPDATE order_timeline SET trace_id = ?').run('0af7651916cd43dd8448eb211c80319c');
     const start = Date.now() + 10;
-    const carried = [hop('wait in queue', 'stock', start, start + 3, { topic: 'woodytoys/orders/created' }), hop('erp attempt', 'worker', start + 5, start + 9, { attempt: 1, status: 201 })];
+    const carried = [
+      hop('wait in queue', 'stock', start, start + 3, { topic: 'woodytoys/orders/created' }),
+      hop('erp attempt', 'worker', start + 5, start + 7, { attempt: 1, result: 'unavailable', error: 'ERP said: bad address for ada@example.com' }),
+      hop('erp attempt', 'worker', start + 8, start + 9, { attempt: 2, status: 201 }),
+    ];
     assert.equal(store.applyOutcome('outcome-1', id, 'confirmed', { erpReference: 'ERP-1' }, () => carried), 'applied');
     assert.equal(store.applyOutcome('outcome-1', id, 'confirmed', { erpReference: 'ERP-1' }, () => carried), 'duplicate');
     timeline = (await (await app.request(`/api/orders/${id}/timeline`)).json()) as Timeline;
-    assert.deepEqual(names(timeline), ['orders: accept', 'orders: outbox publish', 'stock: wait in queue', 'worker: erp attempt'], 'once, oldest first');
+    assert.deepEqual(names(timeline), ['orders: accept', 'orders: outbox publish', 'stock: wait in queue', 'worker: erp attempt', 'worker: erp attempt'], 'once, oldest first');
     assert.ok((timeline.hops[1]!.durationMs ?? -1) >= 0);
     assert.equal(timeline.ref, publicOrderRef(id));
+    assert.equal(timeline.traceId, '0af7651916cd43dd8448eb211c80319c');
 
-    const byRef = await app.request(`/api/orders/${publicOrderRef(id)}/timeline`);
-    assert.deepEqual(await byRef.json(), timeline);
+    // By public reference (known to anyone watching the public topics): the same hops, without the
+    // trace id and without what an ERP error said.
+    const byRef = (await (await app.request(`/api/orders/${publicOrderRef(id)}/timeline`)).json()) as Timeline;
+    assert.equal(byRef.traceId, null);
+    assert.equal(timeline.hops[3]!.detail!.error, 'ERP said: bad address for ada@example.com');
+    assert.deepEqual(byRef.hops[3]!.detail, { attempt: 1, result: 'unavailable' });
+    assert.deepEqual(
+      byRef.hops,
+      timeline.hops.map((h, i) => (i === 3 ? { ...h, detail: { attempt: 1, result: 'unavailable' } } : h)),
+    );
   });
 
   it('answers 404 for an unknown order and 400 for a malformed id, as problems', async () => {

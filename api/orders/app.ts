@@ -9,6 +9,7 @@ import type { Metrics } from '../../lib/metrics.js';
 import { customer, orderItem, publicOrderRef } from '../../lib/topics.js';
 import { OrderStreams, registerEventRoutes } from './events.js';
 import { STEPS, type Order, type OrderStore } from './store.js';
+import { publicTimeline } from './timeline.js';
 
 export interface OrdersAppOptions {
   store: OrderStore;
@@ -139,7 +140,7 @@ const getTimeline = createRoute({
   path: '/api/orders/{id}/timeline',
   summary: "An order's hops through the services, with their times and durations",
   description:
-    'Built from what the services record (no trace backend needed): the accept, the outbox publish, each wait in a queue, the stock reservation, each ERP attempt with its wait for pace and its answer (a 429 with its Retry-After is an attempt of its own), and the outcome applied. `id` is the order id, or its public reference (16 hex digits, as the dashboard knows it): nothing in a timeline is personal.',
+    'Built from what the services record (no trace backend needed): the accept, the outbox publish, each wait in a queue, the stock reservation, each ERP attempt with its wait for pace and its answer (a 429 with its Retry-After is an attempt of its own), and the outcome applied. `id` is the order id, or its public reference (16 hex digits, as the dashboard knows it): nothing in a timeline is personal, and by public reference it leaves out the trace id and the text of ERP errors.',
   request: {
     params: z.object({
       id: z
@@ -190,9 +191,10 @@ export function createOrdersApp({ store, log, metrics, ready, onOrderCreated, ma
 
   app.openapi(getTimeline, (c) => {
     const { id } = c.req.valid('param');
-    const timeline = store.timelines.get(id.length === 16 ? id : publicOrderRef(id));
+    const byRef = id.length === 16;
+    const timeline = store.timelines.get(byRef ? id : publicOrderRef(id));
     if (!timeline) return problem(404, 'Not Found', 'nothing recorded for this order');
-    return c.json(timeline, 200);
+    return c.json(byRef ? publicTimeline(timeline) : timeline, 200);
   });
 
   registerEventRoutes(app, { store, streams, asyncApi });

@@ -87,3 +87,18 @@ export class OrderTimelines {
     return { ref, traceId: rows.find((r) => r.trace_id !== null)?.trace_id ?? null, hops };
   }
 }
+
+/**
+ * A timeline as anyone who knows an order's public reference may read it (the dashboard, IoT
+ * subscribers of the public topics): the hops and their facts, but neither the trace id (the
+ * client's own traceparent, which it may reuse) nor the text of an ERP error (which may quote the
+ * order's data back).
+ */
+export function publicTimeline(timeline: Timeline): Timeline {
+  const hops = timeline.hops.map(({ detail, ...rest }) => {
+    if (!detail || !('error' in detail)) return detail ? { ...rest, detail } : rest;
+    const { error: _error, ...facts } = detail;
+    return { ...rest, detail: facts };
+  });
+  return { ref: timeline.ref, traceId: null, hops };
+}
