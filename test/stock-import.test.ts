@@ -50,7 +50,7 @@ function importCases(broker: BrokerKind, count: number) {
     await stack?.stop();
   });
 
-  it('records every movement in the ERP once, shows progress, and ends with the levels they imply', { timeout: 480_000 }, async () => {
+  it('records every movement in the ERP once, shows progress, and ends with the levels they imply', async () => {
     const batch = movements(count);
     const res = await fetch(`${stack.urls.stock}/api/stock/imports`, {
       method: 'POST',

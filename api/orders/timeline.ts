@@ -96,7 +96,7 @@ export class OrderTimelines {
  */
 export function publicTimeline(timeline: Timeline): Timeline {
   const hops = timeline.hops.map(({ detail, ...rest }) => {
-    if (!detail || !('error' in detail)) return detail ? { ...rest, detail } : rest;
+    if (!detail) return rest;
     const { error: _error, ...facts } = detail;
     return { ...rest, detail: facts };
   });
