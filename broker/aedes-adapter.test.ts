@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:net';
 import { Aedes, type Client } from 'aedes';
+import MemoryPersistence from 'aedes-persistence/asyncPersistence.js';
 import mqtt, { type MqttClient } from 'mqtt';
 import { handleTcp, missingInternals, nextPacketId, takeAcknowledgements, whenRouted, writePackets } from './aedes-adapter.js';
 import { encodePublish, stampPublish } from './publish-packet.js';
@@ -23,9 +24,12 @@ describe('the Aedes adapter, against the installed Aedes', () => {
   let acksSeenByAedes = 0;
   const authorized = new Set<object>();
   const routed: object[] = [];
+  /** Aedes's own default store, kept at hand so a case can slow one of its steps down. */
+  const persistence = new MemoryPersistence();
 
   before(async () => {
     broker = await Aedes.createBroker({
+      persistence,
       authorizePublish(_client, packet, done) {
         authorized.add(packet);
         done(null);
@@ -105,6 +109,49 @@ describe('the Aedes adapter, against the installed Aedes', () => {
       const aedesId = await next;
       assert.ok(aedesId !== undefined && !ids.includes(aedesId), `Aedes used identifier ${aedesId}, not one of ${ids}`);
     } finally {
+      await client.endAsync(true);
+    }
+  });
+
+  it('sends nothing to a resuming session before its CONNACK, not even a message published while it resumes', async () => {
+    // Aedes restores the session's subscriptions, then stores its will, then writes the CONNACK; a
+    // publish in between is the case (on several nodes each step is a Redis round trip). Storing
+    // the will waits here until that publish has been handed to the connection's subscription.
+    const id = 'adapter-resume';
+    const topic = 'woodytoys/resume';
+    const first = await mqtt.connectAsync(url, { clientId: id, clean: false, protocolVersion: 4, reconnectPeriod: 0 });
+    await first.subscribeAsync(topic, { qos: 1 });
+    await first.endAsync();
+    const delWill = persistence.delWill.bind(persistence);
+    let restored!: () => void;
+    const subscriptionsRestored = new Promise<void>((resolve) => (restored = resolve));
+    let letGo!: () => void;
+    const willStep = new Promise<void>((resolve) => (letGo = resolve));
+    persistence.delWill = async (client) => {
+      if (client.id === id) {
+        restored();
+        await willStep;
+      }
+      return delWill(client);
+    };
+    const order: string[] = [];
+    const client = mqtt.connect(url, { clientId: id, clean: false, protocolVersion: 4, reconnectPeriod: 0 });
+    client.on('packetreceive', (packet) => order.push(packet.cmd));
+    const got: string[] = [];
+    client.on('message', (_t, payload) => got.push(payload.toString()));
+    try {
+      await subscriptionsRestored;
+      broker.publish({ cmd: 'publish', topic, payload: Buffer.from('while resuming'), qos: 1, retain: false, dup: false }, () => {});
+      // Aedes delivers on a later turn (setImmediate, then its outgoing store): give it those turns.
+      for (let turn = 0; turn < 10; turn++) await new Promise((resolve) => setImmediate(resolve));
+      letGo();
+      await eventually(() => order.includes('publish'), { what: 'the message', intervalMs: 10 });
+      assert.deepEqual(order.slice(0, 2), ['connack', 'publish'], 'the CONNACK first (MQTT-3.2.0-1)');
+      // Handed over: the held copy, and the session's queued copy (QoS 1 allows both; none is lost).
+      await eventually(() => got.length > 0, { what: 'mqtt.js to hand the message over', intervalMs: 10 });
+      assert.deepEqual(new Set(got), new Set(['while resuming']));
+    } finally {
+      persistence.delWill = delWill;
       await client.endAsync(true);
     }
   });

@@ -181,6 +181,8 @@ async function connect(url: string, user: User | undefined, clientId: string, op
   await new Promise<void>((resolve, reject) => {
     client.once('connect', () => resolve());
     client.once('error', reject);
+    // Without reconnects, a connection closed before its CONNACK ends here, not in a wait forever.
+    client.once('close', () => reject(new Error(`${client.options.clientId}: connection closed before a CONNACK`)));
   });
   return client;
 }
