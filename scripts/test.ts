@@ -1,7 +1,7 @@
 // `npm test`: runs every *.test.ts in the repository with node:test (tsx compiles on the fly).
 // Node 20's test runner does not expand globs itself, so the files are found here.
 // Arguments narrow the run: `npm test -- test/order-flow.test.ts`.
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,8 +24,35 @@ if (files.length === 0) {
   process.exit(1);
 }
 const concurrency = process.env.TEST_CONCURRENCY ?? '2';
-const result = spawnSync(process.execPath, ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...files], {
-  cwd: root,
-  stdio: 'inherit',
+// A whole run takes 10-15 minutes on a loaded 2-core machine; past this, something is hanging,
+// and failing with that said beats a CI job that times out without a word.
+const limitMin = Number(process.env.TEST_RUN_LIMIT_MIN ?? '40');
+if (!Number.isFinite(limitMin) || limitMin <= 0) {
+  console.error(`TEST_RUN_LIMIT_MIN must be a positive number of minutes, not ${JSON.stringify(process.env.TEST_RUN_LIMIT_MIN)}`);
+  process.exit(2);
+}
+// --test-force-exit: a test file's process ends once its tests have, even if a test that failed
+// left a client or timer behind (such a file would otherwise hold the whole run forever).
+const runner = spawn(
+  process.execPath,
+  ['--import', 'tsx', '--test', '--test-force-exit', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...files],
+  // Its own process group, so that the limit and Ctrl-C end the test files' processes as well.
+  { cwd: root, stdio: 'inherit', detached: true },
+);
+const killGroup = (signal: NodeJS.Signals) => {
+  try {
+    process.kill(-runner.pid!, signal);
+  } catch {
+    // already gone
+  }
+};
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => killGroup(signal));
+const limit = setTimeout(() => {
+  console.error(`\nnpm test: the run went past ${limitMin} minutes (TEST_RUN_LIMIT_MIN); a test is hanging. Stopping it.`);
+  killGroup('SIGKILL');
+}, limitMin * 60_000);
+runner.on('exit', (code, signal) => {
+  clearTimeout(limit);
+  killGroup('SIGKILL'); // anything a test file left running
+  process.exit(code ?? (signal ? 1 : 0));
 });
-process.exit(result.status ?? 1);

@@ -4,6 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import mqtt from 'mqtt';
 import { decodeEvent } from '../lib/events.js';
+import { closeMqtt } from '../lib/mqtt.js';
 import { deadLetter, deadLetterTopic, stockMovementProcessed } from '../lib/topics.js';
 import { eventually } from '../harness/process.js';
 import { connectPublisher, erpStats, movementMessages, publishAll, startWorkerSystem, type WorkerSystem } from '../harness/workers.js';
@@ -17,8 +18,11 @@ describe('stock movements', () => {
     await system?.stop();
   });
 
-  it('records each movement once in the ERP and publishes its outcome', async () => {
+  it('records each movement once in the ERP and publishes its outcome', async (t) => {
     const watcher = await mqtt.connectAsync(system.broker.mqttUrl, { clientId: 'watcher', clean: true, protocolVersion: 4 });
+    // Closed however the test ends: an mqtt.js client left open keeps reconnecting, and its test
+    // file's process would never exit.
+    t.after(() => closeMqtt(watcher));
     const outcomes = new Map<string, string>();
     watcher.on('message', (_topic, payload) => {
       const decoded = decodeEvent(stockMovementProcessed, payload);
@@ -26,6 +30,7 @@ describe('stock movements', () => {
     });
     await watcher.subscribeAsync(stockMovementProcessed.topic, { qos: 1 });
     const feeder = await connectPublisher(system.broker.mqttUrl);
+    t.after(() => closeMqtt(feeder));
     await publishAll(feeder, movementMessages(300, 'test'));
     await eventually(async () => (await erpStats(system.erpUrl)).records['stock-movement'] === 300, { what: '300 movements in the ERP', timeoutMs: 60_000 });
     await eventually(() => outcomes.size === 300, { what: '300 outcomes' });
@@ -33,9 +38,13 @@ describe('stock movements', () => {
     const record = (await (await fetch(`${system.erpUrl}/erp/records/movement:test-7`)).json()) as { kind: string };
     assert.equal(record.kind, 'stock-movement');
     const stats = await erpStats(system.erpUrl);
+    t.diagnostic(`ERP: ${stats.accepted} accepted, ${stats.rejected} answered 429, ${stats.duplicates} duplicates`);
     assert.equal(stats.accepted, 300);
-    // 300 records of 10 RU at 2,000 RU/s: paced, they take about 1.5 s and are almost never refused.
-    assert.ok(stats.rejected <= 15, `${stats.rejected} answers 429`);
+    // 300 records of 10 RU at 2,000 RU/s: paced, they take about 1.5 s and are almost never refused
+    // (0 in a quiet run). Unpaced, the first second alone would refuse 100 of them. The bound leaves
+    // room for a starved machine, where calls sent in one of the ERP's one-second windows reach it
+    // in the next (a CI run once saw 17); the paced rate itself is measured by `npm run demo:rate-limit`.
+    assert.ok(stats.rejected <= 45, `${stats.rejected} answers 429`);
     const workerUrl = String(system.workers[0]!.logs.find((l) => l.msg === 'worker listening')!.http);
     const text = await (await fetch(`${workerUrl}/metrics`)).text();
     // The ERP sees an operation again only when the worker sent it again without an answer to the
@@ -45,7 +54,6 @@ describe('stock movements', () => {
     for (const name of ['worker_lease_partitions', 'worker_pacing_rate_ru', 'worker_backlog_messages', 'worker_erp_throttled_total', 'worker_erp_retries_total', 'worker_dead_letters_total']) {
       assert.match(text, new RegExp(`^# TYPE ${name} `, 'm'), `${name} is exported`);
     }
-    await Promise.all([feeder.endAsync(), watcher.endAsync()]);
   });
 });
 
