@@ -325,12 +325,14 @@ describe('compose.yaml', { skip }, () => {
       try {
         redisNode = (await runRedis(cluster.redis!, map.get('redis:6379')!, join(clusterDir, 'redis'))).child;
         // Two replicas of the broker service: the same command and environment, each container with
-        // its own ports (here) and its own hostname, hence its own node id.
+        // its own ports (here) and its own hostname, hence its own node id (BROKER_NODE_ID defaults
+        // to the hostname; processes on one host share one, so here each gets what its container's
+        // hostname would give). They share one data directory, as the replicas share compose's volume.
         for (const i of [1, 2]) {
           const [mqttPort, ws, http] = [await freePort(), await freePort(), await freePort()];
           const env: Record<string, string> = { ...imageEnv() };
           for (const [k, v] of Object.entries(broker.environment ?? {})) env[k] = rewrite(String(v), map);
-          Object.assign(env, { MQTT_PORT: String(mqttPort), MQTT_WS_PORT: String(ws), HTTP_PORT: String(http), HTTP_HOST: '127.0.0.1', DATA_DIR: join(clusterDir, `broker-${i}`) });
+          Object.assign(env, { MQTT_PORT: String(mqttPort), MQTT_WS_PORT: String(ws), HTTP_PORT: String(http), HTTP_HOST: '127.0.0.1', DATA_DIR: join(clusterDir, 'broker-data'), BROKER_NODE_ID: `container-${i}` });
           mkdirSync(env.DATA_DIR!, { recursive: true });
           const proc = await startProcess({ name: `broker-${i}`, command: broker.command!, env, ready: (l) => l.msg === 'broker listening' });
           nodes.push({ proc, mqtt: mqttPort, ws });
