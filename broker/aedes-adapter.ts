@@ -52,15 +52,13 @@ const watched = new WeakSet<Aedes>();
  * Breaks: aedes-adapter.test.ts ("nothing reaches a resuming session before its CONNACK").
  */
 function holdUntilConnack(broker: Aedes, client: Client): Client {
-  const c = client as unknown as { deliver0: Deliver; deliverQoS: Deliver };
+  const c = internals(client);
   const original = { deliver0: c.deliver0, deliverQoS: c.deliverQoS };
   if (typeof original.deliver0 !== 'function' || typeof original.deliverQoS !== 'function') return client; // missingInternals() says so
-  let waiting: Array<() => void> | undefined = [];
-  const dropped: Array<() => void> = [];
+  let waiting: Array<{ deliver: Deliver; packet: object; done: () => void }> | undefined = [];
   const hold = (deliver: Deliver): Deliver => (packet, done) => {
-    if (waiting === undefined) return deliver(packet, done);
-    waiting.push(() => deliver(packet, done));
-    dropped.push(done);
+    if (waiting === undefined) deliver(packet, done);
+    else waiting.push({ deliver, packet, done });
   };
   c.deliver0 = hold(original.deliver0);
   c.deliverQoS = hold(original.deliverQoS);
@@ -71,8 +69,10 @@ function holdUntilConnack(broker: Aedes, client: Client): Client {
     c.deliver0 = original.deliver0;
     c.deliverQoS = original.deliverQoS;
     held.delete(client);
-    if (send) for (const deliver of queued) deliver();
-    else for (const done of dropped) done();
+    for (const { deliver, packet, done } of queued) {
+      if (send) deliver(packet, done);
+      else done();
+    }
   };
   held.set(client, { release: () => release(true) });
   client.conn.once('close', () => release(false));
@@ -196,6 +196,9 @@ interface ClientInternals {
   _parser: NodeJS.EventEmitter;
   /** Refreshed by Aedes on every packet; the connection is closed when it fires. */
   _keepaliveTimer: NodeJS.Timeout | null;
+  /** What a subscription delivers with (handlers/subscribe.js takes one of them when it subscribes). */
+  deliver0: Deliver;
+  deliverQoS: Deliver;
 }
 
 const internals = (client: Client) => client as unknown as ClientInternals;
@@ -212,8 +215,7 @@ export function missingInternals(client: Client): string[] {
   if (typeof c._parser?.listeners !== 'function' || c._parser.listeners('packet').length !== 1) missing.push("_parser with one 'packet' listener");
   if (!c._keepaliveTimer || typeof c._keepaliveTimer.refresh !== 'function') missing.push('_keepaliveTimer (a timer, with a keep-alive set)');
   if (typeof client.conn?.write !== 'function') missing.push('conn (the connection Aedes writes to)');
-  const delivery = client as unknown as Record<string, unknown>;
-  if (typeof delivery.deliver0 !== 'function' || typeof delivery.deliverQoS !== 'function') missing.push('deliver0 and deliverQoS (what a subscription delivers with)');
+  if (typeof c.deliver0 !== 'function' || typeof c.deliverQoS !== 'function') missing.push('deliver0 and deliverQoS (what a subscription delivers with)');
   return missing;
 }
 

@@ -51,8 +51,8 @@ const limit = setTimeout(() => {
   console.error(`\nnpm test: the run went past ${limitMin} minutes (TEST_RUN_LIMIT_MIN); a test is hanging. Stopping it.`);
   killGroup('SIGKILL');
 }, limitMin * 60_000);
-runner.on('exit', (code, signal) => {
+runner.on('exit', (code) => {
   clearTimeout(limit);
   killGroup('SIGKILL'); // anything a test file left running
-  process.exit(code ?? (signal ? 1 : 0));
+  process.exit(code ?? 1); // no code: ended by a signal
 });
