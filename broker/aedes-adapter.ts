@@ -199,6 +199,10 @@ interface ClientInternals {
   /** What a subscription delivers with (handlers/subscribe.js takes one of them when it subscribes). */
   deliver0: Deliver;
   deliverQoS: Deliver;
+  /** Packets of the current read still being handled; Aedes reads on once none is left. */
+  _parsingBatch: number;
+  /** Called as each packet is handled: counts it off, and reads on once none is left. */
+  _nextBatch: (err?: Error | null) => void;
 }
 
 const internals = (client: Client) => client as unknown as ClientInternals;
@@ -216,6 +220,7 @@ export function missingInternals(client: Client): string[] {
   if (!c._keepaliveTimer || typeof c._keepaliveTimer.refresh !== 'function') missing.push('_keepaliveTimer (a timer, with a keep-alive set)');
   if (typeof client.conn?.write !== 'function') missing.push('conn (the connection Aedes writes to)');
   if (typeof c.deliver0 !== 'function' || typeof c.deliverQoS !== 'function') missing.push('deliver0 and deliverQoS (what a subscription delivers with)');
+  if (!Number.isInteger(c._parsingBatch) || typeof c._nextBatch !== 'function') missing.push('_parsingBatch and _nextBatch (the count of packets a read waits for)');
   return missing;
 }
 
@@ -356,5 +361,23 @@ export function finishFanoutOnClose(mq: object, onQuitFailed: (err: Error, conne
       })
       .then(() => fanout._close(cb));
     return fanout;
+  };
+}
+
+/**
+ * Lets Aedes read a connection's next packets before a publish of it is done. Aedes handles the
+ * packets of one read together and reads on only once every one is done (client._parsingBatch,
+ * counted off by client._nextBatch, lib/client.js); a publish whose PUBACK waits for a member's
+ * acknowledgement (write-behind, group-queue.ts) would hold the publisher's whole connection that
+ * long, and the members would then wait for the publisher. The publish is counted off now, and the
+ * function returned counts it again: call it right before the publish's own `done`, which counts it
+ * off once more, so that Aedes's count stays right. Call outside Aedes's parse (reading on parses).
+ * Breaks: "reads a publisher on while its PUBACKs wait…" (test/broker-write-behind.test.ts).
+ */
+export function readAhead(client: Client): () => void {
+  const c = internals(client);
+  c._nextBatch();
+  return () => {
+    c._parsingBatch++;
   };
 }

@@ -61,7 +61,7 @@ export function authorizationHooks({ limits, access, shared, ingest, log, onRefu
         onRefused('publish');
         return done(new Error(`publish to ${packet.topic} refused: ${reason}`));
       }
-      ingest.accept(packet as StoredPacket, done);
+      ingest.accept(packet as StoredPacket, done, client);
     },
   };
 }

@@ -33,7 +33,34 @@ export function parseShare(topic: string): { group: string; filter: string } | s
   return { group, filter };
 }
 
-type Entry = StoredEntry;
+interface Entry extends StoredEntry {
+  /** Write-behind: handed out before being written; its batch settles once it is acknowledged or written. */
+  unwritten?: Unwritten;
+}
+
+/**
+ * Write-behind (one node): the entries of one ingest turn that went straight to the members'
+ * window without being written first. Their publishes' PUBACKs wait for `settled`: each entry either
+ * acknowledged by its member (then it is never written: its effect is durable with the member) or
+ * written to the store, whichever comes first. What is still unacknowledged after `writeBehindMs`,
+ * or when a later entry must go to the store (ids follow the order of publishes), is written then.
+ * A crash before that loses nothing the publisher was told is safe: it has no PUBACK and sends again.
+ */
+class Unwritten {
+  readonly entries: Array<[GroupQueue, Entry]> = [];
+  /** Entries neither acknowledged nor written yet. */
+  left = 0;
+  timer: NodeJS.Timeout | undefined;
+  readonly settled: Promise<void>;
+  resolve!: () => void;
+  reject!: (err: unknown) => void;
+  constructor() {
+    this.settled = new Promise<void>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+  }
+}
 
 interface Member {
   clientId: string;
@@ -101,6 +128,9 @@ class GroupQueue {
   held = 0;
   redispatched = 0;
   delivered = 0;
+  /** Entries written to the store, and entries acknowledged before they had to be (write-behind). */
+  written = 0;
+  neverWritten = 0;
   #turn = 0;
   /** members in turn order; rebuilt after a change */
   #list: Member[] | undefined;
@@ -164,6 +194,11 @@ export interface SharedSubscriptionOptions {
   graceMs: number;
   /** At most this many entries (and bytes) of each group's queue in memory; the rest stays in the store. */
   memory: { messages: number; bytes: number };
+  /**
+   * One node: how long an entry handed to a member may stay unwritten waiting for its
+   * acknowledgement (its publisher's PUBACK waits as long); 0 writes every entry before handing it out.
+   */
+  writeBehindMs?: number;
 }
 
 export class SharedSubscriptions {
@@ -179,6 +214,8 @@ export class SharedSubscriptions {
   readonly #cluster: ClusterGroupStore | undefined;
   readonly #timers: NodeJS.Timeout[] = [];
   #keepFailing = false;
+  /** Write-behind batches not settled yet, oldest first. */
+  readonly #unwritten = new Set<Unwritten>();
   /** Several nodes: entries untouched this long belong to a member gone past its grace period. */
   readonly #claimIdleMs: number;
 
@@ -231,6 +268,8 @@ export class SharedSubscriptions {
   }
 
   stop(): void {
+    // What members have not acknowledged yet is kept for the next start.
+    for (const batch of [...this.#unwritten]) this.#write(batch);
     for (const t of this.#timers) clearInterval(t);
     for (const t of this.#graceTimers.values()) clearTimeout(t);
     this.#graceTimers.clear();
@@ -282,21 +321,75 @@ export class SharedSubscriptions {
       this.#appended(routed.flat());
       return;
     }
-    const stored = await this.#store.append(staged);
-    for (let i = 0; i < staged.length; i++) {
-      const queue = this.#queues.get(staged[i]!.share);
+    let batch: Unwritten | undefined;
+    const toStore: Array<{ queue: GroupQueue; entry: NewEntry; intoMemory: boolean }> = [];
+    for (const entry of staged) {
+      const queue = this.#queues.get(entry.share);
       if (!queue) continue; // its last member left meanwhile: the store dropped its queue
-      const entry = stored[i]!;
-      // Straight into memory while nothing older waits in the store and the window has room.
+      // Into memory while nothing older waits in the store and the window has room.
       const fits = queue.backlog.length < this.opts.memory.messages && queue.backlog.bytes < this.opts.memory.bytes;
-      const inOrder = queue.unread === 0 && !queue.reading;
+      const intoMemory = queue.unread === 0 && !queue.reading && fits;
       queue.total++;
-      if (inOrder && fits) {
-        queue.backlog.push(entry);
-        queue.cursor = entry.id;
+      if (intoMemory && this.#writesBehind(queue)) {
+        batch ??= this.#openBatch();
+        const held: Entry = { id: 0, packet: entry.packet, unwritten: batch };
+        batch.entries.push([queue, held]);
+        batch.left++;
+        queue.backlog.push(held);
+        this.#dispatch(queue);
+      } else toStore.push({ queue, entry, intoMemory });
+    }
+    if (toStore.length === 0) return batch?.settled;
+    // Ids follow the order of publishes within a group: what of these groups waits to be written goes first.
+    const queues = new Set(toStore.map((s) => s.queue));
+    for (const open of [...this.#unwritten]) if (open.entries.some(([queue, held]) => held.unwritten && queues.has(queue))) this.#write(open);
+    const { stored, durable } = this.#store.append(toStore.map((s) => s.entry));
+    for (const { queue } of toStore) queue.written++;
+    await Promise.all([batch?.settled, durable]);
+    toStore.forEach(({ queue, intoMemory }, i) => {
+      if (this.#queues.get(queue.share) !== queue) return;
+      if (intoMemory) {
+        queue.backlog.push(stored[i]!);
+        queue.cursor = stored[i]!.id;
       }
       this.#dispatch(queue);
+    });
+  }
+
+  /** Write-behind applies while a member is online to acknowledge soon. */
+  #writesBehind(queue: GroupQueue): boolean {
+    if (!this.opts.writeBehindMs) return false;
+    for (const id of queue.members.keys()) if (this.#online.has(id)) return true;
+    return false;
+  }
+
+  #openBatch(): Unwritten {
+    const batch = new Unwritten();
+    this.#unwritten.add(batch);
+    batch.timer = setTimeout(() => this.#write(batch), this.opts.writeBehindMs);
+    return batch;
+  }
+
+  /** Writes what a write-behind batch still has unacknowledged; the batch settles once that is durable. */
+  #write(batch: Unwritten): void {
+    this.#unwritten.delete(batch);
+    clearTimeout(batch.timer);
+    const pending: Array<[GroupQueue, Entry]> = [];
+    for (const [queue, entry] of batch.entries) {
+      if (!entry.unwritten) continue; // acknowledged meanwhile
+      entry.unwritten = undefined;
+      if (this.#queues.get(queue.share) === queue) pending.push([queue, entry]); // else its shared subscription ended
     }
+    batch.entries.length = 0;
+    if (pending.length === 0) return batch.resolve();
+    const { stored, durable } = this.#store.append(pending.map(([queue, entry]) => ({ share: queue.share, packet: entry.packet })));
+    pending.forEach(([queue, entry], i) => {
+      entry.id = stored[i]!.id;
+      queue.written++;
+      // It is in memory (waiting or in flight): the next read from the store starts after it.
+      if (queue.cursor === undefined || Number(entry.id) > Number(queue.cursor)) queue.cursor = entry.id;
+    });
+    durable.then(batch.resolve, batch.reject);
   }
 
   /** A PUBACK from a member: true when it acknowledged one of our messages. */
@@ -337,6 +430,8 @@ export class SharedSubscriptions {
         online: [...q.members.keys()].filter((id) => this.#online.has(id)).length,
         redispatched: q.redispatched,
         delivered: q.delivered,
+        written: q.written,
+        neverWritten: q.neverWritten,
       };
     });
   }
@@ -550,7 +645,16 @@ export class SharedSubscriptions {
   #done(queue: GroupQueue, entry: Entry) {
     if (this.#cluster) return this.#cluster.ack(queue.share, [entry.id]);
     queue.total--;
-    this.#store.ack(queue.share, [entry.id]);
+    const batch = entry.unwritten;
+    if (!batch) return this.#store.ack(queue.share, [entry.id]);
+    // Acknowledged before it had to be written: it never will be.
+    entry.unwritten = undefined;
+    queue.neverWritten++;
+    if (--batch.left === 0) {
+      this.#unwritten.delete(batch);
+      clearTimeout(batch.timer);
+      batch.resolve();
+    }
   }
 
   // --- several nodes ----------------------------------------------------------------------

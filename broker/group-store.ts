@@ -40,10 +40,10 @@ export interface GroupStore {
   /** Makes sure the group's queue exists; returns how many entries it holds. */
   open(share: string): number;
   /**
-   * Adds entries to their groups' queues; resolves (with their ids, in the order given) once they
-   * are durable: the publisher's PUBACK waits for it.
+   * Adds entries to their groups' queues. Their ids (in the order given) come at once, so that the
+   * group queue knows where its next read starts; `durable` resolves once they are written.
    */
-  append(entries: readonly NewEntry[]): Promise<StoredEntry[]>;
+  append(entries: readonly NewEntry[]): { stored: StoredEntry[]; durable: Promise<void> };
   /** Up to `limit` entries of the group after `after` (or from its start), oldest first. */
   read(share: string, after: EntryId | undefined, limit: number): Promise<StoredEntry[]>;
   /** Entries acknowledged by a member: gone for good (durable soon after; until then a crash redelivers them). */

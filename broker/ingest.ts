@@ -5,8 +5,8 @@
 // committed together, one transaction per turn of the event loop. The inbox row is cleared once
 // Aedes has routed the message to every session (whenRouted, aedes-adapter.ts); rows still there at
 // start are routed again.
-import type { Aedes } from 'aedes';
-import { whenRouted } from './aedes-adapter.js';
+import type { Aedes, Client } from 'aedes';
+import { readAhead, whenRouted } from './aedes-adapter.js';
 import type { DB } from '../lib/db.js';
 import type { Logger } from '../lib/log.js';
 import type { CommitQueue } from './commit-queue.js';
@@ -23,9 +23,24 @@ interface InboxRow {
 }
 const ALL_ROWS = 'SELECT id, packet, payload FROM inbox ORDER BY id';
 
+/**
+ * How far a publisher is read ahead of its PUBACKs (readAhead, aedes-adapter.ts): its publishes
+ * not acknowledged yet, in count and in bytes. Past either, Aedes reads it on as its publishes are
+ * done, one read at a time, as without read-ahead.
+ */
+export const READ_AHEAD = { publishes: 1024, bytes: 2 * 1024 * 1024 };
+
+interface Ahead {
+  client: Client;
+  /** Counts the publish again in Aedes's read (readAhead's return), once it was counted off. */
+  recount?: () => void;
+}
+
 /** The publishes of one turn, committed together. */
 interface Turn {
   dones: PublishDone[];
+  /** Publishes whose connection is read on before they are done (at the commit, after Aedes's parse). */
+  ahead: Ahead[];
   inbox: Array<[number, string, Buffer | string | null]>;
   staged: NewEntry[];
 }
@@ -34,6 +49,10 @@ export class Ingest {
   #turn: Turn | undefined;
   readonly #inboxIds = new WeakMap<object, number>();
   #nextId = 1;
+  /** Each publisher's publishes read ahead of their PUBACKs. */
+  readonly #ahead = new WeakMap<Client, { publishes: number; bytes: number }>();
+  /** Settles once every turn so far has had its publishes acknowledged (or refused). */
+  #settled: Promise<unknown> = Promise.resolve();
   readonly #sql;
 
   constructor(
@@ -55,10 +74,10 @@ export class Ingest {
   }
 
   /** Stores a publish (and its shared-subscription copies); calls `done` once committed. */
-  accept(packet: StoredPacket, done: PublishDone): void {
+  accept(packet: StoredPacket, done: PublishDone, client?: Client | null): void {
     let turn = this.#turn;
     if (!turn) {
-      const fresh: Turn = (turn = this.#turn = { dones: [], inbox: [], staged: [] });
+      const fresh: Turn = (turn = this.#turn = { dones: [], ahead: [], inbox: [], staged: [] });
       setImmediate(() => this.#commit(fresh));
     }
     // Only what Aedes stores itself needs the inbox: retained messages and copies for persistent
@@ -71,7 +90,26 @@ export class Ingest {
     // QoS 0 waits for the commit too: its shared-subscription copies are handed out after it.
     const staged = this.shared.stage(packet);
     if (staged) for (const e of staged) turn.staged.push(e);
+    if (client) done = this.#readAhead(turn, client, packet.payload?.length ?? 0, done);
     turn.dones.push(done);
+  }
+
+  /** Reads the publisher on ahead of this publish's PUBACK, within READ_AHEAD; returns the publish's `done`. */
+  #readAhead(turn: Turn, client: Client, bytes: number, done: PublishDone): PublishDone {
+    let load = this.#ahead.get(client);
+    if (!load) this.#ahead.set(client, (load = { publishes: 0, bytes: 0 }));
+    if (load.publishes >= READ_AHEAD.publishes || load.bytes + bytes > READ_AHEAD.bytes) return done;
+    const counted = load;
+    counted.publishes++;
+    counted.bytes += bytes;
+    const ahead: Ahead = { client };
+    turn.ahead.push(ahead);
+    return (err) => {
+      counted.publishes--;
+      counted.bytes -= bytes;
+      ahead.recount?.();
+      done(err);
+    };
   }
 
   /** One transaction for the turn's publishes: their inbox rows and their group-queue entries. */
@@ -82,10 +120,17 @@ export class Ingest {
     if (turn.staged.length > 0) writes.push(this.shared.append(turn.staged));
     // Now, rather than in a turn of its own.
     this.commits.flush();
-    Promise.all(writes).then(
-      () => turn.dones.forEach((done) => done(null)),
-      (err: Error) => turn.dones.forEach((done) => done(err)),
+    const written = Promise.all(writes).then(
+      () => null,
+      (err: Error) => err,
     );
+    // PUBACKs go out in the order the publishes came (MQTT-4.6.0-2), though with write-behind a
+    // later turn may settle first (its members acknowledged before an earlier turn's were written).
+    this.#settled = Promise.all([this.#settled, written])
+      .then(([, err]) => turn.dones.forEach((done) => done(err)))
+      .catch((err: unknown) => this.log.error({ err }, 'a publish acknowledgement failed'));
+    // Last: reading on may parse the next publishes (they go to the next turn).
+    for (const ahead of turn.ahead) if (!ahead.client.closed) ahead.recount = readAhead(ahead.client);
   }
 
   /** Hooks into the broker: clear inbox rows once routed. (A publish the ACL refuses never gets here: authorization.ts closes the connection first.) */

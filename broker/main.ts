@@ -59,6 +59,12 @@ const config = loadConfig({
   /** Entries (and bytes) of each group's queue kept in memory; the rest waits in SQLite. */
   BROKER_QUEUE_MEMORY_MESSAGES: z.coerce.number().int().min(1).max(1_000_000).default(2000),
   BROKER_QUEUE_MEMORY_BYTES: z.coerce.number().int().min(1024).default(8 * 1024 * 1024),
+  /**
+   * Write-behind (one node): a message for a group with a member online goes to it before being
+   * written; it is written only if still unacknowledged after this long (the publisher's PUBACK
+   * waits for the acknowledgement or the write). 0: write every message first.
+   */
+  BROKER_WRITE_BEHIND_MS: z.coerce.number().int().min(0).max(10_000).default(100),
   /** Largest packet accepted from a client, CONNECT included; larger ones close the connection as soon as announced. */
   BROKER_MAX_PACKET_BYTES: z.coerce.number().int().min(1024).max(268_435_455).default(1024 * 1024),
   /** How long a new connection has to send its whole CONNECT. */
@@ -128,6 +134,7 @@ const shared = new SharedSubscriptions({
   window: config.BROKER_INFLIGHT_WINDOW,
   graceMs: config.BROKER_REDISPATCH_GRACE_MS,
   memory: { messages: config.BROKER_QUEUE_MEMORY_MESSAGES, bytes: config.BROKER_QUEUE_MEMORY_BYTES },
+  writeBehindMs: config.BROKER_WRITE_BEHIND_MS,
 });
 const reclaimer = new SpaceReclaimer({ db, log, beforeReclaim: () => commits.flush(), busy: () => shared.draining });
 const memoryTrim = new MemoryTrim();

@@ -61,6 +61,12 @@ export function registerBrokerMetrics({ registry }: Metrics, { broker, shared, p
   perShare('mqtt_shared_members', 'Members of a shared subscription', (s) => s.members);
   perShare('mqtt_shared_members_online', 'Members of a shared subscription now connected', (s) => s.online);
   perShare('mqtt_shared_delivered_total', 'PUBLISH packets sent to members of a shared subscription, resends included (monotonic while the broker runs)', (s) => s.delivered);
+  perShare('mqtt_shared_written_total', 'Messages of a shared subscription written to disk (monotonic while the broker runs)', (s) => s.written);
+  perShare(
+    'mqtt_shared_never_written_total',
+    'Messages of a shared subscription a member acknowledged before they had to be written to disk (write-behind; monotonic while the broker runs)',
+    (s) => s.neverWritten,
+  );
   perShare('mqtt_shared_redispatched_total', 'Messages handed to another member after theirs left (monotonic while the broker runs)', (s) => s.redispatched);
   new Gauge({
     name: 'broker_commits_total',

@@ -31,7 +31,8 @@ describe('SQLite group store', () => {
   it('hands entries back in order, a window at a time, and forgets acknowledged ones', async () => {
     const { store, commits } = open();
     assert.equal(store.open('$share/g/t'), 0);
-    const appended = await store.append(Array.from({ length: 10 }, (_, i) => ({ share: '$share/g/t', packet: packet(`m${i}`) })));
+    const { stored: appended, durable } = store.append(Array.from({ length: 10 }, (_, i) => ({ share: '$share/g/t', packet: packet(`m${i}`) })));
+    await durable;
     assert.deepEqual(appended.map((e) => e.id), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     const first = await store.read('$share/g/t', undefined, 4);
     assert.deepEqual(first.map((e) => payloadOf(e.packet)), ['m0', 'm1', 'm2', 'm3']);
@@ -50,7 +51,7 @@ describe('SQLite group store', () => {
       { share: '$share/a/t', packet: packet('a0') },
       { share: '$share/b/t', packet: packet('b0') },
       { share: '$share/a/t', packet: packet('a1') },
-    ]);
+    ]).durable;
     assert.deepEqual((await store.read('$share/b/t', undefined, 10)).map((e) => payloadOf(e.packet)), ['b0']);
     store.drop('$share/a/t');
     commits.flush();
@@ -61,13 +62,14 @@ describe('SQLite group store', () => {
   it('counts survive reopening, and new ids continue after the last one', async () => {
     const file = join(dir, 'reopen.db');
     const first = open(file);
-    await first.store.append(Array.from({ length: 5 }, (_, i) => ({ share: '$share/g/t', packet: packet(`m${i}`) })));
+    await first.store.append(Array.from({ length: 5 }, (_, i) => ({ share: '$share/g/t', packet: packet(`m${i}`) }))).durable;
     first.store.ack('$share/g/t', [1]);
     first.commits.close();
     first.db.close();
     const second = open(file);
     assert.deepEqual([...second.store.groups()], [['$share/g/t', 4]]);
-    const [entry] = await second.store.append([{ share: '$share/g/t', packet: packet('m5') }]);
+    const { stored: [entry], durable: written } = second.store.append([{ share: '$share/g/t', packet: packet('m5') }]);
+    await written;
     assert.equal(entry!.id, 6);
   });
 

@@ -67,7 +67,7 @@ export class SqliteGroupStore implements GroupStore {
     return 0;
   }
 
-  append(entries: readonly NewEntry[]): Promise<StoredEntry[]> {
+  append(entries: readonly NewEntry[]): { stored: StoredEntry[]; durable: Promise<void> } {
     const stored: StoredEntry[] = [];
     if (this.#inserts.length === 0) this.commits.queue(() => this.#write());
     for (const { share, packet } of entries) {
@@ -77,7 +77,7 @@ export class SqliteGroupStore implements GroupStore {
       stored.push({ id, packet });
     }
     // The entries commit with this turn's group commit, with the rest of the publish's ingest.
-    return this.commits.write(() => {}).then(() => stored);
+    return { stored, durable: this.commits.write(() => {}) };
   }
 
   read(share: string, after: EntryId | undefined, limit: number): Promise<StoredEntry[]> {
