@@ -21,15 +21,32 @@ function exposeCollector(): Collect {
   return runInNewContext('gc') as Collect;
 }
 
-/** Whether to collect now: external memory grew by the budget since the last collection. */
-export function shouldCollect(externalBytes: number, afterLastCollection: number, budgetBytes: number): boolean {
-  return externalBytes - afterLastCollection >= budgetBytes;
+/** How often collecting may run: what the last one took, how long ago it ended, and the most of the broker's time they may take. */
+export interface CollectPace {
+  lastMs: number;
+  sinceLastMs: number;
+  maxShare: number;
+}
+
+/**
+ * Whether to collect now: external memory grew by the budget since the last collection, and
+ * collections stay within `maxShare` of the time (after one that took `lastMs`, the next waits
+ * `lastMs × (1 / maxShare − 1)`). With many messages a second the budget fills several times a
+ * second, and collecting that often would cost a quarter of the broker's time; memory then peaks a
+ * little higher instead.
+ */
+export function shouldCollect(externalBytes: number, afterLastCollection: number, budgetBytes: number, pace?: CollectPace): boolean {
+  if (externalBytes - afterLastCollection < budgetBytes) return false;
+  return !pace || pace.sinceLastMs >= pace.lastMs * (1 / pace.maxShare - 1);
 }
 
 export class MemoryTrim {
   #timer: NodeJS.Timeout | undefined;
   #baseline = 0;
   #collections = 0;
+  /** How long the last collection took, and when it ended (performance.now()). */
+  #lastMs = 0;
+  #lastEnd = 0;
   /** Ticks in a row without growth since a collection the burst asked for; undefined once settled. */
   #quiet: number | undefined;
   readonly #collect: Collect;
@@ -39,6 +56,8 @@ export class MemoryTrim {
     private readonly intervalMs = 200,
     private readonly settleTicks = 10,
     collect?: Collect,
+    /** The most of the broker's time full collections asked for here may take. */
+    private readonly maxShare = 0.05,
   ) {
     this.#collect = collect ?? exposeCollector();
   }
@@ -61,7 +80,8 @@ export class MemoryTrim {
   tick(): void {
     const now = external();
     if (now < this.#baseline) this.#baseline = now;
-    if (shouldCollect(now, this.#baseline, this.budgetBytes)) {
+    const pace = { lastMs: this.#lastMs, sinceLastMs: performance.now() - this.#lastEnd, maxShare: this.maxShare };
+    if (shouldCollect(now, this.#baseline, this.budgetBytes, pace)) {
       this.#run();
       this.#quiet = 0;
       return;
@@ -75,7 +95,10 @@ export class MemoryTrim {
   }
 
   #run(): void {
+    const started = performance.now();
     this.#collect();
+    this.#lastEnd = performance.now();
+    this.#lastMs = this.#lastEnd - started;
     this.#collections++;
     this.#baseline = external();
   }

@@ -1,14 +1,41 @@
 // The one MQTT packet the broker writes itself: a PUBLISH to a shared-subscription member, sent
-// outside Aedes's delivery path so the group queue controls packet identifiers and flow. mqtt-packet
-// encodes each message once, when it is queued, with packet identifier 0; the queue stores those
+// outside Aedes's delivery path so the group queue controls packet identifiers and flow. Each
+// message is encoded once, when it is queued, with packet identifier 0; the queue stores those
 // bytes, and sending copies them and stamps the identifier (and the DUP flag for a resend), so a
 // drain never encodes anything (bench/publish-encoding.ts measures why; publish-packet.test.ts holds
-// the stamped bytes to mqtt-packet's own encoding).
-import mqttPacket from 'mqtt-packet';
+// the bytes to mqtt-packet's own encoding).
 
-/** The PUBLISH packet a member receives, with packet identifier 0 (QoS 1) to be stamped when sent. */
+/** The largest remaining length MQTT can express (four bytes of seven bits). */
+const MAX_REMAINING = 268_435_455;
+
+/**
+ * The PUBLISH packet a member receives, with packet identifier 0 (QoS 1) to be stamped when sent.
+ * Written by hand, once per message: mqtt-packet's generate() takes several times as long for the
+ * same bytes (its options and checks), and publish-packet.test.ts holds the two equal byte for byte.
+ */
 export function encodePublish(topic: string, payload: Buffer, qos: 0 | 1): Buffer {
-  return mqttPacket.generate({ cmd: 'publish', topic, payload, qos, dup: false, retain: false, ...(qos > 0 ? { messageId: 0 } : {}) });
+  const topicBytes = Buffer.byteLength(topic);
+  const remaining = 2 + topicBytes + (qos ? 2 : 0) + payload.length;
+  if (topicBytes > 0xffff || remaining > MAX_REMAINING) throw new RangeError('PUBLISH too large for MQTT');
+  const lengthBytes = remaining < 0x80 ? 1 : remaining < 0x4000 ? 2 : remaining < 0x200000 ? 3 : 4;
+  const packet = Buffer.allocUnsafe(1 + lengthBytes + remaining);
+  packet[0] = 0x30 | (qos << 1);
+  let at = 1;
+  for (let left = remaining; ; ) {
+    const digit = left & 0x7f;
+    left >>>= 7;
+    packet[at++] = left > 0 ? digit | 0x80 : digit;
+    if (left === 0) break;
+  }
+  packet.writeUInt16BE(topicBytes, at);
+  at += 2;
+  at += packet.write(topic, at, 'utf8');
+  if (qos) {
+    packet[at++] = 0;
+    packet[at++] = 0;
+  }
+  payload.copy(packet, at);
+  return packet;
 }
 
 /** The QoS a stored PUBLISH packet was encoded with. */

@@ -50,4 +50,11 @@ describe('trimming memory', () => {
     assert.equal(shouldCollect(40 * MiB, 20 * MiB, 16 * MiB), true);
     assert.equal(shouldCollect(30 * MiB, 20 * MiB, 16 * MiB), false);
   });
+
+  it('keeps collections within their share of the time', () => {
+    const pace = (lastMs: number, sinceLastMs: number) => ({ lastMs, sinceLastMs, maxShare: 0.05 });
+    assert.equal(shouldCollect(40 * MiB, 20 * MiB, 16 * MiB, pace(20, 100)), false, 'a 20 ms collection 100 ms ago: too soon');
+    assert.equal(shouldCollect(40 * MiB, 20 * MiB, 16 * MiB, pace(20, 380)), true, '19 × 20 ms later');
+    assert.equal(shouldCollect(30 * MiB, 20 * MiB, 16 * MiB, pace(20, 10_000)), false, 'under the budget, however long ago');
+  });
 });
