@@ -93,6 +93,7 @@ describe('write-behind in the group queues', () => {
     const fast = await member(b, 'wb-order-fast');
     // The fast member away: the first two messages can only wait for the slow one, which holds the first.
     await fast.client.endAsync();
+    await eventually(async () => (await shareMetric(b, 'mqtt_shared_members_online')) === 1, { what: 'the broker to see the fast member gone' });
     const pub = await publisher(b, 'wb-pub-order');
     const acked: string[] = [];
     const publish = (m: string) => pub.publishAsync(TOPIC, m, { qos: 1 }).then(() => acked.push(m));
