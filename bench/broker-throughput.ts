@@ -8,7 +8,10 @@
 // One publisher keeps up to BENCH_INFLIGHT publishes unacknowledged; the clock runs from the first
 // publish to the last delivery, after a warm-up round. Each payload size is measured in turn, the
 // rounds alternating between the brokers; prints messages per second (median of the rounds) and the
-// ratios. Our broker and Mosquitto both let a member hold 32 unacknowledged messages (their configs).
+// ratios, and what a message cost each broker in CPU time (its processes' user + system time from
+// /proc over the measured round, so less disturbed by neighbours on a shared machine than the rates;
+// on Redis, the nodes' and not Redis's own). Our broker and Mosquitto both let a member hold 32
+// unacknowledged messages (their configs).
 //
 //   npm run bench:broker   (BENCH_MESSAGES=20000 BENCH_PAYLOAD_BYTES=256,1024 BENCH_INFLIGHT=500 BENCH_WARMUP=10000 BENCH_ROUNDS=5;
 //                           BENCH_CLUSTER_NODES=1,2,3, empty for none; BROKER_INFLIGHT_WINDOW is passed on to our broker)
@@ -25,6 +28,7 @@ import { startBroker } from '../harness/broker.js';
 import { startBrokerCluster } from '../harness/cluster.js';
 import { findProgram } from '../lib/programs.js';
 import { stockReserved } from '../lib/topics.js';
+import { cpuSeconds } from './cpu.js';
 
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 20_000);
 const PAYLOADS = (process.env.BENCH_PAYLOAD_BYTES ?? '256,1024').split(',').map((n) => Buffer.alloc(Number(n), 'x'));
@@ -51,10 +55,15 @@ interface Placement {
   members: string[];
 }
 
-/** A warm-up round (JIT, caches), then the measured one: messages per second. */
-async function measure(where: Placement, how: { shared: boolean; user: boolean }, payload: Buffer): Promise<number> {
-  await run(where, how, WARMUP, payload);
-  return run(where, how, MESSAGES, payload);
+/** CPU seconds the processes have used so far, together (NaN when one cannot be read). */
+const cpuOf = (pids: Array<number | undefined>) => pids.reduce<number>((sum, pid) => sum + (cpuSeconds(pid) ?? NaN), 0);
+
+/** A warm-up round (JIT, caches), then the measured one: messages per second, and the broker's CPU microseconds per message. */
+async function measure(c: Contender, payload: Buffer): Promise<{ rate: number; cpu: number }> {
+  await run(c.where, c.how, WARMUP, payload);
+  const before = cpuOf(c.pids);
+  const rate = await run(c.where, c.how, MESSAGES, payload);
+  return { rate, cpu: ((cpuOf(c.pids) - before) * 1e6) / MESSAGES };
 }
 
 /** Publishes `count` messages with QoS 1 and resolves with messages per second once all were delivered. */
@@ -110,6 +119,7 @@ async function startPlainAedes() {
   const port = await new Promise<string>((resolve) => createInterface({ input: child.stdout }).once('line', resolve));
   return {
     url: `mqtt://127.0.0.1:${port}`,
+    pid: child.pid,
     stop: () => new Promise<void>((resolve) => child.once('exit', () => resolve()).kill('SIGTERM')),
   };
 }
@@ -119,9 +129,13 @@ interface Contender {
   name: string;
   where: Placement;
   how: { shared: boolean; user: boolean };
+  /** The broker's processes, for their CPU time. */
+  pids: Array<number | undefined>;
   stop(): Promise<void>;
   /** payload size → messages per second of each round */
   rates: Map<number, number[]>;
+  /** payload size → the broker's CPU microseconds per message in each round */
+  cpu: Map<number, number[]>;
 }
 
 // Every broker and redis-server started here guards against being orphaned with an exit listener.
@@ -131,14 +145,14 @@ const ours = await startBroker({ env: logins });
 const plain = await startPlainAedes();
 const shared2 = (url: string): Placement => ({ publisher: url, members: [url, url] });
 const contenders: Contender[] = [
-  { name: `our broker (shared, 2 members, durable, window ${process.env.BROKER_INFLIGHT_WINDOW ?? 32})`, where: shared2(ours.mqttUrl), how: { shared: true, user: true }, stop: ours.stop, rates: new Map() },
-  { name: 'plain Aedes (memory, normal subscription)', where: { publisher: plain.url, members: [plain.url] }, how: { shared: false, user: false }, stop: plain.stop, rates: new Map() },
+  { name: `our broker (shared, 2 members, durable, window ${process.env.BROKER_INFLIGHT_WINDOW ?? 32})`, where: shared2(ours.mqttUrl), how: { shared: true, user: true }, pids: [ours.process.pid], stop: ours.stop, rates: new Map(), cpu: new Map() },
+  { name: 'plain Aedes (memory, normal subscription)', where: { publisher: plain.url, members: [plain.url] }, how: { shared: false, user: false }, pids: [plain.pid], stop: plain.stop, rates: new Map(), cpu: new Map() },
 ];
 let mosquittoName: string | undefined;
 if (findProgram('mosquitto')) {
   const mosquitto = await startMosquitto({ port: await freePort(), dataDir: join(dir, 'mosquitto'), passwordFile });
   mosquittoName = 'Mosquitto 2.0 (shared, 2 members, repo config)';
-  contenders.push({ name: mosquittoName, where: shared2(mosquitto.url), how: { shared: true, user: true }, stop: mosquitto.stop, rates: new Map() });
+  contenders.push({ name: mosquittoName, where: shared2(mosquitto.url), how: { shared: true, user: true }, pids: [mosquitto.child.pid], stop: mosquitto.stop, rates: new Map(), cpu: new Map() });
 } else {
   process.stderr.write('mosquitto not installed (apt-get install -y mosquitto): skipping it\n');
 }
@@ -153,16 +167,16 @@ if (CLUSTER_NODES.length > 0 && !findProgram('redis-server')) {
     const where = nodes === 1 ? shared2(url(0)) : { publisher: url(0), members: [url(1), url(nodes === 2 ? 1 : 2)] };
     const name = `our broker on Redis, ${nodes} node${nodes > 1 ? 's' : ''} (AOF always)`;
     clusterNames.push(name);
-    contenders.push({ name, where, how: { shared: true, user: true }, stop: cluster.stop, rates: new Map() });
+    contenders.push({ name, where, how: { shared: true, user: true }, pids: cluster.nodes.map((n) => n.process.pid), stop: cluster.stop, rates: new Map(), cpu: new Map() });
   }
 }
 // Rounds alternate between the brokers, so that a busy moment on the machine hits all of them.
 for (const payload of PAYLOADS) {
   for (let round = 0; round < ROUNDS; round++) {
     for (const c of contenders) {
-      const rates = c.rates.get(payload.length) ?? [];
-      rates.push(await measure(c.where, c.how, payload));
-      c.rates.set(payload.length, rates);
+      const { rate, cpu } = await measure(c, payload);
+      c.rates.set(payload.length, [...(c.rates.get(payload.length) ?? []), rate]);
+      c.cpu.set(payload.length, [...(c.cpu.get(payload.length) ?? []), cpu]);
     }
   }
 }
@@ -181,10 +195,18 @@ for (const payload of PAYLOADS) {
   process.stdout.write(`\nQoS 1, ${MESSAGES} messages of ${size} bytes, publisher window ${INFLIGHT}, median of ${ROUNDS} rounds\n`);
   for (const c of contenders) {
     const rates = c.rates.get(size)!;
-    process.stdout.write(`${c.name.padEnd(58)} ${Math.round(median(rates)).toString().padStart(7)} msg/s   (${rates.map((r) => Math.round(r)).join(', ')})\n`);
+    const cpu = median(c.cpu.get(size)!);
+    process.stdout.write(`${c.name.padEnd(58)} ${Math.round(median(rates)).toString().padStart(7)} msg/s   (${rates.map((r) => Math.round(r)).join(', ')})${Number.isNaN(cpu) ? '' : `   CPU ${cpu.toFixed(1)} µs/msg`}\n`);
   }
   process.stdout.write(`our broker / plain Aedes: ${(oursRate! / plainRate!).toFixed(2)}\n`);
   if (mosquittoRate) process.stdout.write(`our broker / Mosquitto:   ${(oursRate! / mosquittoRate).toFixed(2)} (goal: at least 1.00)\n`);
+  const cpuMedian = (name: string | undefined) => {
+    const c = contenders.find((x) => x.name === name);
+    return c && median(c.cpu.get(size)!);
+  };
+  const oursCpu = median(contenders[0]!.cpu.get(size)!);
+  const mosquittoCpu = cpuMedian(mosquittoName);
+  if (mosquittoCpu) process.stdout.write(`CPU per message, our broker / Mosquitto: ${(oursCpu / mosquittoCpu).toFixed(1)}\n`);
   const oneNode = rate(clusterNames[0]);
   for (const [i, name] of clusterNames.entries()) {
     const r = rate(name)!;

@@ -9,7 +9,7 @@ import { createServer, type Server } from 'node:net';
 import { Aedes, type Client } from 'aedes';
 import MemoryPersistence from 'aedes-persistence/asyncPersistence.js';
 import mqtt, { type MqttClient } from 'mqtt';
-import { handleTcp, missingInternals, nextPacketId, takeAcknowledgements, whenRouted, writePackets } from './aedes-adapter.js';
+import { handleTcp, missingInternals, nextPacketId, takePackets, whenRouted, writePackets } from './aedes-adapter.js';
 import { encodePublish, stampPublish } from './publish-packet.js';
 import { eventually } from '../harness/process.js';
 
@@ -36,10 +36,12 @@ describe('the Aedes adapter, against the installed Aedes', () => {
       },
     });
     whenRouted(broker, (packet) => routed.push(packet));
-    takeAcknowledgements(broker, (client, messageId) => {
-      if (!ours.delete(messageId)) return false;
-      taken.push({ clientId: client.id, messageId });
-      return true;
+    takePackets(broker, {
+      puback: (client, messageId) => {
+        if (!ours.delete(messageId)) return false;
+        taken.push({ clientId: client.id, messageId });
+        return true;
+      },
     });
     broker.on('clientReady', (client) => ready.set(client.id, client));
     broker.on('ack', (packet) => {

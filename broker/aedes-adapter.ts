@@ -210,7 +210,7 @@ const internals = (client: Client) => client as unknown as ClientInternals;
 /**
  * What of the above a connected client lacks: empty for the Aedes this was written for. An Aedes
  * that renamed or reshaped one would not fail here but quietly (nextPacketId counting on NaN,
- * takeAcknowledgements standing aside), so aedes-adapter.test.ts checks it against the installed one.
+ * takePackets standing aside), so aedes-adapter.test.ts checks it against the installed one.
  */
 export function missingInternals(client: Client): string[] {
   const c = internals(client);
@@ -253,17 +253,44 @@ export function nextPacketId(client: Client, inUse: { has(id: number): boolean }
   }
 }
 
+/** A PUBLISH as mqtt-packet parses it. */
+export interface ParsedPublish {
+  cmd: 'publish';
+  topic: string;
+  payload: Buffer;
+  qos: 0 | 1 | 2;
+  retain: boolean;
+  dup: boolean;
+  messageId?: number;
+  properties?: unknown;
+}
+
+export interface PacketTakers {
+  /** A PUBACK: true when it acknowledged one of the group queue's own deliveries (then Aedes never sees it). */
+  puback(client: Client, messageId: number): boolean;
+  /**
+   * A PUBLISH: false leaves it to Aedes; true when taken, and then `done` is called once it is
+   * handled: later, or at once with an error (which closes the connection, as in Aedes).
+   */
+  publish?(client: Client, packet: ParsedPublish, done: (err?: Error | null) => void): boolean;
+}
+
 /**
- * Hands each PUBACK to `take` before Aedes sees it; those it claims (acknowledgements of the group
- * queue's own deliveries) skip Aedes's handling: a promise, a persistence look-up and an event per
- * acknowledgement, which at tens of thousands of messages a second is a good part of the broker's
- * time. The others go on to Aedes as before. The one listener of client._parser's 'packet' event
- * is Aedes's `enqueue`; it counts the packets it is handling in a read to know when to read on, and
- * a packet taken here is never counted, so the count stays right. client._keepaliveTimer is
- * refreshed as Aedes would. If the parser has another listener count, nothing is taken over.
- * Breaks: aedes-adapter.test.ts, the conformance suite's flow-control and re-dispatch cases (deliveries never acknowledged).
+ * Hands each PUBACK and PUBLISH of a connected client to `takers` before Aedes sees it. The PUBACKs
+ * they claim (acknowledgements of the group queue's own deliveries) skip Aedes's handling: a
+ * promise, a persistence look-up and an event per acknowledgement. The PUBLISH packets they take
+ * (those only shared subscriptions want, broker/direct-publish.ts) skip Aedes's publish pipeline.
+ * At tens of thousands of messages a second both are a good part of the broker's time. The others
+ * go on to Aedes as before. The one listener of client._parser's 'packet' event is Aedes's
+ * `enqueue`; it counts the packets of a read it is handling (client._parsingBatch) and reads on once
+ * none is left (client._nextBatch): a PUBACK taken here is never counted; a PUBLISH taken here is
+ * counted and counted off the same way (and read ahead of like Aedes's, ingest.ts).
+ * client._keepaliveTimer is refreshed as Aedes would. If the parser has another listener count,
+ * nothing is taken over.
+ * Breaks: aedes-adapter.test.ts, the conformance suite's flow-control and re-dispatch cases
+ * (deliveries never acknowledged), broker/direct-publish.test.ts, test/broker-write-behind.test.ts.
  */
-export function takeAcknowledgements(broker: Aedes, take: (client: Client, messageId: number) => boolean): void {
+export function takePackets(broker: Aedes, takers: PacketTakers): void {
   broker.on('client', (client) => {
     const c = internals(client);
     const parser = c._parser;
@@ -272,14 +299,62 @@ export function takeAcknowledgements(broker: Aedes, take: (client: Client, messa
     const enqueue = handlers[0]!;
     parser.removeListener('packet', enqueue);
     parser.on('packet', function (this: unknown, packet: { cmd: string; messageId?: number }) {
-      if (packet.cmd === 'puback' && packet.messageId !== undefined && client.connected && take(client, packet.messageId)) {
-        c._keepaliveTimer?.refresh();
-        broker.emit('ack', packet as never, client);
-        return;
+      if (client.connected) {
+        if (packet.cmd === 'puback' && packet.messageId !== undefined && takers.puback(client, packet.messageId)) {
+          c._keepaliveTimer?.refresh();
+          broker.emit('ack', packet as never, client);
+          return;
+        }
+        if (packet.cmd === 'publish' && takers.publish) {
+          c._parsingBatch++;
+          if (takers.publish(client, packet as ParsedPublish, c._nextBatch)) {
+            c._keepaliveTimer?.refresh();
+            return;
+          }
+          c._parsingBatch--;
+        }
       }
       enqueue.call(this, packet);
     });
   });
+}
+
+/** The most topic levels Aedes accepts in a PUBLISH (broker.maxTopicLevels, set from its options; not in its types). */
+export const maxTopicLevels = (broker: Aedes): number => (broker as unknown as { maxTopicLevels?: number }).maxTopicLevels ?? 100;
+
+interface MatcherInternals {
+  mq: { _matcher: { add(topic: string, fn: unknown): unknown; remove(topic: string, fn?: unknown): unknown; match(topic: string): unknown[] } };
+}
+
+/**
+ * Whether Aedes has a subscriber (an online client's subscription, or one of its own) for a topic:
+ * asks the topic matcher of its emitter (broker.mq._matcher, a Qlobber), remembering each answer
+ * until a subscription is added or removed there (its add and remove are wrapped to say so).
+ * Breaks: "each message goes to exactly one member of each group, and to every normal subscriber"
+ * (test/broker-conformance.test.ts), and broker/direct-publish.test.ts.
+ */
+export function subscriberCheck(broker: Aedes): (topic: string) => boolean {
+  const matcher = (broker as unknown as MatcherInternals).mq._matcher;
+  let known = new Map<string, boolean>();
+  const add = matcher.add.bind(matcher);
+  const remove = matcher.remove.bind(matcher);
+  matcher.add = (topic, fn) => {
+    known = new Map();
+    return add(topic, fn);
+  };
+  matcher.remove = (topic, fn) => {
+    known = new Map();
+    return remove(topic, fn);
+  };
+  return (topic) => {
+    let has = known.get(topic);
+    if (has === undefined) {
+      has = matcher.match(topic).length > 0;
+      if (known.size > 10_000) known = new Map();
+      known.set(topic, has);
+    }
+    return has;
+  };
 }
 
 // --- the fan-out between nodes (mqemitter-redis) -------------------------------------------

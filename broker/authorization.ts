@@ -2,7 +2,7 @@
 // authorizePublish hooks: the protocol limits first (a violation already closes the connection),
 // then the group queue's rules for a shared subscription and the ACL (auth.ts); an allowed publish
 // goes to durable ingest, which answers Aedes once the message is committed.
-import type { AedesOptions } from 'aedes';
+import type { AedesOptions, Client } from 'aedes';
 import type { Logger } from '../lib/log.js';
 import type { Access } from './auth.js';
 import { SHARE_PREFIX, parseShare, type SharedSubscriptions } from './group-queue.js';
@@ -20,7 +20,27 @@ export interface AuthorizationParts {
   onRefused: (what: 'subscribe' | 'publish') => void;
 }
 
-export function authorizationHooks({ limits, access, shared, ingest, log, onRefused }: AuthorizationParts): Pick<AedesOptions, 'authorizeSubscribe' | 'authorizePublish' | 'authorizeForward'> {
+/**
+ * Why a publish ends its connection, or undefined to accept it: a protocol rule its bytes broke
+ * (limits.ts: the connection is already closing), or the ACL. MQTT 3.1.1 has no way to say
+ * "refused" in a PUBACK, and a PUBACK would make the publisher believe it was delivered: the
+ * connection is closed before any. Used by authorizePublish and by direct publishes (direct-publish.ts).
+ */
+export function publishRefusal({ limits, access, log, onRefused }: Omit<AuthorizationParts, 'shared' | 'ingest'>): (client: Client | null, topic: string) => Error | undefined {
+  return (client, topic) => {
+    const violation = client && limits.violation(client.conn);
+    if (violation) return new Error(violation.reason);
+    const reason = access.publishRefusal(client, topic);
+    if (!reason) return undefined;
+    log.warn({ clientId: client?.id, topic, reason }, 'publish refused; closing the connection');
+    onRefused('publish');
+    return new Error(`publish to ${topic} refused: ${reason}`);
+  };
+}
+
+export function authorizationHooks(parts: AuthorizationParts): Pick<AedesOptions, 'authorizeSubscribe' | 'authorizePublish' | 'authorizeForward'> {
+  const { limits, access, shared, ingest, log, onRefused } = parts;
+  const refusal = publishRefusal(parts);
   return {
     authorizeForward: access.forward,
     authorizeSubscribe(client, sub, done) {
@@ -51,16 +71,9 @@ export function authorizationHooks({ limits, access, shared, ingest, log, onRefu
       );
     },
     authorizePublish(client, packet, done) {
-      const violation = client && limits.violation(client.conn);
-      if (violation) return done(new Error(violation.reason));
-      const reason = access.publishRefusal(client, packet.topic);
-      if (reason) {
-        // An error here makes Aedes close the connection before any PUBACK: MQTT 3.1.1 has no way to
-        // say "refused" in a PUBACK, and a PUBACK would make the publisher believe it was delivered.
-        log.warn({ clientId: client?.id, topic: packet.topic, reason }, 'publish refused; closing the connection');
-        onRefused('publish');
-        return done(new Error(`publish to ${packet.topic} refused: ${reason}`));
-      }
+      // An error makes Aedes close the connection before any PUBACK.
+      const refused = refusal(client, packet.topic);
+      if (refused) return done(refused);
       ingest.accept(packet as StoredPacket, done, client);
     },
   };

@@ -345,7 +345,9 @@ export class SharedSubscriptions {
     for (const open of [...this.#unwritten]) if (open.entries.some(([queue, held]) => held.unwritten && queues.has(queue))) this.#write(open);
     const { stored, durable } = this.#store.append(toStore.map((s) => s.entry));
     for (const { queue } of toStore) queue.written++;
-    await Promise.all([batch?.settled, durable]);
+    // Committed in this turn (Ingest flushes the commit at once): into memory before any read of
+    // the store could take them a second time.
+    await durable;
     toStore.forEach(({ queue, intoMemory }, i) => {
       if (this.#queues.get(queue.share) !== queue) return;
       if (intoMemory) {
@@ -354,6 +356,7 @@ export class SharedSubscriptions {
       }
       this.#dispatch(queue);
     });
+    await batch?.settled;
   }
 
   /** Write-behind applies while a member is online to acknowledge soon. */

@@ -20,16 +20,17 @@ import { createMetrics } from '../lib/metrics.js';
 import { createApp, serveApp } from '../lib/http.js';
 import { onShutdown } from '../lib/shutdown.js';
 import { Acl } from './acl.js';
-import { closeEveryClient, connectHooks, connectedClients, finishFanoutOnClose, handleTcp, handleWebSocket, takeAcknowledgements } from './aedes-adapter.js';
+import { closeEveryClient, connectHooks, connectedClients, finishFanoutOnClose, handleTcp, handleWebSocket, maxTopicLevels, subscriberCheck, takePackets } from './aedes-adapter.js';
 import { Access } from './auth.js';
-import { authorizationHooks } from './authorization.js';
+import { authorizationHooks, publishRefusal } from './authorization.js';
+import { directPublish } from './direct-publish.js';
 import { CommitQueue } from './commit-queue.js';
 import { SharedSubscriptions } from './group-queue.js';
 import { Ingest, routeInboxOf } from './ingest.js';
 import { ConnectionLimits } from './limits.js';
 import { readLogins } from './logins.js';
 import { registerBrokerMetrics } from './metrics.js';
-import { SqlitePersistence, type SessionPersistence } from './persistence.js';
+import { SqlitePersistence, type SessionPersistence, type StoredPacket } from './persistence.js';
 import { onFanoutReturn } from './fanout-return.js';
 import { inboxName, NodeLease } from './node-lease.js';
 import { RedisGroupStore } from './redis-group-store.js';
@@ -139,7 +140,7 @@ const shared = new SharedSubscriptions({
 const reclaimer = new SpaceReclaimer({ db, log, beforeReclaim: () => commits.flush(), busy: () => shared.draining });
 const memoryTrim = new MemoryTrim();
 const checkpointer = new Checkpointer(db, log);
-// Members' PUBACKs reach the group queue before Aedes (takeAcknowledgements, below); any that
+// Members' PUBACKs reach the group queue before Aedes (takePackets, below); any that
 // did not are claimed from Aedes's own handling.
 persistence.claimAck = (clientId, messageId) => shared.acknowledge(clientId, messageId);
 const ingest = new Ingest(db, commits, shared, persistence, log);
@@ -173,7 +174,20 @@ broker.on('clientError', (client, err) => log.debug({ clientId: client.id, err: 
 broker.on('connectionError', () => brokerMetrics.refused.inc({ what: 'connect' }));
 const brokerMetrics = registerBrokerMetrics(metrics, { broker, shared, persistence, commits, reclaimer });
 shared.start(broker);
-takeAcknowledgements(broker, (client, messageId) => shared.acknowledge(client.id, messageId));
+// Members' PUBACKs, and (one node) publishes only shared subscriptions want, skip Aedes's pipeline.
+takePackets(broker, {
+  puback: (client, messageId) => shared.acknowledge(client.id, messageId),
+  publish: mq
+    ? undefined
+    : directPublish({
+        maxTopicLevels: maxTopicLevels(broker),
+        hasSubscriber: subscriberCheck(broker),
+        hasSessionSubscriber: (topic) => persistence.hasSessionSubscriber(topic),
+        refusal: publishRefusal({ limits, access, log, onRefused: (what) => brokerMetrics.refused.inc({ what }) }),
+        accept: (packet, done, client) => ingest.accept(packet as StoredPacket, done, client),
+        published: (packet, client) => broker.emit('publish', packet as never, client),
+      }),
+});
 reclaimer.start();
 memoryTrim.start();
 checkpointer.start();

@@ -32,13 +32,18 @@ async function shareMetric(b: RunningBroker, name: string): Promise<number> {
 
 /** A persistent member of the group: records what it gets; acknowledges at once, or never with `hold` (mqtt.js then takes no further message). */
 async function member(b: RunningBroker, clientId: string, { hold = false } = {}): Promise<{ client: MqttClient; got: string[] }> {
-  const client = await mqtt.connectAsync(b.mqttUrl, { clientId, clean: false, protocolVersion: 4, reconnectPeriod: 0 });
+  const client = mqtt.connect(b.mqttUrl, { clientId, clean: false, protocolVersion: 4, reconnectPeriod: 0 });
   clients.push(client);
   const got: string[] = [];
+  // Before the CONNACK: a returning member's messages may come in the same read as it.
   client.handleMessage = (packet, done) => {
     got.push(packet.payload.toString());
     if (!hold) done();
   };
+  await new Promise<void>((resolve, reject) => {
+    client.once('connect', () => resolve());
+    client.once('error', reject);
+  });
   await client.subscribeAsync(SHARE, { qos: 1 });
   return { client, got };
 }
