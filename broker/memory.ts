@@ -31,13 +31,15 @@ export interface CollectPace {
 /**
  * Whether to collect now: external memory grew by the budget since the last collection, and
  * collections stay within `maxShare` of the time (after one that took `lastMs`, the next waits
- * `lastMs × (1 / maxShare − 1)`). With many messages a second the budget fills several times a
- * second, and collecting that often would cost a quarter of the broker's time; memory then peaks a
- * little higher instead.
+ * `lastMs × (1 / maxShare − 1)`) unless twice the budget has piled up. With many messages a
+ * second the budget fills several times a second, and collecting each time would cost a quarter of
+ * the broker's time; memory then peaks up to one budget higher instead.
  */
 export function shouldCollect(externalBytes: number, afterLastCollection: number, budgetBytes: number, pace?: CollectPace): boolean {
-  if (externalBytes - afterLastCollection < budgetBytes) return false;
-  return !pace || pace.sinceLastMs >= pace.lastMs * (1 / pace.maxShare - 1);
+  const grown = externalBytes - afterLastCollection;
+  if (grown < budgetBytes) return false;
+  // Twice the budget: now, whatever it costs (memory stays bounded).
+  return !pace || grown >= 2 * budgetBytes || pace.sinceLastMs >= pace.lastMs * (1 / pace.maxShare - 1);
 }
 
 export class MemoryTrim {

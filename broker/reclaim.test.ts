@@ -56,5 +56,6 @@ describe('trimming memory', () => {
     assert.equal(shouldCollect(40 * MiB, 20 * MiB, 16 * MiB, pace(20, 100)), false, 'a 20 ms collection 100 ms ago: too soon');
     assert.equal(shouldCollect(40 * MiB, 20 * MiB, 16 * MiB, pace(20, 380)), true, '19 × 20 ms later');
     assert.equal(shouldCollect(30 * MiB, 20 * MiB, 16 * MiB, pace(20, 10_000)), false, 'under the budget, however long ago');
+    assert.equal(shouldCollect(53 * MiB, 20 * MiB, 16 * MiB, pace(20, 100)), true, 'twice the budget: at once');
   });
 });
