@@ -186,10 +186,12 @@ rmSync(dir, { recursive: true, force: true });
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 for (const payload of PAYLOADS) {
   const size = payload.length;
-  const rate = (name: string | undefined) => {
+  /** A contender's median at this size, of its rates or of its CPU per message. */
+  const medianOf = (name: string | undefined, what: 'rates' | 'cpu') => {
     const c = contenders.find((x) => x.name === name);
-    return c && median(c.rates.get(size)!);
+    return c && median(c[what].get(size)!);
   };
+  const rate = (name: string | undefined) => medianOf(name, 'rates');
   const [oursRate, plainRate] = contenders.map((c) => median(c.rates.get(size)!));
   const mosquittoRate = rate(mosquittoName);
   process.stdout.write(`\nQoS 1, ${MESSAGES} messages of ${size} bytes, publisher window ${INFLIGHT}, median of ${ROUNDS} rounds\n`);
@@ -200,12 +202,8 @@ for (const payload of PAYLOADS) {
   }
   process.stdout.write(`our broker / plain Aedes: ${(oursRate! / plainRate!).toFixed(2)}\n`);
   if (mosquittoRate) process.stdout.write(`our broker / Mosquitto:   ${(oursRate! / mosquittoRate).toFixed(2)} (goal: at least 1.00)\n`);
-  const cpuMedian = (name: string | undefined) => {
-    const c = contenders.find((x) => x.name === name);
-    return c && median(c.cpu.get(size)!);
-  };
   const oursCpu = median(contenders[0]!.cpu.get(size)!);
-  const mosquittoCpu = cpuMedian(mosquittoName);
+  const mosquittoCpu = medianOf(mosquittoName, 'cpu');
   if (mosquittoCpu) process.stdout.write(`CPU per message, our broker / Mosquitto: ${(oursCpu / mosquittoCpu).toFixed(1)}\n`);
   const oneNode = rate(clusterNames[0]);
   for (const [i, name] of clusterNames.entries()) {

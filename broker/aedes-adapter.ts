@@ -319,6 +319,24 @@ export function takePackets(broker: Aedes, takers: PacketTakers): void {
   });
 }
 
+/**
+ * Lets Aedes read a connection's next packets before a publish of it is done. Aedes handles the
+ * packets of one read together and reads on only once every one is done (client._parsingBatch,
+ * counted off by client._nextBatch, lib/client.js); a publish whose PUBACK waits for a member's
+ * acknowledgement (write-behind, group-queue.ts) would hold the publisher's whole connection that
+ * long, and the members would then wait for the publisher. The publish is counted off now, and the
+ * function returned counts it again: call it right before the publish's own `done`, which counts it
+ * off once more, so that Aedes's count stays right. Call outside Aedes's parse (reading on parses).
+ * Breaks: "reads a publisher on while its PUBACKs wait…" (test/broker-write-behind.test.ts).
+ */
+export function readAhead(client: Client): () => void {
+  const c = internals(client);
+  c._nextBatch();
+  return () => {
+    c._parsingBatch++;
+  };
+}
+
 /** The most topic levels Aedes accepts in a PUBLISH (broker.maxTopicLevels, set from its options; not in its types). */
 export const maxTopicLevels = (broker: Aedes): number => (broker as unknown as { maxTopicLevels?: number }).maxTopicLevels ?? 100;
 
@@ -436,23 +454,5 @@ export function finishFanoutOnClose(mq: object, onQuitFailed: (err: Error, conne
       })
       .then(() => fanout._close(cb));
     return fanout;
-  };
-}
-
-/**
- * Lets Aedes read a connection's next packets before a publish of it is done. Aedes handles the
- * packets of one read together and reads on only once every one is done (client._parsingBatch,
- * counted off by client._nextBatch, lib/client.js); a publish whose PUBACK waits for a member's
- * acknowledgement (write-behind, group-queue.ts) would hold the publisher's whole connection that
- * long, and the members would then wait for the publisher. The publish is counted off now, and the
- * function returned counts it again: call it right before the publish's own `done`, which counts it
- * off once more, so that Aedes's count stays right. Call outside Aedes's parse (reading on parses).
- * Breaks: "reads a publisher on while its PUBACKs wait…" (test/broker-write-behind.test.ts).
- */
-export function readAhead(client: Client): () => void {
-  const c = internals(client);
-  c._nextBatch();
-  return () => {
-    c._parsingBatch++;
   };
 }

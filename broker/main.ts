@@ -162,13 +162,16 @@ mq?.state.on('error', (err: Error) => log.warn({ err: err.message }, 'redis conn
 // Its close (at the end of Aedes's) lets the publishes on their way to Redis finish first.
 if (mq) finishFanoutOnClose(mq, (err, connection) => log.warn({ err: err.message, connection }, 'redis connection (fan-out) closed before its QUIT was answered'));
 
+// What every publish is checked against, through Aedes (authorizationHooks) or past it (directPublish).
+const publishChecks = { limits, access, log, onRefused: (what: 'subscribe' | 'publish') => brokerMetrics.refused.inc({ what }) };
+
 const broker = await Aedes.createBroker({
   // A new id per start: Aedes de-duplicates deliveries by (broker id, counter), and the counter restarts.
   id: `woodytoys-broker-${redisUrl ? `${config.BROKER_NODE_ID}-` : ''}${randomUUID().slice(0, 8)}`,
   persistence,
   ...(mq ? { mq, heartbeatInterval: config.BROKER_HEARTBEAT_MS } : {}),
   ...connectHooks({ limits, access }),
-  ...authorizationHooks({ limits, access, shared, ingest, log, onRefused: (what) => brokerMetrics.refused.inc({ what }) }),
+  ...authorizationHooks({ ...publishChecks, shared, ingest }),
 });
 broker.on('clientError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'client error'));
 broker.on('connectionError', () => brokerMetrics.refused.inc({ what: 'connect' }));
@@ -183,7 +186,7 @@ takePackets(broker, {
         maxTopicLevels: maxTopicLevels(broker),
         hasSubscriber: subscriberCheck(broker),
         hasSessionSubscriber: (topic) => persistence.hasSessionSubscriber(topic),
-        refusal: publishRefusal({ limits, access, log, onRefused: (what) => brokerMetrics.refused.inc({ what }) }),
+        refusal: publishRefusal(publishChecks),
         accept: (packet, done, client) => ingest.accept(packet as StoredPacket, done, client),
         published: (packet, client) => broker.emit('publish', packet as never, client),
       }),
