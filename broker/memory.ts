@@ -32,8 +32,8 @@ export interface CollectPace {
  * Whether to collect now: external memory grew by the budget since the last collection, and
  * collections stay within `maxShare` of the time (after one that took `lastMs`, the next waits
  * `lastMs × (1 / maxShare − 1)`) unless twice the budget has piled up. With many messages a
- * second the budget fills several times a second, and collecting each time would cost a quarter of
- * the broker's time; memory then peaks up to one budget higher instead.
+ * second the budget fills up to five times a second, and collecting each time takes a large share
+ * of the broker's time; memory then peaks up to one budget higher instead.
  */
 export function shouldCollect(externalBytes: number, afterLastCollection: number, budgetBytes: number, pace?: CollectPace): boolean {
   const grown = externalBytes - afterLastCollection;
