@@ -6,6 +6,7 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import mqtt, { type MqttClient } from 'mqtt';
+import { formatPasswordFile } from '../broker/password-hash.js';
 import { parseShareGauge } from '../workers/backlog.js';
 import { startBroker, type RunningBroker } from '../harness/broker.js';
 import { eventually } from '../harness/process.js';
@@ -117,5 +118,42 @@ describe('write-behind in the group queues', () => {
     assert.deepEqual(acked, ['first', 'second', 'third'], 'PUBACKs in the order of the publishes (MQTT-4.6.0-2)');
     assert.equal(await shareMetric(b, 'mqtt_shared_written_total'), 1, 'only the held message was written');
     assert.equal(await shareMetric(b, 'mqtt_shared_never_written_total'), 2);
+  });
+});
+
+describe('publishes only a group wants (they skip Aedes) face the same checks', () => {
+  const users = { stock: 'stock-pass', worker: 'worker-pass', viewer: 'viewer-pass', catalog: 'catalog-pass' };
+  const RESERVED = 'woodytoys/stock/reserved';
+
+  it('refuses a low-privilege user and an ill-formed topic before any PUBACK, and the group gets nothing from them', async () => {
+    const b = await broker({ BROKER_ALLOW_ANONYMOUS: 'false', BROKER_PASSWORDS: formatPasswordFile(users).trim().split('\n').join(',') });
+    const login = (user: keyof typeof users, clean = true) =>
+      mqtt.connectAsync(b.mqttUrl, { clientId: `${user}-direct-${clean ? 'c' : 'p'}`, username: user, password: users[user], clean, protocolVersion: 4, reconnectPeriod: 0 });
+    // The only subscriber of the topic is a group member: its publishes take the direct path.
+    const worker = await login('worker', false);
+    clients.push(worker);
+    const got: string[] = [];
+    worker.on('message', (_topic, payload) => got.push(payload.toString()));
+    await worker.subscribeAsync(`$share/order-workers/${RESERVED}`, { qos: 1 });
+
+    for (const [who, topic] of [
+      ['viewer', RESERVED],
+      ['catalog', RESERVED],
+      ['stock', 'woodytoys/stock/+'],
+    ] as const) {
+      const c = await login(who);
+      clients.push(c);
+      let closed = false;
+      c.once('close', () => (closed = true));
+      let acknowledged = false;
+      c.publish(topic, `from ${who}`, { qos: 1 }, (err) => (acknowledged = !err));
+      await eventually(() => closed, { what: `the connection of ${who} closed for a publish on ${topic}` });
+      assert.equal(acknowledged, false, `${who} on ${topic}: no PUBACK, the connection closed`);
+    }
+    const stock = await login('stock');
+    clients.push(stock);
+    await stock.publishAsync(RESERVED, 'from stock', { qos: 1 });
+    await eventually(() => got.includes('from stock'), { what: 'the allowed publish at the member' });
+    assert.deepEqual(got, ['from stock'], 'nothing refused reached the group');
   });
 });
