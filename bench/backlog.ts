@@ -153,6 +153,12 @@ async function run(name: string, url: string, pid: number | undefined, dataDir: 
 
 const results: Result[] = [];
 const ours = await startBroker({ env: { BROKER_ALLOW_ANONYMOUS: 'false', BROKER_PASSWORD_FILE: passwordFile } });
+// A broker that dies mid-run would leave the benchmark waiting for messages that never come.
+const died = (code: number | null, signal: NodeJS.Signals | null) => {
+  process.stderr.write(`our broker exited (${signal ?? code}) during the benchmark; its last lines:\n${ours.logs.slice(-20).join('\n')}\n`);
+  process.exit(1);
+};
+ours.process.once('exit', died);
 try {
   // After the drain: wait (up to a minute) until the broker has given the freed pages back.
   const settle = async () => {
@@ -167,6 +173,7 @@ try {
   };
   results.push(await run('our broker', ours.mqttUrl, ours.process.pid, ours.dataDir, settle));
 } finally {
+  ours.process.off('exit', died);
   await ours.stop();
 }
 if (findProgram('mosquitto')) {

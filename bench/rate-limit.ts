@@ -90,6 +90,8 @@ async function paced() {
     await feeder.endAsync();
     const cpu = new CpuMeter();
     cpu.mark('broker', system.broker.process.pid);
+    // Not ours to make cheaper in production (a real ERP runs elsewhere), but here it shares the two cores.
+    cpu.mark('erp', system.erp.child.pid);
     const restart = Array.from({ length: WORKERS }, (_, i) =>
       system.startWorker(i + 1).then((w) => {
         cpu.mark(`worker-${i + 1}`, w.child.pid);
@@ -128,7 +130,9 @@ const round2 = (n: number) => Math.round(n * 100) / 100;
 const round3 = (n: number) => Math.round(n * 1000) / 1000;
 const perThousand = (cpu: CpuMeter, records: number) => {
   const per = (s: number) => round3((s * 1000) / Math.max(records, 1));
-  return { broker: per(cpu.total('broker')), workers: per(cpu.total('worker')), total: per(cpu.total()) };
+  const broker = cpu.total('broker');
+  const workers = cpu.total('worker');
+  return { broker: per(broker), workers: per(workers), total: per(broker + workers), erpSandbox: per(cpu.total('erp')) };
 };
 
 /** One process spinning on a core for the whole demo, when --burn is given. */
@@ -149,7 +153,7 @@ if (json) {
   ];
   for (const r of rows) console.log(r.map((c, i) => String(c).padStart(i === 0 ? 6 : 12)).join(''));
   const c = p.cpuSecondsPer1000;
-  console.log(`paced: CPU seconds per 1,000 records: broker ${c.broker}, workers ${c.workers}, together ${c.total}${burn ? ' (one CPU-burning process beside)' : ''}`);
+  console.log(`paced: CPU seconds per 1,000 records: broker ${c.broker}, workers ${c.workers}, together ${c.total}; the ERP sandbox ${c.erpSandbox}${burn ? ' (one CPU-burning process beside)' : ''}`);
   const ok = p.sent <= 1.01 * p.records && p.throttled <= 0.005 * p.sent && p.seconds <= 1.1 * idealSeconds;
   console.log(`paced: sent ≤ 1.01 × records, 429s ≤ 0.5 % of sent, time ≤ 1.10 × ${idealSeconds} s: ${ok ? 'yes' : 'NO'}`);
 }

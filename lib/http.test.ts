@@ -2,8 +2,7 @@
 // reaches every client, and the connection is then reused or closed cleanly, within the limits.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { bodyLimit } from 'hono/body-limit';
-import { createApp, KEEP_ALIVE_TIMEOUT_MS, payloadTooLarge, serveApp, type Served } from './http.js';
+import { createApp, KEEP_ALIVE_TIMEOUT_MS, limitBody, serveApp, type Served } from './http.js';
 import { createLogger } from './log.js';
 import { createMetrics } from './metrics.js';
 import { Connection } from '../test/support/raw-http.js';
@@ -13,7 +12,7 @@ const BIG = 2_400_000;
 
 function testApp() {
   const app = createApp({ log: createLogger('http-test', 'silent'), metrics: createMetrics('http-test'), ready: () => ({}) });
-  app.use('/upload', bodyLimit({ maxSize: LIMIT, onError: payloadTooLarge(LIMIT) }));
+  app.use('/upload', limitBody(LIMIT));
   app.post('/upload', async (c) => c.json({ bytes: (await c.req.arrayBuffer()).byteLength }));
   app.get('/ping', (c) => c.json({ ok: true }));
   return app;
@@ -57,6 +56,21 @@ describe('an answer before the body was read (lingering close)', () => {
     assert.equal((await conn.answer()).status, 413);
     await conn.write('GET /ping HTTP/1.1\r\nhost: test\r\n\r\n');
     assert.equal((await conn.answer()).status, 200);
+    conn.socket.destroy();
+  });
+
+  test('bodies within the limit reach the handler whole, declared or chunked', async () => {
+    const conn = await Connection.open(served.port);
+    await conn.write(upload(LIMIT));
+    await conn.write(Buffer.alloc(LIMIT, 'x'));
+    assert.deepEqual(JSON.parse((await conn.answer()).body), { bytes: LIMIT });
+    await conn.write('POST /upload HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n');
+    for (let i = 0; i < 4; i++) await conn.write(`1000\r\n${'x'.repeat(4096)}\r\n`);
+    await conn.write('0\r\n\r\n');
+    assert.deepEqual(JSON.parse((await conn.answer()).body), { bytes: LIMIT });
+    // A declared length one byte over is refused without reading the body.
+    await conn.write(upload(LIMIT + 1));
+    assert.equal((await conn.answer()).status, 413);
     conn.socket.destroy();
   });
 

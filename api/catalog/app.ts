@@ -1,9 +1,8 @@
 // The catalog HTTP API: anyone lists and reads products; admins (API key) create and change them.
 import { createRoute, z } from '@hono/zod-openapi';
-import { bodyLimit } from 'hono/body-limit';
 import { requireAdminKey, withAdminKey } from '../../lib/admin-key.js';
 import { adminResponses, adminSecurity, cursors, nextCursor, nonBlank, pageOf, pageQuery, problemResponse, queryInteger, registerAdminScheme } from '../../lib/api-docs.js';
-import { createApp, payloadTooLarge, problem, type Readiness } from '../../lib/http.js';
+import { createApp, limitBody, problem, type Readiness } from '../../lib/http.js';
 import type { Logger } from '../../lib/log.js';
 import type { Metrics } from '../../lib/metrics.js';
 import { productId } from '../../lib/topics.js';
@@ -112,7 +111,7 @@ export function createCatalogApp({ store, log, metrics, ready, adminApiKey, onCh
   const app = createApp({ log, metrics, ready });
   const admin = requireAdminKey(adminApiKey, log);
   registerAdminScheme(app);
-  app.use('/api/catalog/*', bodyLimit({ maxSize: 64 * 1024, onError: payloadTooLarge(64 * 1024) }));
+  app.use('/api/catalog/*', limitBody(64 * 1024));
   app.doc31('/api/catalog/openapi.json', { openapi: '3.1.0', info: { title: 'Woodytoys catalog', version: '1.0.0' } });
 
   app.openapi(listProducts, (c) => {

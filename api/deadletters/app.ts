@@ -2,10 +2,9 @@
 // original events go out again, same event ids, through the outbox), delete one. Every route takes
 // the admin key: dead letters may hold personal data.
 import { createRoute, z } from '@hono/zod-openapi';
-import { bodyLimit } from 'hono/body-limit';
 import { requireAdminKey, withAdminKey } from '../../lib/admin-key.js';
 import { adminResponses, adminSecurity, cursors, nextCursor, pageOf, pageQuery, problemResponse, registerAdminScheme, uuidParam } from '../../lib/api-docs.js';
-import { createApp, payloadTooLarge, problem, type Readiness } from '../../lib/http.js';
+import { createApp, limitBody, problem, type Readiness } from '../../lib/http.js';
 import type { Logger } from '../../lib/log.js';
 import type { Metrics } from '../../lib/metrics.js';
 import type { DeadLetter, DeadLetterStore } from './store.js';
@@ -132,7 +131,7 @@ export function createDeadLetterApp({ store, log, metrics, ready, adminApiKey, o
   const app = createApp({ log, metrics, ready });
   const admin = requireAdminKey(adminApiKey, log);
   registerAdminScheme(app);
-  app.use('/api/deadletters', bodyLimit({ maxSize: 16 * 1024, onError: payloadTooLarge(16 * 1024) }));
+  app.use('/api/deadletters', limitBody(16 * 1024));
   app.doc31('/api/deadletters/openapi.json', {
     openapi: '3.1.0',
     info: {

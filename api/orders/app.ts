@@ -1,9 +1,8 @@
 // The orders HTTP API: accept an order at once (202) and let the saga finish it asynchronously.
 import { createRoute, z } from '@hono/zod-openapi';
-import { bodyLimit } from 'hono/body-limit';
 import { requireAdminKey, withAdminKey } from '../../lib/admin-key.js';
 import { adminResponses, adminSecurity, cursors, formatPatterns, nextCursor, nonBlank, pageOf, pageQuery, problemResponse, registerAdminScheme, uuidParam } from '../../lib/api-docs.js';
-import { createApp, payloadTooLarge, problem, type Readiness } from '../../lib/http.js';
+import { createApp, limitBody, problem, type Readiness } from '../../lib/http.js';
 import type { Logger } from '../../lib/log.js';
 import type { Metrics } from '../../lib/metrics.js';
 import { customer, orderItem, publicOrderRef } from '../../lib/topics.js';
@@ -160,7 +159,7 @@ export function createOrdersApp({ store, log, metrics, ready, onOrderCreated, ma
   const app = createApp({ log, metrics, ready });
   const admin = requireAdminKey(adminApiKey, log);
   registerAdminScheme(app);
-  app.use('/api/orders', bodyLimit({ maxSize: maxBodyBytes, onError: payloadTooLarge(maxBodyBytes) }));
+  app.use('/api/orders', limitBody(maxBodyBytes));
 
   // Registered before /api/orders/{id} so that the document is not taken for an order id.
   app.doc31('/api/orders/openapi.json', { openapi: '3.1.0', info: { title: 'Woodytoys orders', version: '1.0.0' } });

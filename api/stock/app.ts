@@ -2,10 +2,9 @@
 // progress resource, and a read-only view of the reservation behind an order.
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import type { MiddlewareHandler } from 'hono';
-import { bodyLimit } from 'hono/body-limit';
 import { requireAdminKey, withAdminKey } from '../../lib/admin-key.js';
 import { adminResponses, adminSecurity, cursors, nextCursor, nonBlank, pageOf, pageQuery, problemResponse, registerAdminScheme, uuidParam } from '../../lib/api-docs.js';
-import { createApp, payloadTooLarge, problem, type AppEnv, type Readiness } from '../../lib/http.js';
+import { createApp, limitBody, problem, type AppEnv, type Readiness } from '../../lib/http.js';
 import type { Logger } from '../../lib/log.js';
 import type { Metrics } from '../../lib/metrics.js';
 import { productId } from '../../lib/topics.js';
@@ -201,7 +200,7 @@ export function createStockApp({ store, log, metrics, ready, adminApiKey, onChan
   const app = createApp({ log, metrics, ready });
   const admin = requireAdminKey(adminApiKey, log);
   registerAdminScheme(app);
-  app.use('/api/stock/levels/*', bodyLimit({ maxSize: 16 * 1024, onError: payloadTooLarge(16 * 1024) }));
+  app.use('/api/stock/levels/*', limitBody(16 * 1024));
   app.doc31('/api/stock/openapi.json', { openapi: '3.1.0', info: { title: 'Woodytoys stock', version: '1.0.0' } });
 
   registerLevelRoutes(app, { levels: store.levels, admin, onChange });

@@ -2,10 +2,9 @@
 // units per operation against a provisioned capacity, answers 429 with Retry-After beyond it,
 // deduplicates by operation id and counts everything so tests and benchmarks can check the pacing.
 import { createRoute, z } from '@hono/zod-openapi';
-import { bodyLimit } from 'hono/body-limit';
 import { Counter, Gauge } from 'prom-client';
 import { ERP_OPERATION_KINDS, type ErpOperationKind } from '../../lib/erp-operations.js';
-import { createApp, payloadTooLarge, problem } from '../../lib/http.js';
+import { createApp, limitBody, problem } from '../../lib/http.js';
 import type { Logger } from '../../lib/log.js';
 import type { Metrics } from '../../lib/metrics.js';
 import { sleep } from '../../lib/shutdown.js';
@@ -72,7 +71,7 @@ export function createErp({ store, throttle, costs, blockedDomains, unavailableD
   const throttledOnce = new FirstTimes(10_000);
 
   const app = createApp({ log, metrics, ready: () => ({ database: store.db.open }) });
-  app.use('/erp/*', bodyLimit({ maxSize: maxBodyBytes, onError: payloadTooLarge(maxBodyBytes) }));
+  app.use('/erp/*', limitBody(maxBodyBytes));
 
   app.openapi(recordRoute, async (c) => {
     const { operationId, kind, payload } = c.req.valid('json');

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { bool, commonEnv, loadConfig, mqttEnv, port, positiveInt } from '../../lib/config.js';
 import { dataFile } from '../../lib/db.js';
 import { Service } from '../../lib/service.js';
+import { answerAfterCommit, groupCommit } from '../../lib/group-commit.js';
 import { PROCESSES } from '../../lib/processes.js';
 import { ERP_OPERATION_COST_RU } from '../../lib/erp-operations.js';
 import { createErp } from './app.js';
@@ -33,6 +34,8 @@ const config = loadConfig({
 const service = new Service('erp', config, { clientId: 'erp-stats' });
 const { log, metrics } = service;
 const store = new ErpStore(dataFile(config.DATA_DIR, 'erp'));
+// The records of one turn share a commit; an answer leaves only once its record is committed.
+groupCommit(store.db);
 const { app, snapshot } = createErp({
   store,
   throttle: new Throttle(config.ERP_CAPACITY_RU),
@@ -46,7 +49,7 @@ const { app, snapshot } = createErp({
   log,
   metrics,
 });
-await service.serve(app, { capacity: config.ERP_CAPACITY_RU });
+await service.serve(answerAfterCommit(app, store.db), { capacity: config.ERP_CAPACITY_RU });
 // The sandbox is not part of the message flow; it only shows its figures to the dashboard.
 if (config.ERP_PUBLISH_STATS) service.publishStats(service.connect(service.clientId, { clean: true }), 'erp', () => snapshot(10));
 

@@ -54,11 +54,20 @@ export class ErpStore {
     this.#sql = statements(this.db);
   }
 
-  /** Records the operation unless it is already there; says which. */
+  /**
+   * Records the operation unless it is already there; says which. A transaction, so that with
+   * group commit (main.ts) the calls of one turn share a commit and the answer waits for it.
+   */
   record(operationId: string, kind: string, payload: unknown): { record: ErpRecord; duplicate: boolean } {
-    const reference = `ERP-${operationId.slice(-12).toUpperCase()}`;
-    const inserted = this.#sql.insert.run(operationId, kind, reference, JSON.stringify(payload), Date.now()).changes === 1;
-    return { record: this.get(operationId)!, duplicate: !inserted };
+    return this.db.transaction(() => {
+      const reference = `ERP-${operationId.slice(-12).toUpperCase()}`;
+      const acceptedAt = Date.now();
+      const stored = JSON.stringify(payload);
+      if (this.#sql.insert.run(operationId, kind, reference, stored, acceptedAt).changes === 1) {
+        return { record: toRecord({ operation_id: operationId, kind, reference, payload: stored, accepted_at: acceptedAt }), duplicate: false };
+      }
+      return { record: this.get(operationId)!, duplicate: true };
+    })();
   }
 
   get(operationId: string): ErpRecord | undefined {
