@@ -9,7 +9,12 @@
 // million messages queued that is 600 MB a second, and Mosquitto spends its time writing
 // snapshots; BENCH_MOSQUITTO_AUTOSAVE=<seconds> runs it with another interval (said in the output).
 //
-//   npm run bench:backlog   (BENCH_BACKLOG_MESSAGES=1000000 BENCH_BACKLOG_BYTES=512 BENCH_INFLIGHT=1000 BENCH_MOSQUITTO_AUTOSAVE=1)
+// Our broker runs as the container image runs it: compiled (`npm run build`, done here first) and
+// started by plain node. BENCH_BROKER_FROM=source runs broker/main.ts through tsx instead, as
+// `npm start` does in development; tsx's loader thread then adds about 45 MiB of resident memory.
+//
+//   npm run bench:backlog   (BENCH_BACKLOG_MESSAGES=1000000 BENCH_BACKLOG_BYTES=512 BENCH_INFLIGHT=1000 BENCH_MOSQUITTO_AUTOSAVE=1 BENCH_BROKER_FROM=dist)
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,6 +32,8 @@ const MESSAGES = Number(process.env.BENCH_BACKLOG_MESSAGES ?? 1_000_000);
 const BYTES = Math.max(16, Number(process.env.BENCH_BACKLOG_BYTES ?? 512));
 const INFLIGHT = Number(process.env.BENCH_INFLIGHT ?? 1000);
 const AUTOSAVE = process.env.BENCH_MOSQUITTO_AUTOSAVE;
+const FROM = process.env.BENCH_BROKER_FROM ?? 'dist';
+if (FROM !== 'dist' && FROM !== 'source') throw new Error(`BENCH_BROKER_FROM must be dist or source, not ${FROM}`);
 // A group and topic the ACL gives the users: stock publishes reservations, the order workers drain them.
 const TOPIC = stockReserved.topic;
 const SHARE = `$share/order-workers/${TOPIC}`;
@@ -152,7 +159,11 @@ async function run(name: string, url: string, pid: number | undefined, dataDir: 
 }
 
 const results: Result[] = [];
-const ours = await startBroker({ env: { BROKER_ALLOW_ANONYMOUS: 'false', BROKER_PASSWORD_FILE: passwordFile } });
+if (FROM === 'dist') {
+  progress('building the broker (npm run build)');
+  execFileSync('npm', ['run', '-s', 'build'], { stdio: 'inherit' });
+}
+const ours = await startBroker({ env: { BROKER_ALLOW_ANONYMOUS: 'false', BROKER_PASSWORD_FILE: passwordFile }, compiled: FROM === 'dist' });
 // A broker that dies mid-run would leave the benchmark waiting for messages that never come.
 const died = (code: number | null, signal: NodeJS.Signals | null) => {
   process.stderr.write(`our broker exited (${signal ?? code}) during the benchmark; its last lines:\n${ours.logs.slice(-20).join('\n')}\n`);
@@ -171,7 +182,7 @@ try {
       last = now;
     }
   };
-  results.push(await run('our broker', ours.mqttUrl, ours.process.pid, ours.dataDir, settle));
+  results.push(await run(FROM === 'dist' ? 'our broker (compiled)' : 'our broker (tsx)', ours.mqttUrl, ours.process.pid, ours.dataDir, settle));
 } finally {
   ours.process.off('exit', died);
   await ours.stop();

@@ -13,7 +13,7 @@ import { brokerPasswords, devCredentials, mqttLogin, type ServiceUser } from '..
 import { MOSQUITTO_INSTALL_HINT, writeMosquittoConfig, writeMosquittoPasswords } from '../broker/mosquitto/run.js';
 import { ConfigError, loadConfig, port, positiveInt } from '../lib/config.js';
 import { LOG_FORMATS, logFormat } from '../lib/log.js';
-import { PROCESS_LIST, PROCESSES, routedProcesses, startPorts, upstreamVariable, VIEWER_USER, type ProcessDeclaration } from '../lib/processes.js';
+import { PROCESS_LIST, PROCESSES, routedProcesses, sourceCommand, startPorts, upstreamVariable, VIEWER_USER, type ProcessDeclaration } from '../lib/processes.js';
 import { findProgram } from '../lib/programs.js';
 import { INSTALL_HINT } from '../gateway/nginx.js';
 import { renderGateway, shellCommand, shellLine } from '../gateway/render.js';
@@ -46,7 +46,6 @@ const loadTestKey = devKey(config.DATA_DIR, LOAD_TEST_KEY_FILE);
 const mosquitto = config.BROKER === 'mosquitto';
 // The children write to concurrently's pipes, never a terminal: they are told what this one is.
 const shared = { DATA_DIR: config.DATA_DIR, HTTP_HOST: host, MQTT_URL: `mqtt://${host}:${mqttPort}`, LOG_FORMAT: logFormat(process.env) };
-const node = (entry: string) => `node --import tsx ${entry}`;
 const erpUrl = `http://${host}:${portOf(PROCESSES.erp)}`;
 const brokerHttp = `http://${host}:${portOf(PROCESSES.broker)}`;
 
@@ -71,8 +70,8 @@ const plan = startPlan(PROCESS_LIST, {
   replicas: { [PROCESSES.worker.name]: config.WORKERS },
   extra: (p, name) => extra[p.name]?.(name) ?? {},
 });
-const commands: ConcurrentlyCommandInput[] = plan.map(({ name, entry, env }) =>
-  name === PROCESSES.broker.name && mosquitto ? mosquittoCommand() : { name, command: node(entry), env },
+const commands: ConcurrentlyCommandInput[] = plan.map(({ name, declaration, entry, env }) =>
+  name === PROCESSES.broker.name && mosquitto ? mosquittoCommand() : { name, command: sourceCommand(declaration, entry), env },
 );
 const workerPorts = plan.filter((p) => p.declaration === PROCESSES.worker).map((p) => Number(p.env.HTTP_PORT));
 const routed = routedProcesses(PROCESS_LIST);

@@ -21,11 +21,13 @@ import {
   MQTT_USERS,
   PROCESS_LIST,
   clientIdPatterns,
+  compiledCommand,
   composeService,
   httpPort,
   mqttUsers,
   processTable,
   routedProcesses,
+  sourceCommand,
   startPorts,
   upstreamVariable,
   type ProcessDeclaration,
@@ -123,7 +125,7 @@ const checks: Record<string, Check> = {
         continue;
       }
       const env = service.environment ?? {};
-      const command = ['node', `dist/${p.entry.replace(/\.ts$/, '.js')}`];
+      const command = compiledCommand(p);
       if (JSON.stringify(service.command) !== JSON.stringify(command)) problems.push(`compose.yaml: ${name} runs ${service.command?.join(' ')}, not ${command.join(' ')}`);
       for (const [variable, d] of Object.entries(p.ports)) {
         if (env[variable] !== String(d.port)) problems.push(`compose.yaml: ${name}'s ${variable} is ${env[variable]}, not ${d.port}`);
@@ -167,7 +169,7 @@ const checks: Record<string, Check> = {
   'package.json': ({ packageJson }, processes) =>
     processes.flatMap((p) => {
       const script = packageJson.scripts[p.name];
-      return script === undefined || script === `node --import tsx ${p.entry}` ? [] : [`package.json: script "${p.name}" is not "node --import tsx ${p.entry}"`];
+      return script === undefined || script === sourceCommand(p) ? [] : [`package.json: script "${p.name}" is not "${sourceCommand(p)}"`];
     }),
   // The processes table is printed from the declaration (npm run -s processes), not copied into the README.
   'README.md': ({ readme }, processes) => {
