@@ -10,6 +10,7 @@ import { formatPasswordFile } from '../broker/password-hash.js';
 import { parseShareGauge } from '../workers/backlog.js';
 import { startBroker, type RunningBroker } from '../harness/broker.js';
 import { eventually } from '../harness/process.js';
+import { READ_AHEAD } from '../broker/ingest.js';
 
 const TOPIC = 'woodytoys/stock/write-behind-test';
 const SHARE = `$share/wb/${TOPIC}`;
@@ -118,6 +119,33 @@ describe('write-behind in the group queues', () => {
     assert.deepEqual(acked, ['first', 'second', 'third'], 'PUBACKs in the order of the publishes (MQTT-4.6.0-2)');
     assert.equal(await shareMetric(b, 'mqtt_shared_written_total'), 1, 'only the held message was written');
     assert.equal(await shareMetric(b, 'mqtt_shared_never_written_total'), 2);
+  });
+
+  it('reads a publisher that floods without waiting for PUBACKs no further than READ_AHEAD publishes ahead', async () => {
+    // Nothing is acknowledged or written for 10 s, and the group's window in memory has room for
+    // all: only the read-ahead cap stops the broker from taking everything in.
+    const b = await broker({ BROKER_WRITE_BEHIND_MS: '10000', BROKER_QUEUE_MEMORY_MESSAGES: '100000', BROKER_QUEUE_MEMORY_BYTES: String(256 * 1024 * 1024) });
+    await member(b, 'wb-flood-member', { hold: true });
+    const pub = await publisher(b, 'wb-flood-pub');
+    const payload = Buffer.alloc(1024, 'f');
+    for (let i = 0; i < 20_000; i++) pub.publish(TOPIC, payload, { qos: 1 }, () => {});
+    const taken = async () => (await shareMetric(b, 'mqtt_shared_queue_depth')) + (await shareMetric(b, 'mqtt_shared_inflight'));
+    await eventually(async () => (await taken()) >= READ_AHEAD.publishes, { what: 'the broker to read the publisher up to the cap' });
+    // Then it stops reading: what the publisher still has to send stays where it is (20 MB against
+    // the kernel's few), between two looks half a second apart.
+    let before = -1;
+    await eventually(
+      () => {
+        const left = pub.stream.writableLength;
+        const still = left > 0 && left === before;
+        before = left;
+        return still;
+      },
+      { intervalMs: 500, what: 'the broker to stop reading the publisher' },
+    );
+    const n = await taken();
+    // The cap, plus what was left of the read in which it was reached (a 64 KiB read holds 63 publishes).
+    assert.ok(n <= READ_AHEAD.publishes + 64, `${n} publishes taken in, for a cap of ${READ_AHEAD.publishes}`);
   });
 });
 
