@@ -44,7 +44,7 @@ const passwordFile = join(dir, 'passwd');
 writeFileSync(passwordFile, formatPasswordFile({ stock: 'bench', worker: 'bench' }));
 
 const connect = (url: string, clientId: string, user: string, clean: boolean) =>
-  mqtt.connectAsync(url, { clientId, clean, protocolVersion: 4, reconnectPeriod: 0, username: user, password: 'bench' });
+  mqtt.connectAsync(url, { clientId, clean, protocolVersion: 4, reconnectPeriod: 0, username: user, password: 'bench' }, false);
 
 /** Bytes of the files under `path` (a broker's data directory). */
 function diskBytes(path: string): number {

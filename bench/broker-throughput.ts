@@ -47,7 +47,7 @@ writeFileSync(passwordFile, formatPasswordFile({ stock: 'bench', worker: 'bench'
 
 const connect = (url: string, clientId: string, user?: string, clean = false) =>
   // A user's client ids start with its name (broker/mosquitto/acl).
-  mqtt.connectAsync(url, { clientId: user ? `${user}-${clientId}` : clientId, clean, protocolVersion: 4, reconnectPeriod: 0, ...(user ? { username: user, password: 'bench' } : {}) });
+  mqtt.connectAsync(url, { clientId: user ? `${user}-${clientId}` : clientId, clean, protocolVersion: 4, reconnectPeriod: 0, ...(user ? { username: user, password: 'bench' } : {}) }, false);
 
 /** Where the publisher and each member connect (the same URL on one node). */
 interface Placement {

@@ -57,7 +57,7 @@ describe('the Aedes adapter, against the installed Aedes', () => {
   });
 
   const connect = async (clientId: string) => {
-    const client = await mqtt.connectAsync(url, { clientId, protocolVersion: 4, reconnectPeriod: 0, keepalive: 30 });
+    const client = await mqtt.connectAsync(url, { clientId, protocolVersion: 4, reconnectPeriod: 0, keepalive: 30 }, false);
     const aedesClient = ready.get(clientId);
     assert.ok(aedesClient, 'Aedes reported the client ready before its CONNACK');
     return { client, aedesClient };
@@ -121,7 +121,7 @@ describe('the Aedes adapter, against the installed Aedes', () => {
     // the will waits here until that publish has been handed to the connection's subscription.
     const id = 'adapter-resume';
     const topic = 'woodytoys/resume';
-    const first = await mqtt.connectAsync(url, { clientId: id, clean: false, protocolVersion: 4, reconnectPeriod: 0 });
+    const first = await mqtt.connectAsync(url, { clientId: id, clean: false, protocolVersion: 4, reconnectPeriod: 0 }, false);
     await first.subscribeAsync(topic, { qos: 1 });
     await first.endAsync();
     const delWill = persistence.delWill.bind(persistence);

@@ -148,7 +148,8 @@ export async function startProcess({ name, entry, command, env, ready, timeoutMs
   return proc;
 }
 
-/** Polls `check` until it returns a truthy value or the time is up. */
+/** Polls `check` until it returns a truthy value or the time is up. A check that never settles (a
+ * request or connection nothing answers) ends at the deadline too, rather than holding the test. */
 export async function eventually<T>(
   check: () => Promise<T | undefined | false> | T | undefined | false,
   { timeoutMs = 30_000, intervalMs = 100, what = 'condition', fatal = (_err: unknown): boolean => false } = {},
@@ -157,7 +158,7 @@ export async function eventually<T>(
   let last: unknown;
   while (Date.now() < deadline) {
     try {
-      const value = await check();
+      const value = await withinDeadline(check(), deadline);
       if (value) return value;
     } catch (err) {
       // An error the caller marks as final (a stall, say) ends the wait at once.
@@ -167,4 +168,20 @@ export async function eventually<T>(
     await new Promise((r) => setTimeout(r, intervalMs));
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+}
+
+/** `value`, or an error once `deadline` (epoch ms) has passed. */
+async function withinDeadline<T>(value: Promise<T> | T, deadline: number): Promise<T> {
+  if (!(value instanceof Promise)) return value;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      value,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error('the last check had not settled')), Math.max(0, deadline - Date.now()));
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

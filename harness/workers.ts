@@ -91,7 +91,7 @@ export async function startWorkerSystem({ workers = 1, erpCapacityRu = 1000, wor
 }
 
 /** A plain publisher (clean session) for feeding events straight to the broker. */
-export const connectPublisher = (url: string) => mqtt.connectAsync(url, { clientId: `feeder-${randomUUID().slice(0, 8)}`, clean: true, protocolVersion: 4, reconnectPeriod: 0 });
+export const connectPublisher = (url: string) => mqtt.connectAsync(url, { clientId: `feeder-${randomUUID().slice(0, 8)}`, clean: true, protocolVersion: 4, reconnectPeriod: 0 }, false);
 
 /** Publishes the events with QoS 1, keeping up to `inflight` unacknowledged; resolves when all are acknowledged. */
 export async function publishAll(client: MqttClient, messages: { topic: string; payload: string }[], inflight = 500): Promise<void> {

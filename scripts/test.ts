@@ -27,15 +27,31 @@ const concurrency = process.env.TEST_CONCURRENCY ?? '2';
 // A whole run takes 10-15 minutes on a loaded 2-core machine; past this, something is hanging,
 // and failing with that said beats a CI job that times out without a word.
 const limitMin = Number(process.env.TEST_RUN_LIMIT_MIN ?? '40');
-if (!Number.isFinite(limitMin) || limitMin <= 0) {
-  console.error(`TEST_RUN_LIMIT_MIN must be a positive number of minutes, not ${JSON.stringify(process.env.TEST_RUN_LIMIT_MIN)}`);
-  process.exit(2);
+// A test file that runs past this is stopped and reported by name, with the tests it had passed, and
+// the run goes on. (Node 20 applies --test-timeout to each file as a whole; the longest, the chaos
+// tests, takes about 5 minutes on a loaded 2-core machine.) Without it, one hung file hides every
+// later file's results behind it until the run limit below.
+const fileLimitMin = Number(process.env.TEST_FILE_LIMIT_MIN ?? '15');
+for (const [name, value] of [['TEST_RUN_LIMIT_MIN', limitMin], ['TEST_FILE_LIMIT_MIN', fileLimitMin]] as const) {
+  if (!Number.isFinite(value) || value <= 0) {
+    console.error(`${name} must be a positive number of minutes, not ${JSON.stringify(process.env[name])}`);
+    process.exit(2);
+  }
 }
 // --test-force-exit: a test file's process ends once its tests have, even if a test that failed
 // left a client or timer behind (such a file would otherwise hold the whole run forever).
 const runner = spawn(
   process.execPath,
-  ['--import', 'tsx', '--test', '--test-force-exit', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...files],
+  [
+    '--import',
+    'tsx',
+    '--test',
+    '--test-force-exit',
+    `--test-timeout=${Math.round(fileLimitMin * 60_000)}`,
+    `--test-concurrency=${concurrency}`,
+    '--test-reporter=spec',
+    ...files,
+  ],
   // Its own process group, so that the limit and Ctrl-C end the test files' processes as well.
   { cwd: root, stdio: 'inherit', detached: true },
 );

@@ -41,7 +41,7 @@ describe('the AsyncAPI document against the running system', { skip }, () => {
   let channels: { id: string; filter: string; payload: object; qos: number; retain: boolean }[];
 
   const watch = async (clientId: string, into: Seen[]) => {
-    const client = await mqtt.connectAsync(stack.urls.mqtt, { clientId, clean: true, reconnectPeriod: 0 });
+    const client = await mqtt.connectAsync(stack.urls.mqtt, { clientId, clean: true, reconnectPeriod: 0 }, false);
     client.on('message', (topic, payload, packet) => into.push({ topic, payload: payload.toString(), qos: packet.qos, retain: packet.retain }));
     await client.subscribeAsync('#', { qos: 1 });
     return client;

@@ -36,11 +36,11 @@ describe('a backlog on disk', () => {
   });
 
   it('keeps a bounded window in memory, survives a restart without loading it, drains once, and gives the space back', async () => {
-    const member = await mqtt.connectAsync(broker.mqttUrl, { clientId: 'backlog-member', clean: false, reconnectPeriod: 0 });
+    const member = await mqtt.connectAsync(broker.mqttUrl, { clientId: 'backlog-member', clean: false, reconnectPeriod: 0 }, false);
     await member.subscribeAsync(SHARE, { qos: 1 });
     await member.endAsync();
 
-    const publisher = await mqtt.connectAsync(broker.mqttUrl, { clientId: 'backlog-publisher', reconnectPeriod: 0 });
+    const publisher = await mqtt.connectAsync(broker.mqttUrl, { clientId: 'backlog-publisher', reconnectPeriod: 0 }, false);
     clients.push(publisher);
     const body = (n: number) => {
       const b = Buffer.alloc(PAYLOAD, n % 251);

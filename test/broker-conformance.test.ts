@@ -198,7 +198,7 @@ function collect(client: MqttClient, { ackDelayMs = 0, hold = false } = {}): Rec
 /** CONNACK return code for a login, 0 when accepted (the connection is then closed). */
 async function connackCode(url: string, user: User | undefined, clientId: string, pass = user && password(user), { clean = true } = {}): Promise<number | undefined> {
   try {
-    const client = await mqtt.connectAsync(url, { clientId, clean, protocolVersion: 4, reconnectPeriod: 0, connectTimeout: CONNECT_TIMEOUT_MS, ...(user ? { username: user, password: pass } : {}) });
+    const client = await mqtt.connectAsync(url, { clientId, clean, protocolVersion: 4, reconnectPeriod: 0, connectTimeout: CONNECT_TIMEOUT_MS, ...(user ? { username: user, password: pass } : {}) }, false);
     await client.endAsync(true);
     return 0;
   } catch (err) {

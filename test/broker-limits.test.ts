@@ -102,7 +102,7 @@ describe('an oversized CONNECT from a stranger', () => {
 
     // A well-behaved client over WebSocket still connects. (Closed with a bound: mqtt.js's end()
     // waits for its stream's close, and once a CI run waited forever here.)
-    const client = await mqtt.connectAsync(broker.wsUrl, { ...viewer, clientId: 'viewer-ws' });
+    const client = await mqtt.connectAsync(broker.wsUrl, { ...viewer, clientId: 'viewer-ws' }, false);
     assert.ok(client.connected);
     await closeMqtt(client, 2000);
   });
@@ -147,15 +147,17 @@ describe('a deadline for the CONNECT and connections per address', () => {
 
     // Logged-in connections count against the other limit; once one leaves, another may come. (The
     // broker learns of a close a moment after the client: until then a connection may be refused.)
+    // (allowRetries false: a connection closed before its CONNACK rejects; by default mqtt.js's
+    // promise would wait for a reconnect that reconnectPeriod 0 never makes.)
     const connected = (clientId: string) =>
-      eventually(() => mqtt.connectAsync(broker.mqttUrl, { ...viewer, clientId }).catch(() => undefined), { what: `${clientId} connected` });
+      eventually(() => mqtt.connectAsync(broker.mqttUrl, { ...viewer, clientId }, false).catch(() => undefined), { what: `${clientId} connected` });
     const clients = [];
     for (let i = 1; i <= 6; i++) clients.push(await connected(`viewer-${i}`));
     const seventh = await RawClient.open(broker.mqttUrl);
     await seventh.closedAt;
     await eventually(() => lines(broker).some((l) => /6 connections from this address already/.test(String(l.reason))), { what: 'the log line' });
-    await clients.pop()!.endAsync();
+    await closeMqtt(clients.pop()!, 2000);
     clients.push(await connected('viewer-again'));
-    await Promise.all(clients.map((c) => c.endAsync()));
+    await Promise.all(clients.map((c) => closeMqtt(c, 2000)));
   });
 });

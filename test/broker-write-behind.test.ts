@@ -51,7 +51,7 @@ async function member(b: RunningBroker, clientId: string, { hold = false } = {})
 }
 
 async function publisher(b: RunningBroker, clientId: string): Promise<MqttClient> {
-  const client = await mqtt.connectAsync(b.mqttUrl, { clientId, protocolVersion: 4, reconnectPeriod: 0 });
+  const client = await mqtt.connectAsync(b.mqttUrl, { clientId, protocolVersion: 4, reconnectPeriod: 0 }, false);
   clients.push(client);
   return client;
 }
@@ -157,7 +157,7 @@ describe('publishes only a group wants (they skip Aedes) face the same checks', 
   it('refuses a low-privilege user and an ill-formed topic before any PUBACK, and the group gets nothing from them', async () => {
     const b = await broker({ BROKER_ALLOW_ANONYMOUS: 'false', BROKER_PASSWORDS: formatPasswordFile(users).trim().split('\n').join(',') });
     const login = (user: keyof typeof users, clean = true) =>
-      mqtt.connectAsync(b.mqttUrl, { clientId: `${user}-direct-${clean ? 'c' : 'p'}`, username: user, password: users[user], clean, protocolVersion: 4, reconnectPeriod: 0 });
+      mqtt.connectAsync(b.mqttUrl, { clientId: `${user}-direct-${clean ? 'c' : 'p'}`, username: user, password: users[user], clean, protocolVersion: 4, reconnectPeriod: 0 }, false);
     // The only subscriber of the topic is a group member: its publishes take the direct path.
     const worker = await login('worker', false);
     clients.push(worker);

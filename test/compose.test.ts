@@ -19,6 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Ajv2019 } from 'ajv/dist/2019.js';
 import mqtt from 'mqtt';
+import { closeMqtt } from '../lib/mqtt.js';
 import { parse } from 'yaml';
 import { localTemplate, nginxArgs, substitute, TEMPLATE } from '../gateway/render.js';
 import { accessLog, mqttSessions } from '../harness/gateway.js';
@@ -367,7 +368,7 @@ describe('compose.yaml', { skip }, () => {
 
         const gatewayMqtt = `mqtt://127.0.0.1:${gatewayPorts.mqtt}`;
         const connect = async (user: string, clientId: string) => {
-          const c = await mqtt.connectAsync(gatewayMqtt, { protocolVersion: 4, clientId, reconnectPeriod: 0, connectTimeout: 10_000, username: user, password: broker.environment![`BROKER_PASSWORD_${user.toUpperCase()}`] });
+          const c = await mqtt.connectAsync(gatewayMqtt, { protocolVersion: 4, clientId, reconnectPeriod: 0, connectTimeout: 10_000, username: user, password: broker.environment![`BROKER_PASSWORD_${user.toUpperCase()}`] }, false);
           clients.push(c);
           return c;
         };
@@ -380,7 +381,7 @@ describe('compose.yaml', { skip }, () => {
         viewer.on('message', (_t, payload) => (received = payload.toString()));
         await catalog.publishAsync(topic, 'from the other node', { qos: 1 });
         assert.equal(await eventually(() => received, { what: 'the message published on the other node' }), 'from the other node');
-        await Promise.all(clients.splice(0).map((c) => c.endAsync()));
+        await Promise.all(clients.splice(0).map((c) => closeMqtt(c, 2000)));
         const sessions = () => mqttSessions(join(runtime, 'access.log'));
         const used = await eventually(() => sessions().length >= 2 && new Set(sessions().map((x) => x.upstream)), { what: 'both MQTT sessions in the access log' });
         assert.deepEqual([...used].sort(), nodes.map((n) => `127.0.0.1:${n.mqtt}`).sort(), 'one client on each node');
@@ -388,10 +389,10 @@ describe('compose.yaml', { skip }, () => {
         // The dashboard's way in, MQTT over WebSocket at /mqtt: spread over the nodes the same way.
         const gatewayWs = `ws://127.0.0.1:${gatewayPorts.http}/mqtt`;
         for (const i of [1, 2]) {
-          const c = await mqtt.connectAsync(gatewayWs, { protocolVersion: 4, clientId: `viewer-compose-ws-${i}`, reconnectPeriod: 0, connectTimeout: 10_000, username: 'viewer', password: broker.environment!.BROKER_PASSWORD_VIEWER });
+          const c = await mqtt.connectAsync(gatewayWs, { protocolVersion: 4, clientId: `viewer-compose-ws-${i}`, reconnectPeriod: 0, connectTimeout: 10_000, username: 'viewer', password: broker.environment!.BROKER_PASSWORD_VIEWER }, false);
           clients.push(c);
         }
-        await Promise.all(clients.splice(0).map((c) => c.endAsync()));
+        await Promise.all(clients.splice(0).map((c) => closeMqtt(c, 2000)));
         const websockets = await eventually(() => {
           const lines = accessLog(join(runtime, 'access.log')).filter((l) => l.uri === '/mqtt');
           return lines.length >= 2 && new Set(lines.map((l) => String(l.upstream)));
@@ -401,7 +402,7 @@ describe('compose.yaml', { skip }, () => {
         // kill -9 of the first node: new connections through the gateway land on the second.
         await nodes[0]!.proc.kill();
         for (const i of [1, 2, 3]) await connect('viewer', `viewer-compose-after-${i}`);
-        await Promise.all(clients.splice(0).map((c) => c.endAsync()));
+        await Promise.all(clients.splice(0).map((c) => closeMqtt(c, 2000)));
         const after = await eventually(() => sessions().length >= 5 && sessions().slice(2), { what: 'the later sessions in the access log' });
         for (const s of after) assert.match(s.upstream, new RegExp(`127\\.0\\.0\\.1:${nodes[1]!.mqtt}$`), `went to the live node: ${s.upstream}`);
       } finally {

@@ -88,7 +88,7 @@ describe('dead letters', () => {
   });
 
   it('keeps a malformed message as a dead letter through kill -9 of the broker and of its consumer', { timeout: 180_000 }, async () => {
-    const probe = await mqtt.connectAsync(stack.urls.mqtt, { clientId: 'deadletters-probe', clean: true, reconnectPeriod: 0 });
+    const probe = await mqtt.connectAsync(stack.urls.mqtt, { clientId: 'deadletters-probe', clean: true, reconnectPeriod: 0 }, false);
     const seen: string[] = [];
     probe.on('message', (topic) => seen.push(topic));
     await probe.subscribeAsync('woodytoys/deadletter/#', { qos: 1 });
@@ -121,7 +121,7 @@ describe('dead letters', () => {
 
   it('lets no other MQTT user read dead letters or forge them into the store', { timeout: 120_000 }, async () => {
     const credentials = devCredentials(stack.dataDir);
-    const as = (user: 'viewer' | 'erp') => mqtt.connectAsync(stack.urls.mqtt, { username: user, password: credentials[user], clientId: `${user}-hostile`, clean: true, reconnectPeriod: 0 });
+    const as = (user: 'viewer' | 'erp') => mqtt.connectAsync(stack.urls.mqtt, { username: user, password: credentials[user], clientId: `${user}-hostile`, clean: true, reconnectPeriod: 0 }, false);
     const viewer = await as('viewer');
     assert.equal(await grantedQos(viewer, 'woodytoys/deadletter/#'), 128);
     assert.equal(await grantedQos(viewer, '$share/deadletters/woodytoys/deadletter/+'), 128);
@@ -142,7 +142,7 @@ describe('dead letters', () => {
       client.end(true);
     }
     // A real dead letter stored after the forged ones were sent: none of them got in.
-    const probe = await mqtt.connectAsync(stack.urls.mqtt, { clientId: 'deadletters-probe-2', clean: true, reconnectPeriod: 0 });
+    const probe = await mqtt.connectAsync(stack.urls.mqtt, { clientId: 'deadletters-probe-2', clean: true, reconnectPeriod: 0 }, false);
     await probe.publishAsync(orderConfirmed.topic, 'still not an event', { qos: 1 });
     await probe.endAsync();
     await eventually(async () => (await letters()).filter((l) => l.topic === orderConfirmed.topic).length === 4, { what: 'the later dead letters stored' });

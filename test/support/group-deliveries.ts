@@ -187,7 +187,7 @@ export class Publisher {
   #node = '';
 
   async connect(node: Node): Promise<void> {
-    const client = await mqtt.connectAsync(node.url, { clientId: this.opts.clientId, clean: true, protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 10_000, ...this.opts.login });
+    const client = await mqtt.connectAsync(node.url, { clientId: this.opts.clientId, clean: true, protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 10_000, ...this.opts.login }, false);
     client.on('error', () => {});
     this.#client = client;
     this.#node = node.name;
