@@ -89,6 +89,12 @@ export class PermanentFailure extends Error {
   constructor(
     readonly reason: string,
     readonly attempts?: number,
+    /**
+     * Runs once the dead letter is durable (PUBACKed) and before the message is acknowledged: what
+     * announces the parking (an order's parked event) then never goes out without its dead letter.
+     * If it fails, the message stays unacknowledged and comes back.
+     */
+    readonly afterDeadLetter?: () => Promise<void>,
   ) {
     super(reason);
   }
@@ -190,6 +196,8 @@ interface InHand {
   route: Route | undefined;
   /** Runs of its handler that failed because a connection was lost (see CONNECTION_LOST). */
   lostConnection?: number;
+  /** Its dead letter is published (what follows it, the announcement and the ack, may still be to do). */
+  deadLettered?: boolean;
 }
 
 /**
@@ -228,8 +236,10 @@ function gaugesOf(registry: Registry) {
  * message is acknowledged once its effect is durable: when its `handle` resolves, or when the
  * transaction holding its `apply` commits. A handler that throws PermanentFailure (or anything
  * unexpected) has the message sent to the dead letters with the reason, then acknowledged: a poison
- * message never blocks its group. If even the dead letter cannot be published, the message stays
- * unacknowledged and the broker delivers it again. A handler that failed only because mqtt.js lost a
+ * message never blocks its group. If even the dead letter cannot be published (or what the handler
+ * announces after it, PermanentFailure's afterDeadLetter), the message stays in hand and that is
+ * tried again after a pause; a consumer stopping leaves it unacknowledged for the broker to deliver
+ * again. A handler that failed only because mqtt.js lost a
  * connection under it (CONNECTION_LOST) runs again after a pause instead (handlers are idempotent).
  */
 export function consume(client: MqttClient, { consumer, publisher, source, log, routes, concurrency = 32, db, registry, onOutcome }: ConsumeOptions): Consumption {
@@ -257,33 +267,45 @@ export function consume(client: MqttClient, { consumer, publisher, source, log, 
     m.delivery.ack();
     finished();
   };
-  const fail = async (m: InHand, err: unknown) => {
+  const fail = async (m: InHand, err: unknown, tries = 0): Promise<void> => {
     const failure = err instanceof PermanentFailure ? err : undefined;
     const reason = failure?.reason ?? `handler error: ${err instanceof Error ? err.message : String(err)}`;
-    if (!failure) log.error({ err, topic: m.topic }, 'handler failed unexpectedly');
+    if (!failure && tries === 0) log.error({ err, topic: m.topic }, 'handler failed unexpectedly');
     try {
-      const event = createEvent(
-        deadLetter,
-        {
-          consumer,
-          topic: m.topic,
-          reason,
-          ...(failure?.attempts === undefined ? {} : { attempts: failure.attempts }),
-          ...eventIdOf(m.payload),
-          payload: m.payload.subarray(0, DEAD_LETTER_PAYLOAD_BYTES).toString('utf8'),
-          payloadBytes: m.payload.length,
-        },
-        { source },
-      );
-      await publishEvent(publisher, deadLetterTopic(consumer), event);
-      log.warn({ topic: m.topic, reason }, 'message sent to dead letters');
+      if (!m.deadLettered) await publishDeadLetter(m, failure, reason);
+      await failure?.afterDeadLetter?.();
       onOutcome?.('deadletter', m.topic);
       m.delivery.ack();
     } catch (dlErr) {
-      log.error({ err: dlErr, topic: m.topic }, 'could not dead-letter message; leaving it unacknowledged');
+      // Kept in hand and tried again (the dead letter only if it is not out yet); when stopping, left
+      // unacknowledged for the broker to deliver again.
+      const pause = draining ? undefined : CONNECTION_LOST_PAUSES_MS[Math.min(tries, CONNECTION_LOST_PAUSES_MS.length - 1)];
+      log.error({ err: dlErr, topic: m.topic, deadLettered: m.deadLettered === true }, pause === undefined ? 'could not dead-letter message (or announce it); leaving it unacknowledged' : 'could not dead-letter message (or announce it); trying again');
       onOutcome?.('retry', m.topic);
+      if (pause !== undefined) {
+        setTimeout(() => void fail(m, err, tries + 1), pause);
+        return;
+      }
     }
     finished();
+  };
+  const publishDeadLetter = async (m: InHand, failure: PermanentFailure | undefined, reason: string) => {
+    const event = createEvent(
+      deadLetter,
+      {
+        consumer,
+        topic: m.topic,
+        reason,
+        ...(failure?.attempts === undefined ? {} : { attempts: failure.attempts }),
+        ...eventIdOf(m.payload),
+        payload: m.payload.subarray(0, DEAD_LETTER_PAYLOAD_BYTES).toString('utf8'),
+        payloadBytes: m.payload.length,
+      },
+      { source },
+    );
+    await publishEvent(publisher, deadLetterTopic(consumer), event);
+    m.deadLettered = true;
+    log.warn({ topic: m.topic, reason }, 'message sent to dead letters');
   };
   const check = (m: InHand) => {
     if (!m.route) throw new PermanentFailure(`no handler for topic ${m.topic}`);

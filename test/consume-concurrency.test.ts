@@ -176,6 +176,51 @@ describe('consumers with several messages in hand', () => {
     assert.deepEqual(deadLetters, []);
   });
 
+  it('announces a parking only once its dead letter is out, and tries a failed announcement again without a second dead letter', async () => {
+    const topic = 'woodytoys/test/concurrency/park';
+    const share = `$share/parkers/${topic}`;
+    const { client, publisher } = connect('concurrency-park');
+    const deadLetters: string[] = [];
+    const watcher = await mqtt.connectAsync(broker.mqttUrl, { clientId: 'park-watcher', protocolVersion: 4, reconnectPeriod: 0 }, false);
+    clients.push(watcher);
+    watcher.on('message', (_t, p) => deadLetters.push(JSON.parse(p.toString()).data.payload as string));
+    await watcher.subscribeAsync('woodytoys/deadletter/concurrency-park', { qos: 1 });
+    let runs = 0;
+    let tries = 0;
+    const seenBeforeAnnouncing: number[] = [];
+    consume(client, {
+      consumer: 'concurrency-park',
+      publisher,
+      source: '/test',
+      log,
+      concurrency: 4,
+      routes: [
+        {
+          filter: topic,
+          async handle() {
+            runs++;
+            throw new PermanentFailure('gave up', 3, async () => {
+              // The dead letter is out (the watcher gets it) before the announcement runs; the first
+              // announcement fails, as a publish on a dropped connection would.
+              await eventually(() => deadLetters.length > 0, { timeoutMs: 5000, what: 'the dead letter before its announcement' });
+              seenBeforeAnnouncing.push(deadLetters.length);
+              if (++tries === 1) throw new Error('Connection closed');
+            });
+          },
+        },
+      ],
+    });
+    subscribe(client, [share], log);
+    await eventually(() => client.connected && publisher.connected, { what: 'the consumer' });
+    await eventually(async () => (await fetch(`${broker.httpUrl}/metrics`)).text().then((t) => t.includes(share)), { what: 'the group' });
+    await publishAll(topic, ['stuck']);
+    await eventually(() => tries === 2, { what: 'the announcement tried again' });
+    await eventually(async () => (await inflight(share)) === 0, { what: 'the message acknowledged' });
+    assert.equal(runs, 1, 'the handler ran once');
+    assert.deepEqual(seenBeforeAnnouncing, [1, 1], 'each announcement after the one dead letter');
+    assert.deepEqual(deadLetters, ['stuck'], 'one dead letter for the one parking');
+  });
+
   it('a consumer that goes away mid-handling loses nothing: its messages go to another member', async () => {
     const topic = 'woodytoys/test/concurrency/handover';
     const share = `$share/handover/${topic}`;

@@ -39,8 +39,9 @@ export function orderWorkerRoutes({ publisher, record, log }: OrderWorkerOptions
         if (final.kind === 'exhausted') {
           // Each parking is a fact of its own (a replay may park the order again): a fresh event id.
           const parked = createEvent(orderParked, { orderId: data.orderId, reason: final.reason.slice(0, 500), attempts: final.attempts, hops: carried }, { source: SOURCE, subject });
-          await publishEvent(publisher, orderParked.topic, parked);
-          throw new PermanentFailure(final.reason, final.attempts);
+          // Announced only once its dead letter is durable: a worker that dies in between leaves the
+          // message unacknowledged, and an order is never parked without a dead letter to replay.
+          throw new PermanentFailure(final.reason, final.attempts, () => publishEvent(publisher, orderParked.topic, parked));
         }
         const event = createEvent(orderFailed, { orderId: data.orderId, reason: final.reason, hops: carried }, { source: SOURCE, id: deriveId(id, 'failed'), subject });
         await publishEvent(publisher, orderFailed.topic, event);
