@@ -139,7 +139,10 @@ async function run(name: string, url: string, pid: number | undefined, dataDir: 
       return m;
     }),
   );
-  await Promise.race([drained, sleep(30 * 60_000)]);
+  // At most half an hour; the timer must not hold the process once the run is over.
+  let limit: NodeJS.Timeout | undefined;
+  await Promise.race([drained, new Promise<void>((resolve) => (limit = setTimeout(resolve, 30 * 60_000)))]);
+  clearTimeout(limit);
   const drainRate = received / ((performance.now() - drainStart) / 1000);
   progress(`${name}: drained at ${Math.round(drainRate)}/s`);
   // Late duplicates would arrive now.
