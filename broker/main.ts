@@ -66,6 +66,12 @@ const config = loadConfig({
    * waits for the acknowledgement or the write). 0: write every message first.
    */
   BROKER_WRITE_BEHIND_MS: z.coerce.number().int().min(0).max(10_000).default(100),
+  /**
+   * Memory outside the JavaScript heap (Buffers) that may pile up before the broker asks for a full
+   * collection (broker/memory.ts): lower keeps the resident memory closer to the live data, higher
+   * spends less CPU on collections while messages stream through. 0: never asked for, V8 decides.
+   */
+  BROKER_MEMORY_TRIM_BYTES: z.coerce.number().int().min(0).default(16 * 1024 * 1024),
   /** Largest packet accepted from a client, CONNECT included; larger ones close the connection as soon as announced. */
   BROKER_MAX_PACKET_BYTES: z.coerce.number().int().min(1024).max(268_435_455).default(1024 * 1024),
   /** How long a new connection has to send its whole CONNECT. */
@@ -138,7 +144,7 @@ const shared = new SharedSubscriptions({
   writeBehindMs: config.BROKER_WRITE_BEHIND_MS,
 });
 const reclaimer = new SpaceReclaimer({ db, log, beforeReclaim: () => commits.flush(), busy: () => shared.draining });
-const memoryTrim = new MemoryTrim();
+const memoryTrim = config.BROKER_MEMORY_TRIM_BYTES > 0 ? new MemoryTrim(config.BROKER_MEMORY_TRIM_BYTES) : undefined;
 const checkpointer = new Checkpointer(db, log);
 // Members' PUBACKs reach the group queue before Aedes (takePackets, below); any that
 // did not are claimed from Aedes's own handling.
@@ -192,7 +198,7 @@ takePackets(broker, {
       }),
 });
 reclaimer.start();
-memoryTrim.start();
+memoryTrim?.start();
 checkpointer.start();
 ingest.attach(broker);
 await ingest.replay(broker);
@@ -285,7 +291,7 @@ onShutdown(log, async () => {
   stopFanoutWatch?.();
   stopQueueWatch?.();
   reclaimer.stop();
-  memoryTrim.stop();
+  memoryTrim?.stop();
   tcp.close();
   wss.close();
   wsHttp.close();
