@@ -150,6 +150,16 @@ user bob
 test('the broker will not start without users unless anonymous clients are allowed', async () => {
   await assert.rejects(startBroker({ env: { BROKER_ALLOW_ANONYMOUS: 'false' } }), /exited with 78[\s\S]*BROKER_PASSWORD_FILE/);
   await assert.rejects(startBroker({ env: { BROKER_INFLIGHT_WINDOW: '0' } }), /exited with 78[\s\S]*BROKER_INFLIGHT_WINDOW/);
+  for (const bad of ['-1', '16MiB']) {
+    await assert.rejects(startBroker({ env: { BROKER_MEMORY_TRIM_BYTES: bad } }), /exited with 78[\s\S]*BROKER_MEMORY_TRIM_BYTES/);
+  }
+  // 0 turns the trimming off; the broker runs as usual.
+  const untrimmed = await startBroker({ env: { BROKER_MEMORY_TRIM_BYTES: '0' } });
+  try {
+    assert.equal((await fetch(`${untrimmed.httpUrl}/healthz`)).status, 200);
+  } finally {
+    await untrimmed.stop();
+  }
 });
 
 test('the broker will not start on Redis without a Redis URL, or with a bad store or node id', async () => {
