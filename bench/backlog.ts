@@ -27,6 +27,7 @@ import { stockReserved } from '../lib/topics.js';
 import { startBroker } from '../harness/broker.js';
 import { freePort } from '../harness/process.js';
 import { rssMiB } from './cpu.js';
+import { connectClient } from '../harness/mqtt.js';
 
 const MESSAGES = Number(process.env.BENCH_BACKLOG_MESSAGES ?? 1_000_000);
 const BYTES = Math.max(16, Number(process.env.BENCH_BACKLOG_BYTES ?? 512));
@@ -44,7 +45,7 @@ const passwordFile = join(dir, 'passwd');
 writeFileSync(passwordFile, formatPasswordFile({ stock: 'bench', worker: 'bench' }));
 
 const connect = (url: string, clientId: string, user: string, clean: boolean) =>
-  mqtt.connectAsync(url, { clientId, clean, protocolVersion: 4, reconnectPeriod: 0, username: user, password: 'bench' }, false);
+  connectClient(url, { clientId, clean, protocolVersion: 4, reconnectPeriod: 0, username: user, password: 'bench' });
 
 /** Bytes of the files under `path` (a broker's data directory). */
 function diskBytes(path: string): number {

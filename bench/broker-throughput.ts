@@ -20,7 +20,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import mqtt, { type MqttClient } from 'mqtt';
+import type { MqttClient } from 'mqtt';
 import { formatPasswordFile } from '../broker/password-hash.js';
 import { startMosquitto } from '../broker/mosquitto/run.js';
 import { freePort } from '../harness/process.js';
@@ -29,6 +29,7 @@ import { startBrokerCluster } from '../harness/cluster.js';
 import { findProgram } from '../lib/programs.js';
 import { stockReserved } from '../lib/topics.js';
 import { cpuSeconds } from './cpu.js';
+import { connectClient } from '../harness/mqtt.js';
 
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 20_000);
 const PAYLOADS = (process.env.BENCH_PAYLOAD_BYTES ?? '256,1024').split(',').map((n) => Buffer.alloc(Number(n), 'x'));
@@ -47,7 +48,7 @@ writeFileSync(passwordFile, formatPasswordFile({ stock: 'bench', worker: 'bench'
 
 const connect = (url: string, clientId: string, user?: string, clean = false) =>
   // A user's client ids start with its name (broker/mosquitto/acl).
-  mqtt.connectAsync(url, { clientId: user ? `${user}-${clientId}` : clientId, clean, protocolVersion: 4, reconnectPeriod: 0, ...(user ? { username: user, password: 'bench' } : {}) }, false);
+  connectClient(url, { clientId: user ? `${user}-${clientId}` : clientId, clean, protocolVersion: 4, reconnectPeriod: 0, ...(user ? { username: user, password: 'bench' } : {}) });
 
 /** Where the publisher and each member connect (the same URL on one node). */
 interface Placement {

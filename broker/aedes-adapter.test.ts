@@ -12,6 +12,7 @@ import mqtt, { type MqttClient } from 'mqtt';
 import { handleTcp, missingInternals, nextPacketId, takePackets, whenRouted, writePackets } from './aedes-adapter.js';
 import { encodePublish, stampPublish } from './publish-packet.js';
 import { eventually } from '../harness/process.js';
+import { connectClient } from '../harness/mqtt.js';
 
 describe('the Aedes adapter, against the installed Aedes', () => {
   let broker: Aedes;
@@ -57,7 +58,7 @@ describe('the Aedes adapter, against the installed Aedes', () => {
   });
 
   const connect = async (clientId: string) => {
-    const client = await mqtt.connectAsync(url, { clientId, protocolVersion: 4, reconnectPeriod: 0, keepalive: 30 }, false);
+    const client = await connectClient(url, { clientId, protocolVersion: 4, reconnectPeriod: 0, keepalive: 30 });
     const aedesClient = ready.get(clientId);
     assert.ok(aedesClient, 'Aedes reported the client ready before its CONNACK');
     return { client, aedesClient };
@@ -121,7 +122,7 @@ describe('the Aedes adapter, against the installed Aedes', () => {
     // the will waits here until that publish has been handed to the connection's subscription.
     const id = 'adapter-resume';
     const topic = 'woodytoys/resume';
-    const first = await mqtt.connectAsync(url, { clientId: id, clean: false, protocolVersion: 4, reconnectPeriod: 0 }, false);
+    const first = await connectClient(url, { clientId: id, clean: false, protocolVersion: 4, reconnectPeriod: 0 });
     await first.subscribeAsync(topic, { qos: 1 });
     await first.endAsync();
     const delWill = persistence.delWill.bind(persistence);

@@ -2,8 +2,8 @@
 import { chmodSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import mqtt from 'mqtt';
 import { closeMqtt } from '../lib/mqtt.js';
+import { connectClient } from './mqtt.js';
 
 /**
  * A runtime directory for nginx. Run as root, nginx's workers are `nobody`: they must be able to
@@ -43,7 +43,7 @@ export const mqttSessions = (file: string): MqttSession[] => accessLog<MqttSessi
  * resolves with what it got back (topic and payload), then disconnects.
  */
 export async function roundTrip(url: string, { clientId, topic, text }: { clientId: string; topic: string; text: string }): Promise<[string, string]> {
-  const client = await mqtt.connectAsync(url, { protocolVersion: 4, clientId, reconnectPeriod: 0, connectTimeout: 5000 }, false);
+  const client = await connectClient(url, { protocolVersion: 4, clientId, reconnectPeriod: 0, connectTimeout: 5000 });
   try {
     await client.subscribeAsync(topic, { qos: 1 });
     const received = new Promise<[string, string]>((resolve) => client.once('message', (t, payload) => resolve([t, payload.toString()])));

@@ -5,11 +5,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import mqtt, { type MqttClient } from 'mqtt';
+import type { MqttClient } from 'mqtt';
 import { createEvent } from '../lib/events.js';
 import { stockMovement, stockReserved } from '../lib/topics.js';
 import { startBroker, type RunningBroker } from './broker.js';
 import { freePort, startProcess, type Proc } from './process.js';
+import { connectClient } from './mqtt.js';
 
 export interface WorkerSystemOptions {
   workers?: number;
@@ -91,7 +92,7 @@ export async function startWorkerSystem({ workers = 1, erpCapacityRu = 1000, wor
 }
 
 /** A plain publisher (clean session) for feeding events straight to the broker. */
-export const connectPublisher = (url: string) => mqtt.connectAsync(url, { clientId: `feeder-${randomUUID().slice(0, 8)}`, clean: true, protocolVersion: 4, reconnectPeriod: 0 }, false);
+export const connectPublisher = (url: string) => connectClient(url, { clientId: `feeder-${randomUUID().slice(0, 8)}`, clean: true, protocolVersion: 4, reconnectPeriod: 0 });
 
 /** Publishes the events with QoS 1, keeping up to `inflight` unacknowledged; resolves when all are acknowledged. */
 export async function publishAll(client: MqttClient, messages: { topic: string; payload: string }[], inflight = 500): Promise<void> {

@@ -92,7 +92,8 @@ export class PermanentFailure extends Error {
     /**
      * Runs once the dead letter is durable (PUBACKed) and before the message is acknowledged: what
      * announces the parking (an order's parked event) then never goes out without its dead letter.
-     * If it fails, the message stays unacknowledged and comes back.
+     * If it fails, the message stays in hand and it is tried again after a pause (the dead letter is
+     * not published a second time).
      */
     readonly afterDeadLetter?: () => Promise<void>,
   ) {

@@ -18,6 +18,7 @@ import { payloadValidator } from './support/payloads.js';
 import { requireProgram } from './support/programs.js';
 import { ADMIN_KEY, sampleOrder, startGatewayFor, startStack, type Stack } from '../harness/stack.js';
 import type { RunningGateway } from '../gateway/nginx.js';
+import { connectClient } from '../harness/mqtt.js';
 
 const skip = requireProgram('nginx', 'nginx');
 
@@ -41,7 +42,7 @@ describe('the AsyncAPI document against the running system', { skip }, () => {
   let channels: { id: string; filter: string; payload: object; qos: number; retain: boolean }[];
 
   const watch = async (clientId: string, into: Seen[]) => {
-    const client = await mqtt.connectAsync(stack.urls.mqtt, { clientId, clean: true, reconnectPeriod: 0 }, false);
+    const client = await connectClient(stack.urls.mqtt, { clientId, clean: true, reconnectPeriod: 0 });
     client.on('message', (topic, payload, packet) => into.push({ topic, payload: payload.toString(), qos: packet.qos, retain: packet.retain }));
     await client.subscribeAsync('#', { qos: 1 });
     return client;

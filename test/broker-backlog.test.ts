@@ -10,6 +10,7 @@ import mqtt, { type MqttClient } from 'mqtt';
 import { parseShareGauge } from '../workers/backlog.js';
 import { startBroker, type RunningBroker } from '../harness/broker.js';
 import { eventually } from '../harness/process.js';
+import { connectClient } from '../harness/mqtt.js';
 
 const SHARE = '$share/backlog/woodytoys/stock/backlog-test';
 const TOPIC = 'woodytoys/stock/backlog-test';
@@ -36,11 +37,11 @@ describe('a backlog on disk', () => {
   });
 
   it('keeps a bounded window in memory, survives a restart without loading it, drains once, and gives the space back', async () => {
-    const member = await mqtt.connectAsync(broker.mqttUrl, { clientId: 'backlog-member', clean: false, reconnectPeriod: 0 }, false);
+    const member = await connectClient(broker.mqttUrl, { clientId: 'backlog-member', clean: false, reconnectPeriod: 0 });
     await member.subscribeAsync(SHARE, { qos: 1 });
     await member.endAsync();
 
-    const publisher = await mqtt.connectAsync(broker.mqttUrl, { clientId: 'backlog-publisher', reconnectPeriod: 0 }, false);
+    const publisher = await connectClient(broker.mqttUrl, { clientId: 'backlog-publisher', reconnectPeriod: 0 });
     clients.push(publisher);
     const body = (n: number) => {
       const b = Buffer.alloc(PAYLOAD, n % 251);

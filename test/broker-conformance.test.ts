@@ -24,6 +24,7 @@ import { grantedQos, startBroker } from '../harness/broker.js';
 import { startBrokerCluster } from '../harness/cluster.js';
 import { requireProgram } from './support/programs.js';
 import { sleep } from '../lib/shutdown.js';
+import { connectClient } from '../harness/mqtt.js';
 
 type Kind = 'aedes' | 'cluster' | 'mosquitto';
 const CLUSTER_NODES = 3;
@@ -198,7 +199,7 @@ function collect(client: MqttClient, { ackDelayMs = 0, hold = false } = {}): Rec
 /** CONNACK return code for a login, 0 when accepted (the connection is then closed). */
 async function connackCode(url: string, user: User | undefined, clientId: string, pass = user && password(user), { clean = true } = {}): Promise<number | undefined> {
   try {
-    const client = await mqtt.connectAsync(url, { clientId, clean, protocolVersion: 4, reconnectPeriod: 0, connectTimeout: CONNECT_TIMEOUT_MS, ...(user ? { username: user, password: pass } : {}) }, false);
+    const client = await connectClient(url, { clientId, clean, protocolVersion: 4, reconnectPeriod: 0, connectTimeout: CONNECT_TIMEOUT_MS, ...(user ? { username: user, password: pass } : {}) });
     await client.endAsync(true);
     return 0;
   } catch (err) {

@@ -7,7 +7,6 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import mqtt from 'mqtt';
 import WebSocket from 'ws';
 import { formatPasswordFile } from '../broker/password-hash.js';
 import { sleep } from '../lib/shutdown.js';
@@ -15,6 +14,7 @@ import { closeMqtt } from '../lib/mqtt.js';
 import { startBroker, type RunningBroker } from '../harness/broker.js';
 import { RawClient, connectHeader, connectPacket } from './support/mqtt-raw.js';
 import { eventually } from '../harness/process.js';
+import { connectClient } from '../harness/mqtt.js';
 
 /** The largest remaining length MQTT can announce: 256 MiB less one byte. */
 const ANNOUNCED = 268_435_455;
@@ -102,7 +102,7 @@ describe('an oversized CONNECT from a stranger', () => {
 
     // A well-behaved client over WebSocket still connects. (Closed with a bound: mqtt.js's end()
     // waits for its stream's close, and once a CI run waited forever here.)
-    const client = await mqtt.connectAsync(broker.wsUrl, { ...viewer, clientId: 'viewer-ws' }, false);
+    const client = await connectClient(broker.wsUrl, { ...viewer, clientId: 'viewer-ws' });
     assert.ok(client.connected);
     await closeMqtt(client, 2000);
   });
@@ -147,10 +147,8 @@ describe('a deadline for the CONNECT and connections per address', () => {
 
     // Logged-in connections count against the other limit; once one leaves, another may come. (The
     // broker learns of a close a moment after the client: until then a connection may be refused.)
-    // (allowRetries false: a connection closed before its CONNACK rejects; by default mqtt.js's
-    // promise would wait for a reconnect that reconnectPeriod 0 never makes.)
     const connected = (clientId: string) =>
-      eventually(() => mqtt.connectAsync(broker.mqttUrl, { ...viewer, clientId }, false).catch(() => undefined), { what: `${clientId} connected` });
+      eventually(() => connectClient(broker.mqttUrl, { ...viewer, clientId }).catch(() => undefined), { what: `${clientId} connected` });
     const clients = [];
     for (let i = 1; i <= 6; i++) clients.push(await connected(`viewer-${i}`));
     const seventh = await RawClient.open(broker.mqttUrl);

@@ -11,6 +11,7 @@ import { parseShareGauge } from '../workers/backlog.js';
 import { startBroker, type RunningBroker } from '../harness/broker.js';
 import { eventually } from '../harness/process.js';
 import { READ_AHEAD } from '../broker/ingest.js';
+import { connectClient } from '../harness/mqtt.js';
 
 const TOPIC = 'woodytoys/stock/write-behind-test';
 const SHARE = `$share/wb/${TOPIC}`;
@@ -51,7 +52,7 @@ async function member(b: RunningBroker, clientId: string, { hold = false } = {})
 }
 
 async function publisher(b: RunningBroker, clientId: string): Promise<MqttClient> {
-  const client = await mqtt.connectAsync(b.mqttUrl, { clientId, protocolVersion: 4, reconnectPeriod: 0 }, false);
+  const client = await connectClient(b.mqttUrl, { clientId, protocolVersion: 4, reconnectPeriod: 0 });
   clients.push(client);
   return client;
 }
@@ -157,7 +158,7 @@ describe('publishes only a group wants (they skip Aedes) face the same checks', 
   it('refuses a low-privilege user and an ill-formed topic before any PUBACK, and the group gets nothing from them', async () => {
     const b = await broker({ BROKER_ALLOW_ANONYMOUS: 'false', BROKER_PASSWORDS: formatPasswordFile(users).trim().split('\n').join(',') });
     const login = (user: keyof typeof users, clean = true) =>
-      mqtt.connectAsync(b.mqttUrl, { clientId: `${user}-direct-${clean ? 'c' : 'p'}`, username: user, password: users[user], clean, protocolVersion: 4, reconnectPeriod: 0 }, false);
+      connectClient(b.mqttUrl, { clientId: `${user}-direct-${clean ? 'c' : 'p'}`, username: user, password: users[user], clean, protocolVersion: 4, reconnectPeriod: 0 });
     // The only subscriber of the topic is a group member: its publishes take the direct path.
     const worker = await login('worker', false);
     clients.push(worker);

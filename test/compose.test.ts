@@ -25,6 +25,7 @@ import { localTemplate, nginxArgs, substitute, TEMPLATE } from '../gateway/rende
 import { accessLog, mqttSessions } from '../harness/gateway.js';
 import { ROOT, START_TIMEOUT_MS, eventually, freePort, startProcess, type Proc } from '../harness/process.js';
 import { findProgram, requireNginxStream, requireProgram } from './support/programs.js';
+import { connectClient } from '../harness/mqtt.js';
 
 const COMPOSE_SCHEMA = '/usr/lib/python3/dist-packages/compose/config/compose_spec.json';
 const skip = requireProgram('docker-compose') || requireProgram('nginx') || requireNginxStream() || requireProgram('redis-server', 'redis-server');
@@ -368,7 +369,7 @@ describe('compose.yaml', { skip }, () => {
 
         const gatewayMqtt = `mqtt://127.0.0.1:${gatewayPorts.mqtt}`;
         const connect = async (user: string, clientId: string) => {
-          const c = await mqtt.connectAsync(gatewayMqtt, { protocolVersion: 4, clientId, reconnectPeriod: 0, connectTimeout: 10_000, username: user, password: broker.environment![`BROKER_PASSWORD_${user.toUpperCase()}`] }, false);
+          const c = await connectClient(gatewayMqtt, { protocolVersion: 4, clientId, reconnectPeriod: 0, connectTimeout: 10_000, username: user, password: broker.environment![`BROKER_PASSWORD_${user.toUpperCase()}`] });
           clients.push(c);
           return c;
         };
@@ -389,7 +390,7 @@ describe('compose.yaml', { skip }, () => {
         // The dashboard's way in, MQTT over WebSocket at /mqtt: spread over the nodes the same way.
         const gatewayWs = `ws://127.0.0.1:${gatewayPorts.http}/mqtt`;
         for (const i of [1, 2]) {
-          const c = await mqtt.connectAsync(gatewayWs, { protocolVersion: 4, clientId: `viewer-compose-ws-${i}`, reconnectPeriod: 0, connectTimeout: 10_000, username: 'viewer', password: broker.environment!.BROKER_PASSWORD_VIEWER }, false);
+          const c = await connectClient(gatewayWs, { protocolVersion: 4, clientId: `viewer-compose-ws-${i}`, reconnectPeriod: 0, connectTimeout: 10_000, username: 'viewer', password: broker.environment!.BROKER_PASSWORD_VIEWER });
           clients.push(c);
         }
         await Promise.all(clients.splice(0).map((c) => closeMqtt(c, 2000)));

@@ -16,6 +16,7 @@ import { PermanentFailure, closeMqtt, connectMqtt, consume, subscribe, type Mqtt
 import { parseShareGauge } from '../workers/backlog.js';
 import { startBroker, type RunningBroker } from '../harness/broker.js';
 import { eventually } from '../harness/process.js';
+import { connectClient } from '../harness/mqtt.js';
 
 const log = createLogger('concurrency-test', 'silent');
 const dir = mkdtempSync(join(tmpdir(), 'consume-concurrency-'));
@@ -181,7 +182,7 @@ describe('consumers with several messages in hand', () => {
     const share = `$share/parkers/${topic}`;
     const { client, publisher } = connect('concurrency-park');
     const deadLetters: string[] = [];
-    const watcher = await mqtt.connectAsync(broker.mqttUrl, { clientId: 'park-watcher', protocolVersion: 4, reconnectPeriod: 0 }, false);
+    const watcher = await connectClient(broker.mqttUrl, { clientId: 'park-watcher', protocolVersion: 4, reconnectPeriod: 0 });
     clients.push(watcher);
     watcher.on('message', (_t, p) => deadLetters.push(JSON.parse(p.toString()).data.payload as string));
     await watcher.subscribeAsync('woodytoys/deadletter/concurrency-park', { qos: 1 });

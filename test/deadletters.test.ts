@@ -4,13 +4,13 @@
 // the dead-letter service; and MQTT users without the right cannot forge dead letters or read them.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import mqtt from 'mqtt';
 import type { DeadLetter } from '../api/deadletters/store.js';
 import { devCredentials } from '../broker/dev-logins.js';
 import { orderConfirmed } from '../lib/topics.js';
 import { eventually } from '../harness/process.js';
 import { grantedQos } from '../harness/broker.js';
 import { ADMIN_KEY, getJson, getStock, postOrder, sampleOrder, startStack, type Stack } from '../harness/stack.js';
+import { connectClient } from '../harness/mqtt.js';
 
 type Letter = DeadLetter;
 interface Order {
@@ -88,7 +88,7 @@ describe('dead letters', () => {
   });
 
   it('keeps a malformed message as a dead letter through kill -9 of the broker and of its consumer', { timeout: 180_000 }, async () => {
-    const probe = await mqtt.connectAsync(stack.urls.mqtt, { clientId: 'deadletters-probe', clean: true, reconnectPeriod: 0 }, false);
+    const probe = await connectClient(stack.urls.mqtt, { clientId: 'deadletters-probe', clean: true, reconnectPeriod: 0 });
     const seen: string[] = [];
     probe.on('message', (topic) => seen.push(topic));
     await probe.subscribeAsync('woodytoys/deadletter/#', { qos: 1 });
@@ -121,7 +121,7 @@ describe('dead letters', () => {
 
   it('lets no other MQTT user read dead letters or forge them into the store', { timeout: 120_000 }, async () => {
     const credentials = devCredentials(stack.dataDir);
-    const as = (user: 'viewer' | 'erp') => mqtt.connectAsync(stack.urls.mqtt, { username: user, password: credentials[user], clientId: `${user}-hostile`, clean: true, reconnectPeriod: 0 }, false);
+    const as = (user: 'viewer' | 'erp') => connectClient(stack.urls.mqtt, { username: user, password: credentials[user], clientId: `${user}-hostile`, clean: true, reconnectPeriod: 0 });
     const viewer = await as('viewer');
     assert.equal(await grantedQos(viewer, 'woodytoys/deadletter/#'), 128);
     assert.equal(await grantedQos(viewer, '$share/deadletters/woodytoys/deadletter/+'), 128);
@@ -142,7 +142,7 @@ describe('dead letters', () => {
       client.end(true);
     }
     // A real dead letter stored after the forged ones were sent: none of them got in.
-    const probe = await mqtt.connectAsync(stack.urls.mqtt, { clientId: 'deadletters-probe-2', clean: true, reconnectPeriod: 0 }, false);
+    const probe = await connectClient(stack.urls.mqtt, { clientId: 'deadletters-probe-2', clean: true, reconnectPeriod: 0 });
     await probe.publishAsync(orderConfirmed.topic, 'still not an event', { qos: 1 });
     await probe.endAsync();
     await eventually(async () => (await letters()).filter((l) => l.topic === orderConfirmed.topic).length === 4, { what: 'the later dead letters stored' });

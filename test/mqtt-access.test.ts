@@ -5,7 +5,7 @@
 // viewer reads holds no customer name or e-mail.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import type { IClientOptions, MqttClient } from 'mqtt';
 import { Acl } from '../broker/acl.js';
 import { devCredentials, SERVICE_USERS, type ServiceUser } from '../broker/dev-logins.js';
 import { aclFile } from '../broker/mosquitto/run.js';
@@ -16,6 +16,7 @@ import { grantedQos } from '../harness/broker.js';
 import { requireProgram } from './support/programs.js';
 import { eventually, type Proc } from '../harness/process.js';
 import { getJson, startGatewayFor, startStack, type Stack } from '../harness/stack.js';
+import { connectClient } from '../harness/mqtt.js';
 
 interface Order {
   id: string;
@@ -43,7 +44,7 @@ describe('MQTT access in the running system', { skip: requireProgram('nginx') },
 
   /** The public viewer, as a display connects: over the gateway's WebSocket with the served login. */
   const viewer = async (clientId: string, options: IClientOptions = {}) => {
-    const c = await mqtt.connectAsync(`${gateway.url.replace(/^http/, 'ws')}/mqtt`, { ...login, clientId, protocolVersion: 4, reconnectPeriod: 0, ...options }, false);
+    const c = await connectClient(`${gateway.url.replace(/^http/, 'ws')}/mqtt`, { ...login, clientId, protocolVersion: 4, reconnectPeriod: 0, ...options });
     open.push(c);
     return c;
   };
@@ -53,7 +54,7 @@ describe('MQTT access in the running system', { skip: requireProgram('nginx') },
       const c =
         user === 'viewer'
           ? await viewer(clientId, { clean })
-          : await mqtt.connectAsync(stack.urls.mqtt, { username: user, password: devCredentials(stack.dataDir)[user], clientId, clean, protocolVersion: 4, reconnectPeriod: 0 }, false);
+          : await connectClient(stack.urls.mqtt, { username: user, password: devCredentials(stack.dataDir)[user], clientId, clean, protocolVersion: 4, reconnectPeriod: 0 });
       await c.endAsync(true);
       return 0;
     } catch (err) {
@@ -119,7 +120,7 @@ describe('MQTT access in the running system', { skip: requireProgram('nginx') },
     await eventually(() => stack.broker.logs.some((l) => l.msg === 'subscription refused' && /no "#@ group order-workers …" rule for user viewer/.test(String(l.reason))), {
       what: 'the log line naming the missing rule',
     });
-    const worker = await mqtt.connectAsync(stack.urls.mqtt, { username: 'worker', password: devCredentials(stack.dataDir).worker, clientId: 'worker-probe', clean: false, protocolVersion: 4, reconnectPeriod: 0 }, false);
+    const worker = await connectClient(stack.urls.mqtt, { username: 'worker', password: devCredentials(stack.dataDir).worker, clientId: 'worker-probe', clean: false, protocolVersion: 4, reconnectPeriod: 0 });
     open.push(worker);
     const share = `$share/order-workers/${stockReserved.topic}`;
     assert.equal(await grantedQos(worker, share), 1, 'a worker joins its group');
@@ -139,7 +140,7 @@ describe('MQTT access in the running system', { skip: requireProgram('nginx') },
     customers.push(soldOut);
     ids.push(await order(soldOut, 'rocking-horse')); // stock rejects it
     // A message no consumer can process, with personal data in it: it goes to the dead letters.
-    const intruder = await mqtt.connectAsync(stack.urls.mqtt, { clientId: 'pii-probe', clean: true, protocolVersion: 4, reconnectPeriod: 0 }, false);
+    const intruder = await connectClient(stack.urls.mqtt, { clientId: 'pii-probe', clean: true, protocolVersion: 4, reconnectPeriod: 0 });
     open.push(intruder);
     const poison = { name: 'Poison Pete', email: 'pete@example.org' };
     customers.push(poison);

@@ -4,6 +4,7 @@
 // later broke (its acknowledgements may have died with it). `deliveryFaults` is the judgement.
 import mqtt, { type MqttClient } from 'mqtt';
 import { sleep } from '../../lib/shutdown.js';
+import { connectClient } from '../../harness/mqtt.js';
 
 /** Where a client connects: a broker node's MQTT URL, and its name for the report. */
 export interface Node {
@@ -187,7 +188,7 @@ export class Publisher {
   #node = '';
 
   async connect(node: Node): Promise<void> {
-    const client = await mqtt.connectAsync(node.url, { clientId: this.opts.clientId, clean: true, protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 10_000, ...this.opts.login }, false);
+    const client = await connectClient(node.url, { clientId: this.opts.clientId, clean: true, protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 10_000, ...this.opts.login });
     client.on('error', () => {});
     this.#client = client;
     this.#node = node.name;
