@@ -146,7 +146,7 @@ const ours = await startBroker({ env: logins });
 const plain = await startPlainAedes();
 const shared2 = (url: string): Placement => ({ publisher: url, members: [url, url] });
 const contenders: Contender[] = [
-  { name: `our broker (shared, 2 members, durable, window ${process.env.BROKER_INFLIGHT_WINDOW ?? 32})`, where: shared2(ours.mqttUrl), how: { shared: true, user: true }, pids: [ours.process.pid], stop: ours.stop, rates: new Map(), cpu: new Map() },
+  { name: `our broker (shared, 2 members, durable, window ${process.env.BROKER_INFLIGHT_WINDOW ?? 128})`, where: shared2(ours.mqttUrl), how: { shared: true, user: true }, pids: [ours.process.pid], stop: ours.stop, rates: new Map(), cpu: new Map() },
   { name: 'plain Aedes (memory, normal subscription)', where: { publisher: plain.url, members: [plain.url] }, how: { shared: false, user: false }, pids: [plain.pid], stop: plain.stop, rates: new Map(), cpu: new Map() },
 ];
 let mosquittoName: string | undefined;

@@ -9,7 +9,8 @@
 // ERP's first record; the steady run also says how many CPU seconds the broker and the workers spent
 // per 1,000 records (each from when its part of the drain began).
 //
-//   npm run bench:pacing [-- --json]   (BENCH_ORDERS=10000 BENCH_MOVEMENTS=5000 BENCH_CAPACITY_RU=10000 BENCH_WORKERS=4 BENCH_TTL_MS=5000 BENCH_CONCURRENCY=32)
+//   npm run bench:pacing [-- --json]   (BENCH_ORDERS=10000 BENCH_MOVEMENTS=5000 BENCH_CAPACITY_RU=10000 BENCH_WORKERS=4 BENCH_TTL_MS=5000;
+//                                      BENCH_CONCURRENCY: the workers' CONSUMER_CONCURRENCY, their default when unset)
 import { connectPublisher, erpStats, movementMessages, orderMessages, publishAll, startWorkerSystem, type ErpStats, type WorkerSystem } from '../harness/workers.js';
 import { sleep } from '../lib/shutdown.js';
 import { CpuMeter } from './cpu.js';
@@ -47,7 +48,7 @@ async function run(kill: boolean) {
   const system = await startWorkerSystem({
     workers: WORKERS,
     erpCapacityRu: CAPACITY,
-    workerEnv: { CONSUMER_CONCURRENCY: process.env.BENCH_CONCURRENCY ?? '32', LEASE_CAPACITY_RU: String(CAPACITY), LEASE_PARTITIONS: '20', LEASE_TTL_MS: String(TTL_MS) },
+    workerEnv: { ...(process.env.BENCH_CONCURRENCY ? { CONSUMER_CONCURRENCY: process.env.BENCH_CONCURRENCY } : {}), LEASE_CAPACITY_RU: String(CAPACITY), LEASE_PARTITIONS: '20', LEASE_TTL_MS: String(TTL_MS) },
   });
   try {
     // The work waits in the broker's group queues while the workers are away, as a backlog would.

@@ -9,7 +9,8 @@
 // drain began: the broker once the records are queued, a worker once it is consuming).
 // `--burn` runs one CPU-burning process beside the whole demo (a busy neighbour on the machine).
 //
-//   npm run demo:rate-limit [-- --json] [-- --burn]   (DEMO_RECORDS=10000 DEMO_CAPACITY_RU=20000 DEMO_WORKERS=2 DEMO_CONCURRENCY=32)
+//   npm run demo:rate-limit [-- --json] [-- --burn]   (DEMO_RECORDS=10000 DEMO_CAPACITY_RU=20000 DEMO_WORKERS=2;
+//                                                      DEMO_CONCURRENCY: the workers' CONSUMER_CONCURRENCY, their default when unset)
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -22,7 +23,8 @@ const RECORDS = Number(process.env.DEMO_RECORDS ?? 10_000);
 const CAPACITY = Number(process.env.DEMO_CAPACITY_RU ?? 20_000);
 const COST = 10;
 const WORKERS = Number(process.env.DEMO_WORKERS ?? 2);
-const CONCURRENCY = process.env.DEMO_CONCURRENCY ?? '32';
+/** Messages each worker holds per workflow: the workers' own default unless DEMO_CONCURRENCY says. */
+const inHand: Record<string, string> = process.env.DEMO_CONCURRENCY ? { CONSUMER_CONCURRENCY: process.env.DEMO_CONCURRENCY } : {};
 const json = process.argv.includes('--json');
 const burn = process.argv.includes('--burn');
 const idealSeconds = (RECORDS * COST) / CAPACITY;
@@ -77,7 +79,7 @@ async function paced() {
   const system = await startWorkerSystem({
     workers: WORKERS,
     erpCapacityRu: CAPACITY,
-    workerEnv: { CONSUMER_CONCURRENCY: CONCURRENCY, LEASE_CAPACITY_RU: String(CAPACITY), LEASE_PARTITIONS: '20' },
+    workerEnv: { ...inHand, LEASE_CAPACITY_RU: String(CAPACITY), LEASE_PARTITIONS: '20' },
   });
   try {
     // As in the pattern, the records wait in durable messaging first: the workers joined their
@@ -112,7 +114,7 @@ async function paced() {
     const units = (stats.records['stock-movement'] ?? 0) * COST;
     const busy = stats.seconds.filter((s) => s.units > 0);
     say(`  paced: ${RECORDS} records queued in the broker in ${published.toFixed(2)} s, then ${WORKERS} workers started`);
-    say(`  ERP seconds (RU accepted): ${busy.map((s) => s.units).join(' ')}`);
+    say(`  ERP seconds (RU accepted, 429s where any): ${busy.map((s) => (s.rejected ? `${s.units}/${s.rejected}×429` : s.units)).join(' ')}`);
     return {
       records: stats.records['stock-movement'] ?? 0,
       sent: stats.calls,

@@ -55,7 +55,7 @@ const config = loadConfig({
   BROKER_PASSWORDS: z.string().min(1).optional(),
   BROKER_ACL_FILE: z.string().min(1).default(fileURLToPath(new URL('./mosquitto/acl', import.meta.url))),
   BROKER_ALLOW_ANONYMOUS: bool(false),
-  BROKER_INFLIGHT_WINDOW: z.coerce.number().int().min(1).max(1024).default(32),
+  BROKER_INFLIGHT_WINDOW: z.coerce.number().int().min(1).max(1024).default(128),
   BROKER_REDISPATCH_GRACE_MS: z.coerce.number().int().min(0).max(600_000).default(2000),
   /** Entries (and bytes) of each group's queue kept in memory; the rest waits in SQLite. */
   BROKER_QUEUE_MEMORY_MESSAGES: z.coerce.number().int().min(1).max(1_000_000).default(2000),

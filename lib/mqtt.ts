@@ -158,7 +158,7 @@ export function eventRoute<T extends z.ZodType>(def: EventDefinition<T>, effect:
 /** Settings of every consuming process: how many messages it holds at once. */
 export const consumerEnv = {
   /** Messages a consumer has in hand at once (per workflow in a worker): handled concurrently, each acknowledged when done. */
-  CONSUMER_CONCURRENCY: z.coerce.number().int().min(1).max(1024).default(32),
+  CONSUMER_CONCURRENCY: z.coerce.number().int().min(1).max(1024).default(128),
 };
 
 export interface ConsumeOptions {

@@ -56,3 +56,54 @@ describe('paced ERP calls past the attempt limit', () => {
     await held.stop();
   });
 });
+
+describe('paced ERP calls under way at once', () => {
+  it('are at most `concurrency` per kind of operation, the rest waiting before the pacer', async () => {
+    const pacer = new Pacer({ capacity: 100_000, sliceMs: 10 });
+    pacer.start();
+    const atErp = new Map<string, number>();
+    const most = new Map<string, number>();
+    const release: Array<() => void> = [];
+    const erp: Pick<ErpClient, 'record' | 'find'> = {
+      record: async (op) => {
+        atErp.set(op.kind, (atErp.get(op.kind) ?? 0) + 1);
+        most.set(op.kind, Math.max(most.get(op.kind) ?? 0, atErp.get(op.kind)!));
+        // The ERP answers only when the test lets it: every call released is under way at once.
+        await new Promise<void>((resolve) => release.push(resolve));
+        atErp.set(op.kind, atErp.get(op.kind)! - 1);
+        return { kind: 'recorded', reference: `ERP-${op.operationId}`, duplicate: false };
+      },
+      find: async () => undefined,
+    };
+    const record = pacedErp({ erp, pacer, costs: { order: 1, 'stock-movement': 1 }, maxAttempts: 3, concurrency: 3 });
+    const all = [
+      ...Array.from({ length: 10 }, (_, i) => record({ operationId: `order:${i}`, kind: 'order', payload: {} })),
+      ...Array.from({ length: 2 }, (_, i) => record({ operationId: `movement:${i}`, kind: 'stock-movement', payload: {} })),
+    ];
+    const done = Promise.all(all);
+    let settled = false;
+    void done.then(() => (settled = true));
+    // Three orders and both movements reach the ERP; the other orders wait for a place.
+    await eventuallyTrue(() => release.length === 5);
+    assert.deepEqual([atErp.get('order'), atErp.get('stock-movement')], [3, 2]);
+    // Then answer one call at a time, as soon as one is at the ERP, until all are recorded.
+    for (let answered = 0; answered < 12; answered++) {
+      await eventuallyTrue(() => release.length > 0);
+      release.shift()!();
+    }
+    const finals = await done;
+    assert.ok(settled);
+    assert.equal(finals.filter((f) => f.kind === 'recorded').length, 12);
+    assert.equal(most.get('order'), 3, 'never more than three orders at the ERP, and three once enough wait');
+    assert.equal(most.get('stock-movement'), 2, 'the movements do not wait behind the orders');
+    await pacer.stop();
+  });
+});
+
+/** Waits (turns of the event loop and short timers, 5 s at most) until `check` holds. */
+async function eventuallyTrue(check: () => boolean): Promise<void> {
+  for (const until = Date.now() + 5000; !check(); ) {
+    if (Date.now() > until) throw new Error('condition not met within 5 s');
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}

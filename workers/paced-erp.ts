@@ -28,17 +28,39 @@ export interface PacedErpOptions {
   /** Request units each kind of operation costs at the ERP. */
   costs: Record<ErpOperation['kind'], number>;
   maxAttempts: number;
+  /**
+   * Attempts of one kind of operation under way at once: waiting for pacing credit or at the ERP
+   * (unbounded when left out). The pacer releases credit by the clock, and the ERP meters calls as
+   * they arrive: what waits between the two (the HTTP client's queue, the ERP's socket) arrives
+   * later in a bunch, into a window that is already full. Bounding it keeps the release time and
+   * the arrival time together, however many messages the consumer holds.
+   */
+  concurrency?: number;
   onResult?: (result: ErpResult['kind'], kind: ErpOperation['kind']) => void;
   onRetry?: (kind: ErpOperation['kind']) => void;
 }
 
-export function pacedErp({ erp, pacer, costs, maxAttempts, onResult, onRetry }: PacedErpOptions): RecordInErp {
+export function pacedErp({ erp, pacer, costs, maxAttempts, concurrency = Infinity, onResult, onRetry }: PacedErpOptions): RecordInErp {
+  const gates = new Map<string, Gate>();
+  const gateOf = (kind: string) => {
+    let gate = gates.get(kind);
+    if (!gate) gates.set(kind, (gate = new Gate(concurrency)));
+    return gate;
+  };
   return async (op, hops) => {
     let last = '';
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
       if (attempt > 1) onRetry?.(op.kind);
       const asked = Date.now();
-      const { result, sentAt } = await attemptInTrace<ErpResult>(op, attempt, (call) => pacer.run(op.kind, costs[op.kind], () => call(() => erp.record(op)), { retry: attempt > 1 }));
+      const gate = gateOf(op.kind);
+      await gate.enter(attempt > 1);
+      let outcome: { result: ErpResult; sentAt: number };
+      try {
+        outcome = await attemptInTrace<ErpResult>(op, attempt, (call) => pacer.run(op.kind, costs[op.kind], () => call(() => erp.record(op)), { retry: attempt > 1 }));
+      } finally {
+        gate.leave();
+      }
+      const { result, sentAt } = outcome;
       hops?.push(hop('wait for pace', 'worker', asked, sentAt, { attempt }), hop('erp attempt', 'worker', sentAt, Date.now(), attemptFacts(attempt, result)));
       onResult?.(result.kind, op.kind);
       if (result.kind === 'recorded' || result.kind === 'refused') return result;
@@ -74,5 +96,27 @@ export function attemptFacts(attempt: number, result: ErpResult): NonNullable<Ho
       return { attempt, result: result.kind, status: 429, retryAfterMs: result.retryAfterMs };
     case 'unavailable':
       return { attempt, result: result.kind, error: result.reason.slice(0, 200) };
+  }
+}
+
+/** At most `limit` holders at once; the others wait in order, a retry ahead of first attempts. */
+class Gate {
+  #inside = 0;
+  readonly #waiting: Array<() => void> = [];
+  constructor(private readonly limit: number) {}
+
+  enter(first = false): Promise<void> {
+    if (this.#inside < this.limit) {
+      this.#inside++;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => (first ? this.#waiting.unshift(resolve) : this.#waiting.push(resolve)));
+  }
+
+  /** Hands the place to the next waiting holder, if any. */
+  leave(): void {
+    const next = this.#waiting.shift();
+    if (next) next();
+    else this.#inside--;
   }
 }
