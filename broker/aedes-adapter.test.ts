@@ -5,11 +5,12 @@
 // Aedes sees it; and a publish reaches `published` as the object authorizePublish was given.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:net';
+import { connect as connectTcp, createServer, type Server } from 'node:net';
+import mqttPacket from 'mqtt-packet';
 import { Aedes, type Client } from 'aedes';
 import MemoryPersistence from 'aedes-persistence/asyncPersistence.js';
 import mqtt, { type MqttClient } from 'mqtt';
-import { handleTcp, missingInternals, nextPacketId, takePackets, whenRouted, writePackets } from './aedes-adapter.js';
+import { handleTcp, missingInternals, nextPacketId, onParsed, takePackets, whenRouted, writePackets } from './aedes-adapter.js';
 import { encodePublish, stampPublish } from './publish-packet.js';
 import { eventually } from '../harness/process.js';
 import { connectClient } from '../harness/mqtt.js';
@@ -19,6 +20,8 @@ describe('the Aedes adapter, against the installed Aedes', () => {
   let server: Server;
   let url: string;
   const taken: Array<{ clientId: string; messageId: number }> = [];
+  /** What happened to a raw client's packets, in order: taken by the group queue, or parsed by mqtt-packet. */
+  const order: string[] = [];
   /** Identifiers the test's own deliveries hold, as the group queue's in-flight map would. */
   const ours = new Set<number>();
   const ready = new Map<string, Client>();
@@ -41,6 +44,7 @@ describe('the Aedes adapter, against the installed Aedes', () => {
       puback: (client, messageId) => {
         if (!ours.delete(messageId)) return false;
         taken.push({ clientId: client.id, messageId });
+        order.push(`taken ${messageId}`);
         return true;
       },
     });
@@ -113,6 +117,37 @@ describe('the Aedes adapter, against the installed Aedes', () => {
       assert.ok(aedesId !== undefined && !ids.includes(aedesId), `Aedes used identifier ${aedesId}, not one of ${ids}`);
     } finally {
       await client.endAsync(true);
+    }
+  });
+
+  it('takes PUBACKs before mqtt-packet parses them, in the order the packets came', async () => {
+    const socket = connectTcp(Number(new URL(url).port), '127.0.0.1');
+    let received = Buffer.alloc(0);
+    socket.on('data', (d: Buffer) => (received = Buffer.concat([received, d])));
+    try {
+      socket.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'adapter-raw', keepalive: 30 }));
+      await eventually(() => received.includes(Buffer.from([0x20, 0x02, 0x00, 0x00])), { what: 'the CONNACK', intervalMs: 10 });
+      const aedesClient = ready.get('adapter-raw')!;
+      order.length = 0;
+      onParsed(aedesClient, (packet) => order.push(`parsed ${packet.cmd}${packet.messageId === undefined ? '' : ` ${packet.messageId}`}`));
+      const ids = [1, 2, 3].map(() => {
+        const id = nextPacketId(aedesClient, ours);
+        ours.add(id);
+        return id;
+      });
+      const [a, b, c] = ids as [number, number, number];
+      const puback = (id: number) => Buffer.from([0x40, 0x02, id >> 8, id & 0xff]);
+      const notOurs = a + 1000;
+      // One chunk: ours, a PINGREQ, one the group queue does not claim, ours, half of ours.
+      socket.write(Buffer.concat([puback(a), Buffer.from([0xc0, 0x00]), puback(notOurs), puback(b), puback(c).subarray(0, 2)]));
+      await eventually(() => order.includes(`taken ${b}`) && received.includes(Buffer.from([0xd0, 0x00])), { what: 'the first chunk handled', intervalMs: 10 });
+      // The rest of the cut PUBACK: the parser completes it, and it is still taken.
+      socket.write(puback(c).subarray(2));
+      await eventually(() => order.includes(`taken ${c}`), { what: 'the cut PUBACK taken', intervalMs: 10 });
+      assert.deepEqual(order, [`taken ${a}`, 'parsed pingreq', `parsed puback ${notOurs}`, `taken ${b}`, `taken ${c}`, `parsed puback ${c}`]);
+      assert.equal(ours.size, 0);
+    } finally {
+      socket.destroy();
     }
   });
 
