@@ -151,6 +151,31 @@ describe('the Aedes adapter, against the installed Aedes', () => {
     }
   });
 
+  it('takes no PUBACK that follows a packet Aedes closed the connection for', async () => {
+    const socket = connectTcp(Number(new URL(url).port), '127.0.0.1');
+    let received = Buffer.alloc(0);
+    socket.on('data', (d: Buffer) => (received = Buffer.concat([received, d])));
+    const closed = new Promise((resolve) => socket.once('close', resolve));
+    try {
+      socket.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'adapter-dropped', keepalive: 30 }));
+      await eventually(() => received.includes(Buffer.from([0x20, 0x02, 0x00, 0x00])), { what: 'the CONNACK', intervalMs: 10 });
+      // A subscription makes Aedes's close take a while: the client is closed, not yet disconnected.
+      socket.write(mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'woodytoys/dropped', qos: 1 }] }));
+      await eventually(() => received.includes(Buffer.from([0x90, 0x03, 0x00, 0x01, 0x01])), { what: 'the SUBACK', intervalMs: 10 });
+      const id = nextPacketId(ready.get('adapter-dropped')!, ours);
+      ours.add(id);
+      // An invalid filter closes the connection; the PUBACK after it in the same chunk must not count.
+      const unsubscribe = mqttPacket.generate({ cmd: 'unsubscribe', messageId: 2, unsubscriptions: ['woodytoys/#/x'] });
+      socket.write(Buffer.concat([unsubscribe, Buffer.from([0x40, 0x02, id >> 8, id & 0xff])]));
+      await closed;
+      assert.ok(ours.has(id), 'the delivery is still unacknowledged (it goes to another member)');
+      assert.ok(!taken.some((t) => t.clientId === 'adapter-dropped'));
+      ours.delete(id);
+    } finally {
+      socket.destroy();
+    }
+  });
+
   it('sends nothing to a resuming session before its CONNACK, not even a message published while it resumes', async () => {
     // Aedes restores the session's subscriptions, then stores its will, then writes the CONNACK; a
     // publish in between is the case (on several nodes each step is a Redis round trip). Storing

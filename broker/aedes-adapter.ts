@@ -375,7 +375,10 @@ function takePubacksUnparsed(client: Client, parser: PacketParser, takers: Packe
     let from = 0; // bytes before it are handed on or taken
     let o = 0;
     let took = false;
-    while (o < buf.length && client.connected && parser._list.length === 0 && parser._stateCounter === 0 && !parser.error) {
+    // Open: connected, and not closed by a packet before (Aedes closes at once on a protocol error,
+    // and `connected` turns false only later): a PUBACK on a dropped connection acknowledges nothing.
+    const open = () => client.connected && !client.closed;
+    while (o < buf.length && open() && parser._list.length === 0 && parser._stateCounter === 0 && !parser.error) {
       // The fixed header: type and flags, then the remaining length (1 to 4 bytes).
       let length = 0;
       let i = o + 1;
@@ -392,8 +395,10 @@ function takePubacksUnparsed(client: Client, parser: PacketParser, takers: Packe
       if (buf[o] === PUBACK && length === 2) {
         // The packets before it go first, so that everything is handled in the order it came.
         if (from < o) parse(buf.subarray(from, o));
+        // A parse error closes the connection; the parser would have dropped the rest of its input.
+        if (parser.error) return 0;
         const messageId = buf.readUInt16BE(i);
-        if (client.connected && parser._list.length === 0 && !parser.error && takers.puback(client, messageId)) {
+        if (open() && parser._list.length === 0 && takers.puback(client, messageId)) {
           took = true;
           acked(messageId);
           from = i + length;
