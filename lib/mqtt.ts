@@ -8,6 +8,7 @@
 // PUBACK on its own connection could wait forever: that PUBACK would be queued behind the messages
 // in hand. Hence every process publishes on a separate connection from the one it consumes on (see
 // `publisher` below).
+import { createHash } from 'node:crypto';
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
 import { Gauge, Histogram, type Registry } from 'prom-client';
 import { z } from 'zod';
@@ -16,7 +17,7 @@ import { deferAcks, type Delivery } from './deferred-acks.js';
 import { committed } from './group-commit.js';
 import type { Logger } from './log.js';
 import { coalesceWrites } from './wire.js';
-import { MAX_EVENT_BYTES, createEvent, decodeEvent, topicMatches, type CloudEvent, type EventDefinition } from './events.js';
+import { MAX_EVENT_BYTES, createEvent, decodeEvent, deriveId, topicMatches, type CloudEvent, type EventDefinition } from './events.js';
 import { consumeInTrace } from './tracing.js';
 import { DEAD_LETTER_PAYLOAD_BYTES, deadLetter, deadLetterTopic } from './topics.js';
 
@@ -291,6 +292,7 @@ export function consume(client: MqttClient, { consumer, publisher, source, log, 
     finished();
   };
   const publishDeadLetter = async (m: InHand, failure: PermanentFailure | undefined, reason: string) => {
+    const input = eventIdOf(m.payload);
     const event = createEvent(
       deadLetter,
       {
@@ -298,11 +300,15 @@ export function consume(client: MqttClient, { consumer, publisher, source, log, 
         topic: m.topic,
         reason,
         ...(failure?.attempts === undefined ? {} : { attempts: failure.attempts }),
-        ...eventIdOf(m.payload),
+        ...input,
         payload: m.payload.subarray(0, DEAD_LETTER_PAYLOAD_BYTES).toString('utf8'),
         payloadBytes: m.payload.length,
       },
-      { source },
+      // A payload that is not an event (it has no id) gets a letter named after its bytes: if the
+      // broker dies between the letter's PUBACK and the message's, the message comes again and its
+      // letter is the same one, kept once by the store. (An event's letters keep their own ids: a
+      // replayed event that fails again needs a new letter to be replayed again.)
+      { source, ...(input.eventId === undefined ? { id: deriveId('dead-letter', consumer, m.topic, createHash('sha256').update(m.payload).digest('hex')) } : {}) },
     );
     await publishEvent(publisher, deadLetterTopic(consumer), event);
     m.deadLettered = true;

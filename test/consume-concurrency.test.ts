@@ -222,6 +222,41 @@ describe('consumers with several messages in hand', () => {
     assert.deepEqual(deadLetters, ['stuck'], 'one dead letter for the one parking');
   });
 
+  it('gives a payload that is not an event the same dead letter each time it comes, and an event a letter per failure', async () => {
+    const topic = 'woodytoys/test/concurrency/letters';
+    const share = `$share/letters/${topic}`;
+    const { client, publisher } = connect('concurrency-letters');
+    const letters: Array<{ id: string; payload: string }> = [];
+    const watcher = await connectClient(broker.mqttUrl, { clientId: 'letters-watcher', protocolVersion: 4, reconnectPeriod: 0 });
+    clients.push(watcher);
+    watcher.on('message', (_t, p) => {
+      const event = JSON.parse(p.toString()) as { id: string; data: { payload: string } };
+      letters.push({ id: event.id, payload: event.data.payload });
+    });
+    await watcher.subscribeAsync('woodytoys/deadletter/concurrency-letters', { qos: 1 });
+    consume(client, {
+      consumer: 'concurrency-letters',
+      publisher,
+      source: '/test',
+      log,
+      concurrency: 4,
+      routes: [{ filter: topic, handle: () => Promise.reject(new PermanentFailure('refused')) }],
+    });
+    subscribe(client, [share], log);
+    await eventually(() => client.connected && publisher.connected, { what: 'the consumer' });
+    await eventually(async () => (await fetch(`${broker.httpUrl}/metrics`)).text().then((t) => t.includes(share)), { what: 'the group' });
+    // As if the broker had lost the acknowledgements and delivered each message once more.
+    const garbage = '{"not": "an event"';
+    const event = JSON.stringify({ id: 'letters-1', type: 'test' });
+    await publishAll(topic, [garbage, event]);
+    await eventually(() => letters.length === 2, { what: 'the first two letters' });
+    await publishAll(topic, [garbage, event]);
+    await eventually(() => letters.length === 4, { what: 'the second two letters' });
+    const idsOf = (payload: string) => letters.filter((l) => l.payload === payload).map((l) => l.id);
+    assert.equal(new Set(idsOf(garbage)).size, 1, 'one letter id for the same bytes: the store keeps it once');
+    assert.equal(new Set(idsOf(event)).size, 2, 'an event failing again (a replay, say) gets a letter of its own');
+  });
+
   it('a consumer that goes away mid-handling loses nothing: its messages go to another member', async () => {
     const topic = 'woodytoys/test/concurrency/handover';
     const share = `$share/handover/${topic}`;

@@ -102,10 +102,14 @@ describe('dead letters', () => {
     await stack.restart('broker');
     await stack.restart('deadletters');
     const stored = async () => (await letters()).filter((l) => l.topic === orderConfirmed.topic);
+    let last: Letter[] = [];
     const found = await eventually(async () => {
-      const ls = await stored();
+      const ls = (last = await stored());
       return ls.length === 2 && ls;
-    }, { what: 'both dead letters stored' });
+    }, { what: 'both dead letters stored' }).catch((err: Error) => {
+      // Say what was there: one missing, or one twice.
+      throw new Error(`${err.message}; stored: ${JSON.stringify(last.map((l) => ({ id: l.id, consumer: l.consumer })))}`);
+    });
     assert.deepEqual(found.map((l) => l.consumer).sort(), ['orders', 'stock']);
     for (const l of found) {
       assert.equal(l.reason, 'payload is not valid JSON');
