@@ -68,6 +68,16 @@ describe('the Aedes adapter, against the installed Aedes', () => {
     return { client, aedesClient };
   };
 
+  /** A client speaking MQTT bytes itself on a raw socket, connected (CONNACK received); `received` is all it got. */
+  const connectRaw = async (clientId: string) => {
+    const socket = connectTcp(Number(new URL(url).port), '127.0.0.1');
+    const raw = { socket, received: Buffer.alloc(0), got: (bytes: number[]) => raw.received.includes(Buffer.from(bytes)) };
+    socket.on('data', (d: Buffer) => (raw.received = Buffer.concat([raw.received, d])));
+    socket.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId, keepalive: 30 }));
+    await eventually(() => raw.got([0x20, 0x02, 0x00, 0x00]), { what: 'the CONNACK', intervalMs: 10 });
+    return raw;
+  };
+
   it('finds every private member it relies on', async () => {
     const { client, aedesClient } = await connect('adapter-internals');
     try {
@@ -121,12 +131,9 @@ describe('the Aedes adapter, against the installed Aedes', () => {
   });
 
   it('takes PUBACKs before mqtt-packet parses them, in the order the packets came', async () => {
-    const socket = connectTcp(Number(new URL(url).port), '127.0.0.1');
-    let received = Buffer.alloc(0);
-    socket.on('data', (d: Buffer) => (received = Buffer.concat([received, d])));
+    const raw = await connectRaw('adapter-raw');
+    const { socket } = raw;
     try {
-      socket.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'adapter-raw', keepalive: 30 }));
-      await eventually(() => received.includes(Buffer.from([0x20, 0x02, 0x00, 0x00])), { what: 'the CONNACK', intervalMs: 10 });
       const aedesClient = ready.get('adapter-raw')!;
       order.length = 0;
       onParsed(aedesClient, (packet) => order.push(`parsed ${packet.cmd}${packet.messageId === undefined ? '' : ` ${packet.messageId}`}`));
@@ -140,7 +147,7 @@ describe('the Aedes adapter, against the installed Aedes', () => {
       const notOurs = a + 1000;
       // One chunk: ours, a PINGREQ, one the group queue does not claim, ours, half of ours.
       socket.write(Buffer.concat([puback(a), Buffer.from([0xc0, 0x00]), puback(notOurs), puback(b), puback(c).subarray(0, 2)]));
-      await eventually(() => order.includes(`taken ${b}`) && received.includes(Buffer.from([0xd0, 0x00])), { what: 'the first chunk handled', intervalMs: 10 });
+      await eventually(() => order.includes(`taken ${b}`) && raw.got([0xd0, 0x00]), { what: 'the first chunk handled', intervalMs: 10 });
       // The rest of the cut PUBACK: the parser completes it, and it is still taken.
       socket.write(puback(c).subarray(2));
       await eventually(() => order.includes(`taken ${c}`), { what: 'the cut PUBACK taken', intervalMs: 10 });
@@ -152,16 +159,13 @@ describe('the Aedes adapter, against the installed Aedes', () => {
   });
 
   it('takes no PUBACK that follows a packet Aedes closed the connection for', async () => {
-    const socket = connectTcp(Number(new URL(url).port), '127.0.0.1');
-    let received = Buffer.alloc(0);
-    socket.on('data', (d: Buffer) => (received = Buffer.concat([received, d])));
+    const raw = await connectRaw('adapter-dropped');
+    const { socket } = raw;
     const closed = new Promise((resolve) => socket.once('close', resolve));
     try {
-      socket.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'adapter-dropped', keepalive: 30 }));
-      await eventually(() => received.includes(Buffer.from([0x20, 0x02, 0x00, 0x00])), { what: 'the CONNACK', intervalMs: 10 });
       // A subscription makes Aedes's close take a while: the client is closed, not yet disconnected.
       socket.write(mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'woodytoys/dropped', qos: 1 }] }));
-      await eventually(() => received.includes(Buffer.from([0x90, 0x03, 0x00, 0x01, 0x01])), { what: 'the SUBACK', intervalMs: 10 });
+      await eventually(() => raw.got([0x90, 0x03, 0x00, 0x01, 0x01]), { what: 'the SUBACK', intervalMs: 10 });
       const id = nextPacketId(ready.get('adapter-dropped')!, ours);
       ours.add(id);
       // An invalid filter closes the connection; the PUBACK after it in the same chunk must not count.

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { Pacer } from '../lib/pacing.js';
 import type { ErpClient } from './erp-client.js';
 import { pacedErp } from './paced-erp.js';
+import { eventually } from '../harness/process.js';
 
 type Found = Awaited<ReturnType<ErpClient['find']>>;
 
@@ -84,11 +85,11 @@ describe('paced ERP calls under way at once', () => {
     let settled = false;
     void done.then(() => (settled = true));
     // Three orders and both movements reach the ERP; the other orders wait for a place.
-    await eventuallyTrue(() => release.length === 5);
+    await eventually(() => release.length === 5, { timeoutMs: 5000, intervalMs: 2, what: 'three orders and two movements at the ERP' });
     assert.deepEqual([atErp.get('order'), atErp.get('stock-movement')], [3, 2]);
     // Then answer one call at a time, as soon as one is at the ERP, until all are recorded.
     for (let answered = 0; answered < 12; answered++) {
-      await eventuallyTrue(() => release.length > 0);
+      await eventually(() => release.length > 0, { timeoutMs: 5000, intervalMs: 2, what: 'a call at the ERP' });
       release.shift()!();
     }
     const finals = await done;
@@ -100,10 +101,3 @@ describe('paced ERP calls under way at once', () => {
   });
 });
 
-/** Waits (turns of the event loop and short timers, 5 s at most) until `check` holds. */
-async function eventuallyTrue(check: () => boolean): Promise<void> {
-  for (const until = Date.now() + 5000; !check(); ) {
-    if (Date.now() > until) throw new Error('condition not met within 5 s');
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}

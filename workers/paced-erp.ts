@@ -105,12 +105,13 @@ class Gate {
   readonly #waiting: Array<() => void> = [];
   constructor(private readonly limit: number) {}
 
-  enter(first = false): Promise<void> {
+  /** Resolves once a place is free; `ahead` (a retry, which waited already) queues before the others. */
+  enter(ahead = false): Promise<void> {
     if (this.#inside < this.limit) {
       this.#inside++;
       return Promise.resolve();
     }
-    return new Promise((resolve) => (first ? this.#waiting.unshift(resolve) : this.#waiting.push(resolve)));
+    return new Promise((resolve) => (ahead ? this.#waiting.unshift(resolve) : this.#waiting.push(resolve)));
   }
 
   /** Hands the place to the next waiting holder, if any. */
