@@ -6,7 +6,7 @@ import mqtt from 'mqtt';
 import { decodeEvent } from '../lib/events.js';
 import { closeMqtt } from '../lib/mqtt.js';
 import { deadLetter, deadLetterTopic, stockMovementProcessed } from '../lib/topics.js';
-import { eventually } from '../harness/process.js';
+import { eventually, startProcess } from '../harness/process.js';
 import { connectPublisher, erpStats, movementMessages, publishAll, startWorkerSystem, type WorkerSystem } from '../harness/workers.js';
 
 describe('stock movements', () => {
@@ -84,5 +84,17 @@ describe('an ERP that keeps failing', () => {
     assert.ok(decoded.ok && decoded.event.data.outcome === 'parked', outcome.payload.toString());
     assert.match(decoded.event.data.reason ?? '', /gave up after 2 attempts/);
     await Promise.all([feeder.endAsync(), watcher.endAsync()]);
+  });
+});
+
+describe('the worker process’s settings', () => {
+  it('refuses WORKER_ERP_CONCURRENCY outside 1–1024, or not a whole number, at start and names it', async () => {
+    for (const bad of ['0', '1025', '2.5', 'many']) {
+      await assert.rejects(
+        startProcess({ name: 'worker', entry: 'workers/main.ts', env: { WORKER_ERP_CONCURRENCY: bad } }),
+        /exited with 78[\s\S]*WORKER_ERP_CONCURRENCY/,
+        `WORKER_ERP_CONCURRENCY=${bad}`,
+      );
+    }
   });
 });
