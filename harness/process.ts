@@ -1,12 +1,17 @@
 // Starts the project's real processes for multi-process tests: each runs from source with tsx on
 // loopback ports the test chose, and is ready once it logs its "… listening" line.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, readFileSync, statSync, utimesSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { once } from 'node:events';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+/** The lowest port freePort() hands out. */
+const PORTS_FROM = 10_000;
 
 // A test process that dies (failed assertion, uncaught error) must not leave its children running.
 const running = new Set<ChildProcess>();
@@ -20,14 +25,57 @@ process.once('exit', () => {
  */
 export const profileFlags = (): string[] => (process.env.CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.CPU_PROF_DIR}`] : []);
 
-/** A free TCP port on 127.0.0.1 (bound, read, released). */
+/**
+ * Where ports for the processes a test starts come from: below the kernel's ephemeral range, which
+ * the machine's outgoing connections take their local ports from. A port from that range (what
+ * listen(0) gives) may be taken by some connection in the seconds before the process that is to
+ * listen on it has started (a CI run once failed so: EADDRINUSE). Test files run side by side, so
+ * each port handed out is also reserved across processes: a directory named after it, made
+ * atomically, and left to go stale after RESERVATION_MS.
+ */
+const EPHEMERAL_LOW = (() => {
+  try {
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    return Number.isInteger(low) && low > PORTS_FROM + 1000 ? low : 32768;
+  } catch {
+    return 32768; // Linux's default; other systems: IANA's dynamic range starts higher still
+  }
+})();
+const RESERVED = join(tmpdir(), 'woodytoys-test-ports');
+const RESERVATION_MS = 15 * 60_000;
+
+/** A free TCP port on 127.0.0.1 (bound, released, reserved for this process), outside the ephemeral range. */
 export async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as { port: number };
-  await new Promise((r) => server.close(r));
-  return port;
+  mkdirSync(RESERVED, { recursive: true });
+  for (let tries = 0; tries < 1000; tries++) {
+    const port = PORTS_FROM + Math.floor(Math.random() * (EPHEMERAL_LOW - PORTS_FROM));
+    if (!reserve(port)) continue;
+    const server = createServer();
+    const bound = await new Promise<boolean>((resolve) => {
+      server.once('error', () => resolve(false));
+      server.listen(port, '127.0.0.1', () => resolve(true));
+    });
+    if (bound) await new Promise((r) => server.close(r));
+    if (bound) return port;
+  }
+  throw new Error(`no free port found in ${PORTS_FROM}–${EPHEMERAL_LOW - 1}`);
+}
+
+/** Takes `port` for this process unless another took it less than RESERVATION_MS ago. */
+function reserve(port: number): boolean {
+  const dir = join(RESERVED, String(port));
+  try {
+    mkdirSync(dir);
+    return true;
+  } catch {
+    try {
+      if (Date.now() - statSync(dir).mtimeMs < RESERVATION_MS) return false;
+      utimesSync(dir, new Date(), new Date()); // stale: ours now
+      return true;
+    } catch {
+      return false;
+    }
+  }
 }
 
 export interface Proc {
