@@ -14,7 +14,6 @@
 // `npm start` does in development; tsx's loader thread then adds about 45 MiB of resident memory.
 //
 //   npm run bench:backlog   (BENCH_BACKLOG_MESSAGES=1000000 BENCH_BACKLOG_BYTES=512 BENCH_INFLIGHT=1000 BENCH_MOSQUITTO_AUTOSAVE=1 BENCH_BROKER_FROM=dist)
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,14 +26,13 @@ import { stockReserved } from '../lib/topics.js';
 import { startBroker } from '../harness/broker.js';
 import { freePort } from '../harness/process.js';
 import { rssMiB } from './cpu.js';
+import { processesFrom } from './from.js';
 import { connectClient } from '../harness/mqtt.js';
 
 const MESSAGES = Number(process.env.BENCH_BACKLOG_MESSAGES ?? 1_000_000);
 const BYTES = Math.max(16, Number(process.env.BENCH_BACKLOG_BYTES ?? 512));
 const INFLIGHT = Number(process.env.BENCH_INFLIGHT ?? 1000);
 const AUTOSAVE = process.env.BENCH_MOSQUITTO_AUTOSAVE;
-const FROM = process.env.BENCH_BROKER_FROM ?? 'dist';
-if (FROM !== 'dist' && FROM !== 'source') throw new Error(`BENCH_BROKER_FROM must be dist or source, not ${FROM}`);
 // A group and topic the ACL gives the users: stock publishes reservations, the order workers drain them.
 const TOPIC = stockReserved.topic;
 const SHARE = `$share/order-workers/${TOPIC}`;
@@ -163,10 +161,7 @@ async function run(name: string, url: string, pid: number | undefined, dataDir: 
 }
 
 const results: Result[] = [];
-if (FROM === 'dist') {
-  progress('building the broker (npm run build)');
-  execFileSync('npm', ['run', '-s', 'build'], { stdio: 'inherit' });
-}
+const FROM = processesFrom('BENCH_BROKER_FROM', progress);
 const ours = await startBroker({ env: { BROKER_ALLOW_ANONYMOUS: 'false', BROKER_PASSWORD_FILE: passwordFile }, compiled: FROM === 'dist' });
 // A broker that dies mid-run would leave the benchmark waiting for messages that never come.
 const died = (code: number | null, signal: NodeJS.Signals | null) => {

@@ -9,11 +9,15 @@
 // ERP's first record; the steady run also says how many CPU seconds the broker and the workers spent
 // per 1,000 records (each from when its part of the drain began).
 //
+// The broker, the ERP sandbox and the workers run compiled, as the container image runs them
+// (`npm run build` first, done here); BENCH_FROM=source runs them through tsx.
+//
 //   npm run bench:pacing [-- --json]   (BENCH_ORDERS=10000 BENCH_MOVEMENTS=5000 BENCH_CAPACITY_RU=10000 BENCH_WORKERS=4 BENCH_TTL_MS=5000;
-//                                      BENCH_CONCURRENCY: the workers' CONSUMER_CONCURRENCY, their default when unset)
+//                                      BENCH_CONCURRENCY: the workers' CONSUMER_CONCURRENCY, their default when unset; BENCH_FROM=dist)
 import { connectPublisher, erpStats, movementMessages, orderMessages, publishAll, startWorkerSystem, type ErpStats, type WorkerSystem } from '../harness/workers.js';
 import { sleep } from '../lib/shutdown.js';
 import { CpuMeter } from './cpu.js';
+import { processesFrom } from './from.js';
 
 const ORDERS = Number(process.env.BENCH_ORDERS ?? 10_000);
 const MOVEMENTS = Number(process.env.BENCH_MOVEMENTS ?? 5_000);
@@ -22,6 +26,7 @@ const WORKERS = Number(process.env.BENCH_WORKERS ?? 4);
 const TTL_MS = Number(process.env.BENCH_TTL_MS ?? 5000);
 const COST = 10;
 const json = process.argv.includes('--json');
+const FROM = processesFrom('BENCH_FROM');
 const say = (...args: unknown[]) => {
   if (!json) console.log(...args);
 };
@@ -46,6 +51,7 @@ async function leasedCapacity(system: WorkerSystem, alive: number[]): Promise<nu
 
 async function run(kill: boolean) {
   const system = await startWorkerSystem({
+    compiled: FROM === 'dist',
     workers: WORKERS,
     erpCapacityRu: CAPACITY,
     workerEnv: { ...(process.env.BENCH_CONCURRENCY ? { CONSUMER_CONCURRENCY: process.env.BENCH_CONCURRENCY } : {}), LEASE_CAPACITY_RU: String(CAPACITY), LEASE_PARTITIONS: '20', LEASE_TTL_MS: String(TTL_MS) },

@@ -8,16 +8,19 @@
 // the broker and the workers spent per 1,000 paced records (each measured from when its part of the
 // drain began: the broker once the records are queued, a worker once it is consuming).
 // `--burn` runs one CPU-burning process beside the whole demo (a busy neighbour on the machine).
+// The broker, the ERP sandbox and the workers run compiled, as the container image runs them
+// (`npm run build` first, done here); DEMO_FROM=source runs them through tsx.
 //
 //   npm run demo:rate-limit [-- --json] [-- --burn]   (DEMO_RECORDS=10000 DEMO_CAPACITY_RU=20000 DEMO_WORKERS=2;
-//                                                      DEMO_CONCURRENCY: the workers' CONSUMER_CONCURRENCY, their default when unset)
+//                                                      DEMO_CONCURRENCY: the workers' CONSUMER_CONCURRENCY, their default when unset; DEMO_FROM=dist)
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, startProcess } from '../harness/process.js';
+import { entryFrom, freePort, startProcess } from '../harness/process.js';
 import { connectPublisher, erpStats, movementMessages, publishAll, startWorkerSystem } from '../harness/workers.js';
 import { CpuMeter } from './cpu.js';
+import { processesFrom } from './from.js';
 
 const RECORDS = Number(process.env.DEMO_RECORDS ?? 10_000);
 const CAPACITY = Number(process.env.DEMO_CAPACITY_RU ?? 20_000);
@@ -27,6 +30,7 @@ const WORKERS = Number(process.env.DEMO_WORKERS ?? 2);
 const inHand: Record<string, string> = process.env.DEMO_CONCURRENCY ? { CONSUMER_CONCURRENCY: process.env.DEMO_CONCURRENCY } : {};
 const json = process.argv.includes('--json');
 const burn = process.argv.includes('--burn');
+const FROM = processesFrom('DEMO_FROM');
 const idealSeconds = (RECORDS * COST) / CAPACITY;
 const say = (...args: unknown[]) => {
   if (!json) console.log(...args);
@@ -35,7 +39,7 @@ const say = (...args: unknown[]) => {
 async function naive() {
   const dataDir = mkdtempSync(join(tmpdir(), 'demo-naive-'));
   const port = await freePort();
-  const erp = await startProcess({ name: 'erp', entry: 'sandbox/erp/main.ts', env: { DATA_DIR: dataDir, HTTP_PORT: String(port), ERP_CAPACITY_RU: String(CAPACITY), LOG_LEVEL: 'info' } });
+  const erp = await startProcess({ name: 'erp', ...entryFrom('sandbox/erp/main.ts', FROM === 'dist'), env: { DATA_DIR: dataDir, HTTP_PORT: String(port), ERP_CAPACITY_RU: String(CAPACITY), LOG_LEVEL: 'info' } });
   const url = `http://127.0.0.1:${port}/erp/records`;
   try {
     let pending = Array.from({ length: RECORDS }, (_, n) => n);
@@ -77,6 +81,7 @@ async function naive() {
 
 async function paced() {
   const system = await startWorkerSystem({
+    compiled: FROM === 'dist',
     workers: WORKERS,
     erpCapacityRu: CAPACITY,
     workerEnv: { ...inHand, LEASE_CAPACITY_RU: String(CAPACITY), LEASE_PARTITIONS: '20' },

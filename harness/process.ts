@@ -91,6 +91,10 @@ export interface Proc {
   waitForLog(match: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
 }
 
+/** How to start `entry` (e.g. 'workers/main.ts'): compiled from dist/ by plain node, as the container image does, or from source through tsx. */
+export const entryFrom = (entry: string, compiled: boolean): Pick<StartOptions, 'entry' | 'command'> =>
+  compiled ? { command: ['node', ...profileFlags(), `dist/${entry.replace(/\.ts$/, '.js')}`] } : { entry };
+
 export interface StartOptions {
   name: string;
   /** Entry file relative to the repository root, e.g. 'api/orders/main.ts' (run from source with tsx). */

@@ -1,5 +1,5 @@
 // A small system for worker tests, the rate-limit demo and the pacing bench: our broker, the ERP
-// sandbox and N worker processes, each real and from source, on free loopback ports with one
+// sandbox and N worker processes, each real and from source (or compiled), on free loopback ports with one
 // temporary data directory (so the SQLite lease store is shared, as on one host).
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,7 +9,7 @@ import type { MqttClient } from 'mqtt';
 import { createEvent } from '../lib/events.js';
 import { stockMovement, stockReserved } from '../lib/topics.js';
 import { startBroker, type RunningBroker } from './broker.js';
-import { freePort, startProcess, type Proc } from './process.js';
+import { entryFrom, freePort, startProcess, type Proc } from './process.js';
 import { connectClient } from './mqtt.js';
 
 export interface WorkerSystemOptions {
@@ -19,6 +19,8 @@ export interface WorkerSystemOptions {
   workerEnv?: Record<string, string>;
   erpEnv?: Record<string, string>;
   echo?: boolean;
+  /** Run dist/ (build it first) as the container image does, instead of the sources through tsx. */
+  compiled?: boolean;
 }
 
 export interface WorkerSystem {
@@ -32,16 +34,16 @@ export interface WorkerSystem {
   stop(): Promise<void>;
 }
 
-export async function startWorkerSystem({ workers = 1, erpCapacityRu = 1000, workerEnv = {}, erpEnv = {}, echo }: WorkerSystemOptions = {}): Promise<WorkerSystem> {
+export async function startWorkerSystem({ workers = 1, erpCapacityRu = 1000, workerEnv = {}, erpEnv = {}, echo, compiled = false }: WorkerSystemOptions = {}): Promise<WorkerSystem> {
   const dataDir = mkdtempSync(join(tmpdir(), 'woodytoys-workers-'));
   const started: Proc[] = [];
   let broker: RunningBroker | undefined;
   try {
-    broker = await startBroker({ env: { DATA_DIR: join(dataDir, 'broker'), LOG_LEVEL: 'info' } });
+    broker = await startBroker({ env: { DATA_DIR: join(dataDir, 'broker'), LOG_LEVEL: 'info' }, compiled });
     const erpPort = await freePort();
     const erp = await startProcess({
       name: 'erp',
-      entry: 'sandbox/erp/main.ts',
+      ...entryFrom('sandbox/erp/main.ts', compiled),
       env: { DATA_DIR: dataDir, HTTP_PORT: String(erpPort), ERP_CAPACITY_RU: String(erpCapacityRu), ...erpEnv },
       ...(echo === undefined ? {} : { echo }),
     });
@@ -50,7 +52,7 @@ export async function startWorkerSystem({ workers = 1, erpCapacityRu = 1000, wor
     const startWorker = async (index: number, env: Record<string, string> = {}) => {
       const w = await startProcess({
         name: `worker-${index}`,
-        entry: 'workers/main.ts',
+        ...entryFrom('workers/main.ts', compiled),
         env: {
           DATA_DIR: dataDir,
           HTTP_PORT: '0',

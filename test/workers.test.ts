@@ -6,7 +6,7 @@ import mqtt from 'mqtt';
 import { decodeEvent } from '../lib/events.js';
 import { closeMqtt } from '../lib/mqtt.js';
 import { deadLetter, deadLetterTopic, stockMovementProcessed } from '../lib/topics.js';
-import { eventually, startProcess } from '../harness/process.js';
+import { eventually, freePort, startProcess } from '../harness/process.js';
 import { connectPublisher, erpStats, movementMessages, publishAll, startWorkerSystem, type WorkerSystem } from '../harness/workers.js';
 
 describe('stock movements', () => {
@@ -84,6 +84,58 @@ describe('an ERP that keeps failing', () => {
     assert.ok(decoded.ok && decoded.event.data.outcome === 'parked', outcome.payload.toString());
     assert.match(decoded.event.data.reason ?? '', /gave up after 2 attempts/);
     await Promise.all([feeder.endAsync(), watcher.endAsync()]);
+  });
+});
+
+describe('a worker that cannot consume', () => {
+  let system: WorkerSystem;
+  before(async () => {
+    system = await startWorkerSystem({ workers: 1, erpCapacityRu: 2000, workerEnv: { LEASE_TICK_MS: '20' } });
+  });
+  after(async () => {
+    await system?.stop();
+  });
+
+  it('claims no capacity while its broker connection is down, however large the backlog it reads', async (t) => {
+    /** A worker's gauges: the value of `name` on the line whose labels include `label`. */
+    const metricsOf = async (url: string) => {
+      const lines = (await (await fetch(`${url}/metrics`)).text()).split('\n');
+      return (name: string, label = '') => Number(lines.find((l) => l.startsWith(`${name}{`) && l.includes(label))?.split(' ').at(-1) ?? NaN);
+    };
+    const consuming = String(system.workers[0]!.logs.find((l) => l.msg === 'worker listening')!.http);
+    // 10 s of work at the ERP's 2,000 RU/s: the consuming worker wants every partition throughout.
+    const feeder = await connectPublisher(system.broker.mqttUrl);
+    t.after(() => closeMqtt(feeder));
+    await publishAll(feeder, movementMessages(2000, 'claim'));
+    await eventually(async () => (await metricsOf(consuming))('worker_lease_partitions') === 20, { what: 'the consuming worker holding all 20 partitions' });
+    // The second worker reads the same backlog from the broker's metrics and shares the lease file,
+    // but its MQTT address answers nobody.
+    const stranded = await startProcess({
+      name: 'worker-stranded',
+      entry: 'workers/main.ts',
+      env: {
+        DATA_DIR: system.dataDir,
+        HTTP_PORT: '0',
+        MQTT_URL: `mqtt://127.0.0.1:${await freePort()}`,
+        ERP_URL: system.erpUrl,
+        WORKER_ID: 'worker-stranded',
+        BROKER_METRICS_URL: `${system.broker.httpUrl}/metrics`,
+        LEASE_CAPACITY_RU: '2000',
+        LEASE_TICK_MS: '20',
+      },
+      ready: (l) => l.msg === 'worker listening',
+    });
+    t.after(() => stranded.stop());
+    const strandedUrl = String(stranded.logs.find((l) => l.msg === 'worker listening')!.http);
+    await eventually(async () => (await metricsOf(strandedUrl))('worker_backlog_messages', 'workflow="movements"') > 0, { what: 'the stranded worker reading the backlog' });
+    // Fifty of its lease ticks: a worker that claimed capacity before it could consume would have
+    // announced itself at the first, and the consuming one would then give up half its partitions.
+    for (const until = Date.now() + 1000; Date.now() < until; ) {
+      const [mine, theirs] = await Promise.all([metricsOf(strandedUrl), metricsOf(consuming)]);
+      assert.equal(mine('worker_lease_partitions'), 0, 'the stranded worker leases nothing');
+      assert.equal(theirs('worker_lease_members'), 1, 'the consuming worker is the only one wanting capacity');
+      assert.equal(theirs('worker_lease_partitions'), 20, 'and keeps every partition');
+    }
   });
 });
 

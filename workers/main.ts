@@ -178,11 +178,15 @@ const routes: Record<Workflow['name'], Route[]> = {
   movements: stockWorkerRoutes({ publisher, record, log }),
 };
 
-keeper.start();
 pacer.start();
 backlog.start();
 
 const consumers: MqttClient[] = [];
+let keeperStarted = false;
+const startKeeper = () => {
+  if (!keeperStarted) keeper.start();
+  keeperStarted = true;
+};
 const app = createApp({ log, metrics, ready: () => ({ consumers: consumers.length > 0 && consumers.every((c) => c.connected), publisher: publisher.connected }) });
 await service.serve(app, { workerId: config.WORKER_ID, subscription: config.WORKER_SUBSCRIPTION, leaseStore: store.kind });
 
@@ -203,6 +207,11 @@ for (const wf of workflows) {
     },
   });
   consumers.push(client);
+  // Capacity is claimed once this process can spend it, when its first consuming connection is up: a
+  // worker still starting would take its fair share of the partitions (and the others would give
+  // theirs up) while it spends none. Not later: a session's backlog may reach us before the SUBACK
+  // and hold it back until capacity moves the messages in hand.
+  client.once('connect', startKeeper);
   await subscribed;
 }
 log.info({ connections: consumers.length }, 'worker consuming');
