@@ -3,7 +3,8 @@
 // two members come back and drain it, on our broker and on Mosquitto (repo config) in the same run.
 // Each payload carries its sequence number, so every delivery is checked: nothing lost, nothing
 // delivered twice. Resident memory (VmRSS) is sampled every 100 ms throughout; the size of the
-// data on disk is read at the peak and again after the drain (once our broker gave the space back).
+// data on disk is read at the peak and again after the drain (once our broker gave the space back);
+// our broker's memory map says where its resident memory is, idle and after the drain.
 //
 // Mosquitto's repo config writes its whole store every second (autosave_interval 1): with a
 // million messages queued that is 600 MB a second, and Mosquitto spends its time writing
@@ -25,7 +26,7 @@ import { sleep } from '../lib/shutdown.js';
 import { stockReserved } from '../lib/topics.js';
 import { startBroker } from '../harness/broker.js';
 import { freePort } from '../harness/process.js';
-import { rssMiB } from './cpu.js';
+import { memoryParts, rssMiB, type MemoryParts } from './cpu.js';
 import { processesFrom } from './from.js';
 import { connectClient } from '../harness/mqtt.js';
 
@@ -72,6 +73,8 @@ interface Result {
   publishRate: number;
   drainRate: number;
   rss: { idle: number; peakPublish: number; peakDrain: number; after: number };
+  /** Where the resident memory is, idle and after the drain. */
+  parts: { idle?: MemoryParts | undefined; after?: MemoryParts | undefined };
   disk: { peak: number; after: number };
   lost: number;
   duplicates: number;
@@ -87,6 +90,7 @@ async function run(name: string, url: string, pid: number | undefined, dataDir: 
     await m.endAsync();
   }
   const idle = rssMiB(pid) ?? 0;
+  const idleParts = memoryParts(pid);
   const publisher = await connect(url, 'stock-backlog-publisher', 'stock', true);
   let sampler = rssSampler(pid);
   const payload = Buffer.alloc(BYTES, 'x');
@@ -154,6 +158,7 @@ async function run(name: string, url: string, pid: number | undefined, dataDir: 
     publishRate,
     drainRate,
     rss: { idle, peakPublish, peakDrain, after: rssMiB(pid) ?? 0 },
+    parts: { idle: idleParts, after: memoryParts(pid) },
     disk: { peak: diskPeak, after: diskBytes(dataDir) },
     lost: MESSAGES - received,
     duplicates,
@@ -213,5 +218,8 @@ const [o, m] = results;
 if (o && m) console.log(`drain rate, our broker / Mosquitto: ${(o.drainRate / m.drainRate).toFixed(2)} (goal: at least 1.00)`);
 if (o) {
   const peak = Math.max(o.rss.peakPublish, o.rss.peakDrain);
+  const parts = (p: MemoryParts | undefined) =>
+    p ? `${p.rss.toFixed(0)} MiB = malloc's heap ${p.mallocHeap.toFixed(0)} + other anonymous (the JavaScript heap among it) ${p.otherAnonymous.toFixed(0)} + files ${p.files.toFixed(0)}` : 'unreadable';
+  console.log(`our broker's resident memory, idle: ${parts(o.parts.idle)}; after the drain: ${parts(o.parts.after)}`);
   console.log(`our broker: peak RSS ${peak.toFixed(0)} MiB (goal: under 200), ${o.lost} lost, ${o.duplicates} delivered twice, disk ${mib(o.disk.peak)} → ${mib(o.disk.after)} MiB, RSS ${Math.max(o.rss.peakPublish, o.rss.peakDrain).toFixed(0)} → ${o.rss.after.toFixed(0)} MiB`);
 }

@@ -39,6 +39,36 @@ export function rssMiB(pid: number | undefined): number | undefined {
   }
 }
 
+/** Where `pid`'s resident memory is, in MiB: the C library's main heap (malloc: Buffers, SQLite's pages), other anonymous memory (the JavaScript heap, threads' arenas) and files mapped in. */
+export interface MemoryParts {
+  rss: number;
+  mallocHeap: number;
+  otherAnonymous: number;
+  files: number;
+}
+
+/** Reads `pid`'s memory map (/proc/<pid>/smaps), or undefined. */
+export function memoryParts(pid: number | undefined): MemoryParts | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    let rss = 0;
+    let anonymous = 0;
+    let mallocHeap = 0;
+    let inHeap = false;
+    for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+      if (/^[0-9a-f]+-[0-9a-f]+ /.test(line)) inHeap = line.endsWith('[heap]');
+      else if (line.startsWith('Rss:')) {
+        const kib = Number(line.split(/\s+/)[1]);
+        rss += kib;
+        if (inHeap) mallocHeap += kib;
+      } else if (line.startsWith('Anonymous:')) anonymous += Number(line.split(/\s+/)[1]);
+    }
+    return { rss: rss / 1024, mallocHeap: mallocHeap / 1024, otherAnonymous: (anonymous - mallocHeap) / 1024, files: (rss - anonymous) / 1024 };
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * CPU seconds spent by named processes between mark() and read(): mark each process when its
  * measured part begins (a process started later is marked then), read them all at the end.
