@@ -90,7 +90,7 @@ describe('an ERP that keeps failing', () => {
 describe('a worker that cannot consume', () => {
   let system: WorkerSystem;
   before(async () => {
-    system = await startWorkerSystem({ workers: 1, erpCapacityRu: 2000, workerEnv: { LEASE_TICK_MS: '20' } });
+    system = await startWorkerSystem({ workers: 1, erpCapacityRu: 200, workerEnv: { LEASE_TICK_MS: '20' } });
   });
   after(async () => {
     await system?.stop();
@@ -103,7 +103,8 @@ describe('a worker that cannot consume', () => {
       return (name: string, label = '') => Number(lines.find((l) => l.startsWith(`${name}{`) && l.includes(label))?.split(' ').at(-1) ?? NaN);
     };
     const consuming = String(system.workers[0]!.logs.find((l) => l.msg === 'worker listening')!.http);
-    // 10 s of work at the ERP's 2,000 RU/s: the consuming worker wants every partition throughout.
+    // 100 s of work at the ERP's 200 RU/s, however long the second worker takes to start on a busy
+    // machine: the consuming worker wants every partition throughout (demand covers the backlog in a second).
     const feeder = await connectPublisher(system.broker.mqttUrl);
     t.after(() => closeMqtt(feeder));
     await publishAll(feeder, movementMessages(2000, 'claim'));
@@ -120,7 +121,7 @@ describe('a worker that cannot consume', () => {
         ERP_URL: system.erpUrl,
         WORKER_ID: 'worker-stranded',
         BROKER_METRICS_URL: `${system.broker.httpUrl}/metrics`,
-        LEASE_CAPACITY_RU: '2000',
+        LEASE_CAPACITY_RU: '200',
         LEASE_TICK_MS: '20',
       },
       ready: (l) => l.msg === 'worker listening',
