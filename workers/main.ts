@@ -182,11 +182,6 @@ pacer.start();
 backlog.start();
 
 const consumers: MqttClient[] = [];
-let keeperStarted = false;
-const startKeeper = () => {
-  if (!keeperStarted) keeper.start();
-  keeperStarted = true;
-};
 const app = createApp({ log, metrics, ready: () => ({ consumers: consumers.length > 0 && consumers.every((c) => c.connected), publisher: publisher.connected }) });
 await service.serve(app, { workerId: config.WORKER_ID, subscription: config.WORKER_SUBSCRIPTION, leaseStore: store.kind });
 
@@ -211,7 +206,7 @@ for (const wf of workflows) {
   // worker still starting would take its fair share of the partitions (and the others would give
   // theirs up) while it spends none. Not later: a session's backlog may reach us before the SUBACK
   // and hold it back until capacity moves the messages in hand.
-  client.once('connect', startKeeper);
+  client.once('connect', () => keeper.start());
   await subscribed;
 }
 log.info({ connections: consumers.length }, 'worker consuming');

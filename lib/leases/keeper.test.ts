@@ -112,6 +112,29 @@ describe('lease keeper', () => {
     await b.stop();
   });
 
+  it('runs one round at a time however often it is started', async () => {
+    const store = new SqliteLeaseStore({ file: freshFile() });
+    let announced = 0;
+    let answer!: () => void;
+    const held = new Promise<void>((resolve) => (answer = resolve));
+    // The first announcement waits: a second start now would begin a second round beside it.
+    const slow = new (class extends FlakyStore {
+      override async announce(...args: Parameters<LeaseStore['announce']>) {
+        announced++;
+        await held;
+        return super.announce(...args);
+      }
+    })(store);
+    const { k } = keeper(slow, 'a', { demand: () => 5000, tickMs: 60_000 });
+    k.start();
+    k.start();
+    assert.equal(announced, 1);
+    answer();
+    await k.stop();
+    assert.equal(announced, 1, 'one round, no second one started');
+    await store.close();
+  });
+
   it('uses its reserved capacity without any lease', async () => {
     const { k } = keeper(new SqliteLeaseStore({ file: freshFile() }), 'a', { reservedCapacity: 500, demand: () => 400 });
     await k.tick();

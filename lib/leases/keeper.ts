@@ -97,7 +97,9 @@ export class LeaseKeeper {
     return Math.min(partitions, Math.ceil(beyond / (capacity / partitions) - 1e-9));
   }
 
+  /** Starts ticking; a keeper already ticking goes on as it is (one round at a time). */
   start(): void {
+    if (!this.#stopped) return;
     this.#stopped = false;
     this.#notify();
     const loop = () => {
