@@ -15,6 +15,7 @@
 //   npm run bench:pacing [-- --json]   (BENCH_ORDERS=10000 BENCH_MOVEMENTS=5000 BENCH_CAPACITY_RU=10000 BENCH_WORKERS=4 BENCH_TTL_MS=5000;
 //                                      BENCH_CONCURRENCY: the workers' CONSUMER_CONCURRENCY, their default when unset; BENCH_FROM=dist)
 import { connectPublisher, erpStats, movementMessages, orderMessages, publishAll, startWorkerSystem, type ErpStats, type WorkerSystem } from '../harness/workers.js';
+import { scrape } from '../harness/metrics.js';
 import { sleep } from '../lib/shutdown.js';
 import { CpuMeter } from './cpu.js';
 import { processesFrom } from './from.js';
@@ -41,9 +42,7 @@ async function leasedCapacity(system: WorkerSystem, alive: number[]): Promise<nu
   const values = await Promise.all(
     alive.map(async (i) => {
       const url = String(system.workers[i]!.logs.find((l) => l.msg === 'worker listening')!.http);
-      const text = await (await fetch(`${url}/metrics`)).text();
-      const line = text.split('\n').find((l) => l.startsWith('worker_leased_capacity_ru'));
-      return Number(line?.slice(line.lastIndexOf(' ') + 1) ?? 0);
+      return (await scrape(`${url}/metrics`))('worker_leased_capacity_ru') ?? 0;
     }),
   );
   return values.reduce((a, b) => a + b, 0);

@@ -37,6 +37,7 @@ import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { findProgram } from '../lib/programs.js';
 import { sleep } from '../lib/shutdown.js';
+import { metricValue } from '../harness/metrics.js';
 import { ROOT, freePort, startProcess } from '../harness/process.js';
 import { sampleOrder, startGatewayFor, startStack, type Stack } from '../harness/stack.js';
 import { parseShareGauge } from '../workers/backlog.js';
@@ -145,7 +146,7 @@ async function metrics(url: string): Promise<string> {
   return res.text();
 }
 
-const gauge = (text: string, name: string) => Number(text.split('\n').find((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `))?.split(' ').pop() ?? 0);
+const gauge = (text: string, name: string) => metricValue(text, name) ?? 0;
 
 /** Every queue of the pipeline: each group's backlog and session queue at the broker, each outbox. */
 async function queues(stack: Stack, brokerMetrics: string): Promise<Queues> {

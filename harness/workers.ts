@@ -29,8 +29,11 @@ export interface WorkerSystem {
   erp: Proc;
   erpUrl: string;
   workers: Proc[];
-  /** Starts one more worker (index = its number, for its WORKER_ID). */
-  startWorker(index: number, env?: Record<string, string>): Promise<Proc>;
+  /**
+   * Starts one more worker (index = its number, for its WORKER_ID), ready once it consumes, or
+   * once `ready` matches a log line (a worker that cannot reach the broker never consumes).
+   */
+  startWorker(index: number, env?: Record<string, string>, ready?: (line: Record<string, unknown>) => boolean): Promise<Proc>;
   stop(): Promise<void>;
 }
 
@@ -49,7 +52,7 @@ export async function startWorkerSystem({ workers = 1, erpCapacityRu = 1000, wor
     });
     started.push(erp);
     const erpUrl = `http://127.0.0.1:${erpPort}`;
-    const startWorker = async (index: number, env: Record<string, string> = {}) => {
+    const startWorker = async (index: number, env: Record<string, string> = {}, ready = (l: Record<string, unknown>) => l.msg === 'worker consuming') => {
       const w = await startProcess({
         name: `worker-${index}`,
         ...entryFrom('workers/main.ts', compiled),
@@ -64,7 +67,7 @@ export async function startWorkerSystem({ workers = 1, erpCapacityRu = 1000, wor
           ...workerEnv,
           ...env,
         },
-        ready: (l) => l.msg === 'worker consuming',
+        ready,
         ...(echo === undefined ? {} : { echo }),
       });
       started.push(w);

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { parseShareGauge } from '../workers/backlog.js';
 import { startBroker, type RunningBroker } from '../harness/broker.js';
+import { metricValue } from '../harness/metrics.js';
 import { eventually } from '../harness/process.js';
 import { connectClient } from '../harness/mqtt.js';
 
@@ -21,7 +22,7 @@ const MEMORY = 100;
 async function metric(broker: RunningBroker, name: string): Promise<number> {
   const text = await (await fetch(`${broker.httpUrl}/metrics`)).text();
   if (name.startsWith('mqtt_shared')) return parseShareGauge(text, name).get(SHARE) ?? 0;
-  return Number(text.split('\n').find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`))?.split(' ').pop() ?? NaN);
+  return metricValue(text, name) ?? NaN;
 }
 
 describe('a backlog on disk', () => {

@@ -1,6 +1,7 @@
 // End to end on the embedded default: orders go HTTP → outbox → broker → worker → ERP → back.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { scrape } from '../harness/metrics.js';
 import { eventually } from '../harness/process.js';
 import { getJson, postOrder, sampleOrder, startStack, type Stack } from '../harness/stack.js';
 
@@ -121,9 +122,7 @@ describe('several workers in the shared subscription', () => {
     const handled = await Promise.all(
       stack.workers.map(async (w) => {
         const url = String(w.logs.find((l) => l.msg === 'worker listening')?.http);
-        const text = await (await fetch(`${url}/metrics`)).text();
-        const line = text.split('\n').find((l) => l.startsWith('worker_messages_total{') && l.includes('workflow="orders"') && l.includes('outcome="ok"'));
-        return Number(line?.split(' ').at(-1) ?? 0);
+        return (await scrape(`${url}/metrics`))('worker_messages_total', 'workflow="orders"', 'outcome="ok"') ?? 0;
       }),
     );
     assert.ok(handled.every((n) => n > 0), `every worker took a share: ${handled.join(', ')}`);

@@ -6,6 +6,7 @@ import mqtt from 'mqtt';
 import { decodeEvent } from '../lib/events.js';
 import { closeMqtt } from '../lib/mqtt.js';
 import { deadLetter, deadLetterTopic, stockMovementProcessed } from '../lib/topics.js';
+import { scrape } from '../harness/metrics.js';
 import { eventually, freePort, startProcess } from '../harness/process.js';
 import { connectPublisher, erpStats, movementMessages, publishAll, startWorkerSystem, type WorkerSystem } from '../harness/workers.js';
 
@@ -97,11 +98,7 @@ describe('a worker that cannot consume', () => {
   });
 
   it('claims no capacity while its broker connection is down, however large the backlog it reads', async (t) => {
-    /** A worker's gauges: the value of `name` on the line whose labels include `label`. */
-    const metricsOf = async (url: string) => {
-      const lines = (await (await fetch(`${url}/metrics`)).text()).split('\n');
-      return (name: string, label = '') => Number(lines.find((l) => l.startsWith(`${name}{`) && l.includes(label))?.split(' ').at(-1) ?? NaN);
-    };
+    const metricsOf = (url: string) => scrape(`${url}/metrics`);
     const consuming = String(system.workers[0]!.logs.find((l) => l.msg === 'worker listening')!.http);
     // 100 s of work at the ERP's 200 RU/s, however long the second worker takes to start on a busy
     // machine: the consuming worker wants every partition throughout (demand covers the backlog in a second).
@@ -111,24 +108,9 @@ describe('a worker that cannot consume', () => {
     await eventually(async () => (await metricsOf(consuming))('worker_lease_partitions') === 20, { what: 'the consuming worker holding all 20 partitions' });
     // The second worker reads the same backlog from the broker's metrics and shares the lease file,
     // but its MQTT address answers nobody.
-    const stranded = await startProcess({
-      name: 'worker-stranded',
-      entry: 'workers/main.ts',
-      env: {
-        DATA_DIR: system.dataDir,
-        HTTP_PORT: '0',
-        MQTT_URL: `mqtt://127.0.0.1:${await freePort()}`,
-        ERP_URL: system.erpUrl,
-        WORKER_ID: 'worker-stranded',
-        BROKER_METRICS_URL: `${system.broker.httpUrl}/metrics`,
-        LEASE_CAPACITY_RU: '200',
-        LEASE_TICK_MS: '20',
-      },
-      ready: (l) => l.msg === 'worker listening',
-    });
-    t.after(() => stranded.stop());
+    const stranded = await system.startWorker(2, { MQTT_URL: `mqtt://127.0.0.1:${await freePort()}` }, (l) => l.msg === 'worker listening');
     const strandedUrl = String(stranded.logs.find((l) => l.msg === 'worker listening')!.http);
-    await eventually(async () => (await metricsOf(strandedUrl))('worker_backlog_messages', 'workflow="movements"') > 0, { what: 'the stranded worker reading the backlog' });
+    await eventually(async () => (await metricsOf(strandedUrl))('worker_backlog_messages', 'workflow="movements"')! > 0, { what: 'the stranded worker reading the backlog' });
     // Fifty of its lease ticks: a worker that claimed capacity before it could consume would have
     // announced itself at the first, and the consuming one would then give up half its partitions.
     for (const until = Date.now() + 1000; Date.now() < until; ) {
