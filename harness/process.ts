@@ -55,8 +55,10 @@ export async function freePort(): Promise<number> {
       server.once('error', () => resolve(false));
       server.listen(port, '127.0.0.1', () => resolve(true));
     });
-    if (bound) await new Promise((r) => server.close(r));
-    if (bound) return port;
+    if (bound) {
+      await new Promise((r) => server.close(r));
+      return port;
+    }
   }
   throw new Error(`no free port found in ${PORTS_FROM}–${EPHEMERAL_LOW - 1}`);
 }
