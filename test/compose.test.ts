@@ -291,6 +291,14 @@ describe('compose.yaml', { skip }, () => {
 
       // The workers' readiness needs their subscriptions: MQTT through the gateway's stream block works.
       await startService('workers');
+      // The services started before the gateway reach the broker through it only now, on their next
+      // reconnect (every second). Until a consumer has subscribed once, its group or session does not
+      // exist on a new broker, and what is published for it goes nowhere (README, "First start"): the
+      // order waits for them, as it waited for the workers. Each subscribes on every connect, and its
+      // first connection is through this gateway, so its first "subscribed" line is the one.
+      for (const name of ['stock', 'orders', 'deadletters']) {
+        await procs.find((p) => p.name === name)!.waitForLog((l) => l.msg === 'subscribed');
+      }
 
       const res = await fetch(`${gatewayUrl}/api/orders`, {
         method: 'POST',
