@@ -169,6 +169,14 @@ export class Acl {
     return `the "#@ group ${group}" rules of user ${who.username} cover ${named.map((r) => r.filter).join(', ')}, not ${filter}`;
   }
 
+  /** The users who may join shared group `group` with `filter` (a group rule, and read rules covering it). */
+  groupJoiners(group: string, filter: string): string[] {
+    return [...this.clientIds.keys()].filter((username) => {
+      const who = { username, clientId: '' };
+      return this.groupRefusal(who, group, filter) === undefined && this.canSubscribe(who, filter, true);
+    });
+  }
+
   /** May this client publish to `topic`? */
   canPublish(who: Who, topic: string): boolean {
     return this.#check(who, 'write', (rule) => topicMatches(rule, topic));

@@ -23,6 +23,36 @@ import { asQos0, encodePublish, qosOf, stampPublish } from './publish-packet.js'
 export const SHARE_PREFIX = '$share/';
 
 /** `$share/{group}/{filter}` → its parts; a reason string when it is malformed. */
+/**
+ * Why `share` cannot be declared (BROKER_GROUPS), or undefined: a well-formed shared subscription
+ * whose filter is a valid MQTT filter (`#` only as the last level, `+` only as a whole level).
+ */
+export function declarationProblem(share: string): string | undefined {
+  if (!share.startsWith(SHARE_PREFIX)) return `${share}: a shared subscription starts with ${SHARE_PREFIX}`;
+  const parsed = parseShare(share);
+  if (typeof parsed === 'string') return `${share}: ${parsed}`;
+  const levels = parsed.filter.split('/');
+  const bad = levels.findIndex((l, i) => (l.includes('#') && (l !== '#' || i !== levels.length - 1)) || (l.includes('+') && l !== '+'));
+  if (bad >= 0) return `${share}: level ${JSON.stringify(levels[bad])} of the filter is not valid MQTT ('#' only alone and last, '+' only alone)`;
+  return undefined;
+}
+
+/**
+ * BROKER_GROUPS: comma-separated shared subscriptions to keep from the start, or `none`. Each must be
+ * well formed and joinable by someone (`mayJoin`): a group nobody may join would only fill.
+ */
+export function parseDeclaredGroups(value: string, mayJoin: (group: string, filter: string) => boolean): string[] {
+  if (value.trim() === 'none') return [];
+  const shares = [...new Set(value.split(',').map((s) => s.trim()).filter(Boolean))];
+  for (const share of shares) {
+    const problem = declarationProblem(share);
+    if (problem) throw new Error(problem);
+    const { group, filter } = parseShare(share) as { group: string; filter: string };
+    if (!mayJoin(group, filter)) throw new Error(`${share}: no user may join it (the ACL's "#@ group" and read rules), so it would only fill`);
+  }
+  return shares;
+}
+
 export function parseShare(topic: string): { group: string; filter: string } | string {
   const rest = topic.slice(SHARE_PREFIX.length);
   const slash = rest.indexOf('/');
@@ -126,6 +156,8 @@ class GroupQueue {
   claimDue = false;
   /** Several nodes: how many of `total` members hold, cluster-wide (refreshed with it, once a second). */
   held = 0;
+  /** Kept from the broker's start whether or not it has members (BROKER_GROUPS): it outlives its last member. */
+  declared = false;
   redispatched = 0;
   delivered = 0;
   /** Entries written to the store, and entries acknowledged before they had to be (write-behind). */
@@ -199,6 +231,12 @@ export interface SharedSubscriptionOptions {
    * acknowledgement (its publisher's PUBACK waits as long); 0 writes every entry before handing it out.
    */
   writeBehindMs?: number;
+  /**
+   * Shared subscriptions kept from the start, with or without members (`$share/<group>/<filter>`,
+   * checked with declarationProblem): what is published for one before its first member has ever
+   * subscribed waits for it, and it stays when its last member leaves.
+   */
+  declared?: readonly string[];
 }
 
 export class SharedSubscriptions {
@@ -228,9 +266,10 @@ export class SharedSubscriptions {
   }
 
   /** Loads members and each queue's count (not its entries), then follows the broker's clients. */
-  start(broker: Aedes): void {
+  async start(broker: Aedes): Promise<void> {
     if (this.#cluster) return this.#startCluster(broker, this.#cluster);
     const stored = this.#store.groups();
+    for (const share of this.opts.declared ?? []) this.#queueOf(share)!.declared = true;
     for (const { clientId, topic, qos } of this.opts.persistence.subscriptionsWithPrefix(SHARE_PREFIX)) {
       this.#join(topic, clientId, qos);
     }
@@ -441,15 +480,22 @@ export class SharedSubscriptions {
 
   // --- membership -----------------------------------------------------------------------
 
-  #join(share: string, clientId: string, qos: number) {
+  /** The shared subscription's queue, opened if need be (undefined for a malformed share). */
+  #queueOf(share: string): GroupQueue | undefined {
     const parsed = parseShare(share);
-    if (typeof parsed === 'string') return;
+    if (typeof parsed === 'string') return undefined;
     let queue = this.#queues.get(share);
     if (!queue) {
       this.#queues.set(share, (queue = new GroupQueue(share, parsed.filter)));
       // Several nodes: the store made the group with its first member (admit); its depth comes with the next refresh.
       if (!this.#cluster) queue.total = this.#store.open(share);
     }
+    return queue;
+  }
+
+  #join(share: string, clientId: string, qos: number) {
+    const queue = this.#queueOf(share);
+    if (!queue) return;
     const member = queue.members.get(clientId);
     if (member) member.qos = qos;
     else queue.members.set(clientId, { clientId, qos, inflight: new Map(), assigned: 0 });
@@ -472,7 +518,8 @@ export class SharedSubscriptions {
     }
     this.#requeue(queue, member);
     this.opts.log.info({ clientId, share, why }, 'member left shared subscription');
-    if (queue.members.size === 0) {
+    // A declared one keeps its queue for the next member.
+    if (queue.members.size === 0 && !queue.declared) {
       // The shared subscription ends with its last member, and so does its queue.
       this.#queues.delete(share);
       this.#dirty.delete(queue);
@@ -662,7 +709,9 @@ export class SharedSubscriptions {
 
   // --- several nodes ----------------------------------------------------------------------
 
-  #startCluster(broker: Aedes, cluster: ClusterGroupStore) {
+  async #startCluster(broker: Aedes, cluster: ClusterGroupStore) {
+    // The declared groups are the store's to keep (this node's view holds groups with members here).
+    if (this.opts.declared?.length) await cluster.declare(this.opts.declared);
     // Members join in the store before their SUBACK (admit); the events make this node's view.
     this.#follow(broker);
     cluster.onAppended((shares) => this.#appended(shares));

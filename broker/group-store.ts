@@ -64,7 +64,9 @@ export interface GroupStore {
 export interface ClusterGroupStore {
   /** Adds each publish to the queue of every group whose filter matches its topic; resolves once durable, with the groups each went to. */
   route(publishes: readonly { topic: string; packet: Buffer }[]): Promise<string[][]>;
-  /** The client is a member of the group (the group is created with its first member). */
+  /** These groups exist from now on, with or without members, and stay when their last member leaves. */
+  declare(shares: readonly string[]): Promise<void>;
+  /** The client is a member of the group (the group is created with its first member, unless declared). */
   join(share: string, clientId: string): Promise<void>;
   /** The client leaves the group: what it held goes to the other members at once; the queue goes with the last member. */
   leave(share: string, clientId: string): Promise<void>;

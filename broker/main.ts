@@ -18,14 +18,15 @@ import { dataFile, openDatabase } from '../lib/db.js';
 import { createLogger } from '../lib/log.js';
 import { createMetrics } from '../lib/metrics.js';
 import { createApp, serveApp } from '../lib/http.js';
+import { declaredShares } from '../lib/topics.js';
 import { onShutdown } from '../lib/shutdown.js';
 import { Acl } from './acl.js';
-import { closeEveryClient, connectHooks, connectedClients, finishFanoutOnClose, handleTcp, handleWebSocket, maxTopicLevels, subscriberCheck, takePackets } from './aedes-adapter.js';
+import { closeEveryClient, connectHooks, connectedClients, finishFanoutOnClose, handleTcp, handleWebSocket, ignoreInFanout, maxTopicLevels, subscriberCheck, takePackets } from './aedes-adapter.js';
 import { Access } from './auth.js';
 import { authorizationHooks, publishRefusal } from './authorization.js';
 import { directPublish } from './direct-publish.js';
 import { CommitQueue } from './commit-queue.js';
-import { SharedSubscriptions } from './group-queue.js';
+import { SharedSubscriptions, parseDeclaredGroups } from './group-queue.js';
 import { Ingest, routeInboxOf } from './ingest.js';
 import { ConnectionLimits } from './limits.js';
 import { readLogins } from './logins.js';
@@ -80,6 +81,12 @@ const config = loadConfig({
   /** Connections per address that have not sent their CONNECT yet. */
   BROKER_MAX_CONNECTING_PER_ADDRESS: z.coerce.number().int().min(1).default(64),
   /** Where sessions and group queues live: this node's SQLite, or Redis shared by any number of nodes. */
+  /**
+   * Shared subscriptions kept from the first start, with or without members, comma-separated
+   * `$share/<group>/<filter>` (README, "First start"); default: the system's consumers' (lib/topics.ts,
+   * SHARED_GROUPS); `none`: only those members have created.
+   */
+  BROKER_GROUPS: z.string().default(declaredShares().join(',')),
   BROKER_STORE: z.enum(['sqlite', 'redis']).default('sqlite'),
   BROKER_REDIS_URL: z.string().regex(/^rediss?:\/\/.+/, 'must be a redis:// or rediss:// URL').optional(),
   /** This node's name among several (logs, the Aedes broker id). */
@@ -110,6 +117,10 @@ const passwords = orExit(() =>
 );
 if (config.BROKER_ALLOW_ANONYMOUS) log.warn('anonymous clients are allowed, with full access (development only)');
 const acl = orExit(() => Acl.read(config.BROKER_ACL_FILE), `${config.BROKER_ACL_FILE}: `);
+const declaredGroups = orExit(
+  () => parseDeclaredGroups(config.BROKER_GROUPS, (group, filter) => config.BROKER_ALLOW_ANONYMOUS || acl.groupJoiners(group, filter).length > 0),
+  'BROKER_GROUPS: ',
+);
 const redisUrl = orExit(() => {
   if (config.BROKER_STORE === 'redis' && !config.BROKER_REDIS_URL) throw new Error('BROKER_STORE=redis needs BROKER_REDIS_URL');
   return config.BROKER_STORE === 'redis' ? config.BROKER_REDIS_URL : undefined;
@@ -142,6 +153,7 @@ const shared = new SharedSubscriptions({
   graceMs: config.BROKER_REDISPATCH_GRACE_MS,
   memory: { messages: config.BROKER_QUEUE_MEMORY_MESSAGES, bytes: config.BROKER_QUEUE_MEMORY_BYTES },
   writeBehindMs: config.BROKER_WRITE_BEHIND_MS,
+  declared: declaredGroups,
 });
 const reclaimer = new SpaceReclaimer({ db, log, beforeReclaim: () => commits.flush(), busy: () => shared.draining });
 const memoryTrim = config.BROKER_MEMORY_TRIM_BYTES > 0 ? new MemoryTrim(config.BROKER_MEMORY_TRIM_BYTES) : undefined;
@@ -165,6 +177,7 @@ const limits = new ConnectionLimits({
 // (mqemitter-redis reports them on `state`, untyped; an 'error' nobody listens to there would throw.)
 const mq = redisUrl ? (MQEmitterRedis({ connectionString: redisUrl }) as ReturnType<typeof MQEmitterRedis> & { state: EventEmitter }) : undefined;
 mq?.state.on('error', (err: Error) => log.warn({ err: err.message }, 'redis connection (fan-out)'));
+if (mq && redisStore) ignoreInFanout(mq, redisStore.noticeChannel);
 // Its close (at the end of Aedes's) lets the publishes on their way to Redis finish first.
 if (mq) finishFanoutOnClose(mq, (err, connection) => log.warn({ err: err.message, connection }, 'redis connection (fan-out) closed before its QUIT was answered'));
 
@@ -182,7 +195,7 @@ const broker = await Aedes.createBroker({
 broker.on('clientError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'client error'));
 broker.on('connectionError', () => brokerMetrics.refused.inc({ what: 'connect' }));
 const brokerMetrics = registerBrokerMetrics(metrics, { broker, shared, persistence, commits, reclaimer });
-shared.start(broker);
+await shared.start(broker);
 // Members' PUBACKs, and (one node) publishes only shared subscriptions want, skip Aedes's pipeline.
 takePackets(broker, {
   puback: (client, messageId) => shared.acknowledge(client.id, messageId),

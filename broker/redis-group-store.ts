@@ -6,7 +6,8 @@
 // A publish is acknowledged once the script returned, that is once Redis holds it (with the AOF
 // policy the README documents). Keys: `<prefix>groups` (hash of shares), `<prefix>members:<share>`,
 // `<prefix>memberships:<client>` (sets), `<prefix>queue:<share>` (the stream, consumer group
-// `members`); notices of new entries on the channel `<prefix>appended`.
+// `members`), `<prefix>declared` (the set of groups kept without members, BROKER_GROUPS: a node that
+// declares one adds it, and none is taken out); notices of new entries on the channel `<prefix>appended`.
 import { Redis } from 'ioredis';
 import type { ClusterGroupStore, EntryId, StoredEntry } from './group-store.js';
 
@@ -80,6 +81,19 @@ redis.call('SADD', prefix .. 'memberships:' .. client, share)
 redis.call('HSET', prefix .. 'groups', share, 1)
 return 1`;
 
+// ARGV: prefix, shares… Groups kept whether or not they have members (BROKER_GROUPS): created if
+// need be, and marked so that their last member's leave keeps them.
+const DECLARE = `
+local prefix = ARGV[1]
+for i = 2, #ARGV do
+  local share = ARGV[i]
+  local key = prefix .. 'queue:' .. share
+  if redis.call('EXISTS', key) == 0 then redis.call('XGROUP', 'CREATE', key, '${GROUP}', '0', 'MKSTREAM') end
+  redis.call('HSET', prefix .. 'groups', share, 1)
+  redis.call('SADD', prefix .. 'declared', share)
+end
+return #ARGV - 1`;
+
 // ARGV: prefix, share, client, its consumer name.
 const LEAVE = `
 local prefix, share, client, consumer = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -87,7 +101,7 @@ local key = prefix .. 'queue:' .. share
 local members = prefix .. 'members:' .. share
 redis.call('SREM', prefix .. 'memberships:' .. client, share)
 if redis.call('SREM', members, client) == 0 then return 0 end
-if redis.call('SCARD', members) == 0 then
+if redis.call('SCARD', members) == 0 and redis.call('SISMEMBER', prefix .. 'declared', share) == 0 then
   redis.call('DEL', key, members)
   redis.call('HDEL', prefix .. 'groups', share)
   return 2
@@ -154,6 +168,7 @@ type Scripted = Redis & {
   groupRoute(...args: Array<string | Buffer>): Promise<Buffer[][]>;
   groupJoin(prefix: string, share: string, client: string): Promise<number>;
   groupLeave(prefix: string, share: string, client: string, consumer: string): Promise<number>;
+  groupDeclare(prefix: string, ...shares: string[]): Promise<number>;
   groupHeldBuffer(prefix: string, share: string, client: string): Promise<RawEntry[]>;
   groupTakeBuffer(prefix: string, share: string, client: string, count: number): Promise<RawEntry[]>;
   groupClaimBuffer(prefix: string, share: string, client: string, idleMs: number, count: number): Promise<RawEntry[]>;
@@ -203,6 +218,7 @@ export class RedisGroupStore implements ClusterGroupStore {
     this.#db.defineCommand('groupRoute', { numberOfKeys: 0, lua: ROUTE });
     this.#db.defineCommand('groupJoin', { numberOfKeys: 0, lua: JOIN });
     this.#db.defineCommand('groupLeave', { numberOfKeys: 0, lua: LEAVE });
+    this.#db.defineCommand('groupDeclare', { numberOfKeys: 0, lua: DECLARE });
     this.#db.defineCommand('groupHeld', { numberOfKeys: 0, lua: HELD });
     this.#db.defineCommand('groupKeep', { numberOfKeys: 0, lua: KEEP });
     this.#db.defineCommand('groupTake', { numberOfKeys: 0, lua: TAKE });
@@ -214,9 +230,14 @@ export class RedisGroupStore implements ClusterGroupStore {
     });
   }
 
+  /** The Redis channel of the notices of new entries. */
+  get noticeChannel(): string {
+    return `${this.#prefix}appended`;
+  }
+
   /** Resolves once both connections are up (the notices subscribed). */
   async ready(): Promise<void> {
-    await this.#notices.subscribe(`${this.#prefix}appended`);
+    await this.#notices.subscribe(this.noticeChannel);
     await this.#db.ping();
   }
 
@@ -235,6 +256,10 @@ export class RedisGroupStore implements ClusterGroupStore {
 
   async join(share: string, clientId: string): Promise<void> {
     await this.#db.groupJoin(this.#prefix, share, clientId);
+  }
+
+  async declare(shares: readonly string[]): Promise<void> {
+    await this.#db.groupDeclare(this.#prefix, ...shares);
   }
 
   async leave(share: string, clientId: string): Promise<void> {

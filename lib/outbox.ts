@@ -60,6 +60,11 @@ export interface RelayOptions {
   registry?: Registry;
   /** Rows the broker acknowledged, and when: called inside the transaction that marks them sent. */
   onSent?: (ids: readonly number[], at: number) => void;
+  /**
+   * Nothing is published before this settles: the process's own consumer has subscribed once, so
+   * the answers to what it publishes have somewhere to wait (README, "First start").
+   */
+  holdUntil?: Promise<unknown>;
 }
 
 export class OutboxRelay {
@@ -80,6 +85,8 @@ export class OutboxRelay {
   /** The last row handed to the broker on this connection. */
   private after = 0;
   private running = false;
+  private holding = false;
+  private readonly holdUntil: Promise<unknown> | undefined;
   private readonly onConnect = () => {
     // A new connection: publishes still awaiting a PUBACK from the old one may never get it.
     // Forget them and send again; consumers are idempotent on the event id.
@@ -88,8 +95,9 @@ export class OutboxRelay {
     this.wake();
   };
 
-  constructor({ db, client, log, window = 256, pollMs = 250, keepSentMs = 60 * 60 * 1000, registry, onSent }: RelayOptions) {
+  constructor({ db, client, log, window = 256, pollMs = 250, keepSentMs = 60 * 60 * 1000, registry, onSent, holdUntil }: RelayOptions) {
     this.db = db;
+    this.holdUntil = holdUntil;
     this.onSent = onSent;
     this.sql = statements(db);
     this.client = client;
@@ -112,6 +120,14 @@ export class OutboxRelay {
 
   start(): void {
     this.running = true;
+    if (this.holdUntil) {
+      this.holding = true;
+      const release = () => {
+        this.holding = false;
+        this.wake();
+      };
+      this.holdUntil.then(release, release);
+    }
     this.client.on('connect', this.onConnect);
     this.timer = setInterval(() => this.wake(), this.pollMs);
     this.pruneTimer = setInterval(() => this.prune(), 60_000);
@@ -135,7 +151,7 @@ export class OutboxRelay {
   }
 
   private pump(): void {
-    if (!this.running || !this.client.connected) return;
+    if (!this.running || this.holding || !this.client.connected) return;
     // Rows of a turn not yet committed (lib/group-commit.ts) are not events yet: right after the
     // commit, before anything can open the next turn. (Waiting for a turn with nothing open never
     // comes while requests keep arriving: each turn opens before the relay's next look.)

@@ -98,7 +98,7 @@ export class Service<C extends ServiceConfig> {
   }
 
   /** Publishes what `db`'s outbox holds on `publisher`, from now until shutdown (after the consumers drained). */
-  outbox(db: DB, publisher: MqttClient, options: Pick<RelayOptions, 'window' | 'onSent'> = {}): OutboxRelay {
+  outbox(db: DB, publisher: MqttClient, options: Pick<RelayOptions, 'window' | 'onSent' | 'holdUntil'> = {}): OutboxRelay {
     const relay = new OutboxRelay({ db, client: publisher, log: this.log, registry: this.metrics.registry, ...options });
     relay.start();
     this.#relays.push(relay);

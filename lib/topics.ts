@@ -218,3 +218,22 @@ export const productTopic = (id: string) => `${PUBLIC_ROOT}/catalog/products/${i
  * them: their publishers announce the current value again themselves.
  */
 export const replayableTopics: readonly string[] = [orderCreated, stockReserved, stockRejected, orderConfirmed, orderFailed, orderParked, stockMovement, stockMovementProcessed].map((e) => e.topic);
+
+/**
+ * The shared groups of the system's consumers and the topic filters each subscribes to, declared
+ * once: the stock service, the workers and the dead-letter service subscribe to exactly these, and
+ * our broker keeps every one of them from its first start (BROKER_GROUPS, README "First start"),
+ * so what is published before a group's first member has ever subscribed waits for it.
+ */
+export const SHARED_GROUPS = {
+  stock: [orderCreated, orderConfirmed, orderFailed, stockMovementProcessed, productChanged].map((e) => e.topic),
+  'order-workers': [stockReserved.topic],
+  'stock-workers': [stockMovement.topic],
+  deadletters: [deadLetter.topic],
+} as const satisfies Record<string, readonly string[]>;
+
+/** A shared subscription: `$share/<group>/<filter>`. */
+export const shareOf = (group: string, filter: string) => `$share/${group}/${filter}`;
+
+/** Every shared subscription SHARED_GROUPS declares. */
+export const declaredShares = (): string[] => Object.entries(SHARED_GROUPS).flatMap(([group, filters]) => filters.map((f) => shareOf(group, f)));

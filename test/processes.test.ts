@@ -33,6 +33,7 @@ import {
   type ProcessDeclaration,
 } from '../lib/processes.js';
 import { startPlan } from '../scripts/start-plan.js';
+import { SHARED_GROUPS } from '../lib/topics.js';
 import { ROOT } from '../harness/process.js';
 
 const read = (file: string) => readFileSync(join(ROOT, file), 'utf8');
@@ -112,6 +113,12 @@ const checks: Record<string, Check> = {
       if (!sameSet(granted, declared)) problems.push(`broker/mosquitto/acl: user ${user} may join groups ${granted.join(', ') || 'none'}, declared ${declared.join(', ') || 'none'}`);
     }
     return problems;
+  },
+  'lib/topics.ts': (_files, processes) => {
+    // The groups the broker keeps from its first start (BROKER_GROUPS' default) are the ones the processes join.
+    const joined = processes.flatMap((p) => p.groups);
+    const declared = Object.keys(SHARED_GROUPS);
+    return sameSet(declared, joined) ? [] : [`lib/topics.ts: SHARED_GROUPS declares ${declared.join(', ')}, the processes join ${joined.join(', ') || 'none'}`];
   },
   'compose.yaml': ({ compose }, processes) => {
     const problems: string[] = [];

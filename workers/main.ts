@@ -19,7 +19,7 @@ import { createApp } from '../lib/http.js';
 import { consumerEnv, type MqttClient, type Route } from '../lib/mqtt.js';
 import { Pacer } from '../lib/pacing.js';
 import { Service } from '../lib/service.js';
-import { stockMovement, stockReserved } from '../lib/topics.js';
+import { SHARED_GROUPS, shareOf } from '../lib/topics.js';
 import { PROCESSES } from '../lib/processes.js';
 import { ERP_OPERATION_COST_RU } from '../lib/erp-operations.js';
 import { BrokerBacklog } from './backlog.js';
@@ -83,10 +83,10 @@ interface Workflow {
   tag: string;
 }
 const workflows: Workflow[] = [
-  { name: 'orders', kind: 'order', group: 'order-workers', topic: stockReserved.topic, tag: 'o' },
-  { name: 'movements', kind: 'stock-movement', group: 'stock-workers', topic: stockMovement.topic, tag: 'm' },
+  { name: 'orders', kind: 'order', group: 'order-workers', topic: SHARED_GROUPS['order-workers'][0], tag: 'o' },
+  { name: 'movements', kind: 'stock-movement', group: 'stock-workers', topic: SHARED_GROUPS['stock-workers'][0], tag: 'm' },
 ];
-const filterOf = (wf: Workflow) => (config.WORKER_SUBSCRIPTION === 'shared' ? `$share/${wf.group}/${wf.topic}` : wf.topic);
+const filterOf = (wf: Workflow) => (config.WORKER_SUBSCRIPTION === 'shared' ? shareOf(wf.group, wf.topic) : wf.topic);
 
 // --- capacity: leases, pacing, backlog -------------------------------------------------------
 const store: LeaseStore =

@@ -3,13 +3,13 @@
 // together and each is acknowledged only after that commit; the dead letter's id keeps it once.
 import type { Logger } from '../../lib/log.js';
 import { PermanentFailure, eventRoute, type Route } from '../../lib/mqtt.js';
-import { deadLetter, deadLetterConsumer } from '../../lib/topics.js';
+import { SHARED_GROUPS, deadLetter, deadLetterConsumer, shareOf } from '../../lib/topics.js';
 import type { DeadLetterStore } from './store.js';
 
 export const GROUP = 'deadletters';
 
 /** The shared subscription that takes every dead letter, each by one member of the group. */
-export const deadLetterSubscription = `$share/${GROUP}/${deadLetter.topic}`;
+export const deadLetterSubscription = shareOf(GROUP, SHARED_GROUPS[GROUP][0]);
 
 export interface DeadLetterConsumerOptions {
   store: DeadLetterStore;

@@ -39,8 +39,7 @@ groupCommit(store.db);
 
 // One connection publishes (outbox relay, dead letters); the other consumes outcomes in a persistent session.
 const publisher = service.publisher();
-const relay = service.outbox(store.db, publisher, { onSent: (ids, at) => store.timelines.published(ids, at) });
-service.consume({
+const { subscribed } = service.consume({
   consumer: 'orders',
   publisher,
   source: SOURCE,
@@ -48,6 +47,10 @@ service.consume({
   db: store.db,
   filters: [orderConfirmed.topic, orderFailed.topic, stockRejected.topic, orderParked.topic],
 });
+// No order goes out before this session has subscribed once: on a new broker, an outcome published
+// before that would have nowhere to wait (README, "First start"). The stock service and the workers
+// are in groups the broker keeps from its start (BROKER_GROUPS).
+const relay = service.outbox(store.db, publisher, { onSent: (ids, at) => store.timelines.published(ids, at), holdUntil: subscribed });
 // Order counts by status for displays and the dashboard (woodytoys/public/stats/orders, retained).
 service.publishStats(publisher, 'orders', () => ({ counts: store.countByStatus(), parked: store.countParked(), outboxPending: relay.pending() }));
 

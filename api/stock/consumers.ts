@@ -5,14 +5,14 @@ import type { z } from 'zod';
 import type { EventDefinition } from '../../lib/events.js';
 import type { Logger } from '../../lib/log.js';
 import { PermanentFailure, eventRoute, type Route } from '../../lib/mqtt.js';
-import { orderConfirmed, orderCreated, orderFailed, productChanged, stockMovementProcessed } from '../../lib/topics.js';
+import { SHARED_GROUPS, orderConfirmed, orderCreated, orderFailed, productChanged, shareOf, stockMovementProcessed } from '../../lib/topics.js';
 import { queueWait } from '../../lib/timeline.js';
 import type { StockStore } from './store.js';
 
 export const GROUP = 'stock';
 
-/** The topics, in the shared group, that `stockRoutes` handles. */
-export const stockSubscriptions = [orderCreated, orderConfirmed, orderFailed, stockMovementProcessed, productChanged].map((e) => `$share/${GROUP}/${e.topic}`);
+/** The topics, in the shared group, that `stockRoutes` handles (declared in lib/topics.ts, SHARED_GROUPS). */
+export const stockSubscriptions = SHARED_GROUPS[GROUP].map((filter) => shareOf(GROUP, filter));
 
 export interface StockConsumerOptions {
   store: StockStore;

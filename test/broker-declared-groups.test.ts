@@ -1,0 +1,134 @@
+// The groups the broker keeps from its first start (BROKER_GROUPS, README "First start"): on a new
+// broker, what is published for a consumer group before its first member has ever subscribed waits
+// for that member, on one node and across nodes, through a restart and past the group's last member.
+// Without the declaration (BROKER_GROUPS=none) such a message has nobody to wait for it and is gone,
+// which is what the default closes.
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import type { MqttClient } from 'mqtt';
+import { Acl } from '../broker/acl.js';
+import { parseDeclaredGroups } from '../broker/group-queue.js';
+import { aclFile } from '../broker/mosquitto/run.js';
+import { startBroker, type RunningBroker } from '../harness/broker.js';
+import { startBrokerCluster } from '../harness/cluster.js';
+import { connectClient } from '../harness/mqtt.js';
+import { eventually } from '../harness/process.js';
+import { SHARED_GROUPS, declaredShares, orderCreated, shareOf, stockReserved } from '../lib/topics.js';
+
+const TOPIC = orderCreated.topic; // one of the stock group's (SHARED_GROUPS)
+const SHARE = shareOf('stock', TOPIC);
+
+/** A group member (persistent session) that records each payload it receives, and acknowledges it. */
+async function member(url: string, clientId: string, share: string) {
+  const client = await connectClient(url, { clientId, clean: false, reconnectPeriod: 0 });
+  const got: string[] = [];
+  client.on('message', (_topic, payload) => got.push(payload.toString()));
+  await client.subscribeAsync(share, { qos: 1 });
+  return { client, got };
+}
+
+async function publish(url: string, topic: string, payloads: string[]) {
+  const publisher = await connectClient(url, { clientId: `declared-pub-${payloads[0]}`, reconnectPeriod: 0 });
+  for (const p of payloads) await publisher.publishAsync(topic, p, { qos: 1 });
+  await publisher.endAsync();
+}
+
+describe('groups kept from the first start (BROKER_GROUPS)', () => {
+  const clients: MqttClient[] = [];
+  const brokers: RunningBroker[] = [];
+  after(async () => {
+    await Promise.all(clients.map((c) => c.endAsync(true).catch(() => {})));
+    await Promise.all(brokers.map((b) => b.stop()));
+  });
+
+  it('by default, the system consumers\' groups: what comes before the first member waits for it, through a restart and past the last member', async () => {
+    assert.ok(SHARED_GROUPS.stock.includes(TOPIC), 'a topic of a declared group');
+    let broker = await startBroker();
+    brokers.push(broker);
+    await publish(broker.mqttUrl, TOPIC, ['before-1', 'before-2']);
+
+    // A restart keeps the group and what waits in it.
+    await broker.stop();
+    broker = await startBroker({ env: { DATA_DIR: broker.dataDir } });
+    brokers.push(broker);
+    const first = await member(broker.mqttUrl, 'stock-declared-1', SHARE);
+    clients.push(first.client);
+    await eventually(() => first.got.length >= 2 || undefined, { what: 'what was published before the first member' });
+    assert.deepEqual(first.got, ['before-1', 'before-2']);
+
+    // Its last member leaves: the group stays, and keeps what comes meanwhile for the next one.
+    await first.client.unsubscribeAsync(SHARE);
+    await publish(broker.mqttUrl, TOPIC, ['between']);
+    const next = await member(broker.mqttUrl, 'stock-declared-2', SHARE);
+    clients.push(next.client);
+    await eventually(() => next.got.length >= 1 || undefined, { what: 'what was published while the group had no member' });
+    assert.deepEqual(next.got, ['between']);
+    assert.deepEqual(first.got, ['before-1', 'before-2'], 'the member that left gets nothing more');
+  });
+
+  it('BROKER_GROUPS=none: a group exists from its first SUBSCRIBE only, and what came before is gone', async () => {
+    const broker = await startBroker({ env: { BROKER_GROUPS: 'none' } });
+    brokers.push(broker);
+    await publish(broker.mqttUrl, TOPIC, ['lost']);
+    const late = await member(broker.mqttUrl, 'stock-undeclared', SHARE);
+    clients.push(late.client);
+    // A message published after the SUBSCRIBE arrives; the one before it never does (same publisher order).
+    await publish(broker.mqttUrl, TOPIC, ['after']);
+    await eventually(() => late.got.includes('after') || undefined, { what: 'the message published after the subscription' });
+    assert.deepEqual(late.got, ['after']);
+  });
+
+  it('on several nodes: a message published on one node before any member waits in Redis for a member on another, and the group outlives its last member', async () => {
+    const cluster = await startBrokerCluster({ nodes: 2 });
+    try {
+      const [a, b] = cluster.nodes;
+      const share = shareOf('order-workers', stockReserved.topic);
+      // A client reading `#` on each node: the fan-out between nodes then listens to every Redis
+      // channel, the group store's notices included, which once ended the node (ignoreInFanout).
+      const everything: string[] = [];
+      for (const [i, node] of [a!, b!].entries()) {
+        const all = await connectClient(node.mqttUrl, { clientId: `declared-all-${i}`, reconnectPeriod: 0 });
+        clients.push(all);
+        all.on('message', (_topic, payload) => everything.push(payload.toString()));
+        await all.subscribeAsync('#', { qos: 1 });
+      }
+      await publish(a!.mqttUrl, stockReserved.topic, ['cluster-before']);
+      const first = await member(b!.mqttUrl, 'worker-declared-1', share);
+      clients.push(first.client);
+      await eventually(() => first.got.length >= 1 || undefined, { what: 'the message published on the other node before the first member' });
+      assert.deepEqual(first.got, ['cluster-before']);
+
+      await first.client.unsubscribeAsync(share);
+      await publish(b!.mqttUrl, stockReserved.topic, ['cluster-between']);
+      const next = await member(a!.mqttUrl, 'worker-declared-2', share);
+      clients.push(next.client);
+      await eventually(() => next.got.length >= 1 || undefined, { what: 'the message published while the group had no member' });
+      assert.deepEqual(next.got, ['cluster-between']);
+
+      // Both nodes still up, and the `#` readers got the messages and nothing of the notices.
+      for (const node of [a!, b!]) assert.equal((await fetch(`${node.httpUrl}/healthz`)).status, 200);
+      const mine = everything.filter((p) => p.startsWith('cluster-')).sort();
+      assert.deepEqual(mine, ['cluster-before', 'cluster-before', 'cluster-between', 'cluster-between']);
+    } finally {
+      await cluster.stop();
+    }
+  });
+
+  it('refuses to start on a malformed declaration, naming BROKER_GROUPS', async () => {
+    for (const bad of ['woodytoys/orders/created', '$share/stock', '$share/+/woodytoys/x', '$share/stock/woodytoys/#/created', '$share/stock/woodytoys/or+ders']) {
+      await assert.rejects(startBroker({ env: { BROKER_GROUPS: bad } }), /exited with 78[\s\S]*BROKER_GROUPS/, bad);
+    }
+  });
+
+  it('declares only groups some user of the ACL may join: a group nobody can drain would only fill', () => {
+    const acl = Acl.read(aclFile);
+    const mayJoin = (group: string, filter: string) => acl.groupJoiners(group, filter).length > 0;
+    // The default: every consumer group of the system, each joinable by its service's user.
+    assert.deepEqual(parseDeclaredGroups(declaredShares().join(','), mayJoin), declaredShares());
+    assert.deepEqual(acl.groupJoiners('order-workers', stockReserved.topic), ['worker']);
+    assert.deepEqual(parseDeclaredGroups('none', mayJoin), []);
+    // A group no rule names, and one whose filter is wider than the members' read rules.
+    assert.throws(() => parseDeclaredGroups(shareOf('thieves', TOPIC), mayJoin), /thieves.*no user may join it/);
+    assert.throws(() => parseDeclaredGroups(shareOf('stock', 'woodytoys/orders/#'), mayJoin), /no user may join it/);
+  });
+});
