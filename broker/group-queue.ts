@@ -22,7 +22,6 @@ import { asQos0, encodePublish, qosOf, stampPublish } from './publish-packet.js'
 
 export const SHARE_PREFIX = '$share/';
 
-/** `$share/{group}/{filter}` → its parts; a reason string when it is malformed. */
 /**
  * Why `share` cannot be declared (BROKER_GROUPS), or undefined: a well-formed shared subscription
  * whose filter is a valid MQTT filter (`#` only as the last level, `+` only as a whole level).
@@ -48,11 +47,14 @@ export function parseDeclaredGroups(value: string, mayJoin: (group: string, filt
     const problem = declarationProblem(share);
     if (problem) throw new Error(problem);
     const { group, filter } = parseShare(share) as { group: string; filter: string };
-    if (!mayJoin(group, filter)) throw new Error(`${share}: no user may join it (the ACL's "#@ group" and read rules), so it would only fill`);
+    if (!mayJoin(group, filter)) {
+      throw new Error(`${share}: no user may join it (the ACL's "#@ group" and read rules), so it would only fill; add the rules, or leave it out of BROKER_GROUPS (none: declare nothing)`);
+    }
   }
   return shares;
 }
 
+/** `$share/{group}/{filter}` → its parts; a reason string when it is malformed. */
 export function parseShare(topic: string): { group: string; filter: string } | string {
   const rest = topic.slice(SHARE_PREFIX.length);
   const slash = rest.indexOf('/');
@@ -277,7 +279,8 @@ export class SharedSubscriptions {
     for (const [share, n] of stored) {
       const queue = this.#queues.get(share);
       if (!queue) {
-        // A queue whose every member left: nobody will ever read it.
+        // A queue whose every member left, and not declared (any more): nobody will ever read it.
+        if (n > 0) this.opts.log.warn({ share, messages: n }, 'group queue dropped: it has no member and BROKER_GROUPS does not declare it');
         this.#store.drop(share);
         continue;
       }
@@ -711,7 +714,9 @@ export class SharedSubscriptions {
 
   async #startCluster(broker: Aedes, cluster: ClusterGroupStore) {
     // The declared groups are the store's to keep (this node's view holds groups with members here).
-    if (this.opts.declared?.length) await cluster.declare(this.opts.declared);
+    for (const { share, messages } of await cluster.declare(this.opts.declared ?? [])) {
+      this.opts.log.warn({ share, messages }, 'group queue dropped: it has no member and BROKER_GROUPS does not declare it any more');
+    }
     // Members join in the store before their SUBACK (admit); the events make this node's view.
     this.#follow(broker);
     cluster.onAppended((shares) => this.#appended(shares));

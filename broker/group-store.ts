@@ -64,8 +64,12 @@ export interface GroupStore {
 export interface ClusterGroupStore {
   /** Adds each publish to the queue of every group whose filter matches its topic; resolves once durable, with the groups each went to. */
   route(publishes: readonly { topic: string; packet: Buffer }[]): Promise<string[][]>;
-  /** These groups exist from now on, with or without members, and stay when their last member leaves. */
-  declare(shares: readonly string[]): Promise<void>;
+  /**
+   * These groups, and only these, are declared from now on: each exists with or without members and
+   * stays when its last member leaves. A group declared before but not now goes if it has no member
+   * (returned, with the messages it held). Every node must be given the same list.
+   */
+  declare(shares: readonly string[]): Promise<{ share: string; messages: number }[]>;
   /** The client is a member of the group (the group is created with its first member, unless declared). */
   join(share: string, clientId: string): Promise<void>;
   /** The client leaves the group: what it held goes to the other members at once; the queue goes with the last member. */

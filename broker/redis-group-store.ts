@@ -6,8 +6,8 @@
 // A publish is acknowledged once the script returned, that is once Redis holds it (with the AOF
 // policy the README documents). Keys: `<prefix>groups` (hash of shares), `<prefix>members:<share>`,
 // `<prefix>memberships:<client>` (sets), `<prefix>queue:<share>` (the stream, consumer group
-// `members`), `<prefix>declared` (the set of groups kept without members, BROKER_GROUPS: a node that
-// declares one adds it, and none is taken out); notices of new entries on the channel `<prefix>appended`.
+// `members`), `<prefix>declared` (the groups kept without members, BROKER_GROUPS: each node's start
+// sets it, so every node is given the same list); notices of new entries on the channel `<prefix>appended`.
 import { Redis } from 'ioredis';
 import type { ClusterGroupStore, EntryId, StoredEntry } from './group-store.js';
 
@@ -81,18 +81,35 @@ redis.call('SADD', prefix .. 'memberships:' .. client, share)
 redis.call('HSET', prefix .. 'groups', share, 1)
 return 1`;
 
-// ARGV: prefix, shares… Groups kept whether or not they have members (BROKER_GROUPS): created if
-// need be, and marked so that their last member's leave keeps them.
+// ARGV: prefix, shares… The groups kept whether or not they have members (BROKER_GROUPS): created
+// if need be, and marked so that their last member's leave keeps them. Groups declared before and
+// not now lose the mark, and go if they have no member. Returns share, entries of each that went.
 const DECLARE = `
 local prefix = ARGV[1]
+local declared = prefix .. 'declared'
+local previous = redis.call('SMEMBERS', declared)
+redis.call('DEL', declared)
+local now = {}
 for i = 2, #ARGV do
   local share = ARGV[i]
   local key = prefix .. 'queue:' .. share
   if redis.call('EXISTS', key) == 0 then redis.call('XGROUP', 'CREATE', key, '${GROUP}', '0', 'MKSTREAM') end
   redis.call('HSET', prefix .. 'groups', share, 1)
-  redis.call('SADD', prefix .. 'declared', share)
+  redis.call('SADD', declared, share)
+  now[share] = true
 end
-return #ARGV - 1`;
+local dropped = {}
+for _, share in ipairs(previous) do
+  local members = prefix .. 'members:' .. share
+  if not now[share] and redis.call('SCARD', members) == 0 then
+    local key = prefix .. 'queue:' .. share
+    dropped[#dropped + 1] = share
+    dropped[#dropped + 1] = redis.call('XLEN', key)
+    redis.call('DEL', key, members)
+    redis.call('HDEL', prefix .. 'groups', share)
+  end
+end
+return dropped`;
 
 // ARGV: prefix, share, client, its consumer name.
 const LEAVE = `
@@ -168,7 +185,7 @@ type Scripted = Redis & {
   groupRoute(...args: Array<string | Buffer>): Promise<Buffer[][]>;
   groupJoin(prefix: string, share: string, client: string): Promise<number>;
   groupLeave(prefix: string, share: string, client: string, consumer: string): Promise<number>;
-  groupDeclare(prefix: string, ...shares: string[]): Promise<number>;
+  groupDeclare(prefix: string, ...shares: string[]): Promise<Array<string | number>>;
   groupHeldBuffer(prefix: string, share: string, client: string): Promise<RawEntry[]>;
   groupTakeBuffer(prefix: string, share: string, client: string, count: number): Promise<RawEntry[]>;
   groupClaimBuffer(prefix: string, share: string, client: string, idleMs: number, count: number): Promise<RawEntry[]>;
@@ -258,8 +275,11 @@ export class RedisGroupStore implements ClusterGroupStore {
     await this.#db.groupJoin(this.#prefix, share, clientId);
   }
 
-  async declare(shares: readonly string[]): Promise<void> {
-    await this.#db.groupDeclare(this.#prefix, ...shares);
+  async declare(shares: readonly string[]): Promise<{ share: string; messages: number }[]> {
+    const out = await this.#db.groupDeclare(this.#prefix, ...shares);
+    const dropped: { share: string; messages: number }[] = [];
+    for (let i = 0; i + 1 < out.length; i += 2) dropped.push({ share: String(out[i]), messages: Number(out[i + 1]) });
+    return dropped;
   }
 
   async leave(share: string, clientId: string): Promise<void> {

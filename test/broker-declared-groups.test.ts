@@ -114,6 +114,39 @@ describe('groups kept from the first start (BROKER_GROUPS)', () => {
     }
   });
 
+  it('a group taken out of BROKER_GROUPS goes at the next start when it has no member, and the log says how many messages it held', async () => {
+    const dropped = (logs: string[], share: string) =>
+      logs
+        .filter((l) => l.startsWith('{')) // stderr lines are there too
+        .map((l) => JSON.parse(l) as { msg?: string; share?: string; messages?: number })
+        .find((l) => l.msg?.startsWith('group queue dropped') && l.share === share);
+
+    let broker = await startBroker();
+    brokers.push(broker);
+    await publish(broker.mqttUrl, TOPIC, ['undeclared-1', 'undeclared-2']);
+    await broker.stop();
+    broker = await startBroker({ env: { DATA_DIR: broker.dataDir, BROKER_GROUPS: 'none' } });
+    brokers.push(broker);
+    assert.equal(dropped(broker.logs, SHARE)?.messages, 2);
+
+    // On several nodes the declaration is the cluster's: a node started with another list replaces it.
+    const cluster = await startBrokerCluster({ nodes: 1 });
+    try {
+      const share = shareOf('order-workers', stockReserved.topic);
+      await publish(cluster.nodes[0]!.mqttUrl, stockReserved.topic, ['undeclared-3']);
+      const next = await cluster.addNode({ BROKER_GROUPS: 'none' });
+      assert.equal(dropped(next.logs, share)?.messages, 1);
+      // Gone: a member that joins now gets only what comes after.
+      const late = await member(next.mqttUrl, 'worker-undeclared', share);
+      clients.push(late.client);
+      await publish(next.mqttUrl, stockReserved.topic, ['undeclared-after']);
+      await eventually(() => late.got.includes('undeclared-after') || undefined, { what: 'the message published after the subscription' });
+      assert.deepEqual(late.got, ['undeclared-after']);
+    } finally {
+      await cluster.stop();
+    }
+  });
+
   it('refuses to start on a malformed declaration, naming BROKER_GROUPS', async () => {
     for (const bad of ['woodytoys/orders/created', '$share/stock', '$share/+/woodytoys/x', '$share/stock/woodytoys/#/created', '$share/stock/woodytoys/or+ders']) {
       await assert.rejects(startBroker({ env: { BROKER_GROUPS: bad } }), /exited with 78[\s\S]*BROKER_GROUPS/, bad);
