@@ -268,7 +268,7 @@ export class SharedSubscriptions {
   }
 
   /** Loads members and each queue's count (not its entries), then follows the broker's clients. */
-  async start(broker: Aedes): Promise<void> {
+  start(broker: Aedes): void {
     if (this.#cluster) return this.#startCluster(broker, this.#cluster);
     const stored = this.#store.groups();
     for (const share of this.opts.declared ?? []) this.#queueOf(share)!.declared = true;
@@ -712,11 +712,18 @@ export class SharedSubscriptions {
 
   // --- several nodes ----------------------------------------------------------------------
 
-  async #startCluster(broker: Aedes, cluster: ClusterGroupStore) {
-    // The declared groups are the store's to keep (this node's view holds groups with members here).
-    for (const { share, messages } of await cluster.declare(this.opts.declared ?? [])) {
+  /**
+   * Several nodes: sets the declared groups in the store (this node's view holds only groups with
+   * members here), before any client connects. One node: start() has opened them.
+   */
+  async declare(): Promise<void> {
+    if (!this.#cluster) return;
+    for (const { share, messages } of await this.#cluster.declare(this.opts.declared ?? [])) {
       this.opts.log.warn({ share, messages }, 'group queue dropped: it has no member and BROKER_GROUPS does not declare it any more');
     }
+  }
+
+  #startCluster(broker: Aedes, cluster: ClusterGroupStore) {
     // Members join in the store before their SUBACK (admit); the events make this node's view.
     this.#follow(broker);
     cluster.onAppended((shares) => this.#appended(shares));

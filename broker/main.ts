@@ -195,7 +195,7 @@ const broker = await Aedes.createBroker({
 broker.on('clientError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'client error'));
 broker.on('connectionError', () => brokerMetrics.refused.inc({ what: 'connect' }));
 const brokerMetrics = registerBrokerMetrics(metrics, { broker, shared, persistence, commits, reclaimer });
-await shared.start(broker);
+shared.start(broker);
 // Members' PUBACKs, and (one node) publishes only shared subscriptions want, skip Aedes's pipeline.
 takePackets(broker, {
   puback: (client, messageId) => shared.acknowledge(client.id, messageId),
@@ -250,6 +250,9 @@ const stopFanoutWatch = mq
   : undefined;
 // Several nodes: the wills of a node that died are published by the others (Aedes's heartbeats).
 if (persistence instanceof SqlitePersistence) await publishOrphanedWills(broker, persistence, log);
+
+// Several nodes: the declared groups are in Redis before the first client connects.
+await shared.declare();
 
 const listen = (server: NetServer | ReturnType<typeof createHttpServer>, p: number) =>
   new Promise<number>((resolve, reject) => {

@@ -6,6 +6,9 @@ import mqtt, { type MqttClient } from 'mqtt';
 import { sleep } from '../../lib/shutdown.js';
 import { connectClient } from '../../harness/mqtt.js';
 
+/** How long a member waits for its SUBACK. */
+const SUBACK_MS = 30_000;
+
 /** Where a client connects: a broker node's MQTT URL, and its name for the report. */
 export interface Node {
   name: string;
@@ -139,7 +142,13 @@ export class Subscriber {
       if (this.opts.next) void this.#follow();
     });
     if (!this.#subscribed || this.opts.clean) {
-      await client.subscribeAsync(this.opts.filter, { qos: 1 });
+      // Bounded: a SUBACK that never comes (a node whose fan-out lost its own subscription broadcast)
+      // fails the test with the node's name instead of holding the test file until its time limit.
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${this.id}: no SUBACK from ${node.name} within ${SUBACK_MS} ms`)), SUBACK_MS);
+      });
+      await Promise.race([client.subscribeAsync(this.opts.filter, { qos: 1 }), late]).finally(() => clearTimeout(timer));
       this.#subscribed = true;
     }
   }
