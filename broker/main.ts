@@ -144,7 +144,14 @@ const commits = new CommitQueue(db, (err) => {
 const redisStore = redisUrl ? new RedisGroupStore({ url: redisUrl }) : undefined;
 redisStore?.onError((err) => log.warn({ err: err.message }, 'redis connection (group queues)'));
 await redisStore?.ready();
-const persistence: SessionPersistence = redisUrl ? new RedisPersistence(redisUrl, (err) => log.warn({ err: err.message }, 'redis connection (sessions)')) : new SqlitePersistence(db, commits);
+const persistence: SessionPersistence = redisUrl
+  ? new RedisPersistence(
+      redisUrl,
+      (err) => log.warn({ err: err.message }, 'redis connection (sessions)'),
+      // Its SUBACK waits as long: a node whose fan-out lost its $SYS/sub/+ subscription never answers.
+      (clientId, waitedMs) => log.error({ clientId, waitedMs }, 'a SUBSCRIBE still waits for its subscription broadcast through Redis'),
+    )
+  : new SqlitePersistence(db, commits);
 const shared = new SharedSubscriptions({
   store: redisStore ?? new SqliteGroupStore(db, commits),
   persistence,

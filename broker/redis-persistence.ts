@@ -7,6 +7,9 @@ import { Redis } from 'ioredis';
 import { Readable } from 'node:stream';
 import type { SessionPersistence } from './persistence.js';
 
+/** How long a SUBSCRIBE's store may wait for its own broadcast through Redis before it is logged. */
+export const SLOW_SUBSCRIBE_MS = 5000;
+
 export class RedisPersistence extends AsyncRedisPersistence implements SessionPersistence {
   claimAck: ((clientId: string, messageId: number | undefined) => boolean) | undefined;
   /** The store of each SUBSCRIBE packet's list under way (see addSubscriptions). */
@@ -14,11 +17,15 @@ export class RedisPersistence extends AsyncRedisPersistence implements SessionPe
 
   readonly #conn: Redis;
 
-  constructor(url: string, onError: (err: Error) => void) {
+  readonly #onSlowSubscribe: ((clientId: string, waitedMs: number) => void) | undefined;
+
+  /** `onSlowSubscribe`: a SUBSCRIBE's store still waits for its broadcast after SLOW_SUBSCRIBE_MS. */
+  constructor(url: string, onError: (err: Error) => void, onSlowSubscribe?: (clientId: string, waitedMs: number) => void) {
     const conn = new Redis(url);
     conn.on('error', onError);
     super({ conn });
     this.#conn = conn;
+    this.#onSlowSubscribe = onSlowSubscribe;
   }
 
   /**
@@ -83,6 +90,13 @@ export class RedisPersistence extends AsyncRedisPersistence implements SessionPe
     if (!adding) {
       adding = super.addSubscriptions(client, subs);
       this.#adding.set(subs, adding);
+      // The package waits for the broadcast without a bound, and the SUBACK with it: said, not hidden.
+      const slow = setTimeout(() => this.#onSlowSubscribe?.(client.id, SLOW_SUBSCRIBE_MS), SLOW_SUBSCRIBE_MS);
+      slow.unref();
+      adding.then(
+        () => clearTimeout(slow),
+        () => clearTimeout(slow),
+      );
     }
     return adding;
   }

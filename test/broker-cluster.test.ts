@@ -19,6 +19,8 @@ import { parseShareGauge } from '../workers/backlog.js';
 import type { RunningBroker } from '../harness/broker.js';
 import { startBrokerCluster, type RunningCluster } from '../harness/cluster.js';
 import { eventually } from '../harness/process.js';
+import { connectClient } from '../harness/mqtt.js';
+import { Redis } from 'ioredis';
 import type { RunningRedis } from '../harness/redis.js';
 import { deliveryFaults, Publisher, Subscriber, type Delivery, type Login, type Node } from './support/group-deliveries.js';
 import { requireProgram } from './support/programs.js';
@@ -340,5 +342,27 @@ describe('broker nodes sharing one data directory, as replicas share a volume', 
     assert.deepEqual(faults.lost, []);
     assert.deepEqual(faults.unknown, []);
     t.diagnostic(`${acked.size} acknowledged by node1 before its kill -9, ${orphaned} of them still in its inbox (routed by node2), ${watcher.deliveries.length - new Set(watcher.deliveries.map((d) => d.message)).size} delivered twice`);
+  });
+});
+
+describe('a SUBSCRIBE held up in Redis', { skip: redisMissing }, () => {
+  it('is logged by the node after 5 s (its SUBACK waits for the subscription broadcast), and answered once Redis is back', async () => {
+    const cluster = await startBrokerCluster({ nodes: 1 });
+    const redis = new Redis(cluster.redis.url);
+    try {
+      const node = cluster.nodes[0]!;
+      const member = await connectClient(node.mqttUrl, { clientId: 'worker-paused', clean: false, reconnectPeriod: 0 });
+      // Redis runs no write for 7 s: the session's store and its broadcast (PUBLISH) wait. (A plain
+      // filter: a shared one would wait before, in the group store, and not reach the session's.)
+      await redis.call('CLIENT', 'PAUSE', '7000', 'WRITE');
+      const granted = await member.subscribeAsync(TOPIC, { qos: 1 });
+      assert.equal(granted[0]?.qos, 1, 'answered once Redis writes again');
+      const line = node.logs.find((l) => l.includes('a SUBSCRIBE still waits for its subscription broadcast'));
+      assert.ok(line?.includes('"clientId":"worker-paused"'), 'the wait was logged with the client');
+      await member.endAsync();
+    } finally {
+      redis.disconnect();
+      await cluster.stop();
+    }
   });
 });
