@@ -27,7 +27,7 @@ import { freePort } from '../harness/process.js';
 import { startBroker } from '../harness/broker.js';
 import { startBrokerCluster } from '../harness/cluster.js';
 import { findProgram } from '../lib/programs.js';
-import { stockReserved } from '../lib/topics.js';
+import { shareOf, stockReserved } from '../lib/topics.js';
 import { cpuSeconds } from './cpu.js';
 import { connectClient } from '../harness/mqtt.js';
 
@@ -69,7 +69,7 @@ async function measure(c: Contender, payload: Buffer): Promise<{ rate: number; c
 
 /** Publishes `count` messages with QoS 1 and resolves with messages per second once all were delivered. */
 async function run(where: Placement, { shared, user }: { shared: boolean; user: boolean }, count: number, payload: Buffer): Promise<number> {
-  const filter = shared ? `$share/${GROUP}/${TOPIC}` : TOPIC;
+  const filter = shared ? shareOf(GROUP, TOPIC) : TOPIC;
   const members: MqttClient[] = [];
   let delivered = 0;
   let done: () => void = () => {};

@@ -23,17 +23,18 @@ import { asQos0, encodePublish, qosOf, stampPublish } from './publish-packet.js'
 export const SHARE_PREFIX = '$share/';
 
 /**
- * Why `share` cannot be declared (BROKER_GROUPS), or undefined: a well-formed shared subscription
- * whose filter is a valid MQTT filter (`#` only as the last level, `+` only as a whole level).
+ * A share that may be declared (BROKER_GROUPS) → its parts; why not, as a string: it must be a
+ * well-formed shared subscription whose filter is valid MQTT (`#` only as the last level, `+` only
+ * as a whole level).
  */
-export function declarationProblem(share: string): string | undefined {
+function parseDeclaration(share: string): { group: string; filter: string } | string {
   if (!share.startsWith(SHARE_PREFIX)) return `${share}: a shared subscription starts with ${SHARE_PREFIX}`;
   const parsed = parseShare(share);
   if (typeof parsed === 'string') return `${share}: ${parsed}`;
   const levels = parsed.filter.split('/');
   const bad = levels.findIndex((l, i) => (l.includes('#') && (l !== '#' || i !== levels.length - 1)) || (l.includes('+') && l !== '+'));
   if (bad >= 0) return `${share}: level ${JSON.stringify(levels[bad])} of the filter is not valid MQTT ('#' only alone and last, '+' only alone)`;
-  return undefined;
+  return parsed;
 }
 
 /**
@@ -44,9 +45,9 @@ export function parseDeclaredGroups(value: string, mayJoin: (group: string, filt
   if (value.trim() === 'none') return [];
   const shares = [...new Set(value.split(',').map((s) => s.trim()).filter(Boolean))];
   for (const share of shares) {
-    const problem = declarationProblem(share);
-    if (problem) throw new Error(problem);
-    const { group, filter } = parseShare(share) as { group: string; filter: string };
+    const parsed = parseDeclaration(share);
+    if (typeof parsed === 'string') throw new Error(parsed);
+    const { group, filter } = parsed;
     if (!mayJoin(group, filter)) {
       throw new Error(`${share}: no user may join it (the ACL's "#@ group" and read rules), so it would only fill; add the rules, or leave it out of BROKER_GROUPS (none: declare nothing)`);
     }
@@ -235,7 +236,7 @@ export interface SharedSubscriptionOptions {
   writeBehindMs?: number;
   /**
    * Shared subscriptions kept from the start, with or without members (`$share/<group>/<filter>`,
-   * checked with declarationProblem): what is published for one before its first member has ever
+   * checked by parseDeclaredGroups): what is published for one before its first member has ever
    * subscribed waits for it, and it stays when its last member leaves.
    */
   declared?: readonly string[];

@@ -80,13 +80,13 @@ const config = loadConfig({
   BROKER_MAX_CONNECTIONS_PER_ADDRESS: z.coerce.number().int().min(1).default(512),
   /** Connections per address that have not sent their CONNECT yet. */
   BROKER_MAX_CONNECTING_PER_ADDRESS: z.coerce.number().int().min(1).default(64),
-  /** Where sessions and group queues live: this node's SQLite, or Redis shared by any number of nodes. */
   /**
    * Shared subscriptions kept from the first start, with or without members, comma-separated
    * `$share/<group>/<filter>` (README, "First start"); default: the system's consumers' (lib/topics.ts,
    * SHARED_GROUPS); `none`: only those members have created.
    */
   BROKER_GROUPS: z.string().default(declaredShares().join(',')),
+  /** Where sessions and group queues live: this node's SQLite, or Redis shared by any number of nodes. */
   BROKER_STORE: z.enum(['sqlite', 'redis']).default('sqlite'),
   BROKER_REDIS_URL: z.string().regex(/^rediss?:\/\/.+/, 'must be a redis:// or rediss:// URL').optional(),
   /** This node's name among several (logs, the Aedes broker id). */

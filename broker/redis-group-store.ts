@@ -71,20 +71,27 @@ end
 if #notice > 0 then redis.call('PUBLISH', prefix .. 'appended', cjson.encode(notice)) end
 return out`;
 
+/** A group's stream with its consumer group, made if missing, and the group known to routing. */
+const OPEN = `
+local function open(prefix, share)
+  local key = prefix .. 'queue:' .. share
+  if redis.call('EXISTS', key) == 0 then redis.call('XGROUP', 'CREATE', key, '${GROUP}', '0', 'MKSTREAM') end
+  redis.call('HSET', prefix .. 'groups', share, 1)
+end
+`;
+
 // ARGV: prefix, share, client.
-const JOIN = `
+const JOIN = `${OPEN}
 local prefix, share, client = ARGV[1], ARGV[2], ARGV[3]
-local key = prefix .. 'queue:' .. share
-if redis.call('EXISTS', key) == 0 then redis.call('XGROUP', 'CREATE', key, '${GROUP}', '0', 'MKSTREAM') end
+open(prefix, share)
 redis.call('SADD', prefix .. 'members:' .. share, client)
 redis.call('SADD', prefix .. 'memberships:' .. client, share)
-redis.call('HSET', prefix .. 'groups', share, 1)
 return 1`;
 
 // ARGV: prefix, shares… The groups kept whether or not they have members (BROKER_GROUPS): created
 // if need be, and marked so that their last member's leave keeps them. Groups declared before and
 // not now lose the mark, and go if they have no member. Returns share, entries of each that went.
-const DECLARE = `
+const DECLARE = `${OPEN}
 local prefix = ARGV[1]
 local declared = prefix .. 'declared'
 local previous = redis.call('SMEMBERS', declared)
@@ -92,9 +99,7 @@ redis.call('DEL', declared)
 local now = {}
 for i = 2, #ARGV do
   local share = ARGV[i]
-  local key = prefix .. 'queue:' .. share
-  if redis.call('EXISTS', key) == 0 then redis.call('XGROUP', 'CREATE', key, '${GROUP}', '0', 'MKSTREAM') end
-  redis.call('HSET', prefix .. 'groups', share, 1)
+  open(prefix, share)
   redis.call('SADD', declared, share)
   now[share] = true
 end

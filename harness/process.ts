@@ -224,15 +224,15 @@ export async function eventually<T>(
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
 }
 
-/** `value`, or an error once `deadline` (epoch ms) has passed. */
-async function withinDeadline<T>(value: Promise<T> | T, deadline: number): Promise<T> {
+/** `value`, or an error (`what`) once `deadline` (epoch ms) has passed. */
+export async function withinDeadline<T>(value: Promise<T> | T, deadline: number, what = 'the last check had not settled'): Promise<T> {
   if (!(value instanceof Promise)) return value;
   let timer: NodeJS.Timeout | undefined;
   try {
     return await Promise.race([
       value,
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error('the last check had not settled')), Math.max(0, deadline - Date.now()));
+        timer = setTimeout(() => reject(new Error(what)), Math.max(0, deadline - Date.now()));
       }),
     ]);
   } finally {

@@ -215,7 +215,7 @@ function userTag(user: string, clientIds: readonly string[], access: Access[]) {
 function operation(a: Access) {
   const { channel } = a;
   const mqtt = a.action === 'send' ? { qos: channel.qos, retain: channel.retain } : { qos: channel.qos };
-  const shared = a.group ? `$share/${a.group}/${channel.filter}` : undefined;
+  const shared = a.group ? catalogue.shareOf(a.group, channel.filter) : undefined;
   const how =
     a.action === 'send'
       ? `\`${a.user}\` publishes on \`${channel.address}\` with QoS ${channel.qos}${channel.retain ? ', retained' : ''}.`

@@ -86,7 +86,6 @@ export class OutboxRelay {
   private after = 0;
   private running = false;
   private holding = false;
-  private readonly holdUntil: Promise<unknown> | undefined;
   private readonly onConnect = () => {
     // A new connection: publishes still awaiting a PUBACK from the old one may never get it.
     // Forget them and send again; consumers are idempotent on the event id.
@@ -97,7 +96,14 @@ export class OutboxRelay {
 
   constructor({ db, client, log, window = 256, pollMs = 250, keepSentMs = 60 * 60 * 1000, registry, onSent, holdUntil }: RelayOptions) {
     this.db = db;
-    this.holdUntil = holdUntil;
+    if (holdUntil) {
+      this.holding = true;
+      const release = () => {
+        this.holding = false;
+        this.wake();
+      };
+      holdUntil.then(release, release);
+    }
     this.onSent = onSent;
     this.sql = statements(db);
     this.client = client;
@@ -120,14 +126,6 @@ export class OutboxRelay {
 
   start(): void {
     this.running = true;
-    if (this.holdUntil) {
-      this.holding = true;
-      const release = () => {
-        this.holding = false;
-        this.wake();
-      };
-      this.holdUntil.then(release, release);
-    }
     this.client.on('connect', this.onConnect);
     this.timer = setInterval(() => this.wake(), this.pollMs);
     this.pruneTimer = setInterval(() => this.prune(), 60_000);

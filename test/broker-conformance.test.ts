@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { Acl } from '../broker/acl.js';
 import { formatPasswordFile } from '../broker/password-hash.js';
-import { PUBLIC_ROOT, orderConfirmed, productChanged, productTopic, stockReserved } from '../lib/topics.js';
+import { PUBLIC_ROOT, orderConfirmed, productChanged, productTopic, shareOf, stockReserved } from '../lib/topics.js';
 import { aclFile, startMosquitto } from '../broker/mosquitto/run.js';
 import { RawClient, connectHeader, connectPacket, publishPacket, subscribePacket } from './support/mqtt-raw.js';
 import { freePort } from '../harness/process.js';
@@ -507,7 +507,7 @@ for (const kind of ['aedes', 'cluster', 'mosquitto'] as const) {
         connect(target.url, 'stock', id('s'), { clean: true }),
       ]);
       // The viewer tries every real group of the ACL, the tester a real group on its own topics.
-      const groups = Acl.read(aclFile).groupRules.map((r) => `$share/${r.group}/${r.filter}`);
+      const groups = Acl.read(aclFile).groupRules.map((r) => shareOf(r.group, r.filter));
       const viewerGranted = await Promise.all(groups.map((g) => grantedQos(viewer, g)));
       const testerGranted = await grantedQos(tester, `$share/order-workers/${t}`);
       assert.equal(await grantedQos(worker, `$share/order-workers/${stockReserved.topic}`), 1, 'a worker joins its group');

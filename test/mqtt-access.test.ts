@@ -11,7 +11,7 @@ import { devCredentials, SERVICE_USERS, type ServiceUser } from '../broker/dev-l
 import { aclFile } from '../broker/mosquitto/run.js';
 import type { RunningGateway } from '../gateway/nginx.js';
 import { sleep } from '../lib/shutdown.js';
-import { PUBLIC_ROOT, orderCreated, orderStatus, publicOrderRef, stockReserved } from '../lib/topics.js';
+import { PUBLIC_ROOT, orderCreated, orderStatus, publicOrderRef, shareOf, stockReserved } from '../lib/topics.js';
 import { grantedQos } from '../harness/broker.js';
 import { requireProgram } from './support/programs.js';
 import { eventually, type Proc } from '../harness/process.js';
@@ -115,7 +115,7 @@ describe('MQTT access in the running system', { skip: requireProgram('nginx') },
     assert.ok(groups.length >= 3);
     const display = await viewer(`viewer-groups-${++n}`, { clean: false });
     for (const { group, filter } of groups) {
-      assert.equal(await grantedQos(display, `$share/${group}/${filter}`), 128, `$share/${group}/${filter}`);
+      assert.equal(await grantedQos(display, shareOf(group, filter)), 128, shareOf(group, filter));
     }
     await eventually(() => stack.broker.logs.some((l) => l.msg === 'subscription refused' && /no "#@ group order-workers …" rule for user viewer/.test(String(l.reason))), {
       what: 'the log line naming the missing rule',

@@ -5,6 +5,7 @@
 import mqtt, { type MqttClient } from 'mqtt';
 import { sleep } from '../../lib/shutdown.js';
 import { connectClient } from '../../harness/mqtt.js';
+import { withinDeadline } from '../../harness/process.js';
 
 /** How long a member waits for its SUBACK. */
 const SUBACK_MS = 30_000;
@@ -144,11 +145,7 @@ export class Subscriber {
     if (!this.#subscribed || this.opts.clean) {
       // Bounded: a SUBACK that never comes (a node whose fan-out lost its own subscription broadcast)
       // fails the test with the node's name instead of holding the test file until its time limit.
-      let timer: NodeJS.Timeout | undefined;
-      const late = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${this.id}: no SUBACK from ${node.name} within ${SUBACK_MS} ms`)), SUBACK_MS);
-      });
-      await Promise.race([client.subscribeAsync(this.opts.filter, { qos: 1 }), late]).finally(() => clearTimeout(timer));
+      await withinDeadline(client.subscribeAsync(this.opts.filter, { qos: 1 }), Date.now() + SUBACK_MS, `${this.id}: no SUBACK from ${node.name} within ${SUBACK_MS} ms`);
       this.#subscribed = true;
     }
   }
