@@ -82,7 +82,10 @@ interface Result {
 
 const progress = (line: string) => process.stderr.write(`  ${line}\n`);
 
-async function run(name: string, url: string, pid: number | undefined, dataDir: string, settle: () => Promise<void>): Promise<Result> {
+/** Called as the drain starts; what it returns waits, after the drain, until the broker settled. */
+type Settle = () => () => Promise<void>;
+
+async function run(name: string, url: string, pid: number | undefined, dataDir: string, watchSettle: Settle): Promise<Result> {
   // The group exists, with both members away.
   for (const id of MEMBERS) {
     const m = await connect(url, id, 'worker', false);
@@ -126,6 +129,7 @@ async function run(name: string, url: string, pid: number | undefined, dataDir: 
   let done!: () => void;
   const drained = new Promise<void>((resolve) => (done = resolve));
   sampler = rssSampler(pid);
+  const settle = watchSettle();
   const drainStart = performance.now();
   const members: MqttClient[] = await Promise.all(
     MEMBERS.map(async (id) => {
@@ -166,6 +170,8 @@ async function run(name: string, url: string, pid: number | undefined, dataDir: 
 }
 
 const results: Result[] = [];
+/** Our broker's last log line saying it handed memory back once a burst was over. */
+let handedBack: string | undefined;
 const FROM = processesFrom('BENCH_BROKER_FROM', progress);
 const ours = await startBroker({ env: { BROKER_ALLOW_ANONYMOUS: 'false', BROKER_PASSWORD_FILE: passwordFile }, compiled: FROM === 'dist' });
 // A broker that dies mid-run would leave the benchmark waiting for messages that never come.
@@ -175,18 +181,24 @@ const died = (code: number | null, signal: NodeJS.Signals | null) => {
 };
 ours.process.once('exit', died);
 try {
-  // After the drain: wait (up to a minute) until the broker has given the freed pages back.
-  const settle = async () => {
-    const deadline = Date.now() + 60_000;
-    let last = diskBytes(ours.dataDir);
-    while (Date.now() < deadline) {
-      await sleep(2000);
-      const now = diskBytes(ours.dataDir);
-      if (now >= last && now < 64 * 1024 * 1024) break;
-      last = now;
-    }
+  // After the drain: wait (up to a minute) until the broker has given the freed pages back, on
+  // disk and in memory (it logs each time a burst is over and it handed memory back).
+  const settle: Settle = () => {
+    const logged = ours.logs.length;
+    return async () => {
+      const deadline = Date.now() + 60_000;
+      const handedBack = () => ours.logs.slice(logged).some((line) => line.includes('a burst is over'));
+      let last = diskBytes(ours.dataDir);
+      while (Date.now() < deadline) {
+        await sleep(2000);
+        const now = diskBytes(ours.dataDir);
+        if (now >= last && now < 64 * 1024 * 1024 && handedBack()) break;
+        last = now;
+      }
+    };
   };
   results.push(await run(FROM === 'dist' ? 'our broker (compiled)' : 'our broker (tsx)', ours.mqttUrl, ours.process.pid, ours.dataDir, settle));
+  handedBack = ours.logs.findLast((line) => line.includes('a burst is over'));
 } finally {
   ours.process.off('exit', died);
   await ours.stop();
@@ -196,7 +208,7 @@ if (findProgram('mosquitto')) {
   const mosquitto = await startMosquitto({ port: await freePort(), dataDir, passwordFile, ...(AUTOSAVE ? { settings: { autosave_interval: AUTOSAVE } } : {}) });
   try {
     // Mosquitto writes its whole state every autosave_interval (1 s in the repo config).
-    results.push(await run(AUTOSAVE ? `Mosquitto (autosave every ${AUTOSAVE} s)` : 'Mosquitto', mosquitto.url, mosquitto.child.pid, dataDir, () => sleep(3000)));
+    results.push(await run(AUTOSAVE ? `Mosquitto (autosave every ${AUTOSAVE} s)` : 'Mosquitto', mosquitto.url, mosquitto.child.pid, dataDir, () => () => sleep(3000)));
   } finally {
     await mosquitto.stop();
   }
@@ -221,5 +233,12 @@ if (o) {
   const parts = (p: MemoryParts | undefined) =>
     p ? `${p.rss.toFixed(0)} MiB = malloc's heap ${p.mallocHeap.toFixed(0)} + other anonymous (the JavaScript heap among it) ${p.otherAnonymous.toFixed(0)} + files ${p.files.toFixed(0)}` : 'unreadable';
   console.log(`our broker's resident memory, idle: ${parts(o.parts.idle)}; after the drain: ${parts(o.parts.after)}`);
+  const trimmed = handedBack ? (JSON.parse(handedBack) as { rssMiB: { before: number; after: number }; released: boolean }) : undefined;
+  console.log(
+    trimmed
+      ? `our broker, once the drain was over, handed freed memory back: RSS ${trimmed.rssMiB.before} → ${trimmed.rssMiB.after} MiB (malloc_trim released some: ${trimmed.released ? 'yes' : 'no'})`
+      : 'our broker did not say it handed memory back after the drain',
+  );
+  console.log(`our broker: RSS after the drain ${o.rss.after.toFixed(0)} MiB against ${o.rss.idle.toFixed(0)} idle: ${(o.rss.after / o.rss.idle).toFixed(2)} × (goal: back down)`);
   console.log(`our broker: peak RSS ${peak.toFixed(0)} MiB (goal: under 200), ${o.lost} lost, ${o.duplicates} delivered twice, disk ${mib(o.disk.peak)} → ${mib(o.disk.after)} MiB, RSS ${Math.max(o.rss.peakPublish, o.rss.peakDrain).toFixed(0)} → ${o.rss.after.toFixed(0)} MiB`);
 }

@@ -39,6 +39,7 @@ import { RedisPersistence } from './redis-persistence.js';
 import { migrations } from './schema.js';
 import { SpaceReclaimer } from './reclaim.js';
 import { MemoryTrim } from './memory.js';
+import { nativeHeapTrimmer } from './native-heap.js';
 import { Checkpointer } from '../lib/checkpointer.js';
 import { SqliteGroupStore } from './sqlite-group-store.js';
 import { BrokerStats } from './stats.js';
@@ -163,7 +164,22 @@ const shared = new SharedSubscriptions({
   declared: declaredGroups,
 });
 const reclaimer = new SpaceReclaimer({ db, log, beforeReclaim: () => commits.flush(), busy: () => shared.draining });
-const memoryTrim = config.BROKER_MEMORY_TRIM_BYTES > 0 ? new MemoryTrim(config.BROKER_MEMORY_TRIM_BYTES) : undefined;
+const nativeHeap = nativeHeapTrimmer();
+if ('unavailable' in nativeHeap) log.info({ reason: nativeHeap.unavailable }, 'no malloc_trim in this C library: memory freed after a burst may stay resident');
+const mib = (bytes: number) => Math.round(bytes / 104857.6) / 10;
+const memoryTrim =
+  config.BROKER_MEMORY_TRIM_BYTES > 0
+    ? new MemoryTrim({
+        budgetBytes: config.BROKER_MEMORY_TRIM_BYTES,
+        // A burst is over: SQLite's page cache and the C library's free pages go back to the system.
+        settled: () => {
+          const before = process.memoryUsage.rss();
+          if (db.open) db.pragma('shrink_memory');
+          const released = 'trim' in nativeHeap && nativeHeap.trim();
+          log.info({ rssMiB: { before: mib(before), after: mib(process.memoryUsage.rss()) }, released }, 'a burst is over: freed memory handed back');
+        },
+      })
+    : undefined;
 const checkpointer = new Checkpointer(db, log);
 // Members' PUBACKs reach the group queue before Aedes (takePackets, below); any that
 // did not are claimed from Aedes's own handling.

@@ -6,7 +6,8 @@
 // that took a 100 MiB broker past 230 MiB draining 100,000 messages. So the broker asks for a
 // full collection itself once `budgetBytes` more has piled up (a few milliseconds, a few times a
 // second at most while a backlog moves), and once more when the burst is over (about two seconds
-// without growth), so that what it left behind is freed instead of waiting for the next burst.
+// without growth), so that what it left behind is freed instead of waiting for the next burst; then `settled` runs,
+// which in the broker hands what the C library and SQLite freed back to the system (native-heap.ts).
 import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
@@ -16,7 +17,7 @@ export type Collect = () => void;
 const external = () => getHeapStatistics().external_memory;
 
 /** V8's collector, made callable without starting node with --expose-gc. */
-function exposeCollector(): Collect {
+export function exposeCollector(): Collect {
   setFlagsFromString('--expose-gc');
   return runInNewContext('gc') as Collect;
 }
@@ -42,6 +43,22 @@ export function shouldCollect(externalBytes: number, afterLastCollection: number
   return !pace || grown >= 2 * budgetBytes || pace.sinceLastMs >= pace.lastMs * (1 / pace.maxShare - 1);
 }
 
+export interface MemoryTrimOptions {
+  /** Buffer memory that may pile up before a full collection is asked for. */
+  budgetBytes?: number;
+  intervalMs?: number;
+  /** Ticks without growth after which a burst is over. */
+  settleTicks?: number;
+  collect?: Collect;
+  /** The most of the broker's time full collections asked for here may take. */
+  maxShare?: number;
+  /**
+   * Runs once a burst is over, after its last collection: memory freed outside the JavaScript
+   * heap (the C library's, SQLite's page cache) can be handed back to the system then.
+   */
+  settled?: () => void;
+}
+
 export class MemoryTrim {
   #timer: NodeJS.Timeout | undefined;
   #baseline = 0;
@@ -52,21 +69,24 @@ export class MemoryTrim {
   /** Ticks in a row without growth since a collection the burst asked for; undefined once settled. */
   #quiet: number | undefined;
   readonly #collect: Collect;
+  readonly #budgetBytes: number;
+  readonly #intervalMs: number;
+  readonly #settleTicks: number;
+  readonly #maxShare: number;
+  readonly #settled: (() => void) | undefined;
 
-  constructor(
-    private readonly budgetBytes = 16 * 1024 * 1024,
-    private readonly intervalMs = 200,
-    private readonly settleTicks = 10,
-    collect?: Collect,
-    /** The most of the broker's time full collections asked for here may take. */
-    private readonly maxShare = 0.05,
-  ) {
+  constructor({ budgetBytes = 16 * 1024 * 1024, intervalMs = 200, settleTicks = 10, collect, maxShare = 0.05, settled }: MemoryTrimOptions = {}) {
     this.#collect = collect ?? exposeCollector();
+    this.#budgetBytes = budgetBytes;
+    this.#intervalMs = intervalMs;
+    this.#settleTicks = settleTicks;
+    this.#maxShare = maxShare;
+    this.#settled = settled;
   }
 
   start(): void {
     this.#baseline = external();
-    this.#timer = setInterval(() => this.tick(), this.intervalMs);
+    this.#timer = setInterval(() => this.tick(), this.#intervalMs);
     this.#timer.unref();
   }
 
@@ -82,17 +102,18 @@ export class MemoryTrim {
   tick(): void {
     const now = external();
     if (now < this.#baseline) this.#baseline = now;
-    const pace = { lastMs: this.#lastMs, sinceLastMs: performance.now() - this.#lastEnd, maxShare: this.maxShare };
-    if (shouldCollect(now, this.#baseline, this.budgetBytes, pace)) {
+    const pace = { lastMs: this.#lastMs, sinceLastMs: performance.now() - this.#lastEnd, maxShare: this.#maxShare };
+    if (shouldCollect(now, this.#baseline, this.#budgetBytes, pace)) {
       this.#run();
       this.#quiet = 0;
       return;
     }
     if (this.#quiet === undefined) return;
-    this.#quiet = now - this.#baseline < this.budgetBytes / 16 ? this.#quiet + 1 : 0;
-    if (this.#quiet >= this.settleTicks) {
+    this.#quiet = now - this.#baseline < this.#budgetBytes / 16 ? this.#quiet + 1 : 0;
+    if (this.#quiet >= this.#settleTicks) {
       this.#run();
       this.#quiet = undefined;
+      this.#settled?.();
     }
   }
 

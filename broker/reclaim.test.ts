@@ -1,13 +1,16 @@
 // Giving disk space back: the policy (only once most of the file is free, and enough of it to
-// matter), then a real database file that fills, empties and shrinks again.
+// matter), then a real database file that fills, empties and shrinks again. Giving memory back:
+// when to collect, the hook once a burst is over, and the C library's free pages really released.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { getHeapStatistics } from 'node:v8';
 import { openDatabase } from '../lib/db.js';
 import { createLogger } from '../lib/log.js';
-import { shouldCollect } from './memory.js';
+import { MemoryTrim, exposeCollector, shouldCollect } from './memory.js';
+import { nativeHeapTrimmer } from './native-heap.js';
 import { SpaceReclaimer, shouldReclaim } from './reclaim.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'reclaim-'));
@@ -57,5 +60,51 @@ describe('trimming memory', () => {
     assert.equal(shouldCollect(40 * MiB, 20 * MiB, 16 * MiB, pace(20, 380)), true, '19 × 20 ms later');
     assert.equal(shouldCollect(30 * MiB, 20 * MiB, 16 * MiB, pace(20, 10_000)), false, 'under the budget, however long ago');
     assert.equal(shouldCollect(53 * MiB, 20 * MiB, 16 * MiB, pace(20, 100)), true, 'twice the budget: at once');
+  });
+
+  it('hands freed memory back once a burst is over, once per burst', () => {
+    const collections: number[] = [];
+    let settled = 0;
+    const trim = new MemoryTrim({ budgetBytes: 16 * MiB, settleTicks: 3, maxShare: 1, collect: () => collections.push(1), settled: () => settled++ });
+    trim.start();
+    trim.stop(); // ticked by hand below
+    const burst = Buffer.alloc(40 * MiB, 1);
+    trim.tick();
+    assert.equal(collections.length, 1, 'the budget was passed: collected');
+    trim.tick();
+    trim.tick();
+    assert.equal(settled, 0, 'two quiet ticks: the burst may go on');
+    trim.tick();
+    assert.equal(settled, 1, 'three quiet ticks: over');
+    assert.equal(collections.length, 2, 'a last collection before handing memory back');
+    for (let i = 0; i < 5; i++) trim.tick();
+    assert.equal(settled, 1, 'nothing more until the next burst');
+    assert.equal(burst.length, 40 * MiB);
+  });
+
+  it("gives the C library's free pages back to the system", { skip: process.platform === 'linux' ? false : 'malloc_trim is glibc only' }, async () => {
+    const native = nativeHeapTrimmer();
+    assert.ok('trim' in native, `malloc_trim loaded (${'unavailable' in native ? native.unavailable : ''})`);
+    const collect = exposeCollector();
+    collect();
+    native.trim();
+    // 64 MiB in 16 KiB Buffers (each its own malloc'd block, written so it is resident), then
+    // seven in eight freed: free memory in the middle of malloc's heap, which free() keeps.
+    const external = () => getHeapStatistics().external_memory;
+    let blocks: (Buffer | undefined)[] = Array.from({ length: 4096 }, () => Buffer.allocUnsafeSlow(16 * 1024).fill(7));
+    const full = external();
+    blocks = blocks.map((b, i) => (i % 8 === 7 ? b : undefined));
+    collect();
+    // V8 frees the Buffers' memory after the collection, on its own schedule.
+    for (let i = 0; i < 100 && external() > full - 48 * MiB; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      collect();
+    }
+    assert.ok(external() <= full - 48 * MiB, 'the Buffers were freed');
+    const before = process.memoryUsage.rss();
+    assert.equal(native.trim(), true, 'malloc_trim released memory');
+    const released = before - process.memoryUsage.rss();
+    assert.ok(released >= 32 * MiB, `RSS went down by ${(released / MiB).toFixed(1)} MiB`);
+    assert.equal(blocks.filter(Boolean).length, 512);
   });
 });
