@@ -59,11 +59,21 @@ function diskBytes(path: string): number {
 /** Peak resident memory of `pid` between start() and stop(), sampled every 100 ms. */
 function rssSampler(pid: number | undefined) {
   let peak = 0;
-  const timer = setInterval(() => (peak = Math.max(peak, rssMiB(pid) ?? 0)), 100);
+  /** Where the memory was at the peak (the memory map is read only when a new peak is seen). */
+  let parts: MemoryParts | undefined;
+  const sample = () => {
+    const rss = rssMiB(pid) ?? 0;
+    if (rss > peak) [peak, parts] = [rss, memoryParts(pid)];
+  };
+  const timer = setInterval(sample, 100);
   return {
     stop() {
       clearInterval(timer);
-      return Math.max(peak, rssMiB(pid) ?? 0);
+      sample();
+      return peak;
+    },
+    get parts() {
+      return parts;
     },
   };
 }
@@ -73,8 +83,8 @@ interface Result {
   publishRate: number;
   drainRate: number;
   rss: { idle: number; peakPublish: number; peakDrain: number; after: number };
-  /** Where the resident memory is, idle and after the drain. */
-  parts: { idle?: MemoryParts | undefined; after?: MemoryParts | undefined };
+  /** Where the resident memory is, idle, at the peak of the drain and after it. */
+  parts: { idle?: MemoryParts | undefined; peakDrain?: MemoryParts | undefined; after?: MemoryParts | undefined };
   disk: { peak: number; after: number };
   lost: number;
   duplicates: number;
@@ -155,6 +165,7 @@ async function run(name: string, url: string, pid: number | undefined, dataDir: 
   // Late duplicates would arrive now.
   await sleep(1000);
   const peakDrain = sampler.stop();
+  const peakDrainParts = sampler.parts;
   await Promise.all(members.map((m) => m.endAsync()));
   await settle();
   return {
@@ -162,7 +173,7 @@ async function run(name: string, url: string, pid: number | undefined, dataDir: 
     publishRate,
     drainRate,
     rss: { idle, peakPublish, peakDrain, after: rssMiB(pid) ?? 0 },
-    parts: { idle: idleParts, after: memoryParts(pid) },
+    parts: { idle: idleParts, peakDrain: peakDrainParts, after: memoryParts(pid) },
     disk: { peak: diskPeak, after: diskBytes(dataDir) },
     lost: MESSAGES - received,
     duplicates,
@@ -232,7 +243,7 @@ if (o) {
   const peak = Math.max(o.rss.peakPublish, o.rss.peakDrain);
   const parts = (p: MemoryParts | undefined) =>
     p ? `${p.rss.toFixed(0)} MiB = malloc's heap ${p.mallocHeap.toFixed(0)} + other anonymous (the JavaScript heap among it) ${p.otherAnonymous.toFixed(0)} + files ${p.files.toFixed(0)}` : 'unreadable';
-  console.log(`our broker's resident memory, idle: ${parts(o.parts.idle)}; after the drain: ${parts(o.parts.after)}`);
+  console.log(`our broker's resident memory, idle: ${parts(o.parts.idle)}; at the peak of the drain: ${parts(o.parts.peakDrain)}; after the drain: ${parts(o.parts.after)}`);
   const trimmed = handedBack ? (JSON.parse(handedBack) as { rssMiB: { before: number; after: number }; released: boolean }) : undefined;
   console.log(
     trimmed

@@ -26,9 +26,11 @@ export interface OpenOptions {
    * cut back to this many bytes after each checkpoint. A database made without it is rebuilt once.
    */
   shrinkable?: { walBytes: number };
+  /** Most memory SQLite's page cache may take for this connection (left out: better-sqlite3's build default, 16 MiB). */
+  cacheBytes?: number;
 }
 
-export function openDatabase(file: string, { migrations, busyTimeoutMs = 5000, shrinkable }: OpenOptions): DB {
+export function openDatabase(file: string, { migrations, busyTimeoutMs = 5000, shrinkable, cacheBytes }: OpenOptions): DB {
   if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
   const db = new Database(file);
   if (shrinkable && db.pragma('auto_vacuum', { simple: true }) !== 2) {
@@ -42,6 +44,8 @@ export function openDatabase(file: string, { migrations, busyTimeoutMs = 5000, s
   db.pragma(`busy_timeout = ${Math.max(0, Math.floor(busyTimeoutMs))}`);
   db.pragma('foreign_keys = ON');
   if (shrinkable) db.pragma(`journal_size_limit = ${Math.floor(shrinkable.walBytes)}`);
+  // A negative cache_size is in KiB.
+  if (cacheBytes !== undefined) db.pragma(`cache_size = -${Math.max(64, Math.floor(cacheBytes / 1024))}`);
   rememberStatements(db);
   migrate(db, migrations);
   return db;
