@@ -20,6 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { formatPasswordFile } from '../broker/password-hash.js';
+import { HANDED_BACK } from '../broker/memory.js';
 import { startMosquitto } from '../broker/mosquitto/run.js';
 import { findProgram } from '../lib/programs.js';
 import { sleep } from '../lib/shutdown.js';
@@ -198,7 +199,7 @@ try {
     const logged = ours.logs.length;
     return async () => {
       const deadline = Date.now() + 60_000;
-      const handedBack = () => ours.logs.slice(logged).some((line) => line.includes('a burst is over'));
+      const handedBack = () => ours.logs.slice(logged).some((line) => line.includes(HANDED_BACK));
       let last = diskBytes(ours.dataDir);
       while (Date.now() < deadline) {
         await sleep(2000);
@@ -209,7 +210,7 @@ try {
     };
   };
   results.push(await run(FROM === 'dist' ? 'our broker (compiled)' : 'our broker (tsx)', ours.mqttUrl, ours.process.pid, ours.dataDir, settle));
-  handedBack = ours.logs.findLast((line) => line.includes('a burst is over'));
+  handedBack = ours.logs.findLast((line) => line.includes(HANDED_BACK));
 } finally {
   ours.process.off('exit', died);
   await ours.stop();

@@ -38,7 +38,7 @@ import { RedisGroupStore } from './redis-group-store.js';
 import { RedisPersistence } from './redis-persistence.js';
 import { migrations } from './schema.js';
 import { SpaceReclaimer } from './reclaim.js';
-import { MemoryTrim } from './memory.js';
+import { HANDED_BACK, MemoryTrim } from './memory.js';
 import { nativeHeapTrimmer } from './native-heap.js';
 import { Checkpointer } from '../lib/checkpointer.js';
 import { SqliteGroupStore } from './sqlite-group-store.js';
@@ -179,7 +179,7 @@ const memoryTrim =
           const before = process.memoryUsage.rss();
           if (db.open) db.pragma('shrink_memory');
           const released = 'trim' in nativeHeap && nativeHeap.trim();
-          log.info({ rssMiB: { before: mib(before), after: mib(process.memoryUsage.rss()) }, released }, 'a burst is over: freed memory handed back');
+          log.info({ rssMiB: { before: mib(before), after: mib(process.memoryUsage.rss()) }, released }, HANDED_BACK);
         },
       })
     : undefined;

@@ -6,12 +6,16 @@
 // that took a 100 MiB broker past 230 MiB draining 100,000 messages. So the broker asks for a
 // full collection itself once `budgetBytes` more has piled up (a few milliseconds, a few times a
 // second at most while a backlog moves), and once more when the burst is over (about two seconds
-// without growth), so that what it left behind is freed instead of waiting for the next burst; then `settled` runs,
-// which in the broker hands what the C library and SQLite freed back to the system (native-heap.ts).
+// without growth), so that what it left behind is freed instead of waiting for the next burst;
+// then `settled` runs, which in the broker hands what the C library and SQLite freed back to the
+// system (native-heap.ts) and logs HANDED_BACK.
 import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
 export type Collect = () => void;
+
+/** The broker's log message once a burst is over and freed memory went back (bench:backlog waits for it). */
+export const HANDED_BACK = 'a burst is over: freed memory handed back';
 
 /** Buffers and other memory outside the JavaScript heap (cheaper to read than process.memoryUsage()). */
 const external = () => getHeapStatistics().external_memory;
