@@ -4,7 +4,6 @@
 // listeners → live figures → shutdown. With BROKER_STORE=redis, sessions, fan-out and the group
 // queues are shared in Redis by every node (SQLite keeps only this node's ingest inbox).
 import { Aedes } from 'aedes';
-import MQEmitterRedis from 'mqemitter-redis';
 import { randomUUID } from 'node:crypto';
 import type { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
@@ -33,9 +32,6 @@ import { readLogins } from './logins.js';
 import { registerBrokerMetrics } from './metrics.js';
 import { SqlitePersistence, type SessionPersistence, type StoredPacket } from './persistence.js';
 import { onFanoutReturn } from './fanout-return.js';
-import { inboxName, NodeLease } from './node-lease.js';
-import { RedisGroupStore } from './redis-group-store.js';
-import { RedisPersistence } from './redis-persistence.js';
 import { migrations } from './schema.js';
 import { SpaceReclaimer } from './reclaim.js';
 import { HANDED_BACK, MemoryTrim } from './memory.js';
@@ -127,9 +123,18 @@ const redisUrl = orExit(() => {
   return config.BROKER_STORE === 'redis' ? config.BROKER_REDIS_URL : undefined;
 });
 
+// The Redis parts (ioredis, mqemitter-redis, aedes-persistence-redis) are loaded only for a broker
+// on Redis: a single node never needs them, and loading them costs it about 0.2 s of CPU at start
+// and resident memory it keeps for its whole life (docs/benchmarks.md).
+const cluster = redisUrl
+  ? await Promise.all([import('./node-lease.js'), import('./redis-group-store.js'), import('./redis-persistence.js'), import('mqemitter-redis')]).then(
+      ([lease, groupStore, persistence, mqemitter]) => ({ url: redisUrl, ...lease, ...groupStore, ...persistence, MQEmitterRedis: mqemitter.default }),
+    )
+  : undefined;
+
 // Several nodes: this node's id is held in Redis while it runs, and names its own file, which
 // other nodes adopt once it is gone for good (node-lease.ts): DATA_DIR may be one volume for all.
-const nodeLease = redisUrl ? new NodeLease({ url: redisUrl, nodeId: config.BROKER_NODE_ID, ttlMs: config.BROKER_NODE_LEASE_MS, log }) : undefined;
+const nodeLease = cluster ? new cluster.NodeLease({ url: cluster.url, nodeId: config.BROKER_NODE_ID, ttlMs: config.BROKER_NODE_LEASE_MS, log }) : undefined;
 await nodeLease?.claim(2 * config.BROKER_NODE_LEASE_MS).catch((err: Error) => {
   log.fatal(err.message);
   process.exit(78);
@@ -139,18 +144,18 @@ const shrinkable = { walBytes: 64 * 1024 * 1024 };
 // A queue is written at its tail and read at its head: a few MiB of page cache hold both paths,
 // and a 16 MiB cache only adds to the resident memory while a backlog streams through
 // (docs/benchmarks.md: about 10 MiB less at the peak of a million-message drain, the same pace).
-const db = openDatabase(dataFile(config.DATA_DIR, nodeLease ? inboxName(config.BROKER_NODE_ID) : 'broker'), { migrations, shrinkable, cacheBytes: 4 * 1024 * 1024 });
+const db = openDatabase(dataFile(config.DATA_DIR, cluster ? cluster.inboxName(config.BROKER_NODE_ID) : 'broker'), { migrations, shrinkable, cacheBytes: 4 * 1024 * 1024 });
 const commits = new CommitQueue(db, (err) => {
   // Acknowledged messages can no longer be kept: stop rather than lie to publishers.
   log.fatal({ err }, 'SQLite commit failed');
   process.exit(1);
 });
-const redisStore = redisUrl ? new RedisGroupStore({ url: redisUrl }) : undefined;
+const redisStore = cluster ? new cluster.RedisGroupStore({ url: cluster.url }) : undefined;
 redisStore?.onError((err) => log.warn({ err: err.message }, 'redis connection (group queues)'));
 await redisStore?.ready();
-const persistence: SessionPersistence = redisUrl
-  ? new RedisPersistence(
-      redisUrl,
+const persistence: SessionPersistence = cluster
+  ? new cluster.RedisPersistence(
+      cluster.url,
       (err) => log.warn({ err: err.message }, 'redis connection (sessions)'),
       // Its SUBACK waits as long: a node whose fan-out lost its $SYS/sub/+ subscription never answers.
       (clientId, waitedMs) => log.error({ clientId, waitedMs }, 'a SUBSCRIBE still waits for its subscription broadcast through Redis'),
@@ -201,7 +206,7 @@ const limits = new ConnectionLimits({
 // Several nodes: publishes fan out through Redis to every node's subscribers. ioredis reconnects
 // by itself; meanwhile publishes fail (no PUBACK) and the errors are logged, not thrown.
 // (mqemitter-redis reports them on `state`, untyped; an 'error' nobody listens to there would throw.)
-const mq = redisUrl ? (MQEmitterRedis({ connectionString: redisUrl }) as ReturnType<typeof MQEmitterRedis> & { state: EventEmitter }) : undefined;
+const mq = cluster ? (cluster.MQEmitterRedis({ connectionString: cluster.url }) as ReturnType<typeof cluster.MQEmitterRedis> & { state: EventEmitter }) : undefined;
 mq?.state.on('error', (err: Error) => log.warn({ err: err.message }, 'redis connection (fan-out)'));
 if (mq && redisStore) ignoreInFanout(mq, redisStore.noticeChannel);
 // Its close (at the end of Aedes's) lets the publishes on their way to Redis finish first.
@@ -212,7 +217,7 @@ const publishChecks = { limits, access, log, onRefused: (what: 'subscribe' | 'pu
 
 const broker = await Aedes.createBroker({
   // A new id per start: Aedes de-duplicates deliveries by (broker id, counter), and the counter restarts.
-  id: `woodytoys-broker-${redisUrl ? `${config.BROKER_NODE_ID}-` : ''}${randomUUID().slice(0, 8)}`,
+  id: `woodytoys-broker-${cluster ? `${config.BROKER_NODE_ID}-` : ''}${randomUUID().slice(0, 8)}`,
   persistence,
   ...(mq ? { mq, heartbeatInterval: config.BROKER_HEARTBEAT_MS } : {}),
   ...connectHooks({ limits, access }),
@@ -262,7 +267,7 @@ nodeLease?.adoptEvery(config.DATA_DIR, async (file) => {
 const stopSweep = mq ? ingest.sweep(broker, 5000) : undefined;
 // And whatever else leaves a message queued for a connected session without reaching it live.
 const stopQueueWatch =
-  persistence instanceof RedisPersistence
+  cluster && persistence instanceof cluster.RedisPersistence
     ? persistence.watchQueues(() => connectedClients(broker), 5000, (client) => {
         log.warn({ clientId: client.id }, 'a message queued for this connected session did not reach it: it reconnects to resume');
         client.close();

@@ -12,7 +12,6 @@ import { Counter, Gauge } from 'prom-client';
 import { commonEnv, loadConfig, mqttEnv, port, positiveInt, url } from '../lib/config.js';
 import { initialSpending, leaseDemand, observeSpending } from '../lib/leases/demand.js';
 import { LeaseKeeper } from '../lib/leases/keeper.js';
-import { RedisLeaseStore } from '../lib/leases/redis.js';
 import { SqliteLeaseStore } from '../lib/leases/sqlite.js';
 import type { LeaseStore } from '../lib/leases/store.js';
 import { createApp } from '../lib/http.js';
@@ -89,9 +88,11 @@ const workflows: Workflow[] = [
 const filterOf = (wf: Workflow) => (config.WORKER_SUBSCRIPTION === 'shared' ? shareOf(wf.group, wf.topic) : wf.topic);
 
 // --- capacity: leases, pacing, backlog -------------------------------------------------------
+// ioredis is loaded only when the leases live in Redis: on SQLite it would only add to every
+// worker's start-up CPU and resident memory.
 const store: LeaseStore =
   config.LEASE_STORE === 'redis'
-    ? new RedisLeaseStore({ url: config.LEASE_REDIS_URL })
+    ? new (await import('../lib/leases/redis.js')).RedisLeaseStore({ url: config.LEASE_REDIS_URL })
     : new SqliteLeaseStore({ file: config.LEASE_FILE ?? join(config.DATA_DIR, 'leases.db') });
 const pacer = new Pacer({ capacity: config.WORKER_RESERVED_RU, sliceMs: config.PACING_SLICE_MS });
 const backlog = new BrokerBacklog({ metricsUrl: config.BROKER_METRICS_URL, shares: Object.fromEntries(workflows.map((wf) => [wf.kind, filterOf(wf)])), log });
