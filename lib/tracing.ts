@@ -136,7 +136,9 @@ interface Traced {
 export function consumeInTrace<R>(event: Traced, topic: string, effect: () => R): R {
   const parent = contextFrom(event.traceparent, event.tracestate);
   const attributes = { 'messaging.destination.name': topic, 'cloudevents.event_id': event.id, 'cloudevents.event_type': event.type };
-  const made = Date.parse(event.time);
+  // Spans that pass no context on are made only when recorded: unrecorded, they would cost ids and
+  // an object per message for nothing.
+  const made = current?.exporting ? Date.parse(event.time) : NaN;
   if (Number.isFinite(made) && made <= Date.now()) tracer().startSpan('wait in queue', { startTime: made, attributes }, parent).end();
   const span = tracer().startSpan(`consume ${event.type}`, { kind: SpanKind.CONSUMER, attributes }, parent);
   const fail = (err: unknown) => {
@@ -185,13 +187,13 @@ export async function attemptInTrace<R extends { kind: string; retryAfterMs?: nu
 ): Promise<{ result: R; sentAt: number }> {
   const parent = context.active();
   const attributes = { 'erp.operation.kind': op.kind, 'erp.operation.id': op.operationId, 'erp.attempt': attempt };
-  const waiting = tracer().startSpan('wait for pace', { attributes }, parent);
+  const waiting = current?.exporting ? tracer().startSpan('wait for pace', { attributes }, parent) : undefined;
   let calling: Span | undefined;
   let sentAt = Date.now();
   try {
     const result = await run((send) => {
       sentAt = Date.now();
-      waiting.end(sentAt);
+      waiting?.end(sentAt);
       calling = tracer().startSpan('erp attempt', { kind: SpanKind.CLIENT, attributes, startTime: sentAt }, parent);
       return context.with(trace.setSpan(parent, calling), send);
     });
@@ -203,7 +205,7 @@ export async function attemptInTrace<R extends { kind: string; retryAfterMs?: nu
     calling?.setStatus({ code: SpanStatusCode.ERROR, message: err instanceof Error ? err.message : String(err) });
     throw err;
   } finally {
-    waiting.end(); // a no-op when the call began
+    waiting?.end(); // a no-op when the call began
     calling?.end();
   }
 }
