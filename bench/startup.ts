@@ -1,0 +1,99 @@
+// What a process costs before it does any work: the CPU seconds and resident memory of the broker
+// and of a worker from their start until they are ready (the broker listening, the worker
+// consuming), each started BENCH_STARTS times, on the embedded defaults (SQLite) and on Redis (the
+// broker's sessions, queues and fan-out, the workers' leases) side by side in one run. A single
+// node never loads the Redis parts; the difference between the two rows is what they cost.
+//
+// It matters where processes start often or start under load: a worker that starts while another
+// already drains a backlog takes its CPU from the drain (npm run demo:rate-limit restarts both).
+// Needs redis-server for the Redis rows (apt-get install -y redis-server); without it they are skipped.
+//
+//   npm run bench:startup   (BENCH_STARTS=5; processes compiled, BENCH_FROM=source runs them through tsx)
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startBroker } from '../harness/broker.js';
+import { entryFrom, startProcess } from '../harness/process.js';
+import { startRedis, type RunningRedis } from '../harness/redis.js';
+import { findProgram } from '../lib/programs.js';
+import { cpuSeconds, rssMiB } from './cpu.js';
+import { processesFrom } from './from.js';
+
+const STARTS = Number(process.env.BENCH_STARTS ?? 5);
+if (!Number.isInteger(STARTS) || STARTS < 1) throw new Error('BENCH_STARTS must be a whole number of at least 1');
+const FROM = processesFrom('BENCH_FROM');
+
+interface Reading {
+  cpu: number;
+  rss: number;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/** One start of the broker, then of one worker against it: both read once ready. */
+async function startOnce(redis: RunningRedis | undefined): Promise<{ broker: Reading; worker: Reading }> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'bench-startup-'));
+  const onRedis = (env: Record<string, string>) => (redis ? env : {});
+  const broker = await startBroker({
+    compiled: FROM === 'dist',
+    env: { DATA_DIR: join(dataDir, 'broker'), LOG_LEVEL: 'info', ...onRedis({ BROKER_STORE: 'redis', BROKER_REDIS_URL: redis?.url ?? '' }) },
+  });
+  try {
+    const brokerReading = { cpu: cpuSeconds(broker.process.pid) ?? NaN, rss: rssMiB(broker.process.pid) ?? NaN };
+    const worker = await startProcess({
+      name: 'worker',
+      ...entryFrom('workers/main.ts', FROM === 'dist'),
+      env: {
+        DATA_DIR: dataDir,
+        HTTP_PORT: '0',
+        MQTT_URL: broker.mqttUrl,
+        ERP_URL: 'http://127.0.0.1:9',
+        WORKER_ID: 'worker-1',
+        BROKER_METRICS_URL: `${broker.httpUrl}/metrics`,
+        ...onRedis({ LEASE_STORE: 'redis', LEASE_REDIS_URL: redis?.url ?? '' }),
+      },
+      ready: (line) => line.msg === 'worker consuming',
+    });
+    const workerReading = { cpu: cpuSeconds(worker.child.pid) ?? NaN, rss: rssMiB(worker.child.pid) ?? NaN };
+    await worker.stop();
+    return { broker: brokerReading, worker: workerReading };
+  } finally {
+    await broker.stop();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+async function row(label: string, redis: RunningRedis | undefined) {
+  const runs: { broker: Reading; worker: Reading }[] = [];
+  // Alternating rows would share the machine's moments; here each row's starts run back to back,
+  // and the first start of all (files not yet in the page cache) is not counted.
+  for (let i = 0; i < STARTS; i++) runs.push(await startOnce(redis));
+  const of = (who: 'broker' | 'worker', what: keyof Reading) => median(runs.map((r) => r[who][what]));
+  return { label, broker: { cpu: of('broker', 'cpu'), rss: of('broker', 'rss') }, worker: { cpu: of('worker', 'cpu'), rss: of('worker', 'rss') } };
+}
+
+await startOnce(undefined);
+const rows = [await row('SQLite (the defaults)', undefined)];
+if (findProgram('redis-server')) {
+  const redis = await startRedis();
+  try {
+    rows.push(await row('Redis', redis));
+  } finally {
+    await redis.stop();
+  }
+} else {
+  process.stderr.write('redis-server not installed (apt-get install -y redis-server): the Redis row is skipped\n');
+}
+
+console.log(`start until ready, medians of ${STARTS} starts each (${FROM === 'dist' ? 'compiled' : 'from source'}):`);
+console.log(`${'store'.padEnd(24)}${'broker CPU s'.padStart(14)}${'broker RSS MiB'.padStart(16)}${'worker CPU s'.padStart(14)}${'worker RSS MiB'.padStart(16)}`);
+for (const r of rows) {
+  console.log(`${r.label.padEnd(24)}${r.broker.cpu.toFixed(2).padStart(14)}${r.broker.rss.toFixed(0).padStart(16)}${r.worker.cpu.toFixed(2).padStart(14)}${r.worker.rss.toFixed(0).padStart(16)}`);
+}
+if (rows.length === 2) {
+  const [sqlite, redis] = rows as [(typeof rows)[number], (typeof rows)[number]];
+  console.log(
+    `the Redis parts cost at start: broker ${(redis.broker.cpu - sqlite.broker.cpu).toFixed(2)} CPU s and ${(redis.broker.rss - sqlite.broker.rss).toFixed(0)} MiB, ` +
+      `worker ${(redis.worker.cpu - sqlite.worker.cpu).toFixed(2)} CPU s and ${(redis.worker.rss - sqlite.worker.rss).toFixed(0)} MiB (SQLite ÷ Redis, CPU: broker ${(sqlite.broker.cpu / redis.broker.cpu).toFixed(2)}, worker ${(sqlite.worker.cpu / redis.worker.cpu).toFixed(2)})`,
+  );
+}
