@@ -30,6 +30,7 @@ import { findProgram } from '../lib/programs.js';
 import { shareOf, stockReserved } from '../lib/topics.js';
 import { cpuSeconds } from './cpu.js';
 import { connectClient } from '../harness/mqtt.js';
+import { median } from './figures.js';
 
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 20_000);
 const PAYLOADS = (process.env.BENCH_PAYLOAD_BYTES ?? '256,1024').split(',').map((n) => Buffer.alloc(Number(n), 'x'));
@@ -184,7 +185,6 @@ for (const payload of PAYLOADS) {
 await Promise.all(contenders.map((c) => c.stop()));
 rmSync(dir, { recursive: true, force: true });
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 for (const payload of PAYLOADS) {
   const size = payload.length;
   /** A contender's median at this size, of its rates or of its CPU per message. */

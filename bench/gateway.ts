@@ -15,6 +15,7 @@ import { startGateway } from '../gateway/nginx.js';
 import { freePort, startProcess, type Proc } from '../harness/process.js';
 import { findProgram } from '../lib/programs.js';
 import { sampleOrder } from '../harness/stack.js';
+import { median } from './figures.js';
 
 const DURATION = Number(process.env.BENCH_DURATION ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
@@ -48,8 +49,6 @@ async function load(base: string, duration: number): Promise<Run> {
   });
   return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, failed: result.non2xx + result.errors };
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 try {
   const [mqttPort, wsPort, brokerHttp, ordersPort] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);

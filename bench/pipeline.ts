@@ -42,6 +42,7 @@ import { ROOT, freePort, startProcess } from '../harness/process.js';
 import { sampleOrder, startGatewayFor, startStack, type Stack } from '../harness/stack.js';
 import { parseShareGauge } from '../workers/backlog.js';
 import { childPids, cpuSeconds } from './cpu.js';
+import { median } from './figures.js';
 
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 20);
 const ACCEPT_SECONDS = Number(process.env.BENCH_ACCEPT_SECONDS ?? 8);
@@ -58,7 +59,6 @@ if (!findProgram('nginx')) {
   process.exit(1);
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const say = (line: string) => process.stderr.write(`${line}\n`);
 
 interface Load {

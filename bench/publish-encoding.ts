@@ -14,6 +14,7 @@
 import { Writable } from 'node:stream';
 import mqttPacket from 'mqtt-packet';
 import { encodePublish, stampPublish } from '../broker/publish-packet.js';
+import { median } from './figures.js';
 
 const DELIVERIES = Number(process.env.BENCH_DELIVERIES ?? 200_000);
 const PAYLOADS = (process.env.BENCH_PAYLOAD_BYTES ?? '256,1024,20480,3145728').split(',').map(Number);
@@ -95,7 +96,6 @@ const writeToStream: Way = {
 };
 
 const ways = [stamp, generate, writeToStream];
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 console.log(`deliveries per second, ${ROUNDS} rounds alternating, passes of ${PASS}; node ${process.version}`);
 console.log(['payload B', 'deliveries', ...ways.map((w) => w.name), ...ways.slice(1).map((w) => `${w.name} / stamp`)].join('\t'));

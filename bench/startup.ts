@@ -18,6 +18,7 @@ import { startRedis, type RunningRedis } from '../harness/redis.js';
 import { findProgram } from '../lib/programs.js';
 import { cpuSeconds, rssMiB } from './cpu.js';
 import { processesFrom } from './from.js';
+import { median } from './figures.js';
 
 const STARTS = Number(process.env.BENCH_STARTS ?? 5);
 if (!Number.isInteger(STARTS) || STARTS < 1) throw new Error('BENCH_STARTS must be a whole number of at least 1');
@@ -27,8 +28,6 @@ interface Reading {
   cpu: number;
   rss: number;
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 /** One start of the broker, then of one worker against it: both read once ready. */
 async function startOnce(redis: RunningRedis | undefined): Promise<{ broker: Reading; worker: Reading }> {
