@@ -1,7 +1,7 @@
 // What a process costs before it does any work: the CPU seconds and resident memory of the broker
 // and of a worker from their start until they are ready (the broker listening, the worker
 // consuming), each started BENCH_STARTS times, on the embedded defaults (SQLite) and on Redis (the
-// broker's sessions, queues and fan-out, the workers' leases) side by side in one run. A single
+// broker's sessions, queues and fan-out, the workers' leases) in turns, in one run. A single
 // node never loads the Redis parts; the difference between the two rows is what they cost.
 //
 // It matters where processes start often or start under load: a worker that starts while another
@@ -62,27 +62,28 @@ async function startOnce(redis: RunningRedis | undefined): Promise<{ broker: Rea
   }
 }
 
-async function row(label: string, redis: RunningRedis | undefined) {
-  const runs: { broker: Reading; worker: Reading }[] = [];
-  // Alternating rows would share the machine's moments; here each row's starts run back to back,
-  // and the first start of all (files not yet in the page cache) is not counted.
-  for (let i = 0; i < STARTS; i++) runs.push(await startOnce(redis));
+/** Medians of the readings of one store's starts. */
+function row(label: string, runs: { broker: Reading; worker: Reading }[]) {
   const of = (who: 'broker' | 'worker', what: keyof Reading) => median(runs.map((r) => r[who][what]));
   return { label, broker: { cpu: of('broker', 'cpu'), rss: of('broker', 'rss') }, worker: { cpu: of('worker', 'cpu'), rss: of('worker', 'rss') } };
 }
 
-await startOnce(undefined);
-const rows = [await row('SQLite (the defaults)', undefined)];
-if (findProgram('redis-server')) {
-  const redis = await startRedis();
-  try {
-    rows.push(await row('Redis', redis));
-  } finally {
-    await redis.stop();
+const redis = findProgram('redis-server') ? await startRedis() : undefined;
+if (!redis) process.stderr.write('redis-server not installed (apt-get install -y redis-server): the Redis row is skipped\n');
+const sqliteStarts: { broker: Reading; worker: Reading }[] = [];
+const redisStarts: { broker: Reading; worker: Reading }[] = [];
+try {
+  // The first start of all (files not yet in the page cache) is not counted; then the two stores
+  // take turns, so that both rows see the machine's same moments.
+  await startOnce(undefined);
+  for (let i = 0; i < STARTS; i++) {
+    sqliteStarts.push(await startOnce(undefined));
+    if (redis) redisStarts.push(await startOnce(redis));
   }
-} else {
-  process.stderr.write('redis-server not installed (apt-get install -y redis-server): the Redis row is skipped\n');
+} finally {
+  await redis?.stop();
 }
+const rows = [row('SQLite (the defaults)', sqliteStarts), ...(redis ? [row('Redis', redisStarts)] : [])];
 
 console.log(`start until ready, medians of ${STARTS} starts each (${FROM === 'dist' ? 'compiled' : 'from source'}):`);
 console.log(`${'store'.padEnd(24)}${'broker CPU s'.padStart(14)}${'broker RSS MiB'.padStart(16)}${'worker CPU s'.padStart(14)}${'worker RSS MiB'.padStart(16)}`);
@@ -90,9 +91,9 @@ for (const r of rows) {
   console.log(`${r.label.padEnd(24)}${r.broker.cpu.toFixed(2).padStart(14)}${r.broker.rss.toFixed(0).padStart(16)}${r.worker.cpu.toFixed(2).padStart(14)}${r.worker.rss.toFixed(0).padStart(16)}`);
 }
 if (rows.length === 2) {
-  const [sqlite, redis] = rows as [(typeof rows)[number], (typeof rows)[number]];
+  const [sqliteRow, redisRow] = rows as [(typeof rows)[number], (typeof rows)[number]];
   console.log(
-    `the Redis parts cost at start: broker ${(redis.broker.cpu - sqlite.broker.cpu).toFixed(2)} CPU s and ${(redis.broker.rss - sqlite.broker.rss).toFixed(0)} MiB, ` +
-      `worker ${(redis.worker.cpu - sqlite.worker.cpu).toFixed(2)} CPU s and ${(redis.worker.rss - sqlite.worker.rss).toFixed(0)} MiB (SQLite ÷ Redis, CPU: broker ${(sqlite.broker.cpu / redis.broker.cpu).toFixed(2)}, worker ${(sqlite.worker.cpu / redis.worker.cpu).toFixed(2)})`,
+    `the Redis parts cost at start: broker ${(redisRow.broker.cpu - sqliteRow.broker.cpu).toFixed(2)} CPU s and ${(redisRow.broker.rss - sqliteRow.broker.rss).toFixed(0)} MiB, ` +
+      `worker ${(redisRow.worker.cpu - sqliteRow.worker.cpu).toFixed(2)} CPU s and ${(redisRow.worker.rss - sqliteRow.worker.rss).toFixed(0)} MiB (SQLite ÷ Redis, CPU: broker ${(sqliteRow.broker.cpu / redisRow.broker.cpu).toFixed(2)}, worker ${(sqliteRow.worker.cpu / redisRow.worker.cpu).toFixed(2)})`,
   );
 }
