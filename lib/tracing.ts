@@ -138,8 +138,10 @@ export function consumeInTrace<R>(event: Traced, topic: string, effect: () => R)
   const attributes = { 'messaging.destination.name': topic, 'cloudevents.event_id': event.id, 'cloudevents.event_type': event.type };
   // Spans that pass no context on are made only when recorded: unrecorded, they would cost ids and
   // an object per message for nothing.
-  const made = current?.exporting ? Date.parse(event.time) : NaN;
-  if (Number.isFinite(made) && made <= Date.now()) tracer().startSpan('wait in queue', { startTime: made, attributes }, parent).end();
+  if (current?.exporting) {
+    const made = Date.parse(event.time);
+    if (Number.isFinite(made) && made <= Date.now()) tracer().startSpan('wait in queue', { startTime: made, attributes }, parent).end();
+  }
   const span = tracer().startSpan(`consume ${event.type}`, { kind: SpanKind.CONSUMER, attributes }, parent);
   const fail = (err: unknown) => {
     span.recordException(err as Error);
