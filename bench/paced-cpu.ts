@@ -1,0 +1,95 @@
+// Issue 14's goal for the paced path: the CPU seconds the broker and the workers spend per 1,000
+// paced records, at most half of what the code spent when the issue was filed. Measured side by
+// side: `demo:rate-limit` of this tree and of an earlier commit (BENCH_BASE: 14b09b6 by default,
+// main just before the issue's first change, when each consuming connection held one message) run
+// in turns on the same machine, and the medians compared.
+//
+// The base runs in a git worktree with this tree's node_modules. Its demo did not print CPU yet:
+// bench/cpu.ts is copied in and bench/baseline/<base>-demo-cpu.patch adds the same meter as this
+// tree's demo has (the broker from when the records are queued, each worker from when it is
+// consuming). Both run their processes through tsx (the base cannot run compiled), so this tree's
+// demo runs with DEMO_FROM=source. DEMO_RECORDS and the other DEMO_* variables reach both.
+//
+//   npm run bench:paced-cpu   (BENCH_BASE=14b09b6 BENCH_ROUNDS=3)
+import { execFileSync, spawn } from 'node:child_process';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { median } from './figures.js';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const BASE = process.env.BENCH_BASE ?? '14b09b6';
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+if (!/^[0-9a-f]{7,40}$/.test(BASE)) throw new Error(`BENCH_BASE must be a commit id, not ${BASE}`);
+if (!Number.isInteger(ROUNDS) || ROUNDS < 1) throw new Error(`BENCH_ROUNDS must be a positive integer, not ${process.env.BENCH_ROUNDS}`);
+
+const CPU_LINE = /CPU seconds per 1,000 records: broker ([\d.]+), workers ([\d.]+), together ([\d.]+); the ERP sandbox ([\d.]+)/;
+const PACED_ROW = /^ paced\s+(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)/m;
+
+interface Run {
+  code: string;
+  broker: number;
+  workers: number;
+  together: number;
+  erp: number;
+  records: number;
+  throttled: number;
+  seconds: number;
+}
+
+/** A worktree of the base commit, with this tree's node_modules and, where its demo lacks one, the CPU meter. */
+function baseTree(): string {
+  const dir = mkdtempSync(join(tmpdir(), `paced-cpu-${BASE}-`));
+  rmSync(dir, { recursive: true });
+  execFileSync('git', ['worktree', 'add', '--detach', dir, BASE], { cwd: root, stdio: 'ignore' });
+  symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'));
+  if (!readFileSync(join(dir, 'bench/rate-limit.ts'), 'utf8').includes('CPU seconds per 1,000 records')) {
+    const patch = join(root, 'bench/baseline', `${BASE}-demo-cpu.patch`);
+    if (!existsSync(patch)) throw new Error(`${BASE}'s demo prints no CPU figures and there is no ${patch} to add them`);
+    copyFileSync(join(root, 'bench/cpu.ts'), join(dir, 'bench/cpu.ts'));
+    execFileSync('git', ['apply', patch], { cwd: dir });
+  }
+  return dir;
+}
+
+/** One `demo:rate-limit` in `cwd`; its figures, parsed from what it prints. */
+function demo(code: string, cwd: string): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/rate-limit.ts'], { cwd, env: { ...process.env, DEMO_FROM: 'source' }, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.on('error', reject);
+    child.on('exit', (status) => {
+      const cpu = CPU_LINE.exec(out);
+      const row = PACED_ROW.exec(out);
+      if (status !== 0 || !cpu || !row) return reject(new Error(`${code}'s demo ended with ${status} and printed:\n${out}`));
+      const [broker, workers, together, erp] = cpu.slice(1).map(Number) as [number, number, number, number];
+      resolve({ code, broker, workers, together, erp, records: Number(row[1]), throttled: Number(row[3]), seconds: Number(row[4]) });
+    });
+  });
+}
+
+const fmt = (r: Run) => `${r.code.padEnd(8)} broker ${r.broker.toFixed(3)}  workers ${r.workers.toFixed(3)}  together ${r.together.toFixed(3)}  ERP sandbox ${r.erp.toFixed(3)}  (${r.records} records in ${r.seconds.toFixed(2)} s, ${r.throttled} × 429)`;
+
+const dir = baseTree();
+const runs: Run[] = [];
+try {
+  console.log(`CPU seconds per 1,000 paced records, ${BASE} and this tree in turns, ${ROUNDS} round(s) (DEMO_RECORDS=${process.env.DEMO_RECORDS ?? 10_000})`);
+  for (let round = 0; round < ROUNDS; round++) {
+    // Each round the other one goes first, so that neither always meets the machine as the other left it.
+    const order: Array<[string, string]> = round % 2 === 0 ? [[BASE, dir], ['this', root]] : [['this', root], [BASE, dir]];
+    for (const [code, cwd] of order) {
+      const run = await demo(code, cwd);
+      runs.push(run);
+      console.log(`  ${fmt(run)}`);
+    }
+  }
+} finally {
+  execFileSync('git', ['worktree', 'remove', '--force', dir], { cwd: root, stdio: 'ignore' });
+}
+const of = (code: string, key: 'broker' | 'workers' | 'together' | 'erp') => median(runs.filter((r) => r.code === code).map((r) => r[key]));
+console.log('medians:');
+for (const code of [BASE, 'this']) console.log(`  ${code.padEnd(8)} broker ${of(code, 'broker').toFixed(3)}  workers ${of(code, 'workers').toFixed(3)}  together ${of(code, 'together').toFixed(3)}  ERP sandbox ${of(code, 'erp').toFixed(3)}`);
+const ratio = of('this', 'together') / of(BASE, 'together');
+console.log(`this tree / ${BASE}, broker + workers: ${ratio.toFixed(2)} × (goal ≤ 0.5: ${ratio <= 0.5 ? 'met' : 'not met'}); the ERP sandbox ${(of('this', 'erp') / of(BASE, 'erp')).toFixed(2)} ×`);
