@@ -123,13 +123,19 @@ describe('a worker that cannot consume', () => {
 });
 
 describe('the worker process’s settings', () => {
-  it('refuses WORKER_ERP_CONCURRENCY outside 1–1024, or not a whole number, at start and names it', async () => {
-    for (const bad of ['0', '1025', '2.5', 'many']) {
-      await assert.rejects(
-        startProcess({ name: 'worker', entry: 'workers/main.ts', env: { WORKER_ERP_CONCURRENCY: bad } }),
-        /exited with 78[\s\S]*WORKER_ERP_CONCURRENCY/,
-        `WORKER_ERP_CONCURRENCY=${bad}`,
-      );
+  it('refuses WORKER_ERP_CONCURRENCY outside 1–1024 and WORKER_ERP_CONNECTIONS outside 1–256, or not whole numbers, at start and names them', async () => {
+    const cases: Array<[string, string[]]> = [
+      ['WORKER_ERP_CONCURRENCY', ['0', '1025', '2.5', 'many']],
+      ['WORKER_ERP_CONNECTIONS', ['0', '257', '1.5', 'few']],
+    ];
+    for (const [name, values] of cases) {
+      for (const bad of values) {
+        await assert.rejects(
+          startProcess({ name: 'worker', entry: 'workers/main.ts', env: { [name]: bad } }),
+          new RegExp(`exited with 78[\\s\\S]*${name}`),
+          `${name}=${bad}`,
+        );
+      }
     }
   });
 });

@@ -18,8 +18,10 @@ export type ErpResult =
 export class ErpClient {
   // undici rather than node:http or fetch: at thousands of calls per second the client's own cost
   // per call is what limits a worker, and undici's is about half of node:http's (bench figures in
-  // docs/benchmarks.md). A few keep-alive connections, each carrying several requests at once
-  // (HTTP/1.1 pipelining): requests released together by the pacer leave in fewer writes. Pipelining
+  // docs/benchmarks.md). Keep-alive connections, each carrying several requests at once (HTTP/1.1
+  // pipelining): requests released together by the pacer leave in fewer writes. The worker sizes the
+  // pool to what its pacer may release at once (WORKER_ERP_CONNECTIONS): a request that queued here
+  // would reach the ERP later than its credit was released. Pipelining
   // a POST is safe here because the ERP records an operation once per operation id however often it
   // is sent; a request cut off with its connection is retried by the caller.
   readonly #pool: Pool;
@@ -28,7 +30,7 @@ export class ErpClient {
   constructor(
     baseUrl: string,
     private readonly timeoutMs = 5000,
-    { connections = 8, pipelining = 4 } = {},
+    { connections = 32, pipelining = 4 } = {},
   ) {
     const url = new URL('/erp/records', baseUrl);
     this.#path = url.pathname;

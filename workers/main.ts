@@ -36,7 +36,9 @@ const config = loadConfig({
   ERP_TIMEOUT_MS: positiveInt(5000),
   WORKER_MAX_ATTEMPTS: positiveInt(8),
   /** ERP attempts per workflow under way at once (waiting for pacing credit or at the ERP); more messages may be in hand. */
-  WORKER_ERP_CONCURRENCY: z.coerce.number().int().min(1).max(1024).default(32),
+  WORKER_ERP_CONCURRENCY: z.coerce.number().int().min(1).max(1024).default(128),
+  /** Keep-alive connections to the ERP, each carrying up to 4 requests at once (HTTP/1.1 pipelining). */
+  WORKER_ERP_CONNECTIONS: z.coerce.number().int().min(1).max(256).default(32),
   /** Stable per worker process: its persistent MQTT sessions (and queued messages) are keyed by it. */
   WORKER_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,48}$/).default(`worker-${hostname()}`.slice(0, 48)),
   /** `shared` joins the order-workers / stock-workers groups ($share/…) so several workers split the work. */
