@@ -40,6 +40,11 @@ interface Run {
 
 /** A worktree of the base commit, with this tree's node_modules and, where its demo lacks one, the CPU meter. */
 function baseTree(): string {
+  try {
+    execFileSync('git', ['cat-file', '-e', `${BASE}^{commit}`], { cwd: root, stdio: 'ignore' });
+  } catch {
+    throw new Error(`BENCH_BASE ${BASE} is not in this clone's history (a shallow clone? git fetch --unshallow)`);
+  }
   const dir = mkdtempSync(join(tmpdir(), `paced-cpu-${BASE}-`));
   rmSync(dir, { recursive: true });
   execFileSync('git', ['worktree', 'add', '--detach', dir, BASE], { cwd: root, stdio: 'ignore' });
