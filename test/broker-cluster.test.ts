@@ -77,7 +77,7 @@ class Cluster {
   node(name: string): Node {
     const n = this.nodes.get(name);
     if (!n) throw new Error(`no node ${name}`);
-    return { name, url: n.mqttUrl };
+    return { name, url: n.mqttUrl, logs: n.logs };
   }
 
   running(name: string): boolean {

@@ -14,7 +14,15 @@ const SUBACK_MS = 30_000;
 export interface Node {
   name: string;
   url: string;
+  /** The node's log lines so far (JSON), quoted when it fails a client. */
+  logs?: readonly string[];
 }
+
+/** What a node said at warn level or above, its last few lines, for a failure's message. */
+const warnings = (node: Node): string => {
+  const lines = (node.logs ?? []).filter((l) => /"level":(4|5|6)\d/.test(l)).slice(-8);
+  return lines.length > 0 ? `; ${node.name} warned:\n${lines.join('\n')}` : `; ${node.name} logged no warning`;
+};
 
 export interface Login {
   username: string;
@@ -145,7 +153,9 @@ export class Subscriber {
     if (!this.#subscribed || this.opts.clean) {
       // Bounded: a SUBACK that never comes (a node whose fan-out lost its own subscription broadcast)
       // fails the test with the node's name instead of holding the test file until its time limit.
-      await withinDeadline(client.subscribeAsync(this.opts.filter, { qos: 1 }), Date.now() + SUBACK_MS, `${this.id}: no SUBACK from ${node.name} within ${SUBACK_MS} ms`);
+      await withinDeadline(client.subscribeAsync(this.opts.filter, { qos: 1 }), Date.now() + SUBACK_MS, `${this.id}: no SUBACK from ${node.name} within ${SUBACK_MS} ms`).catch((err: unknown) => {
+        throw new Error(`${err instanceof Error ? err.message : String(err)}${warnings(node)}`);
+      });
       this.#subscribed = true;
     }
   }
