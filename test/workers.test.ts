@@ -13,7 +13,8 @@ import { connectPublisher, erpStats, movementMessages, publishAll, startWorkerSy
 describe('stock movements', () => {
   let system: WorkerSystem;
   before(async () => {
-    system = await startWorkerSystem({ workers: 2, erpCapacityRu: 2000 });
+    // Three ERP connections each (12 places): about ten operations leave a worker per pacing slice.
+    system = await startWorkerSystem({ workers: 2, erpCapacityRu: 2000, workerEnv: { WORKER_ERP_CONNECTIONS: '3' } });
   });
   after(async () => {
     await system?.stop();
@@ -52,6 +53,8 @@ describe('stock movements', () => {
     // first call (a timeout on a loaded machine); a 429 is an answer, and is never a duplicate.
     const unanswered = [...text.matchAll(/^worker_erp_calls_total\{[^}]*result="unavailable"[^}]*\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
     assert.ok(stats.duplicates <= unanswered, `${stats.duplicates} duplicates at the ERP, but only ${unanswered} calls went unanswered`);
+    const connections = Number(text.match(/^worker_erp_connections(?:\{[^}]*\})? (\d+)/m)?.[1]);
+    assert.ok(connections >= 1 && connections <= 3, `${connections} connections to the ERP, WORKER_ERP_CONNECTIONS=3`);
     for (const name of ['worker_lease_partitions', 'worker_pacing_rate_ru', 'worker_backlog_messages', 'worker_erp_throttled_total', 'worker_erp_retries_total', 'worker_dead_letters_total']) {
       assert.match(text, new RegExp(`^# TYPE ${name} `, 'm'), `${name} is exported`);
     }

@@ -15,10 +15,25 @@ export type ErpResult =
   | { kind: 'throttled'; retryAfterMs: number }
   | { kind: 'unavailable'; reason: string };
 
+/** Keep-alive connections to the ERP by default (the worker's WORKER_ERP_CONNECTIONS), each carrying up to 4 requests. */
+export const ERP_CONNECTIONS = 32;
+
+/** An ERP answer's body beyond this is not read: its answers are a few hundred bytes. */
+const MAX_ANSWER_BYTES = 64 * 1024;
+
+interface Answer {
+  status: number;
+  /** The Retry-After headers, when given (lower-case names). */
+  retryAfter: RetryAfterHeaders;
+  body: string;
+}
+
 export class ErpClient {
   // undici rather than node:http or fetch: at thousands of calls per second the client's own cost
   // per call is what limits a worker, and undici's is about half of node:http's (bench figures in
-  // docs/benchmarks.md). Keep-alive connections, each carrying several requests at once (HTTP/1.1
+  // docs/benchmarks.md). Its low-level dispatch, not `request`: an answer is collected straight
+  // into a string, without the readable stream, async resource and promise `request` makes for
+  // each call. Keep-alive connections, each carrying several requests at once (HTTP/1.1
   // pipelining): requests released together by the pacer leave in fewer writes. The worker sizes the
   // pool to what its pacer may release at once (WORKER_ERP_CONNECTIONS): a request that queued here
   // would reach the ERP later than its credit was released. Pipelining
@@ -30,15 +45,20 @@ export class ErpClient {
   constructor(
     baseUrl: string,
     private readonly timeoutMs = 5000,
-    { connections = 32, pipelining = 4 } = {},
+    { connections = ERP_CONNECTIONS, pipelining = 4 } = {},
   ) {
     const url = new URL('/erp/records', baseUrl);
     this.#path = url.pathname;
     this.#pool = new Pool(url.origin, { connections, pipelining, headersTimeout: timeoutMs, bodyTimeout: timeoutMs, keepAliveTimeout: 30_000 });
   }
 
+  /** Connections to the ERP open now (for the worker's metrics). */
+  get connections(): number {
+    return this.#pool.stats.connected;
+  }
+
   async record(op: ErpOperation): Promise<ErpResult> {
-    let res: { status: number; headers: Headers; body: string };
+    let res: Answer;
     try {
       res = await this.#send('POST', this.#path, JSON.stringify(op));
     } catch (err) {
@@ -53,7 +73,7 @@ export class ErpClient {
     if (res.status === 200 || res.status === 201) {
       return { kind: 'recorded', reference: String(body.reference), duplicate: body.duplicate === true };
     }
-    if (res.status === 429) return { kind: 'throttled', retryAfterMs: retryAfterMs(res.headers) };
+    if (res.status === 429) return { kind: 'throttled', retryAfterMs: retryAfterMs(res.retryAfter) };
     if (res.status >= 400 && res.status < 500) {
       return { kind: 'refused', reason: `ERP refused (${res.status}): ${body.detail ?? body.title ?? 'no detail'}` };
     }
@@ -79,31 +99,74 @@ export class ErpClient {
     return this.#pool.close();
   }
 
-  async #send(method: 'GET' | 'POST', path: string, body?: string): Promise<{ status: number; headers: Headers; body: string }> {
-    const res = await this.#pool.request({
-      method,
-      path,
-      idempotent: true,
-      // The caller's trace continues at the ERP (W3C traceparent; lib/tracing.ts).
-      headers: { ...carrierOf(), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      ...(body === undefined ? {} : { body }),
+  #send(method: 'GET' | 'POST', path: string, body?: string): Promise<Answer> {
+    // The caller's trace continues at the ERP (W3C traceparent; lib/tracing.ts).
+    const headers: string[] = [];
+    for (const [name, value] of Object.entries(carrierOf())) if (value !== undefined) headers.push(name, value);
+    if (body !== undefined) headers.push('content-type', 'application/json');
+    return new Promise<Answer>((resolve, reject) => {
+      let status = 0;
+      let retryAfter: RetryAfterHeaders = {};
+      let chunks: Buffer[] = [];
+      let size = 0;
+      let abort: ((err?: Error) => void) | undefined;
+      this.#pool.dispatch(
+        { method, path, idempotent: true, headers, ...(body === undefined ? {} : { body }) },
+        {
+          // Called again when a pipelined request is sent again: what an earlier try read is dropped.
+          onConnect(abortRequest) {
+            abort = abortRequest;
+            status = 0;
+            retryAfter = {};
+            chunks = [];
+            size = 0;
+          },
+          onHeaders(statusCode, raw) {
+            status = statusCode;
+            retryAfter = retryAfterOf(raw);
+            return true;
+          },
+          onData(chunk) {
+            size += chunk.length;
+            if (size > MAX_ANSWER_BYTES) abort?.(new Error(`ERP answer over ${MAX_ANSWER_BYTES} bytes`));
+            else chunks.push(chunk);
+            return true;
+          },
+          onComplete() {
+            resolve({ status, retryAfter, body: chunks.length === 1 ? chunks[0]!.toString() : Buffer.concat(chunks).toString() });
+          },
+          onError: reject,
+        },
+      );
     });
-    const text = await res.body.text();
-    const headers = new Headers();
-    for (const name of ['retry-after', 'retry-after-ms']) {
-      const v = res.headers[name];
-      if (typeof v === 'string') headers.set(name, v);
-    }
-    return { status: res.statusCode, headers, body: text };
   }
 }
 
+/** The two Retry-After headers of an answer, when present. */
+export interface RetryAfterHeaders {
+  'retry-after'?: string;
+  'retry-after-ms'?: string;
+}
+
+/** Picks the Retry-After headers out of undici's raw header list (name, value, name, value …). */
+function retryAfterOf(raw: Buffer[]): RetryAfterHeaders {
+  const found: RetryAfterHeaders = {};
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!;
+    // Only names of the right length are decoded: most answers carry neither header.
+    if (name.length !== 11 && name.length !== 14) continue;
+    const lower = name.toString('latin1').toLowerCase();
+    if (lower === 'retry-after' || lower === 'retry-after-ms') found[lower] = raw[i + 1]!.toString('latin1');
+  }
+  return found;
+}
+
 /** Retry-After in ms: the precise `retry-after-ms` when given, else the standard header (seconds or date). */
-export function retryAfterMs(headers: Headers, fallbackMs = 1000): number {
-  const ms = Number(headers.get('retry-after-ms'));
+export function retryAfterMs(headers: RetryAfterHeaders, fallbackMs = 1000): number {
+  const ms = Number(headers['retry-after-ms']);
   if (Number.isFinite(ms) && ms > 0) return Math.min(ms, 60_000);
-  const value = headers.get('retry-after');
-  if (value === null) return fallbackMs;
+  const value = headers['retry-after'];
+  if (value === undefined) return fallbackMs;
   const seconds = Number(value);
   if (Number.isFinite(seconds) && seconds >= 0) return Math.min(seconds * 1000, 60_000);
   const date = Date.parse(value);

@@ -22,7 +22,7 @@ import { SHARED_GROUPS, shareOf } from '../lib/topics.js';
 import { PROCESSES } from '../lib/processes.js';
 import { ERP_OPERATION_COST_RU } from '../lib/erp-operations.js';
 import { BrokerBacklog } from './backlog.js';
-import { ErpClient, type ErpOperation } from './erp-client.js';
+import { ERP_CONNECTIONS, ErpClient, type ErpOperation } from './erp-client.js';
 import { SOURCE, orderWorkerRoutes } from './order-worker.js';
 import { pacedErp } from './paced-erp.js';
 import { stockWorkerRoutes } from './stock-worker.js';
@@ -38,7 +38,7 @@ const config = loadConfig({
   /** ERP attempts per workflow under way at once (waiting for pacing credit or at the ERP); more messages may be in hand. */
   WORKER_ERP_CONCURRENCY: z.coerce.number().int().min(1).max(1024).default(128),
   /** Keep-alive connections to the ERP, each carrying up to 4 requests at once (HTTP/1.1 pipelining). */
-  WORKER_ERP_CONNECTIONS: z.coerce.number().int().min(1).max(256).default(32),
+  WORKER_ERP_CONNECTIONS: z.coerce.number().int().min(1).max(256).default(ERP_CONNECTIONS),
   /** Stable per worker process: its persistent MQTT sessions (and queued messages) are keyed by it. */
   WORKER_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,48}$/).default(`worker-${hostname()}`.slice(0, 48)),
   /** `shared` joins the order-workers / stock-workers groups ($share/…) so several workers split the work. */
@@ -155,7 +155,8 @@ new Gauge({
 // --- MQTT -------------------------------------------------------------------------------------
 // Outcomes and dead letters go out on their own connection (see lib/mqtt.ts on why).
 const publisher = service.publisher();
-const erp = new ErpClient(config.ERP_URL, config.ERP_TIMEOUT_MS);
+const erp = new ErpClient(config.ERP_URL, config.ERP_TIMEOUT_MS, { connections: config.WORKER_ERP_CONNECTIONS });
+new Gauge({ name: 'worker_erp_connections', help: 'Connections to the ERP open now (at most WORKER_ERP_CONNECTIONS)', registers, collect() { this.set(erp.connections); } });
 const paced = pacedErp({
   erp,
   pacer,
