@@ -66,19 +66,26 @@ export class ErpStore {
    * group commit (main.ts) the calls of one turn share a commit and the answer waits for it.
    */
   record(operationId: string, kind: string, payload: unknown): { record: ErpRecord; duplicate: boolean } {
-    const result = this.db.transaction(() => {
-      const reference = `ERP-${operationId.slice(-12).toUpperCase()}`;
-      const acceptedAt = Date.now();
-      const stored = JSON.stringify(payload);
-      if (this.#sql.insert.run(operationId, kind, reference, stored, acceptedAt).changes === 1) {
-        return { record: toRecord({ operation_id: operationId, kind, reference, payload: stored, accepted_at: acceptedAt }), duplicate: false };
-      }
-      return { record: this.get(operationId)!, duplicate: true };
-    })();
+    const result = (this.#recordTx ??= this.db.transaction(this.#insert))(operationId, kind, payload);
     // Counted once committed: a turn whose commit fails loses its rows, and they were never counted.
     if (!result.duplicate) committed(this.db).then(() => this.#counts.set(kind, (this.#counts.get(kind) ?? 0) + 1), () => {});
     return result;
   }
+
+  /**
+   * The transaction, made once, at the first call (after main.ts set up group commit on the
+   * database): a better-sqlite3 transaction function made per call cost more than the insert.
+   */
+  #recordTx: ((operationId: string, kind: string, payload: unknown) => { record: ErpRecord; duplicate: boolean }) | undefined;
+  readonly #insert = (operationId: string, kind: string, payload: unknown): { record: ErpRecord; duplicate: boolean } => {
+    const reference = `ERP-${operationId.slice(-12).toUpperCase()}`;
+    const acceptedAt = Date.now();
+    if (this.#sql.insert.run(operationId, kind, reference, JSON.stringify(payload), acceptedAt).changes === 1) {
+      // The payload as given (it came from JSON and goes back as JSON), not parsed again from what was just serialised.
+      return { record: { operationId, kind, reference, payload, acceptedAt: new Date(acceptedAt).toISOString() }, duplicate: false };
+    }
+    return { record: this.get(operationId)!, duplicate: true };
+  };
 
   get(operationId: string): ErpRecord | undefined {
     const row = this.#sql.one.get(operationId);
