@@ -12,7 +12,7 @@
 //
 //   npm run bench:paced-cpu   (BENCH_BASE=14b09b6 BENCH_ROUNDS=3)
 import { execFileSync, spawn } from 'node:child_process';
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -46,7 +46,6 @@ function baseTree(): string {
     throw new Error(`BENCH_BASE ${BASE} is not in this clone's history (a shallow clone? git fetch --unshallow)`);
   }
   const dir = mkdtempSync(join(tmpdir(), `paced-cpu-${BASE}-`));
-  rmSync(dir, { recursive: true });
   execFileSync('git', ['worktree', 'add', '--detach', dir, BASE], { cwd: root, stdio: 'ignore' });
   symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'));
   if (!readFileSync(join(dir, 'bench/rate-limit.ts'), 'utf8').includes('CPU seconds per 1,000 records')) {
