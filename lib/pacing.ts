@@ -10,6 +10,16 @@
 // job costs Bottleneck several timer turns (≈ 400 jobs/s on a busy 2-core host), not enough for
 // thousands of calls per second. A 429 cuts the rate and stops releases until Retry-After; the
 // rate then recovers slowly. Bottleneck is used locally only: its Redis clustering is broken on Redis 7.
+//
+// The service meters one-second windows, and a bucket of one slice lets a window hold a slice too
+// many: credit that waited in the reservoir (nothing to spend it on, or every place under way
+// taken) goes out late in one slice, and the next ten slices go out at full rate after it. That
+// happened in the demo exactly when the workers first kept up with the ERP, and a tenth of a
+// window's worth came back as 429s. So releases are also held to the capacity over every sliding
+// window (`windowMs`, the service's one second) of what was really released: credit that would
+// take the last window past it waits, and is released as soon as the oldest release leaves the
+// window. The same bound holds when the capacity falls (leases handed to another process): what
+// was released at the old rate in the last second counts against the new one.
 import Bottleneck from 'bottleneck';
 
 export interface PacerOptions {
@@ -24,6 +34,8 @@ export interface PacerOptions {
   minFactor?: number;
   /** Share of the capacity regained per second after a cut. */
   recoveryPerSecond?: number;
+  /** The service's metering window: releases in any such sliding window stay within the capacity. */
+  windowMs?: number;
   now?: () => number;
 }
 
@@ -54,12 +66,17 @@ export class Pacer {
   #pendingWeight = 0;
   #dispatchQueued = false;
   #largestCost = 1;
+  /** Releases within the last windowMs, oldest first: [when, request units]; and their sum. */
+  readonly #recent: Array<[number, number]> = [];
+  #recentUnits = 0;
+  /** Wakes dispatch when the oldest release leaves the window, while credit waits for it. */
+  #windowTimer: NodeJS.Timeout | undefined;
   /** Request units released to operations so far (for observed-rate estimates). */
   spent = 0;
   readonly released = new Map<string, number>();
 
-  constructor({ capacity = 0, sliceMs = 100, burstSlices = 1, cutFactor = 0.9, minFactor = 0.25, recoveryPerSecond = 0.05, now = Date.now }: PacerOptions = {}) {
-    this.#opts = { sliceMs, burstSlices, cutFactor, minFactor, recoveryPerSecond, now };
+  constructor({ capacity = 0, sliceMs = 100, burstSlices = 1, cutFactor = 0.9, minFactor = 0.25, recoveryPerSecond = 0.05, windowMs = 1000, now = Date.now }: PacerOptions = {}) {
+    this.#opts = { sliceMs, burstSlices, cutFactor, minFactor, recoveryPerSecond, windowMs, now };
     this.#capacity = capacity;
     this.#last = now();
   }
@@ -73,6 +90,8 @@ export class Pacer {
   async stop(): Promise<void> {
     clearInterval(this.#timer);
     this.#timer = undefined;
+    clearTimeout(this.#windowTimer);
+    this.#windowTimer = undefined;
     await this.limiter.stop({ dropWaitingJobs: true }).catch(() => undefined);
   }
 
@@ -166,8 +185,30 @@ export class Pacer {
     if (give > 0) {
       this.#reservoir += give;
       void this.limiter.incrementReservoir(give);
-      this.#dispatch();
     }
+    // Also with no new credit: what the window held back may go now.
+    if (this.#reservoir > 0) this.#dispatch();
+  }
+
+  /**
+   * What may still be released now without the last window's releases passing the capacity (at
+   * least one operation's cost, or an operation dearer than a window's capacity would never go).
+   */
+  #windowRoom(): number {
+    const now = this.#opts.now();
+    const from = now - this.#opts.windowMs;
+    while (this.#recent.length > 0 && this.#recent[0]![0] <= from) this.#recentUnits -= this.#recent.shift()![1];
+    const allowed = Math.max((this.#capacity * this.#factor * this.#opts.windowMs) / 1000, this.#largestCost);
+    return Math.max(0, allowed - this.#recentUnits);
+  }
+
+  #wakeWhenWindowMoves(): void {
+    if (this.#windowTimer || !this.#timer || this.#recent.length === 0) return;
+    const wait = Math.max(1, this.#recent[0]![0] + this.#opts.windowMs - this.#opts.now() + 1);
+    this.#windowTimer = setTimeout(() => {
+      this.#windowTimer = undefined;
+      this.#dispatch();
+    }, wait);
   }
 
   #cap(): number {
@@ -189,6 +230,7 @@ export class Pacer {
     if (this.#batchPending) return;
     const batch: Job[] = [];
     let weight = 0;
+    const budget = Math.min(this.#reservoir, this.#windowRoom());
     for (;;) {
       let pick: string | undefined;
       for (const [w, q] of this.#waiting) {
@@ -198,7 +240,11 @@ export class Pacer {
       if (pick === undefined) break;
       const queue = this.#waiting.get(pick)!;
       const job = queue[0]!;
-      if (weight + job.cost > this.#reservoir) break;
+      if (weight + job.cost > budget) {
+        // Credit the window holds back goes out once the oldest release has left it.
+        if (weight + job.cost <= this.#reservoir) this.#wakeWhenWindowMoves();
+        break;
+      }
       queue.shift();
       batch.push(job);
       weight += job.cost;
@@ -215,6 +261,8 @@ export class Pacer {
       .schedule({ weight }, async () => {
         this.#pendingWeight = 0;
         this.spent += weight;
+        this.#recent.push([this.#opts.now(), weight]);
+        this.#recentUnits += weight;
         for (const job of batch) {
           this.released.set(job.workflow, (this.released.get(job.workflow) ?? 0) + job.cost);
           job.start();
