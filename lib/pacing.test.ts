@@ -55,9 +55,9 @@ describe('pacer', () => {
     assert.ok(Math.abs(t.units() - 1000) <= 1, `first second: ${t.units()}`);
     t.pacer.setCapacity(250);
     // The last second released 1000 at 100 a slice: nothing more until that second's releases have
-    // left the window down to 200, at the eighth slice after the cut; then a slice of 25 each (as
-    // with leases handed to another process: it spends them at once, and the service's window holds
-    // what both release).
+    // left the window down to 200, at the eighth slice after the cut (as with leases handed to
+    // another process: it spends them at once, and the service's window holds what both release);
+    // then a slice of 25 at a time.
     await t.advance(10);
     assert.ok(Math.abs(t.units() - 1075) <= 1, `the second after the cut: ${t.units()}`);
     await t.advance(10);
@@ -102,12 +102,40 @@ describe('pacer', () => {
     await t.pacer.stop();
   });
 
-  it('saves no burst while idle: at most one slice of credit waits for new work', async () => {
+  it('lets an operation dearer than a second of capacity go alone, and holds the next second within the capacity after it', async () => {
+    const t = setup(100);
+    t.enqueue(1, 'big', 500);
+    let slices = 0;
+    while (t.unitsOf('big') === 0 && slices < 100) {
+      await t.advance(1);
+      slices++;
+    }
+    assert.equal(slices, 50, 'it goes once five seconds of credit are in');
+    const bigAt = t.now();
+    t.enqueue(300, 'small', 1);
+    const released: Array<[number, number]> = [];
+    let before = 0;
+    for (let i = 0; i < 40; i++) {
+      await t.advance(1);
+      if (t.unitsOf('small') > before) released.push([t.now(), t.unitsOf('small') - before]);
+      before = t.unitsOf('small');
+    }
+    assert.ok(released.length > 0 && released[0]![0] >= bigAt + 1000, 'nothing more within the second of the big one');
+    for (const [start] of released) {
+      const inWindow = released.filter(([at]) => at >= start && at < start + 1000).reduce((n, [, u]) => n + u, 0);
+      assert.ok(inWindow <= 100, `${inWindow} RU within one second from ${start - bigAt} ms after the big one, capacity 100`);
+    }
+    await t.pacer.stop();
+  });
+
+  it('saves no burst while idle: at most one slice of credit waits for new work, also after a stalled slice', async () => {
     const t = setup(1000);
-    await t.advance(1, 60_000); // a minute with nothing to do
+    await t.advance(600); // a minute with nothing to do
     t.enqueue(5000);
     await t.settle();
     assert.equal(t.units(), 100, 'one slice of 100 ms at 1000 RU/s');
+    await t.advance(1, 60_000); // a slice a minute late
+    assert.equal(t.units(), 200, 'then one more slice');
     await t.pacer.stop();
   });
 

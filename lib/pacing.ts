@@ -176,8 +176,9 @@ export class Pacer {
     this.#credit += this.#capacity * this.#factor * elapsed;
     const whole = Math.floor(this.#credit);
     // The reservoir holds at most one slice (or one operation): credit a process could not spend
-    // is not saved up, or it would come out later as a burst beyond the service's window (only the
-    // fraction is kept).
+    // is not saved up, or it would come out later as a burst (only the fraction is kept). A slice
+    // that comes late loses what its lateness was due: larger batches after a stall brought the
+    // 429s back in the demo (docs/benchmarks.md).
     const room = Math.max(0, this.#cap() - this.#reservoir);
     const give = Math.min(whole, room);
     this.#credit -= give;
@@ -190,21 +191,18 @@ export class Pacer {
     if (this.#reservoir > 0) this.#dispatch();
   }
 
-  /**
-   * What may still be released now without the last window's releases passing the capacity (at
-   * least one operation's cost, or an operation dearer than a window's capacity would never go).
-   */
+  /** What may still be released now without the last window's releases passing the capacity. */
   #windowRoom(): number {
     const now = this.#opts.now();
     const from = now - this.#opts.windowMs;
     while (this.#recent.length > 0 && this.#recent[0]![0] <= from) this.#recentUnits -= this.#recent.shift()![1];
-    const allowed = Math.max((this.#capacity * this.#factor * this.#opts.windowMs) / 1000, this.#largestCost);
-    return Math.max(0, allowed - this.#recentUnits);
+    if (this.#recent.length === 0) this.#recentUnits = 0;
+    return Math.max(0, (this.#capacity * this.#factor * this.#opts.windowMs) / 1000 - this.#recentUnits);
   }
 
   #wakeWhenWindowMoves(): void {
     if (this.#windowTimer || !this.#timer || this.#recent.length === 0) return;
-    const wait = Math.max(1, this.#recent[0]![0] + this.#opts.windowMs - this.#opts.now() + 1);
+    const wait = Math.max(1, this.#recent[0]![0] + this.#opts.windowMs - this.#opts.now());
     this.#windowTimer = setTimeout(() => {
       this.#windowTimer = undefined;
       this.#dispatch();
@@ -240,7 +238,9 @@ export class Pacer {
       if (pick === undefined) break;
       const queue = this.#waiting.get(pick)!;
       const job = queue[0]!;
-      if (weight + job.cost > budget) {
+      // An operation dearer than a window's capacity goes alone, once the window is empty.
+      const alone = weight === 0 && this.#recentUnits === 0 && job.cost <= this.#reservoir;
+      if (weight + job.cost > budget && !alone) {
         // Credit the window holds back goes out once the oldest release has left it.
         if (weight + job.cost <= this.#reservoir) this.#wakeWhenWindowMoves();
         break;
