@@ -26,6 +26,22 @@ export function cpuSeconds(pid: number | undefined): number | undefined {
   }
 }
 
+/**
+ * Write system calls `pid` has made so far (/proc/<pid>/io syscw: write, writev, pwrite…), or
+ * undefined. Unlike CPU seconds, a count that the neighbours on the machine do not move.
+ */
+export function writeCalls(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const line = readFileSync(`/proc/${pid}/io`, 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('syscw:'));
+    return line ? Number(line.split(/\s+/)[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Resident memory of `pid` in MiB (VmRSS), or undefined. */
 export function rssMiB(pid: number | undefined): number | undefined {
   if (pid === undefined) return undefined;
@@ -74,30 +90,42 @@ export function memoryParts(pid: number | undefined): MemoryParts | undefined {
  * measured part begins (a process started later is marked then), read them all at the end.
  */
 export class CpuMeter {
-  readonly #start = new Map<string, { pid: number; at: number }>();
+  readonly #start = new Map<string, { pid: number; at: number; writes: number | undefined }>();
   readonly #spent = new Map<string, number>();
+  readonly #writes = new Map<string, number>();
 
   mark(name: string, pid: number | undefined): void {
     const at = cpuSeconds(pid);
-    if (pid !== undefined && at !== undefined) this.#start.set(name, { pid, at });
+    if (pid !== undefined && at !== undefined) this.#start.set(name, { pid, at, writes: writeCalls(pid) });
   }
 
   /** Records what each marked process has spent since its mark (call before stopping them). */
   read(): Map<string, number> {
-    for (const [name, { pid, at }] of this.#start) {
+    for (const [name, { pid, at, writes }] of this.#start) {
       const now = cpuSeconds(pid);
       if (now !== undefined) this.#spent.set(name, now - at);
+      const written = writeCalls(pid);
+      if (written !== undefined && writes !== undefined) this.#writes.set(name, written - writes);
     }
     return this.#spent;
   }
 
   /** Sum over the names that start with `prefix` (e.g. 'worker'). */
   total(prefix = ''): number {
-    let sum = 0;
-    for (const [name, s] of this.#spent) if (name.startsWith(prefix)) sum += s;
-    return sum;
+    return sumOver(this.#spent, prefix);
+  }
+
+  /** Write system calls since the marks, summed as total() sums CPU seconds (0 where /proc/<pid>/io is not readable). */
+  writes(prefix = ''): number {
+    return sumOver(this.#writes, prefix);
   }
 }
+
+const sumOver = (values: Map<string, number>, prefix: string) => {
+  let sum = 0;
+  for (const [name, v] of values) if (name.startsWith(prefix)) sum += v;
+  return sum;
+};
 
 /** Processes whose parent is `pid` (e.g. nginx's workers under its master). */
 export function childPids(pid: number | undefined): number[] {

@@ -6,7 +6,8 @@
 //          drain them through leases and the pacer.
 // Prints a table, or with --json {"idealSeconds", "naive": {...}, "paced": {...}}, and the CPU seconds
 // the broker and the workers spent per 1,000 paced records (each measured from when its part of the
-// drain began: the broker once the records are queued, a worker once it is consuming).
+// drain began: the broker once the records are queued, a worker once it is consuming), and the
+// write system calls per record over the same span (a count the machine's neighbours do not move).
 // `--burn` runs one CPU-burning process beside the whole demo (a busy neighbour on the machine).
 // The broker, the ERP sandbox and the workers run compiled, as the container image runs them
 // (`npm run build` first, done here); DEMO_FROM=source runs them through tsx.
@@ -127,6 +128,7 @@ async function paced() {
       seconds: round2(seconds),
       utilisation: round2(units / (CAPACITY * seconds)),
       cpuSecondsPer1000: perThousand(cpu, stats.records['stock-movement'] ?? 0),
+      writeCallsPerRecord: writesPerRecord(cpu, stats.records['stock-movement'] ?? 0),
     };
   } finally {
     await system.stop();
@@ -140,6 +142,11 @@ const perThousand = (cpu: CpuMeter, records: number) => {
   const broker = cpu.total('broker');
   const workers = cpu.total('worker');
   return { broker: per(broker), workers: per(workers), total: per(broker + workers), erpSandbox: per(cpu.total('erp')) };
+};
+
+const writesPerRecord = (cpu: CpuMeter, records: number) => {
+  const per = (n: number) => round2(n / Math.max(records, 1));
+  return { broker: per(cpu.writes('broker')), workers: per(cpu.writes('worker')), erpSandbox: per(cpu.writes('erp')) };
 };
 
 /** One process spinning on a core for the whole demo, when --burn is given. */
@@ -161,6 +168,8 @@ if (json) {
   for (const r of rows) console.log(r.map((c, i) => String(c).padStart(i === 0 ? 6 : 12)).join(''));
   const c = p.cpuSecondsPer1000;
   console.log(`paced: CPU seconds per 1,000 records: broker ${c.broker}, workers ${c.workers}, together ${c.total}; the ERP sandbox ${c.erpSandbox}${burn ? ' (one CPU-burning process beside)' : ''}`);
+  const w = p.writeCallsPerRecord;
+  console.log(`paced: write system calls per record: broker ${w.broker}, workers ${w.workers}; the ERP sandbox ${w.erpSandbox}`);
   const ok = p.sent <= 1.01 * p.records && p.throttled <= 0.005 * p.sent && p.seconds <= 1.1 * idealSeconds;
   console.log(`paced: sent ≤ 1.01 × records, 429s ≤ 0.5 % of sent, time ≤ 1.10 × ${idealSeconds} s: ${ok ? 'yes' : 'NO'}`);
 }

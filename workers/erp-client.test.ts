@@ -8,7 +8,7 @@ import { createServer, type Server } from 'node:http';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { AddressInfo } from 'node:net';
+import { Socket, type AddressInfo } from 'node:net';
 import { freePort, startProcess, type Proc } from '../harness/process.js';
 import { ErpClient, retryAfterMs } from './erp-client.js';
 
@@ -94,6 +94,33 @@ describe('the ERP client against answers the sandbox never gives', () => {
       assert.equal(sockets.size, 2, `${sockets.size} connections`);
       assert.equal(client.connections, 2);
     } finally {
+      await client.close();
+    }
+  });
+
+  it('sends the requests it pipelines on a connection in one turn in one write', async () => {
+    answer = () => ({ status: 201, body: '{"reference":"ERP-9"}' });
+    const client = new ErpClient(url, 5000, { connections: 2 });
+    const { port } = server.address() as AddressInfo;
+    const batch = (from: number) => Promise.all(Array.from({ length: 8 }, (_, n) => client.record({ operationId: `movement:w${from + n}`, kind: 'stock-movement', payload: {} })));
+    // Every write system call of a socket goes through its _write or _writev; the client's sockets are the ones whose far end is the server.
+    const proto = Socket.prototype as unknown as Record<'_write' | '_writev', (this: Socket, ...args: unknown[]) => void>;
+    const original = { _write: proto._write, _writev: proto._writev };
+    let writes = 0;
+    try {
+      await batch(0); // both connections open
+      for (const name of ['_write', '_writev'] as const) {
+        proto[name] = function (this: Socket, ...args: unknown[]) {
+          if (this.remotePort === port) writes++;
+          return original[name].apply(this, args);
+        };
+      }
+      const results = await batch(8);
+      assert.ok(results.every((r) => r.kind === 'recorded'));
+      // Four requests on each of the two connections: without the coalescing, eight writes.
+      assert.equal(writes, 2, `${writes} writes for 8 requests on 2 connections`);
+    } finally {
+      Object.assign(proto, original);
       await client.close();
     }
   });

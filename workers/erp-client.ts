@@ -1,6 +1,7 @@
 // Talks to the throttled ERP over HTTP and sorts every answer into what the caller must do next.
 import { carrierOf } from '../lib/tracing.js';
-import { Pool } from 'undici';
+import { buildConnector, Pool } from 'undici';
+import { coalesceWrites } from '../lib/wire.js';
 import type { ErpOperationKind } from '../lib/erp-operations.js';
 
 export interface ErpOperation {
@@ -34,7 +35,7 @@ export class ErpClient {
   // docs/benchmarks.md). Its low-level dispatch, not `request`: an answer is collected straight
   // into a string, without the readable stream, async resource and promise `request` makes for
   // each call. Keep-alive connections, each carrying several requests at once (HTTP/1.1
-  // pipelining): requests released together by the pacer leave in fewer writes. The worker sizes the
+  // pipelining): requests released together by the pacer leave in one write per connection (below). The worker sizes the
   // pool to what its pacer may release at once (WORKER_ERP_CONNECTIONS): a request that queued here
   // would reach the ERP later than its credit was released. Pipelining
   // a POST is safe here because the ERP records an operation once per operation id however often it
@@ -49,7 +50,15 @@ export class ErpClient {
   ) {
     const url = new URL('/erp/records', baseUrl);
     this.#path = url.pathname;
-    this.#pool = new Pool(url.origin, { connections, pipelining, headersTimeout: timeoutMs, bodyTimeout: timeoutMs, keepAliveTimeout: 30_000 });
+    // undici writes each request with its own system call, even the several it pipelines on one
+    // connection in the same turn; through its connect hook, lib/wire.ts sends those in one.
+    const connector = buildConnector({ timeout: timeoutMs });
+    const connect: buildConnector.connector = (options, callback) =>
+      connector(options, (...result) => {
+        if (result[1]) coalesceWrites(result[1]);
+        callback(...result);
+      });
+    this.#pool = new Pool(url.origin, { connections, pipelining, connect, headersTimeout: timeoutMs, bodyTimeout: timeoutMs, keepAliveTimeout: 30_000 });
   }
 
   /** Connections to the ERP open now (for the worker's metrics). */
