@@ -4,7 +4,8 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { IPublishPacket } from 'mqtt';
 import { createEvent, type CloudEvent } from './events.js';
-import { PermanentFailure, eventRoute } from './mqtt.js';
+import { pino } from 'pino';
+import { PermanentFailure, connectMqtt, eventRoute } from './mqtt.js';
 import { orderConfirmed, orderFailed } from './topics.js';
 
 const packet = {} as IPublishPacket;
@@ -42,5 +43,29 @@ describe('eventRoute', () => {
       await assert.rejects(handle.handle(orderConfirmed.topic, bad, packet), (err) => err instanceof PermanentFailure && reason.test(err.reason));
     }
     assert.equal(ran, false);
+  });
+});
+
+describe('connectMqtt', () => {
+  // mqtt.js's own debug logging allocates on every call even when it prints nothing: it is kept
+  // only when DEBUG could enable it, and then left to mqtt.js (DEBUG=mqttjs* works as documented).
+  const logOf = (debug: string | undefined) => {
+    const before = process.env.DEBUG;
+    if (debug === undefined) delete process.env.DEBUG;
+    else process.env.DEBUG = debug;
+    // Nothing listens on port 1: the client only exists, and is ended at once.
+    const client = connectMqtt({ url: 'mqtt://127.0.0.1:1', clientId: 'log-test', log: pino({ level: 'silent' }) });
+    if (before === undefined) delete process.env.DEBUG;
+    else process.env.DEBUG = before;
+    client.end(true);
+    return client.options.log;
+  };
+
+  it('hands mqtt.js a no-op log while DEBUG is unset or empty, and its own debug logging when DEBUG is set', () => {
+    const quiet = logOf(undefined);
+    assert.equal(typeof quiet, 'function');
+    assert.equal(quiet!.length, 0);
+    assert.equal(logOf(''), quiet);
+    assert.equal(logOf('mqttjs*'), undefined);
   });
 });
