@@ -28,7 +28,8 @@ export function cpuSeconds(pid: number | undefined): number | undefined {
 
 /**
  * Write system calls `pid` has made so far (/proc/<pid>/io syscw: write, writev, pwrite…), or
- * undefined. Unlike CPU seconds, a count that the neighbours on the machine do not move.
+ * undefined. A count that the neighbours on the machine move much less than CPU seconds (only
+ * through what happens to fall into one turn of an event loop and leave in one write).
  */
 export function writeCalls(pid: number | undefined): number | undefined {
   if (pid === undefined) return undefined;
@@ -115,9 +116,9 @@ export class CpuMeter {
     return sumOver(this.#spent, prefix);
   }
 
-  /** Write system calls since the marks, summed as total() sums CPU seconds (0 where /proc/<pid>/io is not readable). */
-  writes(prefix = ''): number {
-    return sumOver(this.#writes, prefix);
+  /** Write system calls since the marks, summed as total() sums CPU seconds; undefined when no such process's /proc/<pid>/io could be read. */
+  writes(prefix = ''): number | undefined {
+    return [...this.#writes.keys()].some((name) => name.startsWith(prefix)) ? sumOver(this.#writes, prefix) : undefined;
   }
 }
 

@@ -7,7 +7,7 @@
 // Prints a table, or with --json {"idealSeconds", "naive": {...}, "paced": {...}}, and the CPU seconds
 // the broker and the workers spent per 1,000 paced records (each measured from when its part of the
 // drain began: the broker once the records are queued, a worker once it is consuming), and the
-// write system calls per record over the same span (a count the machine's neighbours do not move).
+// write system calls per record over the same span (a count the machine's neighbours move much less).
 // `--burn` runs one CPU-burning process beside the whole demo (a busy neighbour on the machine).
 // The broker, the ERP sandbox and the workers run compiled, as the container image runs them
 // (`npm run build` first, done here); DEMO_FROM=source runs them through tsx.
@@ -145,7 +145,7 @@ const perThousand = (cpu: CpuMeter, records: number) => {
 };
 
 const writesPerRecord = (cpu: CpuMeter, records: number) => {
-  const per = (n: number) => round2(n / Math.max(records, 1));
+  const per = (n: number | undefined) => (n === undefined ? 'n/a' : round2(n / Math.max(records, 1)));
   return { broker: per(cpu.writes('broker')), workers: per(cpu.writes('worker')), erpSandbox: per(cpu.writes('erp')) };
 };
 

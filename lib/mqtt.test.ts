@@ -53,12 +53,15 @@ describe('connectMqtt', () => {
     const before = process.env.DEBUG;
     if (debug === undefined) delete process.env.DEBUG;
     else process.env.DEBUG = debug;
-    // Nothing listens on port 1: the client only exists, and is ended at once.
-    const client = connectMqtt({ url: 'mqtt://127.0.0.1:1', clientId: 'log-test', log: pino({ level: 'silent' }) });
-    if (before === undefined) delete process.env.DEBUG;
-    else process.env.DEBUG = before;
-    client.end(true);
-    return client.options.log;
+    try {
+      // Nothing listens on port 1: the client only exists, and is ended at once.
+      const client = connectMqtt({ url: 'mqtt://127.0.0.1:1', clientId: 'log-test', log: pino({ level: 'silent' }) });
+      client.end(true);
+      return client.options.log;
+    } finally {
+      if (before === undefined) delete process.env.DEBUG;
+      else process.env.DEBUG = before;
+    }
   };
 
   it('hands mqtt.js a no-op log while DEBUG is unset or empty, and its own debug logging when DEBUG is set', () => {

@@ -7,8 +7,12 @@ import type { Writable } from 'node:stream';
 
 const coalesced = new WeakSet<Writable>();
 
-/** Corks `stream` at its first write in a turn of the event loop and uncorks it after the turn. */
-export function coalesceWrites(stream: Writable): void {
+/**
+ * Corks `stream` at its first write in a turn of the event loop and uncorks it after the turn.
+ * `flush` schedules the uncork: setImmediate by default (after the turn's I/O callbacks too), or
+ * process.nextTick for a writer that writes what it has in one go and should not wait a turn.
+ */
+export function coalesceWrites(stream: Writable, flush: (uncork: () => void) => void = setImmediate): void {
   if (coalesced.has(stream)) return;
   coalesced.add(stream);
   // Nagle would hold a small write back waiting for an acknowledgement; writes leave per turn already.
@@ -23,7 +27,7 @@ export function coalesceWrites(stream: Writable): void {
     if (!corked) {
       corked = true;
       stream.cork();
-      setImmediate(uncork);
+      flush(uncork);
     }
     return write(...args);
   }) as Writable['write'];

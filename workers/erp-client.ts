@@ -51,11 +51,16 @@ export class ErpClient {
     const url = new URL('/erp/records', baseUrl);
     this.#path = url.pathname;
     // undici writes each request with its own system call, even the several it pipelines on one
-    // connection in the same turn; through its connect hook, lib/wire.ts sends those in one.
-    const connector = buildConnector({ timeout: timeoutMs });
+    // connection in one go; through its connect hook, lib/wire.ts sends those in one. Flushed on
+    // the next tick, not the next turn: undici writes what a connection has to send in one
+    // synchronous loop (for an idle connection, in a setImmediate of its own), and a turn more would
+    // only delay the requests. The connector keeps undici's defaults (a 10 s connect timeout,
+    // TCP keep-alive); with `connect` a function, Pool's own connect options (connectTimeout, tls,
+    // socketPath…) are ignored: they belong in buildConnector's options here.
+    const connector = buildConnector({});
     const connect: buildConnector.connector = (options, callback) =>
       connector(options, (...result) => {
-        if (result[1]) coalesceWrites(result[1]);
+        if (result[1]) coalesceWrites(result[1], process.nextTick);
         callback(...result);
       });
     this.#pool = new Pool(url.origin, { connections, pipelining, connect, headersTimeout: timeoutMs, bodyTimeout: timeoutMs, keepAliveTimeout: 30_000 });
