@@ -26,34 +26,30 @@ export function cpuSeconds(pid: number | undefined): number | undefined {
   }
 }
 
-/**
- * Write system calls `pid` has made so far (/proc/<pid>/io syscw: write, writev, pwrite…), or
- * undefined. A count that the neighbours on the machine move much less than CPU seconds (only
- * through what happens to fall into one turn of an event loop and leave in one write).
- */
-export function writeCalls(pid: number | undefined): number | undefined {
+/** The number after `name:` in /proc/<pid>/<file> (e.g. status's VmRSS in KiB), or undefined when gone or not on Linux. */
+function procNumber(pid: number | undefined, file: string, name: string): number | undefined {
   if (pid === undefined) return undefined;
   try {
-    const line = readFileSync(`/proc/${pid}/io`, 'utf8')
+    const line = readFileSync(`/proc/${pid}/${file}`, 'utf8')
       .split('\n')
-      .find((l) => l.startsWith('syscw:'));
+      .find((l) => l.startsWith(`${name}:`));
     return line ? Number(line.split(/\s+/)[1]) : undefined;
   } catch {
     return undefined;
   }
 }
 
+/**
+ * Write system calls `pid` has made so far (/proc/<pid>/io syscw: write, writev, pwrite…), or
+ * undefined. A count that the neighbours on the machine move much less than CPU seconds (only
+ * through what happens to fall into one turn of an event loop and leave in one write).
+ */
+export const writeCalls = (pid: number | undefined): number | undefined => procNumber(pid, 'io', 'syscw');
+
 /** Resident memory of `pid` in MiB (VmRSS), or undefined. */
 export function rssMiB(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  try {
-    const line = readFileSync(`/proc/${pid}/status`, 'utf8')
-      .split('\n')
-      .find((l) => l.startsWith('VmRSS:'));
-    return line ? Number(line.split(/\s+/)[1]) / 1024 : undefined;
-  } catch {
-    return undefined;
-  }
+  const kib = procNumber(pid, 'status', 'VmRSS');
+  return kib === undefined ? undefined : kib / 1024;
 }
 
 /** Where `pid`'s resident memory is, in MiB: the C library's main heap (malloc: Buffers, SQLite's pages), other anonymous memory (the JavaScript heap, threads' arenas) and files mapped in. */
