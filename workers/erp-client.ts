@@ -35,11 +35,12 @@ export class ErpClient {
   // docs/benchmarks.md). Its low-level dispatch, not `request`: an answer is collected straight
   // into a string, without the readable stream, async resource and promise `request` makes for
   // each call. Keep-alive connections, each carrying several requests at once (HTTP/1.1
-  // pipelining): requests released together by the pacer leave in one write per connection (below). The worker sizes the
-  // pool to what its pacer may release at once (WORKER_ERP_CONNECTIONS): a request that queued here
-  // would reach the ERP later than its credit was released. Pipelining
-  // a POST is safe here because the ERP records an operation once per operation id however often it
-  // is sent; a request cut off with its connection is retried by the caller.
+  // pipelining): requests released together by the pacer leave in one write per connection
+  // (below). The worker sizes the pool to what its pacer may release at once
+  // (WORKER_ERP_CONNECTIONS): a request that queued here would reach the ERP later than its credit
+  // was released. Pipelining a POST is safe here because the ERP records an operation once per
+  // operation id however often it is sent; a request cut off with its connection is retried by the
+  // caller.
   readonly #pool: Pool;
   readonly #path: string;
 
