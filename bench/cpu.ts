@@ -109,18 +109,19 @@ export class CpuMeter {
 
   /** Sum over the names that start with `prefix` (e.g. 'worker'). */
   total(prefix = ''): number {
-    return sumOver(this.#spent, prefix);
+    return sumOver(this.#spent, prefix) ?? 0;
   }
 
   /** Write system calls since the marks, summed as total() sums CPU seconds; undefined when no such process's /proc/<pid>/io could be read. */
   writes(prefix = ''): number | undefined {
-    return [...this.#writes.keys()].some((name) => name.startsWith(prefix)) ? sumOver(this.#writes, prefix) : undefined;
+    return sumOver(this.#writes, prefix);
   }
 }
 
-const sumOver = (values: Map<string, number>, prefix: string) => {
-  let sum = 0;
-  for (const [name, v] of values) if (name.startsWith(prefix)) sum += v;
+/** Sum of the values whose names start with `prefix`; undefined when there is none. */
+const sumOver = (values: Map<string, number>, prefix: string): number | undefined => {
+  let sum: number | undefined;
+  for (const [name, v] of values) if (name.startsWith(prefix)) sum = (sum ?? 0) + v;
   return sum;
 };
 
