@@ -96,6 +96,23 @@ export class CpuMeter {
     if (pid !== undefined && at !== undefined) this.#start.set(name, { pid, at, writes: writeCalls(pid) });
   }
 
+  /**
+   * A meter over the processes marked so far, marked again now: what they spend from here on (the
+   * part of a run after its start, once the code is warm).
+   */
+  since(): CpuMeter {
+    const later = new CpuMeter();
+    for (const [name, { pid }] of this.#start) later.mark(name, pid);
+    return later;
+  }
+
+  /** How many marked processes have names starting with `prefix`. */
+  marked(prefix = ''): number {
+    let n = 0;
+    for (const name of this.#start.keys()) if (name.startsWith(prefix)) n++;
+    return n;
+  }
+
   /** Records what each marked process has spent since its mark (call before stopping them). */
   read(): Map<string, number> {
     for (const [name, { pid, at, writes }] of this.#start) {

@@ -6,7 +6,8 @@
 //          drain them through leases and the pacer.
 // Prints a table, or with --json {"idealSeconds", "naive": {...}, "paced": {...}}, and the CPU seconds
 // the broker and the workers spent per 1,000 paced records (each measured from when its part of the
-// drain began: the broker once the records are queued, a worker once it is consuming), and the
+// drain began: the broker once the records are queued, a worker once it is consuming; and again
+// over the second half of the drain alone, once the processes are warm), and the
 // write system calls per record over the same span (a count the machine's neighbours move much less).
 // `--burn` runs one CPU-burning process beside the whole demo (a busy neighbour on the machine).
 // The broker, the ERP sandbox and the workers run compiled, as the container image runs them
@@ -109,14 +110,20 @@ async function paced() {
     // The clock runs from the ERP's first paced record to its last, read every 20 ms.
     let stats = await erpStats(system.erpUrl);
     let first: number | undefined;
+    // The second half of the drain on its own: the code is warm by then (the first seconds of a
+    // cold process cost several times as much per record), so its CPU per record is the marginal cost.
+    let late: { cpu: CpuMeter; from: number } | undefined;
     for (let i = 0; i < 6000 && (stats.records['stock-movement'] ?? 0) < RECORDS; i++) {
       await new Promise((r) => setTimeout(r, 20));
       stats = await erpStats(system.erpUrl);
       if (first === undefined && stats.accepted > 0) first = performance.now() - 10;
+      const done = stats.records['stock-movement'] ?? 0;
+      if (late === undefined && done >= RECORDS / 2 && cpu.marked('worker') === WORKERS) late = { cpu: cpu.since(), from: done };
     }
     const seconds = (performance.now() - (first ?? performance.now())) / 1000;
     await Promise.all(restart);
     cpu.read();
+    late?.cpu.read();
     const units = (stats.records['stock-movement'] ?? 0) * COST;
     const busy = stats.seconds.filter((s) => s.units > 0);
     say(`  paced: ${RECORDS} records queued in the broker in ${published.toFixed(2)} s, then ${WORKERS} workers started`);
@@ -128,6 +135,8 @@ async function paced() {
       seconds: round2(seconds),
       utilisation: round2(units / (CAPACITY * seconds)),
       cpuSecondsPer1000: perThousand(cpu, stats.records['stock-movement'] ?? 0),
+      /** The same over the second half of the drain (from record `from`); null when it ended before it was measured. */
+      secondHalf: late ? { from: late.from, cpuSecondsPer1000: perThousand(late.cpu, (stats.records['stock-movement'] ?? 0) - late.from) } : null,
       writeCallsPerRecord: writesPerRecord(cpu, stats.records['stock-movement'] ?? 0),
     };
   } finally {
@@ -168,6 +177,10 @@ if (json) {
   for (const r of rows) console.log(r.map((c, i) => String(c).padStart(i === 0 ? 6 : 12)).join(''));
   const c = p.cpuSecondsPer1000;
   console.log(`paced: CPU seconds per 1,000 records: broker ${c.broker}, workers ${c.workers}, together ${c.total}; the ERP sandbox ${c.erpSandbox}${burn ? ' (one CPU-burning process beside)' : ''}`);
+  if (p.secondHalf) {
+    const h = p.secondHalf.cpuSecondsPer1000;
+    console.log(`paced, second half (from record ${p.secondHalf.from}): CPU seconds per 1,000 records: broker ${h.broker}, workers ${h.workers}, together ${h.total}; the ERP sandbox ${h.erpSandbox}`);
+  }
   const w = p.writeCallsPerRecord;
   console.log(`paced: write system calls per record: broker ${w.broker}, workers ${w.workers}; the ERP sandbox ${w.erpSandbox}`);
   const ok = p.sent <= 1.01 * p.records && p.throttled <= 0.005 * p.sent && p.seconds <= 1.1 * idealSeconds;
