@@ -4,15 +4,15 @@
 // main just before the issue's first change, when each consuming connection held one message) run
 // in turns on the same machine, and the medians compared: over the whole drain (the goal's figure),
 // and over its second half alone. A cold process spends several times as much per record in its
-// first seconds (its code still interpreted, compiled meanwhile on V8's helper threads), about as
-// much in both codes, so at 10,000 records the warm-up is a large part of the whole; the second
-// half is the marginal cost of a record once the processes are warm.
+// first seconds (its code still interpreted, compiled meanwhile on V8's helper threads); the second
+// half is closer to the marginal cost of a record once the processes are warm.
 //
 // The base runs in a git worktree with this tree's node_modules. Its demo did not print CPU yet:
 // bench/cpu.ts is copied in and bench/baseline/<base>-demo-cpu.patch adds the same meter as this
 // tree's demo has (the broker from when the records are queued, each worker from when it is
-// consuming; and a second meter from the first poll past half the records). Both run their processes through tsx (the base cannot run compiled), so this tree's
-// demo runs with DEMO_FROM=source. DEMO_RECORDS and the other DEMO_* variables reach both.
+// consuming; and a second meter from the first poll past half the records). Both run their
+// processes through tsx (the base cannot run compiled), so this tree's demo runs with
+// DEMO_FROM=source. DEMO_RECORDS and the other DEMO_* variables reach both.
 //
 //   npm run bench:paced-cpu   (BENCH_BASE=14b09b6 BENCH_ROUNDS=3)
 import { execFileSync, spawn } from 'node:child_process';
