@@ -41,7 +41,7 @@ interface Cpu {
 
 interface Run extends Cpu {
   code: string;
-  /** The same over the second half of the drain, once the processes are warm (missing when the demo could not measure it). */
+  /** The same over the second half of the drain, once the processes are warmer (missing when the demo could not measure it). */
   late: Cpu | undefined;
   records: number;
   throttled: number;
@@ -120,7 +120,7 @@ const medians = (code: string, part: Part): Cpu | undefined => {
 };
 for (const [part, title] of [
   ['whole', 'the whole drain (the goal: each process measured from when its part began, warm-up included)'],
-  ['late', 'the second half of the drain alone (the processes warm: the marginal cost of a record)'],
+  ['late', 'the second half of the drain alone (the processes warmer: closer to the marginal cost of a record)'],
 ] as const) {
   const base = medians(BASE, part);
   const ours = medians('this', part);

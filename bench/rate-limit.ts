@@ -7,7 +7,7 @@
 // Prints a table, or with --json {"idealSeconds", "naive": {...}, "paced": {...}}, and the CPU seconds
 // the broker and the workers spent per 1,000 paced records (each measured from when its part of the
 // drain began: the broker once the records are queued, a worker once it is consuming; and again
-// over the second half of the drain alone, once the processes are warm), and the
+// over the second half of the drain alone, once the processes are warmer), and the
 // write system calls per record over the same span (a count the machine's neighbours move much less).
 // `--burn` runs one CPU-burning process beside the whole demo (a busy neighbour on the machine).
 // The broker, the ERP sandbox and the workers run compiled, as the container image runs them
@@ -110,20 +110,22 @@ async function paced() {
     // The clock runs from the ERP's first paced record to its last, read every 20 ms.
     let stats = await erpStats(system.erpUrl);
     let first: number | undefined;
-    // The second half of the drain on its own: the code is warm by then (the first seconds of a
-    // cold process cost several times as much per record), so its CPU per record is the marginal cost.
+    // The second half of the drain on its own: the code is warmer by then (the first seconds of a
+    // cold process cost several times as much per record), so its CPU per record is closer to the
+    // marginal cost. (Messages the workers already hold at that poll were received before it.)
     let late: { cpu: CpuMeter; from: number } | undefined;
     for (let i = 0; i < 6000 && (stats.records['stock-movement'] ?? 0) < RECORDS; i++) {
       await new Promise((r) => setTimeout(r, 20));
       stats = await erpStats(system.erpUrl);
       if (first === undefined && stats.accepted > 0) first = performance.now() - 10;
       const done = stats.records['stock-movement'] ?? 0;
-      if (late === undefined && done >= RECORDS / 2 && cpu.marked('worker') === WORKERS) late = { cpu: cpu.since(), from: done };
+      if (late === undefined && done >= RECORDS / 2 && done < RECORDS && cpu.marked('worker') === WORKERS) late = { cpu: cpu.since(), from: done };
     }
     const seconds = (performance.now() - (first ?? performance.now())) / 1000;
     await Promise.all(restart);
     cpu.read();
     late?.cpu.read();
+    const recorded = stats.records['stock-movement'] ?? 0;
     const units = (stats.records['stock-movement'] ?? 0) * COST;
     const busy = stats.seconds.filter((s) => s.units > 0);
     say(`  paced: ${RECORDS} records queued in the broker in ${published.toFixed(2)} s, then ${WORKERS} workers started`);
@@ -135,8 +137,8 @@ async function paced() {
       seconds: round2(seconds),
       utilisation: round2(units / (CAPACITY * seconds)),
       cpuSecondsPer1000: perThousand(cpu, stats.records['stock-movement'] ?? 0),
-      /** The same over the second half of the drain (from record `from`); null when it ended before it was measured. */
-      secondHalf: late ? { from: late.from, cpuSecondsPer1000: perThousand(late.cpu, (stats.records['stock-movement'] ?? 0) - late.from) } : null,
+      /** The same over the second half of the drain (from record `from`); null when no poll fell early enough in it to measure a quarter of the records. */
+      secondHalf: late && recorded - late.from >= RECORDS / 4 ? { from: late.from, cpuSecondsPer1000: perThousand(late.cpu, recorded - late.from) } : null,
       writeCallsPerRecord: writesPerRecord(cpu, stats.records['stock-movement'] ?? 0),
     };
   } finally {
