@@ -126,20 +126,20 @@ async function paced() {
     cpu.read();
     late?.cpu.read();
     const recorded = stats.records['stock-movement'] ?? 0;
-    const units = (stats.records['stock-movement'] ?? 0) * COST;
+    const units = recorded * COST;
     const busy = stats.seconds.filter((s) => s.units > 0);
     say(`  paced: ${RECORDS} records queued in the broker in ${published.toFixed(2)} s, then ${WORKERS} workers started`);
     say(`  ERP seconds (RU accepted, 429s where any): ${busy.map((s) => (s.rejected ? `${s.units}/${s.rejected}×429` : s.units)).join(' ')}`);
     return {
-      records: stats.records['stock-movement'] ?? 0,
+      records: recorded,
       sent: stats.calls,
       throttled: stats.rejected,
       seconds: round2(seconds),
       utilisation: round2(units / (CAPACITY * seconds)),
-      cpuSecondsPer1000: perThousand(cpu, stats.records['stock-movement'] ?? 0),
+      cpuSecondsPer1000: perThousand(cpu, recorded),
       /** The same over the second half of the drain (from record `from`); null when no poll fell early enough in it to measure a quarter of the records. */
       secondHalf: late && recorded - late.from >= RECORDS / 4 ? { from: late.from, cpuSecondsPer1000: perThousand(late.cpu, recorded - late.from) } : null,
-      writeCallsPerRecord: writesPerRecord(cpu, stats.records['stock-movement'] ?? 0),
+      writeCallsPerRecord: writesPerRecord(cpu, recorded),
     };
   } finally {
     await system.stop();
