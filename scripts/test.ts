@@ -40,16 +40,18 @@ for (const [name, value] of [['TEST_RUN_LIMIT_MIN', limitMin], ['TEST_FILE_LIMIT
 }
 // --test-force-exit: a test file's process ends once its tests have, even if a test that failed
 // left a client or timer behind (such a file would otherwise hold the whole run forever).
-// Its known cost (nodejs/node#64833, open): the exit can cut off the last results a file's process
-// was still writing to this one while the machine is busy, so the run reports fewer tests than ran
-// (487 instead of 494 in one run beside two CPU burners: the last 7 tests of one file). As the
-// issue reports, a file whose process saw a failed test still exits non-zero and fails the run; what
-// can go missing is the count, and a lost failure's name and message.
+// scripts/test-stdio.ts, preloaded here and handed on to every test file's process, makes their
+// stdout and stderr write synchronously. Without it the forced exit can drop the last results a
+// file's process was still writing to this one (nodejs/node#64833, open): the run reported 487 of
+// 494 tests once beside two CPU burners, and a lost failure's name and error with them.
+// scripts/test-stdio.test.ts shows that every verdict now arrives.
 const runner = spawn(
   process.execPath,
   [
     '--import',
     'tsx',
+    '--import',
+    './scripts/test-stdio.ts',
     '--test',
     '--test-force-exit',
     `--test-timeout=${Math.round(fileLimitMin * 60_000)}`,
