@@ -13,7 +13,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { MqttClient } from 'mqtt';
 import { PROCESSES } from '../lib/processes.js';
-import { profileFlags, START_TIMEOUT_MS } from './process.js';
+import { profileFlags, START_TIMEOUT_MS, testFrom } from './process.js';
 
 export interface RunningBroker {
   mqttUrl: string;
@@ -38,12 +38,13 @@ export interface BrokerOptions {
   timeoutMs?: number;
   /**
    * Run dist/broker/main.js (build it first) instead of the sources through tsx: tsx's loader runs
-   * in a thread of its own for the life of the process, which adds to the resident memory.
+   * in a thread of its own for the life of the process, which adds to the resident memory. Default:
+   * as TEST_FROM says (testFrom()).
    */
   compiled?: boolean;
 }
 
-export async function startBroker({ env = {}, timeoutMs = START_TIMEOUT_MS, compiled = false }: BrokerOptions = {}): Promise<RunningBroker> {
+export async function startBroker({ env = {}, timeoutMs = START_TIMEOUT_MS, compiled = testFrom() === 'dist' }: BrokerOptions = {}): Promise<RunningBroker> {
   const dataDir = env.DATA_DIR ?? mkdtempSync(join(tmpdir(), 'broker-'));
   const child = spawn(process.execPath, [...profileFlags(), ...(PROCESSES.broker.nodeFlags ?? []), ...(compiled ? [compiledMain] : ['--import', 'tsx', main])], {
     env: {

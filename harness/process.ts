@@ -1,7 +1,7 @@
-// Starts the project's real processes for multi-process tests: each runs from source with tsx on
-// loopback ports the test chose, and is ready once it logs its "… listening" line.
+// Starts the project's real processes for multi-process tests: each runs on loopback ports the test
+// chose, compiled or from source (testFrom()), and is ready once it logs its "… listening" line.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, readFileSync, statSync, utimesSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync, utimesSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -93,13 +93,32 @@ export interface Proc {
   waitForLog(match: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
 }
 
+/**
+ * Where the processes the tests start run from, by TEST_FROM: `dist`, compiled by `npm run build` and
+ * started by plain node, as the container image runs them (`npm test` builds first and sets it); or
+ * `source` (the default, for `npm run test:only` while editing), through tsx, whose loader makes
+ * each start cost about twice the CPU.
+ */
+export function testFrom(): 'dist' | 'source' {
+  const from = process.env.TEST_FROM ?? 'source';
+  if (from !== 'dist' && from !== 'source') throw new Error(`TEST_FROM must be dist or source, not ${JSON.stringify(from)}`);
+  return from;
+}
+
+/** `entry` (e.g. 'workers/main.ts') compiled: dist/workers/main.js. */
+const compiledEntry = (entry: string) => `dist/${entry.replace(/\.ts$/, '.js')}`;
+
 /** How to start `entry` (e.g. 'workers/main.ts'): compiled from dist/ by plain node, as the container image does, or from source through tsx. */
-export const entryFrom = (entry: string, compiled: boolean): Pick<StartOptions, 'entry' | 'command'> =>
-  compiled ? { command: ['node', ...profileFlags(), `dist/${entry.replace(/\.ts$/, '.js')}`] } : { entry };
+export const entryFrom = (entry: string, compiled = testFrom() === 'dist'): Pick<StartOptions, 'entry' | 'command'> =>
+  compiled ? { command: ['node', ...profileFlags(), compiledEntry(entry)] } : { entry };
 
 export interface StartOptions {
   name: string;
-  /** Entry file relative to the repository root, e.g. 'api/orders/main.ts' (run from source with tsx). */
+  /**
+   * Entry file relative to the repository root, e.g. 'api/orders/main.ts': run compiled under
+   * TEST_FROM=dist (testFrom()), unless the build leaves it out (a test's own fixture), else from
+   * source with tsx.
+   */
   entry?: string;
   /** Or a whole command line, e.g. a container's `["node", "dist/broker/main.js"]`. */
   command?: string[];
@@ -116,7 +135,9 @@ export interface StartOptions {
 export const START_TIMEOUT_MS = 60_000;
 
 export async function startProcess({ name, entry, command, env, ready, timeoutMs = START_TIMEOUT_MS, echo = process.env.TEST_ECHO === '1' }: StartOptions): Promise<Proc> {
-  const [program, ...args] = command ?? [process.execPath, ...profileFlags(), '--import', 'tsx', entry ?? `${name}/main.ts`];
+  const source = entry ?? `${name}/main.ts`;
+  const compiled = !command && testFrom() === 'dist' && existsSync(join(ROOT, compiledEntry(source)));
+  const [program, ...args] = command ?? (compiled ? entryFrom(source, true).command! : [process.execPath, ...profileFlags(), '--import', 'tsx', source]);
   const child = spawn(program === 'node' ? process.execPath : program!, args, {
     cwd: ROOT,
     // JSON logs whatever the developer's LOG_FORMAT: the lines are parsed below.

@@ -9,7 +9,7 @@ import type { MqttClient } from 'mqtt';
 import { createEvent } from '../lib/events.js';
 import { stockMovement, stockReserved } from '../lib/topics.js';
 import { startBroker, type RunningBroker } from './broker.js';
-import { entryFrom, freePort, startProcess, type Proc } from './process.js';
+import { entryFrom, freePort, startProcess, testFrom, type Proc } from './process.js';
 import { connectClient } from './mqtt.js';
 
 export interface WorkerSystemOptions {
@@ -19,7 +19,7 @@ export interface WorkerSystemOptions {
   workerEnv?: Record<string, string>;
   erpEnv?: Record<string, string>;
   echo?: boolean;
-  /** Run dist/ (build it first) as the container image does, instead of the sources through tsx. */
+  /** Run dist/ (build it first) as the container image does, instead of the sources through tsx. Default: as TEST_FROM says (testFrom()). */
   compiled?: boolean;
 }
 
@@ -37,7 +37,7 @@ export interface WorkerSystem {
   stop(): Promise<void>;
 }
 
-export async function startWorkerSystem({ workers = 1, erpCapacityRu = 1000, workerEnv = {}, erpEnv = {}, echo, compiled = false }: WorkerSystemOptions = {}): Promise<WorkerSystem> {
+export async function startWorkerSystem({ workers = 1, erpCapacityRu = 1000, workerEnv = {}, erpEnv = {}, echo, compiled = testFrom() === 'dist' }: WorkerSystemOptions = {}): Promise<WorkerSystem> {
   const dataDir = mkdtempSync(join(tmpdir(), 'woodytoys-workers-'));
   const started: Proc[] = [];
   let broker: RunningBroker | undefined;

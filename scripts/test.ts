@@ -1,7 +1,11 @@
 // `npm test`: runs every *.test.ts in the repository with node:test (tsx compiles on the fly).
 // Node 20's test runner does not expand globs itself, so the files are found here.
 // Arguments narrow the run: `npm test -- test/order-flow.test.ts`.
-import { spawn } from 'node:child_process';
+// `--from=dist` (what `npm test` passes) builds first (`npm run build`) and has the tests start the
+// project's processes compiled, as the container image runs them (TEST_FROM, harness/process.ts):
+// tsx's loader costs each start about twice the CPU, and the suite starts hundreds of processes.
+// Without it (`npm run test:only`), they run from source, with whatever was just edited.
+import { execFileSync, spawn } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,7 +22,15 @@ function find(dir: string): string[] {
   });
 }
 
-const files = process.argv.length > 2 ? process.argv.slice(2) : find(root).sort();
+const args = process.argv.slice(2);
+const fromFlag = args.find((a) => a.startsWith('--from='));
+const from = fromFlag?.slice('--from='.length) ?? process.env.TEST_FROM ?? 'source';
+if (from !== 'dist' && from !== 'source') {
+  console.error(`--from (or TEST_FROM) must be dist or source, not ${JSON.stringify(from)}`);
+  process.exit(2);
+}
+const named = args.filter((a) => a !== fromFlag);
+const files = named.length > 0 ? named : find(root).sort();
 if (files.length === 0) {
   console.error('no test files found');
   process.exit(1);
@@ -45,6 +57,10 @@ for (const [name, value] of [['TEST_RUN_LIMIT_MIN', limitMin], ['TEST_FILE_LIMIT
 // file's process was still writing to this one (nodejs/node#64833, open): the run reported 487 of
 // 494 tests once beside two CPU burners, and a lost failure's name and error with them.
 // scripts/test-stdio.test.ts shows that every verdict now arrives.
+if (from === 'dist') {
+  console.log('building dist/ (npm run build): the tests start the processes compiled');
+  execFileSync('npm', ['run', '-s', 'build'], { cwd: root, stdio: 'inherit' });
+}
 const runner = spawn(
   process.execPath,
   [
@@ -60,7 +76,7 @@ const runner = spawn(
     ...files,
   ],
   // Its own process group, so that the limit and Ctrl-C end the test files' processes as well.
-  { cwd: root, stdio: 'inherit', detached: true },
+  { cwd: root, stdio: 'inherit', detached: true, env: { ...process.env, TEST_FROM: from } },
 );
 const killGroup = (signal: NodeJS.Signals) => {
   try {
