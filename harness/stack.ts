@@ -1,7 +1,7 @@
 // The whole system for end-to-end tests: every process of the declaration (lib/processes.ts:
 // broker, ERP sandbox, catalog, stock, orders, the dead-letter service and workers), started as
-// npm start plans them (scripts/start-plan.ts), each a real process from source, on free loopback
-// ports, sharing one temporary data directory. The broker is ours by default (one node on SQLite,
+// npm start plans them (scripts/start-plan.ts), each a real process, compiled or from source
+// (harness/process.ts testFrom()), on free loopback ports, sharing one temporary data directory. The broker is ours by default (one node on SQLite,
 // or `brokerNodes` nodes sharing a real redis-server), or a real Mosquitto with the repo's
 // configuration, users and ACL.
 import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';

@@ -22,7 +22,7 @@ function runTests(files: string[]): Promise<{ code: number | null; out: string }
       process.execPath,
       ['--import', 'tsx', '--import', preload, '--test', '--test-force-exit', '--test-concurrency=4', '--test-reporter=tap', ...files],
       // Without NODE_TEST_CONTEXT, which this file's own runner set: that would make it report as a test file does.
-      { cwd: root, env: { ...process.env, NODE_TEST_CONTEXT: undefined }, maxBuffer: 64 * 1024 * 1024 },
+      { cwd: root, env: { ...process.env, NODE_TEST_CONTEXT: undefined }, maxBuffer: 64 * 1024 * 1024, timeout: 110_000 },
       (err, stdout) => resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, out: stdout }),
     );
   });

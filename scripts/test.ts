@@ -23,13 +23,14 @@ function find(dir: string): string[] {
 }
 
 const args = process.argv.slice(2);
-const fromFlag = args.find((a) => a.startsWith('--from='));
+// The last --from wins, so `npm test -- --from=source FILE` overrides the one `npm test` passes.
+const fromFlag = args.filter((a) => a.startsWith('--from=')).at(-1);
 const from = fromFlag?.slice('--from='.length) ?? process.env.TEST_FROM ?? 'source';
 if (from !== 'dist' && from !== 'source') {
   console.error(`--from (or TEST_FROM) must be dist or source, not ${JSON.stringify(from)}`);
   process.exit(2);
 }
-const named = args.filter((a) => a !== fromFlag);
+const named = args.filter((a) => !a.startsWith('--from='));
 const files = named.length > 0 ? named : find(root).sort();
 if (files.length === 0) {
   console.error('no test files found');
