@@ -37,12 +37,13 @@ if (files.length === 0) {
   process.exit(1);
 }
 const concurrency = process.env.TEST_CONCURRENCY ?? '2';
-// A whole run takes 10-15 minutes on a loaded 2-core machine; past this, something is hanging,
+// A whole run takes 6-9 minutes on a 2-core machine, quiet or beside two CPU burners (20 from source
+// through tsx); past this limit, something is hanging,
 // and failing with that said beats a CI job that times out without a word.
 const limitMin = Number(process.env.TEST_RUN_LIMIT_MIN ?? '40');
 // A test file that runs past this is stopped and reported by name, with the tests it had passed, and
 // the run goes on. (Node 20 applies --test-timeout to each file as a whole; the longest, the chaos
-// tests, takes about 5 minutes on a loaded 2-core machine.) Without it, one hung file hides every
+// tests, takes 1.5 minutes beside two CPU burners, 5 from source.) Without it, one hung file hides every
 // later file's results behind it until the run limit below.
 const fileLimitMin = Number(process.env.TEST_FILE_LIMIT_MIN ?? '15');
 for (const [name, value] of [['TEST_RUN_LIMIT_MIN', limitMin], ['TEST_FILE_LIMIT_MIN', fileLimitMin]] as const) {
