@@ -76,8 +76,11 @@ export const formatPatterns = {
   email: { pattern: z.regexes.email.source },
 };
 
+/** A UUID, in any case, as the lower-case form the services generate and store (RFC 9562: UUIDs are case-insensitive on input). */
+export const uuidInput = () => z.uuid().overwrite((id) => id.toLowerCase());
+
 /** A UUID in a path, documented with the pattern zod checks. */
-export const uuidParam = (name: string) => z.uuid().openapi({ param: { name, in: 'path' }, ...formatPatterns.uuid });
+export const uuidParam = (name: string) => uuidInput().openapi({ param: { name, in: 'path' }, ...formatPatterns.uuid });
 
 export const ADMIN_SCHEME = 'adminKey';
 

@@ -132,6 +132,14 @@ describe('orders API: timeline', () => {
       byRef.hops,
       timeline.hops.map((h, i) => (i === 3 ? { ...h, detail: { attempt: 1, result: 'unavailable' } } : h)),
     );
+
+    // A UUID is the same in upper case (the documented pattern takes both): the same order.
+    const upper = await app.request(`/api/orders/${id.toUpperCase()}/timeline`);
+    assert.equal(upper.status, 200);
+    assert.deepEqual(await upper.json(), timeline);
+    const order = await app.request(`/api/orders/${id.toUpperCase()}`, asAdmin);
+    assert.equal(order.status, 200);
+    assert.equal(((await order.json()) as { id: string }).id, id);
   });
 
   it('answers 404 for an unknown order and 400 for a malformed id, as problems', async () => {

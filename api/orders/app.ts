@@ -1,7 +1,7 @@
 // The orders HTTP API: accept an order at once (202) and let the saga finish it asynchronously.
 import { createRoute, z } from '@hono/zod-openapi';
 import { requireAdminKey, withAdminKey } from '../../lib/admin-key.js';
-import { adminResponses, adminSecurity, cursors, formatPatterns, nextCursor, nonBlank, pageOf, pageQuery, problemResponse, registerAdminScheme, uuidParam } from '../../lib/api-docs.js';
+import { adminResponses, adminSecurity, cursors, formatPatterns, nextCursor, nonBlank, pageOf, pageQuery, problemResponse, registerAdminScheme, uuidInput, uuidParam } from '../../lib/api-docs.js';
 import { createApp, limitBody, problem, type Readiness } from '../../lib/http.js';
 import type { Logger } from '../../lib/log.js';
 import type { Metrics } from '../../lib/metrics.js';
@@ -143,7 +143,7 @@ const getTimeline = createRoute({
   request: {
     params: z.object({
       id: z
-        .union([z.uuid().openapi(formatPatterns.uuid), z.string().regex(/^[0-9a-f]{16}$/)])
+        .union([uuidInput().openapi(formatPatterns.uuid), z.string().regex(/^[0-9a-f]{16}$/)])
         .openapi({ param: { name: 'id', in: 'path' }, description: 'order id (UUID) or public reference (16 hex digits)', example: '0b7e6c1e-3f0a-4c8e-9d7b-2a5f4e1c9d30' }),    }),
   },
   responses: {

@@ -32,10 +32,15 @@ export interface ErpOptions {
   maxBodyBytes?: number;
 }
 
+/** How deep a record's payload may nest: an order is four levels; serialising thousands of levels overflows the stack. */
+export const MAX_PAYLOAD_DEPTH = 32;
+
+const operationIdSchema = z.string().regex(/^[A-Za-z0-9:._-]{1,128}$/);
+
 const recordBody = z.strictObject({
-  operationId: z.string().regex(/^[A-Za-z0-9:._-]{1,128}$/),
+  operationId: operationIdSchema,
   kind: z.enum(ERP_OPERATION_KINDS),
-  payload: z.record(z.string(), z.unknown()),
+  payload: z.record(z.string(), z.unknown()).refine((p) => depthOf(p, MAX_PAYLOAD_DEPTH) <= MAX_PAYLOAD_DEPTH, `nests deeper than ${MAX_PAYLOAD_DEPTH} levels`),
 });
 
 const recordRoute = createRoute({
@@ -45,6 +50,7 @@ const recordRoute = createRoute({
   responses: {
     201: { description: 'recorded' },
     200: { description: 'already recorded (duplicate operation id)' },
+    400: { description: 'invalid body: operation id, kind, or a payload that is not an object or nests too deep' },
     413: { description: 'body over the limit (64 KiB)' },
     422: { description: 'refused by business rules' },
     429: { description: 'over provisioned capacity; see Retry-After' },
@@ -125,7 +131,9 @@ export function createErp({ store, throttle, costs, blockedDomains, unavailableD
   });
 
   app.get('/erp/records/:operationId', (c) => {
-    const record = store.get(c.req.param('operationId'));
+    const id = operationIdSchema.safeParse(c.req.param('operationId'));
+    if (!id.success) return problem(400, 'Bad Request', 'an operation id is 1–128 characters of A–Z, a–z, 0–9 and :._-');
+    const record = store.get(id.data);
     return record ? c.json(record) : problem(404, 'Not Found', 'no such operation');
   });
 
@@ -140,6 +148,21 @@ export function createErp({ store, throttle, costs, blockedDomains, unavailableD
   app.get('/erp/stats', (c) => c.json(snapshot()));
 
   return { app, snapshot };
+}
+
+/** How deep `value` nests (a scalar is 0, `{}` and `[]` are 1), counted without recursion and no further than `limit` + 1. */
+export function depthOf(value: unknown, limit: number): number {
+  let deepest = 0;
+  const stack: [unknown, number][] = [[value, 0]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (v === null || typeof v !== 'object') continue;
+    const here = depth + 1;
+    if (here > deepest) deepest = here;
+    if (deepest > limit) return deepest;
+    for (const child of Object.values(v)) stack.push([child, here]);
+  }
+  return deepest;
 }
 
 function fromDomain(payload: Record<string, unknown>, domains: string[]): boolean {
