@@ -43,7 +43,8 @@ import { publishOrphanedWills } from './wills.js';
 
 const config = loadConfig({
   ...commonEnv,
-  MQTT_HOST: commonEnv.HTTP_HOST,
+  /** Interface of the MQTT and MQTT-over-WebSocket listeners; unset: HTTP_HOST's (0.0.0.0 in a container, where 127.0.0.1 would hide them from the gateway). */
+  MQTT_HOST: z.string().min(1).optional(),
   MQTT_PORT: port(1883),
   MQTT_WS_PORT: port(8083),
   HTTP_PORT: port(3006),
@@ -97,6 +98,7 @@ const config = loadConfig({
   /** Aedes's heartbeat between nodes: the wills of a node silent for four of them are published by the others. */
   BROKER_HEARTBEAT_MS: z.coerce.number().int().min(100).max(600_000).default(5000),
 });
+const mqttHost = config.MQTT_HOST ?? config.HTTP_HOST;
 const log = createLogger('broker', config.LOG_LEVEL).child({ node: config.BROKER_NODE_ID });
 const metrics = createMetrics('broker');
 
@@ -288,7 +290,7 @@ await shared.declare();
 const listen = (server: NetServer | ReturnType<typeof createHttpServer>, p: number) =>
   new Promise<number>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(p, config.MQTT_HOST, () => resolve((server.address() as { port: number }).port));
+    server.listen(p, mqttHost, () => resolve((server.address() as { port: number }).port));
   });
 
 // No Nagle: acknowledgements and small PUBLISH packets go out at once (flow control waits on
@@ -318,8 +320,8 @@ app.get('/groups', (c) => c.json(shared.stats.map(({ share, depth, inflight }) =
 const http = await serveApp(app, config.HTTP_PORT, config.HTTP_HOST);
 log.info(
   {
-    mqtt: `mqtt://${config.MQTT_HOST}:${mqttPort}`,
-    ws: `ws://${config.MQTT_HOST}:${wsPort}`,
+    mqtt: `mqtt://${mqttHost}:${mqttPort}`,
+    ws: `ws://${mqttHost}:${wsPort}`,
     http: http.port,
     window: config.BROKER_INFLIGHT_WINDOW,
     graceMs: config.BROKER_REDISPATCH_GRACE_MS,

@@ -6,6 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import WebSocket from 'ws';
 import { formatPasswordFile } from '../broker/password-hash.js';
@@ -157,5 +158,45 @@ describe('a deadline for the CONNECT and connections per address', () => {
     await closeMqtt(clients.pop()!, 2000);
     clients.push(await connected('viewer-again'));
     await Promise.all(clients.map((c) => closeMqtt(c, 2000)));
+  });
+});
+
+describe('where the listeners bind', () => {
+  // 127.0.0.2 stands in for a container's 0.0.0.0 while staying on loopback: on Linux every
+  // 127.x.y.z reaches the machine, but a socket bound to 127.0.0.1 is not reached through 127.0.0.2.
+  const reachable = (host: string, port: number) =>
+    new Promise<boolean>((resolve) => {
+      const socket = connect(port, host, () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once('error', () => resolve(false));
+    });
+
+  test('the MQTT and WebSocket listeners follow HTTP_HOST unless MQTT_HOST is set', async () => {
+    // In compose HTTP_HOST is 0.0.0.0 and MQTT_HOST unset: bound to 127.0.0.1, the gateway's
+    // connections to broker:1883 would have been refused.
+    for (const [env, host] of [
+      [{ HTTP_HOST: '127.0.0.2' }, '127.0.0.2'],
+      [{ HTTP_HOST: '127.0.0.2', MQTT_HOST: '127.0.0.1' }, '127.0.0.1'],
+    ] as const) {
+      const broker = await startBroker({ env });
+      try {
+        const mqttPort = Number(new URL(broker.mqttUrl).port);
+        const wsPort = Number(new URL(broker.wsUrl).port);
+        assert.equal(new URL(broker.mqttUrl).hostname, host);
+        const other = host === '127.0.0.1' ? '127.0.0.2' : '127.0.0.1';
+        assert.deepEqual(
+          [await reachable(host, mqttPort), await reachable(host, wsPort), await reachable(other, mqttPort), await reachable(other, wsPort)],
+          [true, true, false, false],
+          `${JSON.stringify(env)}: MQTT and WebSocket on ${host} only`,
+        );
+        const client = await connectClient(broker.mqttUrl, { clientId: 'bind-check', clean: true, reconnectPeriod: 0 });
+        assert.ok(client.connected);
+        await closeMqtt(client, 2000);
+      } finally {
+        await broker.stop();
+      }
+    }
   });
 });
