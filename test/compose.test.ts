@@ -14,7 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Ajv2019 } from 'ajv/dist/2019.js';
@@ -91,6 +91,41 @@ describe('compose.yaml', { skip }, () => {
     assert.ok(validate(document), JSON.stringify(validate.errors, null, 2));
   });
 
+  it("the gateway's image carries nginx.conf and the dashboard with every module it loads, nothing from the host", () => {
+    // The gateway service builds the Dockerfile's `gateway` stage; the last stage stays every Node process's runtime.
+    const gateway = (parse(compose('config')) as { services: Record<string, Service & { build?: { target?: string }; volumes?: unknown[] }> }).services.gateway!;
+    assert.equal(gateway.build?.target, 'gateway');
+    assert.deepEqual(gateway.volumes ?? [], [], 'no file of the host mounted: a fresh clone has no dashboard/vendor/ until npm ci');
+    const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
+    const stages = dockerfile.split(/^(?=FROM )/m).slice(1);
+    const stage = (name: string) => stages.find((s) => new RegExp(`^FROM \\S+ AS ${name}$`, 'm').test(s))!;
+    assert.match(stages.at(-1)!, /^FROM node:/);
+    assert.match(stage('gateway'), /^COPY nginx\.conf \/etc\/nginx\/templates\/nginx\.conf\.template$/m);
+    assert.match(stage('gateway'), /^COPY --from=build \/app\/dashboard \/usr\/share\/nginx\/html$/m);
+    const build = stage('build');
+    assert.ok(build.indexOf('RUN npm ci') >= 0 && build.indexOf('RUN npm ci') < build.indexOf('COPY dashboard dashboard'), 'npm ci (its prepare step vendors the modules) before the dashboard is copied');
+    assert.match(readFileSync(join(ROOT, '.dockerignore'), 'utf8'), /^dashboard\/vendor$/m, "the host's vendored copies stay out of the context");
+
+    // What the image's /app/dashboard holds: the repository's dashboard without vendor/, and what
+    // npm ci's prepare step writes, run here in an empty directory as the build stage runs it.
+    const dir = mkdtempSync(join(tmpdir(), 'gateway-image-'));
+    try {
+      symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
+      const prepare = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts.prepare!;
+      execFileSync('sh', ['-c', prepare], { cwd: dir, stdio: 'ignore' });
+      cpSync(join(ROOT, 'dashboard'), join(dir, 'dashboard'), { recursive: true, filter: (src) => !src.startsWith(join(ROOT, 'dashboard', 'vendor')) });
+      const html = readFileSync(join(dir, 'dashboard', 'index.html'), 'utf8');
+      const refs = [...html.matchAll(/(?:src|href)="([^":]+)"/g)].map((m) => m[1]!);
+      for (const js of refs.filter((r) => r.endsWith('.js'))) {
+        refs.push(...[...readFileSync(join(dir, 'dashboard', js), 'utf8').matchAll(/^import .* from '\.\/([^']+)';$/gm)].map((m) => m[1]!));
+      }
+      assert.ok(refs.some((r) => r.startsWith('vendor/')), `the dashboard loads vendored modules (${refs.join(', ')})`);
+      for (const ref of refs) assert.ok(existsSync(join(dir, 'dashboard', ref)), `${ref} is in the image`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('keeps secrets out of the file and stateful services on named volumes', () => {
     const text = readFileSync(join(ROOT, 'compose.yaml'), 'utf8');
     assert.doesNotMatch(text, /change-me/, 'example secrets belong in .env.example only');
@@ -116,9 +151,11 @@ describe('compose.yaml', { skip }, () => {
       .replace(/^listener 1883$/m, `listener ${tcp} 127.0.0.1`)
       .replace(/^listener 8083$/m, `listener ${ws} 127.0.0.1`)
       .replaceAll('/mosquitto/', `${dir}/`);
-    // Started as root outside a container, Mosquitto would switch to its own user, which cannot read the temporary files.
-    writeFileSync(join(dir, 'config', 'mosquitto.conf'), conf + (process.getuid?.() === 0 ? '\nuser root\n' : ''));
+    writeFileSync(join(dir, 'config', 'mosquitto.conf'), conf);
     writeFileSync(join(dir, 'config', 'acl'), readFileSync(join(ROOT, 'broker/mosquitto/acl')));
+    // Started as root, Mosquitto switches to its own user before it reads the password file, as in
+    // the container; the image's entrypoint hands it /mosquitto first, and so does this.
+    if (process.getuid?.() === 0) assert.equal(spawnSync('chown', ['-R', 'mosquitto:mosquitto', dir]).status, 0, 'chown to the mosquitto user');
     const env = { ...process.env, ...mosquitto.environment, PATH: `${process.env.PATH}:/usr/sbin:/sbin` };
     const [shell, ...args] = mosquitto.command!.map(local);
     const child = spawn(shell!, args, { env, stdio: 'ignore' });
