@@ -105,9 +105,14 @@ export class Access {
     return this.#decide(this.#writable, who, topic, (w) => this.opts.acl.canPublish(w, topic)) ? undefined : 'not allowed by the ACL';
   }
 
-  /** ACL answers per user, client and topic, remembered: topics repeat and rules do not change. */
+  /**
+   * ACL answers per user, client and topic, remembered: topics repeat and rules do not change. The
+   * key gives the lengths of the user name and client id, which may hold any character: joined by a
+   * separator, `worker-a` + `x\ny` and `worker-a\nx` + `y` were one key, and a client could reuse
+   * an answer given for another's topic.
+   */
   #decide(cache: Map<string, boolean>, who: { username: string | undefined; clientId: string }, topic: string, ask: (who: { username: string | undefined; clientId: string }) => boolean) {
-    const key = `${who.username}\n${who.clientId}\n${topic}`;
+    const key = `${who.username === undefined ? -1 : who.username.length}:${who.username ?? ''}${who.clientId.length}:${who.clientId}${topic}`;
     let ok = cache.get(key);
     if (ok === undefined) {
       ok = ask(who);

@@ -5,6 +5,7 @@
 import type { AedesOptions, Client } from 'aedes';
 import type { Logger } from '../lib/log.js';
 import type { Access } from './auth.js';
+import { grant, refuse } from './granted.js';
 import { SHARE_PREFIX, parseShare, type SharedSubscriptions } from './group-queue.js';
 import type { Ingest } from './ingest.js';
 import type { ConnectionLimits } from './limits.js';
@@ -55,17 +56,29 @@ export function authorizationHooks(parts: AuthorizationParts): Pick<AedesOptions
       if (reason) {
         log.warn({ clientId: client.id, filter: sub.topic, reason }, 'subscription refused');
         onRefused('subscribe');
+        refuse(sub);
+        // Also when Aedes restores a stored session's subscriptions at a CONNECT: one the rules no
+        // longer allow (or stored before refused filters were kept out) leaves its group and the session.
+        shared.refused(client, sub.topic);
         return done(null, null);
       }
       // Shared subscriptions are delivered with QoS 1 at most.
       const granted: typeof sub = isShared && sub.qos > 1 ? { ...sub, qos: 1 } : sub;
-      if (!isShared || !shared.clustered) return done(null, granted);
+      if (!isShared || !shared.clustered) {
+        grant(sub, granted.qos);
+        return done(null, granted);
+      }
       // Several nodes: a member in the store before its SUBACK (nothing to wait for on one node).
       shared.admit(client, sub.topic).then(
-        () => done(null, granted),
+        () => {
+          grant(sub, granted.qos);
+          done(null, granted);
+        },
         (err: unknown) => {
           log.error({ err, clientId: client.id, filter: sub.topic }, 'could not join the group; subscription refused');
           onRefused('subscribe');
+          refuse(sub);
+          shared.refused(client, sub.topic);
           done(null, null);
         },
       );

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connectPacket, publishPacket, subscribePacket } from '../test/support/mqtt-raw.js';
-import { checkConnect, checkFilters, checkPublish, stringProblem } from './conformance.js';
+import { MAX_FILTERS_PER_PACKET, checkConnect, checkFilters, checkPublish, stringProblem } from './conformance.js';
 
 /** The body of a packet: what follows its fixed header. */
 const body = (packet: Buffer) => {
@@ -57,6 +57,9 @@ test('PUBLISH topic names and SUBSCRIBE / UNSUBSCRIBE filters', () => {
     assert.equal(checkPublish(body(publishPacket({ topic, payload: 'x' })))?.reason, reason);
   }
   assert.equal(checkFilters(body(subscribePacket(['a/+/b', 'c/#'])), true), undefined);
+  const many = (n: number) => Array.from({ length: n }, (_, i) => `woodytoys/public/${i}`);
+  assert.equal(checkFilters(body(subscribePacket(many(MAX_FILTERS_PER_PACKET))), true), undefined);
+  assert.equal(checkFilters(body(subscribePacket(many(MAX_FILTERS_PER_PACKET + 1))), true)?.reason, `more than ${MAX_FILTERS_PER_PACKET} topic filters in one packet`);
   assert.equal(checkFilters(body(subscribePacket(['a/#', Buffer.from([0xc3])])), true)?.reason, 'ill-formed UTF-8 in a topic filter');
   assert.equal(checkFilters(body(subscribePacket(['a/\u0000'])), true)?.reason, 'U+0000 in a topic filter');
   // UNSUBSCRIBE: packet id, then filters without a QoS byte.

@@ -123,11 +123,19 @@ export function checkPublish(head: Buffer): Violation | undefined {
   return problem ? { reason: problem } : undefined;
 }
 
-/** Every topic filter of a SUBSCRIBE (each followed by its QoS byte) or UNSUBSCRIBE. */
+/**
+ * Topic filters one SUBSCRIBE or UNSUBSCRIBE may carry. The protocol sets no bound, and a 1 MiB
+ * packet holds some 40,000; Aedes then stores the session once per filter, each time with the whole
+ * list: 2,000 filters in one packet cost 700 MB and half a minute of CPU. Our services send a few.
+ */
+export const MAX_FILTERS_PER_PACKET = 100;
+
+/** Every topic filter of a SUBSCRIBE (each followed by its QoS byte) or UNSUBSCRIBE, at most MAX_FILTERS_PER_PACKET. */
 export function checkFilters(body: Buffer, withQos: boolean): Violation | undefined {
   const f = new Fields(body);
   if (f.u16() === undefined) return { reason: 'malformed packet' };
-  while (f.rest > 0) {
+  for (let n = 1; f.rest > 0; n++) {
+    if (n > MAX_FILTERS_PER_PACKET) return { reason: `more than ${MAX_FILTERS_PER_PACKET} topic filters in one packet` };
     const filter = f.field();
     if (filter === undefined || (withQos && f.bytes(1) === undefined)) return { reason: 'malformed packet' };
     const problem = stringProblem(filter);

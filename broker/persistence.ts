@@ -6,6 +6,7 @@ import { Readable } from 'node:stream';
 import type { DB } from '../lib/db.js';
 import { topicMatches } from '../lib/events.js';
 import type { CommitQueue } from './commit-queue.js';
+import { decision } from './granted.js';
 
 /** A packet as Aedes hands it over: publish (or pubrel) fields plus broker bookkeeping. */
 export interface StoredPacket {
@@ -74,6 +75,8 @@ const isEmpty = (payload: Buffer | string | undefined) => payload === undefined 
 export interface SessionPersistence {
   /** Would a publish on `topic` be queued for some persistent session? (durable ingest keeps it then) */
   hasSessionSubscriber(topic: string): boolean;
+  /** Drops filters from a client's stored session (Aedes's own interface). */
+  removeSubscriptions(client: { id: string }, topics: string[]): Promise<void>;
   /** Persistent subscriptions whose filter starts with `prefix`. */
   subscriptionsWithPrefix(prefix: string): Array<{ clientId: string; topic: string; qos: number }>;
   /** Set by the shared subscriptions: takes the PUBACKs of the messages they sent themselves. */
@@ -87,6 +90,8 @@ export class SqlitePersistence implements SessionPersistence {
   readonly #retained = new Map<string, StoredPacket>();
   /** clientId → topic filter → options */
   readonly #subscriptions = new Map<string, Map<string, SubscriptionOptions>>();
+  /** Per SUBSCRIBE list (addSubscriptions sees each once per granted filter): its client, and the entries already kept. */
+  readonly #kept = new WeakMap<object, { clientId: string; subs: WeakSet<object> }>();
   /** topic → matching QoS>0 subscriptions; cleared whenever a subscription changes. */
   #byTopic = new Map<string, Array<{ clientId: string; topic: string } & SubscriptionOptions>>();
   readonly #outgoing = new Map<string, Queued[]>();
@@ -178,10 +183,20 @@ export class SqlitePersistence implements SessionPersistence {
 
   // --- subscriptions ------------------------------------------------------------------------
 
+  /**
+   * Aedes calls this once per granted filter of a SUBSCRIBE, each time with the packet's whole list
+   * (broker/granted.ts): each entry is kept once, a refused one never, at the QoS it was granted.
+   */
   async addSubscriptions(client: ClientRef, subs: Array<SubscriptionOptions & { topic: string }>): Promise<void> {
     const stored = this.#clientSubs(client.id);
-    for (const { topic, qos, rh, rap, nl, subscriptionIdentifier } of subs) {
-      const options: SubscriptionOptions = { qos, rh, rap, nl };
+    let kept = this.#kept.get(subs);
+    if (kept?.clientId !== client.id) this.#kept.set(subs, (kept = { clientId: client.id, subs: new WeakSet() }));
+    for (const sub of subs) {
+      const decided = decision(sub);
+      if (decided === 'refused' || kept.subs.has(sub)) continue;
+      kept.subs.add(sub);
+      const { topic, rh, rap, nl, subscriptionIdentifier } = sub;
+      const options: SubscriptionOptions = { qos: decided ?? sub.qos, rh, rap, nl };
       if (subscriptionIdentifier !== undefined) options.subscriptionIdentifier = subscriptionIdentifier;
       stored.set(topic, options);
       const json = JSON.stringify(options);

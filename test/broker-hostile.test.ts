@@ -1,0 +1,114 @@
+// What a logged-in but hostile client tried against the broker with the repository's ACL, found in a
+// review and kept here: a client id that reuses another's ACL answer, a refused group filter that
+// came back as a membership after a restart, and one SUBSCRIBE with thousands of filters.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { aclFile } from '../broker/mosquitto/run.js';
+import { MAX_FILTERS_PER_PACKET } from '../broker/conformance.js';
+import { formatPasswordFile } from '../broker/password-hash.js';
+import { closeMqtt } from '../lib/mqtt.js';
+import { startBroker, type RunningBroker } from '../harness/broker.js';
+import { eventually } from '../harness/process.js';
+
+const USERS = ['orders', 'stock', 'worker', 'viewer'];
+const password = (user: string) => `${user}-password-for-tests`;
+
+describe('a hostile client with a login', () => {
+  let dir: string;
+  let broker: RunningBroker;
+  const clients: MqttClient[] = [];
+  const start = () => startBroker({ env: { BROKER_ALLOW_ANONYMOUS: 'false', BROKER_PASSWORD_FILE: join(dir, 'passwd'), BROKER_ACL_FILE: aclFile, DATA_DIR: join(dir, 'data') } });
+  const login = async (user: string, clientId: string, options: IClientOptions = {}) => {
+    const client = await mqtt.connectAsync(broker.mqttUrl, { username: user, password: password(user), clientId, reconnectPeriod: 0, connectTimeout: 10_000, ...options }, false);
+    clients.push(client);
+    return client;
+  };
+  /** Resolves once the broker has closed the client's connection. */
+  const closedByBroker = (client: MqttClient) => (client.connected ? new Promise<void>((resolve) => client.once('close', () => resolve())) : Promise.resolve());
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'broker-hostile-'));
+    writeFileSync(join(dir, 'passwd'), formatPasswordFile(Object.fromEntries(USERS.map((u) => [u, password(u)]))));
+    broker = await start();
+  });
+  after(async () => {
+    await Promise.all(clients.map((c) => closeMqtt(c, 1000).catch(() => {})));
+    await broker?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('cannot reuse an ACL answer given for another client id and topic by putting a newline in its own', { timeout: 60_000 }, async () => {
+    const observer = await login('stock', 'stock-observer', { clean: true });
+    const seen: string[] = [];
+    observer.on('message', (_topic, payload) => seen.push(payload.toString()));
+    await observer.subscribeAsync('woodytoys/orders/created', { qos: 1 });
+
+    // An allowed will topic made the broker remember "worker, worker-a, <this topic>" = allowed…
+    const prefix = 'woodytoys/public/stats/workers/z';
+    const first = await login('worker', 'worker-a', { will: { topic: `${prefix}\nwoodytoys/orders/created`, payload: Buffer.from('x'), qos: 0, retain: false } });
+    await closeMqtt(first, 2000);
+    // …which the same three strings, cut elsewhere, used to be: client id "worker-a\n<prefix>", topic orders/created.
+    const forger = await login('worker', `worker-a\n${prefix}`, { clean: true });
+    const closed = closedByBroker(forger).then(() => 'closed');
+    const acknowledged = forger.publishAsync('woodytoys/orders/created', JSON.stringify({ forged: true }), { qos: 1 }).then(
+      () => 'acknowledged',
+      () => 'closed',
+    );
+    assert.equal(await Promise.race([closed, acknowledged]), 'closed', 'the publish the ACL forbids ends the connection, with no PUBACK');
+    // The orders service's publish on the same topic arrives after it: had the forgery passed, it would be there first.
+    const orders = await login('orders', 'orders-marker', { clean: true });
+    await orders.publishAsync('woodytoys/orders/created', 'marker', { qos: 1 });
+    await eventually(() => seen.includes('marker'), { what: 'the marker' });
+    assert.deepEqual(seen, ['marker'], 'nothing forged reached the stock service');
+  });
+
+  it('a refused group filter beside a granted one does not make the client a member, not even after a restart', { timeout: 120_000 }, async () => {
+    const share = '$share/order-workers/woodytoys/stock/reserved';
+    const spy = await login('viewer', 'viewer-spy', { clean: false });
+    const granted = await spy.subscribeAsync({ 'woodytoys/public/anything': { qos: 1 }, [share]: { qos: 1 } }).catch((err: { packet?: { granted?: number[] } }) =>
+      (err.packet?.granted ?? []).map((qos) => ({ qos })),
+    );
+    assert.deepEqual(
+      granted.map((g) => g.qos),
+      [1, 128],
+    );
+    await closeMqtt(spy, 2000);
+    await broker.stop();
+    broker = await start();
+
+    // After the restart the viewer's session comes back; the workers' group must get every reservation.
+    const stolen: string[] = [];
+    const spyAgain = await login('viewer', 'viewer-spy', { clean: false });
+    spyAgain.on('message', (_topic, payload) => stolen.push(payload.toString()));
+    const worker = await login('worker', 'worker-1', { clean: false });
+    const received: string[] = [];
+    worker.on('message', (_topic, payload) => received.push(payload.toString()));
+    await worker.subscribeAsync(share, { qos: 1 });
+    const stock = await login('stock', 'stock-publisher', { clean: true });
+    const N = 20;
+    for (let i = 0; i < N; i++) await stock.publishAsync('woodytoys/stock/reserved', JSON.stringify({ n: i, customer: { name: 'Ada', email: 'ada@example.com' } }), { qos: 1 });
+    await eventually(() => received.length >= N, { what: `the worker receiving all ${N} reservations (it had ${received.length})` });
+    assert.deepEqual(stolen, [], 'the viewer got none');
+  });
+
+  it(`closes a connection whose SUBSCRIBE carries more than ${MAX_FILTERS_PER_PACKET} filters, before storing any`, { timeout: 60_000 }, async () => {
+    const viewer = await login('viewer', 'viewer-many', { clean: false });
+    const closed = closedByBroker(viewer);
+    const filters = Object.fromEntries(Array.from({ length: 2000 }, (_, i) => [`woodytoys/public/x/${i}`, { qos: 1 as const }]));
+    viewer.subscribe(filters, () => {});
+    await closed;
+    await eventually(() => broker.logs.some((l) => l.includes(`more than ${MAX_FILTERS_PER_PACKET} topic filters in one packet`)), { what: 'the log line' });
+    // Its session kept nothing: connecting again, the broker has no session to resume.
+    const again = mqtt.connect(broker.mqttUrl, { username: 'viewer', password: password('viewer'), clientId: 'viewer-many', clean: false, reconnectPeriod: 0 });
+    clients.push(again);
+    const connack = await new Promise<{ sessionPresent: boolean }>((resolve, reject) => {
+      again.once('connect', resolve);
+      again.once('error', reject);
+    });
+    assert.equal(connack.sessionPresent, false);
+  });
+});
