@@ -6,14 +6,11 @@
 //   … mqtt.connect(broker.mqttUrl) …
 //   await broker.stop();   // SIGTERM, graceful;  broker.kill() is SIGKILL (crash tests)
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { MqttClient } from 'mqtt';
 import { PROCESSES } from '../lib/processes.js';
-import { profileFlags, START_TIMEOUT_MS, testFrom } from './process.js';
+import { profileFlags, scratchDir, START_TIMEOUT_MS, testFrom } from './process.js';
 
 export interface RunningBroker {
   mqttUrl: string;
@@ -45,7 +42,7 @@ export interface BrokerOptions {
 }
 
 export async function startBroker({ env = {}, timeoutMs = START_TIMEOUT_MS, compiled = testFrom() === 'dist' }: BrokerOptions = {}): Promise<RunningBroker> {
-  const dataDir = env.DATA_DIR ?? mkdtempSync(join(tmpdir(), 'broker-'));
+  const dataDir = env.DATA_DIR ?? scratchDir('broker-');
   const child = spawn(process.execPath, [...profileFlags(), ...(PROCESSES.broker.nodeFlags ?? []), ...(compiled ? [compiledMain] : ['--import', 'tsx', main])], {
     env: {
       ...process.env,

@@ -1,7 +1,7 @@
 // Starts the project's real processes for multi-process tests: each runs on loopback ports the test
 // chose, compiled or from source (testFrom()), and is ready once it logs its "… listening" line.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, statSync, utimesSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,9 +15,28 @@ const PORTS_FROM = 10_000;
 
 // A test process that dies (failed assertion, uncaught error) must not leave its children running.
 const running = new Set<ChildProcess>();
+/** Temporary directories made for this process's children (scratchDir), removed when it exits. */
+const scratch = new Set<string>();
 process.once('exit', () => {
   for (const child of running) child.kill('SIGKILL');
+  for (const dir of scratch) {
+    try {
+      rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
+    } catch {
+      // A child killed just above may still be writing into it: the OS's temporary files then keep it.
+    }
+  }
 });
+
+/**
+ * A fresh temporary directory (e.g. a broker's data directory) that stays for as long as this
+ * process runs, so that a test may restart what uses it, and is removed when the process exits.
+ */
+export function scratchDir(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  scratch.add(dir);
+  return dir;
+}
 
 /**
  * Node flags for a process started from source: with CPU_PROF_DIR set, each one writes a CPU profile

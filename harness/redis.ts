@@ -4,12 +4,9 @@
 // unless asked otherwise, no RDB snapshots.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { findProgram } from '../lib/programs.js';
-import { eventually, freePort, START_TIMEOUT_MS } from './process.js';
+import { eventually, freePort, scratchDir, START_TIMEOUT_MS } from './process.js';
 
 export interface RedisOptions {
   /** AOF on (default) or no persistence at all. */
@@ -37,7 +34,7 @@ export interface RunningRedis {
 }
 
 /** redis-server on 127.0.0.1, ready when it answers PING. Needs the program (requireProgram first). */
-export async function startRedis({ appendonly = true, appendfsync = 'always', dir = mkdtempSync(join(tmpdir(), 'redis-')) }: RedisOptions = {}): Promise<RunningRedis> {
+export async function startRedis({ appendonly = true, appendfsync = 'always', dir = scratchDir('redis-') }: RedisOptions = {}): Promise<RunningRedis> {
   const program = findProgram('redis-server');
   if (!program) throw new Error('redis-server is not installed (apt-get install -y redis-server)');
   const port = await freePort();
