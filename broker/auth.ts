@@ -37,6 +37,8 @@ export class Access {
   readonly #users = new WeakMap<Client, string | null>();
   readonly #readable = new Map<string, boolean>();
   readonly #writable = new Map<string, boolean>();
+  /** client id → the user the ACL gives it to (null: nobody), for sessions whose client is offline */
+  readonly #owners = new Map<string, string | null>();
 
   constructor(private readonly opts: AccessOptions) {}
 
@@ -99,6 +101,23 @@ export class Access {
   forward = <P extends { topic: string }>(client: Client, packet: P): P | null => {
     if (this.#anonymous(client)) return packet;
     return this.#decide(this.#readable, this.#who(client), packet.topic, (who) => this.opts.acl.canRead(who, packet.topic)) ? packet : null;
+  };
+
+  /**
+   * May a message on `topic` wait in the stored session of `clientId` while it is offline? Only if
+   * its user may read it: the ACL gives every client id one user (its "#@ clientid" rules). When
+   * anonymous clients are allowed (development, tests), any client id may be one of theirs, trusted fully.
+   */
+  mayQueue = (clientId: string, topic: string): boolean => {
+    if (this.opts.allowAnonymous) return true;
+    let username = this.#owners.get(clientId);
+    if (username === undefined) {
+      username = this.opts.acl.clientIdOwner(clientId) ?? null;
+      if (this.#owners.size > 50_000) this.#owners.clear();
+      this.#owners.set(clientId, username);
+    }
+    // No user may connect with a client id the ACL gives to nobody: such a session holds nothing.
+    return username !== null && this.#decide(this.#readable, { username, clientId }, topic, (who) => this.opts.acl.canRead(who, topic));
   };
 
   #writeRefusal(who: { username: string | undefined; clientId: string }, topic: string): string | undefined {

@@ -196,6 +196,7 @@ const checkpointer = new Checkpointer(db, log);
 persistence.claimAck = (clientId, messageId) => shared.acknowledge(clientId, messageId);
 const ingest = new Ingest(db, commits, shared, persistence, log);
 const access = new Access({ passwords, acl, allowAnonymous: config.BROKER_ALLOW_ANONYMOUS, log });
+persistence.mayQueue = access.mayQueue;
 const limits = new ConnectionLimits({
   maxPacketBytes: config.BROKER_MAX_PACKET_BYTES,
   connectTimeoutMs: config.BROKER_CONNECT_TIMEOUT_MS,

@@ -81,6 +81,13 @@ export interface SessionPersistence {
   subscriptionsWithPrefix(prefix: string): Array<{ clientId: string; topic: string; qos: number }>;
   /** Set by the shared subscriptions: takes the PUBACKs of the messages they sent themselves. */
   claimAck: ((clientId: string, messageId: number | undefined) => boolean) | undefined;
+  /**
+   * Set by main.ts from the ACL: may a message on `topic` wait in `clientId`'s session? Aedes queues
+   * for a persistent session every message its filters match and leaves the ACL to the delivery
+   * (authorizeForward), so a viewer's offline sessions subscribed to `#` kept every order, names
+   * and e-mails included, until it came back. Unset: everything.
+   */
+  mayQueue: ((clientId: string, topic: string) => boolean) | undefined;
   /** Messages queued for persistent sessions, for metrics (undefined where not known without a scan). */
   readonly outgoingDepth: number | undefined;
 }
@@ -287,13 +294,13 @@ export class SqlitePersistence implements SessionPersistence {
   // --- outgoing: messages queued for persistent sessions ------------------------------------
 
   async outgoingEnqueue(sub: { clientId: string }, packet: StoredPacket): Promise<void> {
-    this.#enqueue(sub.clientId, packet);
+    if (this.#mayQueue(sub.clientId, packet)) this.#enqueue(sub.clientId, packet);
   }
 
   // Not awaited: the ingest inbox makes the publish durable, and the commit queue's ordering
   // guarantees this row commits no later than the inbox row is cleared.
   async outgoingEnqueueCombi(subs: Array<{ clientId: string }>, packet: StoredPacket): Promise<void> {
-    for (const sub of subs) this.#enqueue(sub.clientId, packet);
+    for (const sub of subs) if (this.#mayQueue(sub.clientId, packet)) this.#enqueue(sub.clientId, packet);
   }
 
   async outgoingUpdate(client: ClientRef, packet: StoredPacket): Promise<void> {
@@ -319,6 +326,13 @@ export class SqlitePersistence implements SessionPersistence {
 
   /** Set by the shared subscriptions: takes the PUBACKs of the messages they sent themselves. */
   claimAck: ((clientId: string, messageId: number | undefined) => boolean) | undefined;
+  /**
+   * Set by main.ts from the ACL: may a message on `topic` wait in `clientId`'s session? Aedes queues
+   * for a persistent session every message its filters match and leaves the ACL to the delivery
+   * (authorizeForward), so a viewer's offline sessions subscribed to `#` kept every order, names
+   * and e-mails included, until it came back. Unset: everything.
+   */
+  mayQueue: ((clientId: string, topic: string) => boolean) | undefined;
 
   async outgoingClearMessageId(client: ClientRef, packet: StoredPacket): Promise<StoredPacket | undefined> {
     if (this.claimAck?.(client.id, packet.messageId)) return undefined;
@@ -406,6 +420,10 @@ export class SqlitePersistence implements SessionPersistence {
   }
 
   // --- internals ----------------------------------------------------------------------------
+
+  #mayQueue(clientId: string, packet: StoredPacket): boolean {
+    return !this.mayQueue || packet.topic === undefined || this.mayQueue(clientId, packet.topic);
+  }
 
   #enqueue(clientId: string, packet: StoredPacket): void {
     const copy = queuedCopy(packet);

@@ -12,6 +12,7 @@ export const SLOW_SUBSCRIBE_MS = 5000;
 
 export class RedisPersistence extends AsyncRedisPersistence implements SessionPersistence {
   claimAck: ((clientId: string, messageId: number | undefined) => boolean) | undefined;
+  mayQueue: ((clientId: string, topic: string) => boolean) | undefined;
   /** The store of each SUBSCRIBE packet's list under way (see addSubscriptions). */
   readonly #adding = new WeakMap<object, Promise<void>>();
 
@@ -77,6 +78,14 @@ export class RedisPersistence extends AsyncRedisPersistence implements SessionPe
   /** Not known without a scan of Redis. */
   get outgoingDepth(): number | undefined {
     return undefined;
+  }
+
+  /** Only for the sessions whose user may read the topic (SessionPersistence.mayQueue). */
+  override outgoingEnqueueCombi(subs: Array<{ clientId: string }>, packet: { topic?: string }): Promise<void> {
+    const { mayQueue } = this;
+    const topic = packet.topic;
+    const allowed = mayQueue && topic !== undefined ? subs.filter((sub) => mayQueue(sub.clientId, topic)) : subs;
+    return allowed.length === 0 ? Promise.resolve() : super.outgoingEnqueueCombi(allowed, packet);
   }
 
   /**

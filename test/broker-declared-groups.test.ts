@@ -17,6 +17,10 @@ import { SHARED_GROUPS, declaredShares, orderCreated, shareOf, stockReserved } f
 
 const TOPIC = orderCreated.topic; // one of the stock group's (SHARED_GROUPS)
 const SHARE = shareOf('stock', TOPIC);
+// A bound on each test and on the clean-up, not a pause: a test that hangs (once in a CI run beside
+// two CPU burners, where every test here had passed, the file ran into its 15-minute limit) fails
+// with its name within minutes instead.
+const LIMIT_MS = 180_000;
 
 /** A group member (persistent session) that records each payload it receives, and acknowledges it. */
 async function member(url: string, clientId: string, share: string) {
@@ -39,9 +43,9 @@ describe('groups kept from the first start (BROKER_GROUPS)', () => {
   after(async () => {
     await Promise.all(clients.map((c) => c.endAsync(true).catch(() => {})));
     await Promise.all(brokers.map((b) => b.stop()));
-  });
+  }, { timeout: LIMIT_MS });
 
-  it('by default, the system consumers\' groups: what comes before the first member waits for it, through a restart and past the last member', async () => {
+  it('by default, the system consumers\' groups: what comes before the first member waits for it, through a restart and past the last member', { timeout: LIMIT_MS }, async () => {
     assert.ok(SHARED_GROUPS.stock.includes(TOPIC), 'a topic of a declared group');
     let broker = await startBroker();
     brokers.push(broker);
@@ -66,7 +70,7 @@ describe('groups kept from the first start (BROKER_GROUPS)', () => {
     assert.deepEqual(first.got, ['before-1', 'before-2'], 'the member that left gets nothing more');
   });
 
-  it('BROKER_GROUPS=none: a group exists from its first SUBSCRIBE only, and what came before is gone', async () => {
+  it('BROKER_GROUPS=none: a group exists from its first SUBSCRIBE only, and what came before is gone', { timeout: LIMIT_MS }, async () => {
     const broker = await startBroker({ env: { BROKER_GROUPS: 'none' } });
     brokers.push(broker);
     await publish(broker.mqttUrl, TOPIC, ['lost']);
@@ -78,7 +82,7 @@ describe('groups kept from the first start (BROKER_GROUPS)', () => {
     assert.deepEqual(late.got, ['after']);
   });
 
-  it('on several nodes: a message published on one node before any member waits in Redis for a member on another, and the group outlives its last member', async () => {
+  it('on several nodes: a message published on one node before any member waits in Redis for a member on another, and the group outlives its last member', { timeout: LIMIT_MS }, async () => {
     const cluster = await startBrokerCluster({ nodes: 2 });
     try {
       const [a, b] = cluster.nodes;
@@ -114,7 +118,7 @@ describe('groups kept from the first start (BROKER_GROUPS)', () => {
     }
   });
 
-  it('a group taken out of BROKER_GROUPS goes at the next start when it has no member, and the log says how many messages it held', async () => {
+  it('a group taken out of BROKER_GROUPS goes at the next start when it has no member, and the log says how many messages it held', { timeout: LIMIT_MS }, async () => {
     const dropped = (logs: string[], share: string) =>
       logs
         .filter((l) => l.startsWith('{')) // stderr lines are there too

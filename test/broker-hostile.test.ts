@@ -82,8 +82,11 @@ describe('a hostile client with a login', () => {
 
     // After the restart the viewer's session comes back; the workers' group must get every reservation.
     const stolen: string[] = [];
-    const spyAgain = await login('viewer', 'viewer-spy', { clean: false });
+    // Listening before the CONNACK: what its session holds may come in the same read.
+    const spyAgain = mqtt.connect(broker.mqttUrl, { username: 'viewer', password: password('viewer'), clientId: 'viewer-spy', clean: false, reconnectPeriod: 0 });
+    clients.push(spyAgain);
     spyAgain.on('message', (_topic, payload) => stolen.push(payload.toString()));
+    await new Promise((resolve, reject) => spyAgain.once('connect', resolve).once('error', reject));
     const worker = await login('worker', 'worker-1', { clean: false });
     const received: string[] = [];
     worker.on('message', (_topic, payload) => received.push(payload.toString()));
@@ -93,6 +96,30 @@ describe('a hostile client with a login', () => {
     for (let i = 0; i < N; i++) await stock.publishAsync('woodytoys/stock/reserved', JSON.stringify({ n: i, customer: { name: 'Ada', email: 'ada@example.com' } }), { qos: 1 });
     await eventually(() => received.length >= N, { what: `the worker receiving all ${N} reservations (it had ${received.length})` });
     assert.deepEqual(stolen, [], 'the viewer got none');
+  });
+
+  it('an offline session keeps only what its user may read, however wide its filter', { timeout: 60_000 }, async () => {
+    const queued = async () => Number(/^mqtt_session_queued_messages(?:{[^}]*})? (\d+)$/m.exec(await (await fetch(`${broker.httpUrl}/metrics`)).text())?.[1]);
+    const viewer = await login('viewer', 'viewer-away', { clean: false });
+    assert.deepEqual((await viewer.subscribeAsync('#', { qos: 1 })).map((g) => g.qos), [1], "'#' is granted: it delivers the public namespace only");
+    await closeMqtt(viewer, 2000);
+    const before = await queued();
+    const orders = await login('orders', 'orders-while-away', { clean: true });
+    const N = 30;
+    for (let i = 0; i < N; i++) await orders.publishAsync('woodytoys/orders/created', JSON.stringify({ n: i, customer: { name: 'Ada', email: 'ada@example.com' } }), { qos: 1 });
+    await orders.publishAsync('woodytoys/public/orders/abc', 'public', { qos: 1 });
+    // The public message waits for the viewer (and the broker's own figures on the public stats
+    // topic, if any came meanwhile); the N orders, with names and e-mails, were never queued for it.
+    await eventually(async () => (await queued()) >= before + 1, { what: 'the public message queued for the viewer' });
+    const waiting = (await queued()) - before;
+    assert.ok(waiting < N, `${waiting} messages queued for the viewer while it was away, fewer than the ${N} orders`);
+    // Listening before the CONNACK: what was queued may come in the same read.
+    const back = mqtt.connect(broker.mqttUrl, { username: 'viewer', password: password('viewer'), clientId: 'viewer-away', clean: false, reconnectPeriod: 0 });
+    clients.push(back);
+    const got: string[] = [];
+    back.on('message', (topic) => got.push(topic));
+    await eventually(() => got.includes('woodytoys/public/orders/abc'), { what: 'the public message' });
+    assert.deepEqual(got.filter((topic) => !topic.startsWith('woodytoys/public/')), []);
   });
 
   it(`closes a connection whose SUBSCRIBE carries more than ${MAX_FILTERS_PER_PACKET} filters, before storing any`, { timeout: 60_000 }, async () => {
