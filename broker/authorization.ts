@@ -9,13 +9,15 @@ import { grant, refuse } from './granted.js';
 import { SHARE_PREFIX, parseShare, type SharedSubscriptions } from './group-queue.js';
 import type { Ingest } from './ingest.js';
 import type { ConnectionLimits } from './limits.js';
-import type { StoredPacket } from './persistence.js';
+import type { SessionPersistence, StoredPacket } from './persistence.js';
 
 export interface AuthorizationParts {
   limits: ConnectionLimits;
   access: Access;
   shared: SharedSubscriptions;
   ingest: Ingest;
+  /** The stored sessions: a refused filter is dropped from them. */
+  persistence: Pick<SessionPersistence, 'removeSubscriptions'>;
   log: Logger;
   /** Counts a refusal, by what was refused. */
   onRefused: (what: 'subscribe' | 'publish') => void;
@@ -27,7 +29,7 @@ export interface AuthorizationParts {
  * "refused" in a PUBACK, and a PUBACK would make the publisher believe it was delivered: the
  * connection is closed before any. Used by authorizePublish and by direct publishes (direct-publish.ts).
  */
-export function publishRefusal({ limits, access, log, onRefused }: Omit<AuthorizationParts, 'shared' | 'ingest'>): (client: Client | null, topic: string) => Error | undefined {
+export function publishRefusal({ limits, access, log, onRefused }: Omit<AuthorizationParts, 'shared' | 'ingest' | 'persistence'>): (client: Client | null, topic: string) => Error | undefined {
   return (client, topic) => {
     const violation = client && limits.violation(client.conn);
     if (violation) return new Error(violation.reason);
@@ -40,8 +42,20 @@ export function publishRefusal({ limits, access, log, onRefused }: Omit<Authoriz
 }
 
 export function authorizationHooks(parts: AuthorizationParts): Pick<AedesOptions, 'authorizeSubscribe' | 'authorizePublish' | 'authorizeForward'> {
-  const { limits, access, shared, ingest, log, onRefused } = parts;
+  const { limits, access, shared, ingest, persistence, log, onRefused } = parts;
   const refusal = publishRefusal(parts);
+  /**
+   * A refused filter leaves its group and the client's session. Aedes also asks again for each
+   * filter of a stored session it restores at a CONNECT, before the client is ready for deliveries:
+   * one the rules do not allow (any more, or stored before refused filters were kept out) goes too.
+   */
+  const refused = (client: Client, sub: object & { topic: string }) => {
+    onRefused('subscribe');
+    refuse(sub);
+    shared.leaveRefused(client, sub.topic);
+    if (client.clean) return;
+    persistence.removeSubscriptions({ id: client.id }, [sub.topic]).catch((err: unknown) => log.error({ err, clientId: client.id, filter: sub.topic }, 'could not drop a refused subscription from the session'));
+  };
   return {
     authorizeForward: access.forward,
     authorizeSubscribe(client, sub, done) {
@@ -55,11 +69,7 @@ export function authorizationHooks(parts: AuthorizationParts): Pick<AedesOptions
         (isShared ? shared.refusal(client, sub.topic) : undefined) ?? access.subscribeRefusal(client, filter, typeof parsed === 'object' ? parsed.group : undefined);
       if (reason) {
         log.warn({ clientId: client.id, filter: sub.topic, reason }, 'subscription refused');
-        onRefused('subscribe');
-        refuse(sub);
-        // Also when Aedes restores a stored session's subscriptions at a CONNECT: one the rules no
-        // longer allow (or stored before refused filters were kept out) leaves its group and the session.
-        shared.refused(client, sub.topic);
+        refused(client, sub);
         return done(null, null);
       }
       // Shared subscriptions are delivered with QoS 1 at most.
@@ -76,9 +86,7 @@ export function authorizationHooks(parts: AuthorizationParts): Pick<AedesOptions
         },
         (err: unknown) => {
           log.error({ err, clientId: client.id, filter: sub.topic }, 'could not join the group; subscription refused');
-          onRefused('subscribe');
-          refuse(sub);
-          shared.refused(client, sub.topic);
+          refused(client, sub);
           done(null, null);
         },
       );

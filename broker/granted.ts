@@ -2,7 +2,7 @@
 // packet's whole list of filters once per granted filter (handlers/subscribe.js,
 // storeSubscriptions), refused ones and those not decided yet included: the session must not keep a
 // refused one (a refused `$share/…` filter would make the client a member of that group at the next
-// start). One decided later is dropped from the session when refused (SharedSubscriptions.refused).
+// start). One decided later is dropped from the session when refused (authorization.ts).
 const decided = new WeakMap<object, number | 'refused'>();
 
 /** authorizeSubscribe granted `sub` (an entry of the SUBSCRIBE's list) at `qos`. */

@@ -331,15 +331,9 @@ export class SharedSubscriptions {
     await this.#cluster?.join(topic, client.id);
   }
 
-  /**
-   * authorizeSubscribe refused `topic` to `client`, maybe as Aedes restored it from the client's
-   * stored session at a CONNECT (before the client is ready for deliveries): the client is no
-   * member of that group, and its session stops keeping the filter.
-   */
-  refused(client: Client, topic: string): void {
+  /** authorizeSubscribe refused `topic` to `client`: if it names a group, the client is no member of it. */
+  leaveRefused(client: Client, topic: string): void {
     if (topic.startsWith(SHARE_PREFIX)) this.#leave(topic, client.id, 'subscription refused');
-    if (client.clean) return;
-    this.opts.persistence.removeSubscriptions({ id: client.id }, [topic]).catch((err: unknown) => this.opts.log.error({ err, clientId: client.id, topic }, 'could not drop a refused subscription from the session'));
   }
 
   /** Why a subscription to a `$share/` filter must be refused, or undefined to accept it. */

@@ -224,7 +224,7 @@ const broker = await Aedes.createBroker({
   persistence,
   ...(mq ? { mq, heartbeatInterval: config.BROKER_HEARTBEAT_MS } : {}),
   ...connectHooks({ limits, access }),
-  ...authorizationHooks({ ...publishChecks, shared, ingest }),
+  ...authorizationHooks({ ...publishChecks, shared, ingest, persistence }),
 });
 broker.on('clientError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'client error'));
 broker.on('connectionError', () => brokerMetrics.refused.inc({ what: 'connect' }));

@@ -326,12 +326,7 @@ export class SqlitePersistence implements SessionPersistence {
 
   /** Set by the shared subscriptions: takes the PUBACKs of the messages they sent themselves. */
   claimAck: ((clientId: string, messageId: number | undefined) => boolean) | undefined;
-  /**
-   * Set by main.ts from the ACL: may a message on `topic` wait in `clientId`'s session? Aedes queues
-   * for a persistent session every message its filters match and leaves the ACL to the delivery
-   * (authorizeForward), so a viewer's offline sessions subscribed to `#` kept every order, names
-   * and e-mails included, until it came back. Unset: everything.
-   */
+  /** See SessionPersistence.mayQueue. */
   mayQueue: ((clientId: string, topic: string) => boolean) | undefined;
 
   async outgoingClearMessageId(client: ClientRef, packet: StoredPacket): Promise<StoredPacket | undefined> {

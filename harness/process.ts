@@ -128,7 +128,7 @@ export function testFrom(): 'dist' | 'source' {
 const compiledEntry = (entry: string) => `dist/${entry.replace(/\.ts$/, '.js')}`;
 
 /** How to start `entry` (e.g. 'workers/main.ts'): compiled from dist/ by plain node, as the container image does, or from source through tsx. */
-export const entryFrom = (entry: string, compiled = testFrom() === 'dist'): Pick<StartOptions, 'entry' | 'command'> =>
+export const entryFrom = (entry: string, compiled: boolean): Pick<StartOptions, 'entry' | 'command'> =>
   compiled ? { command: ['node', ...profileFlags(), compiledEntry(entry)] } : { entry };
 
 export interface StartOptions {

@@ -57,6 +57,17 @@ const recordRoute = createRoute({
   },
 });
 
+const getRecordRoute = createRoute({
+  method: 'get',
+  path: '/erp/records/{operationId}',
+  request: { params: z.object({ operationId: operationIdSchema.openapi({ param: { name: 'operationId', in: 'path' } }) }) },
+  responses: {
+    200: { description: 'the record' },
+    400: { description: 'not an operation id: 1–128 characters of A–Z, a–z, 0–9 and :._-' },
+    404: { description: 'no such operation' },
+  },
+});
+
 export function createErp({ store, throttle, costs, blockedDomains, unavailableDomains = [], throttledDomains = [], latencyMs = 0, errorRate = 0, throttleRate = 0, log, metrics, maxBodyBytes = 64 * 1024 }: ErpOptions) {
   const counters = { calls: 0, accepted: 0, rejected: 0, duplicates: 0, refused: 0, errors: 0 };
   const calls = new Counter({
@@ -130,10 +141,8 @@ export function createErp({ store, throttle, costs, blockedDomains, unavailableD
     return c.json({ reference: record.reference, duplicate: false }, 201);
   });
 
-  app.get('/erp/records/:operationId', (c) => {
-    const id = operationIdSchema.safeParse(c.req.param('operationId'));
-    if (!id.success) return problem(400, 'Bad Request', 'an operation id is 1–128 characters of A–Z, a–z, 0–9 and :._-');
-    const record = store.get(id.data);
+  app.openapi(getRecordRoute, (c) => {
+    const record = store.get(c.req.valid('param').operationId);
     return record ? c.json(record) : problem(404, 'Not Found', 'no such operation');
   });
 
