@@ -85,6 +85,8 @@ export class Acl {
     /** user → the client-id patterns it may use */
     private readonly clientIds: Map<string, string[]>,
     readonly groupRules: GroupRule[],
+    /** user → the most messages one of its persistent sessions keeps while away ("#@ queue"); absent: no bound */
+    private readonly queueLimits: Map<string, number>,
   ) {}
 
   static parse(text: string): Acl {
@@ -93,6 +95,7 @@ export class Acl {
     const patterns: Rule[] = [];
     const clientIds = new Map<string, string[]>();
     const groupRules: GroupRule[] = [];
+    const queueLimits = new Map<string, number>();
     let current = anonymous;
     let user: string | undefined;
     text.split('\n').forEach((raw, i) => {
@@ -102,12 +105,18 @@ export class Acl {
       };
       if (line.startsWith('#@')) {
         const [keyword, ...args] = line.slice(2).trim().split(/\s+/);
-        if (!user) fail('client-id and group rules belong to a user');
+        if (!user) fail('client-id, group and queue rules belong to a user');
+        if (keyword === 'queue') {
+          if (args.length !== 1 || !/^[1-9]\d{0,6}$/.test(args[0]!)) fail('expected "#@ queue <messages>", a whole number from 1 to 9999999');
+          if (queueLimits.has(user!)) fail(`user ${user} has a queue rule already`);
+          queueLimits.set(user!, Number(args[0]));
+          return;
+        }
         const names = keyword === 'group' ? args.slice(0, 1) : args;
         if (!names.every((n) => NAME_PATTERN.test(n))) fail('a name is exact or a prefix ending in *');
         if (keyword === 'clientid' && args.length > 0) clientIds.get(user!)!.push(...args);
         else if (keyword === 'group' && args.length === 2) groupRules.push({ user: user!, group: args[0]!, filter: args[1]! });
-        else fail('expected "#@ clientid <id> …" or "#@ group <name> <filter>"');
+        else fail('expected "#@ clientid <id> …", "#@ group <name> <filter>" or "#@ queue <messages>"');
         return;
       }
       if (!line || line.startsWith('#')) return;
@@ -134,7 +143,7 @@ export class Acl {
       const clash = owned.find((b) => b.u !== a.u && namesOverlap(a.id, b.id));
       if (clash) throw new Error(`ACL: client id ${a.id} of user ${a.u} overlaps ${clash.id} of user ${clash.u}: a client id belongs to one user`);
     }
-    return new Acl(anonymous, byUser, patterns, clientIds, groupRules);
+    return new Acl(anonymous, byUser, patterns, clientIds, groupRules, queueLimits);
   }
 
   static read(file: string): Acl {
@@ -149,6 +158,11 @@ export class Acl {
   /** The user whose client-id rules match `clientId` (one at most), if any. */
   clientIdOwner(clientId: string): string | undefined {
     return [...this.clientIds].find(([, ids]) => ids.some((p) => nameMatches(p, clientId)))?.[0];
+  }
+
+  /** The most messages one of `username`'s persistent sessions keeps while its client is away; undefined: no bound. */
+  queueLimit(username: string): number | undefined {
+    return this.queueLimits.get(username);
   }
 
   /** Why `username` may not connect with `clientId`, or undefined when the id is one of its own. */

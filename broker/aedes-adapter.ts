@@ -177,8 +177,13 @@ export function whenRouted(broker: Aedes, onRouted: (packet: object) => void): v
   };
 }
 
+const clientsOf = (broker: Aedes) => (broker as unknown as { clients: Record<string, Client | undefined> }).clients;
+
 /** The clients connected to this broker (Aedes's `clients`, not in its types). */
-export const connectedClients = (broker: Aedes): Client[] => Object.values((broker as unknown as { clients: Record<string, Client> }).clients);
+export const connectedClients = (broker: Aedes): Client[] => Object.values(clientsOf(broker)).filter((c) => c !== undefined);
+
+/** Is a client with this id connected to this broker now? */
+export const isConnected = (broker: Aedes, clientId: string): boolean => clientsOf(broker)[clientId] !== undefined;
 
 /** Closes every client's connection; returns how many. */
 export function closeEveryClient(broker: Aedes): number {

@@ -110,15 +110,32 @@ export class Access {
    */
   mayQueue = (clientId: string, topic: string): boolean => {
     if (this.opts.allowAnonymous) return true;
+    const username = this.#owner(clientId);
+    // No user may connect with a client id the ACL gives to nobody: such a session holds nothing.
+    return username !== null && this.#decide(this.#readable, { username, clientId }, topic, (who) => this.opts.acl.canRead(who, topic));
+  };
+
+  /**
+   * The most messages the stored session of `clientId` keeps while its client is away: its user's
+   * "#@ queue" rule, unbounded without one (the services' sessions carry their workflows: nothing
+   * is dropped there) and when anonymous clients are allowed.
+   */
+  queueLimit = (clientId: string): number => {
+    if (this.opts.allowAnonymous) return Infinity;
+    const username = this.#owner(clientId);
+    return username === null ? 0 : (this.opts.acl.queueLimit(username) ?? Infinity);
+  };
+
+  /** The user the ACL gives `clientId` to (its "#@ clientid" rules), null for none; remembered. */
+  #owner(clientId: string): string | null {
     let username = this.#owners.get(clientId);
     if (username === undefined) {
       username = this.opts.acl.clientIdOwner(clientId) ?? null;
       if (this.#owners.size > 50_000) this.#owners.clear();
       this.#owners.set(clientId, username);
     }
-    // No user may connect with a client id the ACL gives to nobody: such a session holds nothing.
-    return username !== null && this.#decide(this.#readable, { username, clientId }, topic, (who) => this.opts.acl.canRead(who, topic));
-  };
+    return username;
+  }
 
   #writeRefusal(who: { username: string | undefined; clientId: string }, topic: string): string | undefined {
     return this.#decide(this.#writable, who, topic, (w) => this.opts.acl.canPublish(w, topic)) ? undefined : 'not allowed by the ACL';

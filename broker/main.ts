@@ -20,7 +20,7 @@ import { createApp, serveApp } from '../lib/http.js';
 import { declaredShares } from '../lib/topics.js';
 import { onShutdown } from '../lib/shutdown.js';
 import { Acl } from './acl.js';
-import { closeEveryClient, connectHooks, connectedClients, finishFanoutOnClose, handleTcp, handleWebSocket, ignoreInFanout, maxTopicLevels, subscriberCheck, takePackets } from './aedes-adapter.js';
+import { closeEveryClient, connectHooks, connectedClients, finishFanoutOnClose, handleTcp, handleWebSocket, ignoreInFanout, isConnected, maxTopicLevels, subscriberCheck, takePackets } from './aedes-adapter.js';
 import { Access } from './auth.js';
 import { authorizationHooks, publishRefusal } from './authorization.js';
 import { directPublish } from './direct-publish.js';
@@ -29,7 +29,7 @@ import { SharedSubscriptions, parseDeclaredGroups } from './group-queue.js';
 import { Ingest, routeInboxOf } from './ingest.js';
 import { ConnectionLimits } from './limits.js';
 import { readLogins } from './logins.js';
-import { registerBrokerMetrics } from './metrics.js';
+import { dropReporter, registerBrokerMetrics } from './metrics.js';
 import { SqlitePersistence, type SessionPersistence, type StoredPacket } from './persistence.js';
 import { onFanoutReturn } from './fanout-return.js';
 import { migrations } from './schema.js';
@@ -229,6 +229,10 @@ const broker = await Aedes.createBroker({
 broker.on('clientError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'client error'));
 broker.on('connectionError', () => brokerMetrics.refused.inc({ what: 'connect' }));
 const brokerMetrics = registerBrokerMetrics(metrics, { broker, shared, persistence, commits, reclaimer });
+// A session's queue is bounded only while its client is away (on this node): a connected client
+// gets each message live, and what it has not acknowledged yet stays in its queue.
+persistence.queueLimit = (clientId) => (isConnected(broker, clientId) ? Infinity : access.queueLimit(clientId));
+persistence.onQueueFull = dropReporter(log, brokerMetrics.sessionDropped);
 shared.start(broker);
 // Members' PUBACKs, and (one node) publishes only shared subscriptions want, skip Aedes's pipeline.
 takePackets(broker, {

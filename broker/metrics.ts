@@ -3,6 +3,7 @@
 // memory), in-flight messages, online members and re-dispatches, and the database's size.
 import type { Aedes } from 'aedes';
 import { Counter, Gauge } from 'prom-client';
+import type { Logger } from '../lib/log.js';
 import type { Metrics } from '../lib/metrics.js';
 import type { CommitQueue } from './commit-queue.js';
 import type { SharedSubscriptions } from './group-queue.js';
@@ -103,5 +104,25 @@ export function registerBrokerMetrics({ registry }: Metrics, { broker, shared, p
       this.set(reclaimer.reclaimedPages * (reclaimer.reading().pageSize || 4096));
     },
   });
-  return { refused };
+  const sessionDropped = new Counter({
+    name: 'mqtt_session_dropped_messages_total',
+    help: 'Messages not kept for a persistent session that was away with its queue full (its user\'s "#@ queue" rule in the ACL)',
+    registers,
+  });
+  return { refused, sessionDropped };
+}
+
+/**
+ * What the broker does when a message finds an away session's queue full: counts it, and logs it at
+ * a session's 1st, 10th, 100th… drop (not each: a full queue on a busy topic drops every message).
+ */
+export function dropReporter(log: Logger, dropped: Counter): (clientId: string, topic: string | undefined) => void {
+  const counts = new Map<string, number>();
+  return (clientId, topic) => {
+    dropped.inc();
+    const n = (counts.get(clientId) ?? 0) + 1;
+    if (counts.size > 10_000) counts.clear();
+    counts.set(clientId, n);
+    if (Number.isInteger(Math.log10(n))) log.warn({ clientId, topic, dropped: n }, 'persistent session away with its queue full: message not kept for it ("#@ queue" in the ACL)');
+  };
 }

@@ -88,6 +88,12 @@ export interface SessionPersistence {
    * and e-mails included, until it came back. Unset: everything.
    */
   mayQueue: ((clientId: string, topic: string) => boolean) | undefined;
+  /**
+   * Set by main.ts: the most messages `clientId`'s session may hold now (Infinity: no bound). A
+   * message that finds it full is not queued for that session, and `onQueueFull` is told. Unset: no bound.
+   */
+  queueLimit: ((clientId: string) => number) | undefined;
+  onQueueFull: ((clientId: string, topic: string | undefined) => void) | undefined;
   /** Messages queued for persistent sessions, for metrics (undefined where not known without a scan). */
   readonly outgoingDepth: number | undefined;
 }
@@ -294,13 +300,13 @@ export class SqlitePersistence implements SessionPersistence {
   // --- outgoing: messages queued for persistent sessions ------------------------------------
 
   async outgoingEnqueue(sub: { clientId: string }, packet: StoredPacket): Promise<void> {
-    if (this.#mayQueue(sub.clientId, packet)) this.#enqueue(sub.clientId, packet);
+    if (this.#mayQueue(sub.clientId, packet) && this.#hasRoom(sub.clientId, packet)) this.#enqueue(sub.clientId, packet);
   }
 
   // Not awaited: the ingest inbox makes the publish durable, and the commit queue's ordering
   // guarantees this row commits no later than the inbox row is cleared.
   async outgoingEnqueueCombi(subs: Array<{ clientId: string }>, packet: StoredPacket): Promise<void> {
-    for (const sub of subs) if (this.#mayQueue(sub.clientId, packet)) this.#enqueue(sub.clientId, packet);
+    for (const sub of subs) if (this.#mayQueue(sub.clientId, packet) && this.#hasRoom(sub.clientId, packet)) this.#enqueue(sub.clientId, packet);
   }
 
   async outgoingUpdate(client: ClientRef, packet: StoredPacket): Promise<void> {
@@ -328,6 +334,9 @@ export class SqlitePersistence implements SessionPersistence {
   claimAck: ((clientId: string, messageId: number | undefined) => boolean) | undefined;
   /** See SessionPersistence.mayQueue. */
   mayQueue: ((clientId: string, topic: string) => boolean) | undefined;
+  /** See SessionPersistence.queueLimit. */
+  queueLimit: ((clientId: string) => number) | undefined;
+  onQueueFull: ((clientId: string, topic: string | undefined) => void) | undefined;
 
   async outgoingClearMessageId(client: ClientRef, packet: StoredPacket): Promise<StoredPacket | undefined> {
     if (this.claimAck?.(client.id, packet.messageId)) return undefined;
@@ -418,6 +427,13 @@ export class SqlitePersistence implements SessionPersistence {
 
   #mayQueue(clientId: string, packet: StoredPacket): boolean {
     return !this.mayQueue || packet.topic === undefined || this.mayQueue(clientId, packet.topic);
+  }
+
+  #hasRoom(clientId: string, packet: StoredPacket): boolean {
+    const limit = this.queueLimit?.(clientId) ?? Infinity;
+    if (limit === Infinity || (this.#outgoing.get(clientId)?.length ?? 0) < limit) return true;
+    this.onQueueFull?.(clientId, packet.topic);
+    return false;
   }
 
   #enqueue(clientId: string, packet: StoredPacket): void {

@@ -10,9 +10,14 @@ import type { SessionPersistence } from './persistence.js';
 /** How long a SUBSCRIBE's store may wait for its own broadcast through Redis before it is logged. */
 export const SLOW_SUBSCRIBE_MS = 5000;
 
+/** aedes-persistence-redis's list of a session's queued packet keys, oldest first (its own naming). */
+const outgoingKey = (clientId: string) => `outgoing:${encodeURIComponent(clientId)}`;
+
 export class RedisPersistence extends AsyncRedisPersistence implements SessionPersistence {
   claimAck: ((clientId: string, messageId: number | undefined) => boolean) | undefined;
   mayQueue: ((clientId: string, topic: string) => boolean) | undefined;
+  queueLimit: ((clientId: string) => number) | undefined;
+  onQueueFull: ((clientId: string, topic: string | undefined) => void) | undefined;
   /** The store of each SUBSCRIBE packet's list under way (see addSubscriptions). */
   readonly #adding = new WeakMap<object, Promise<void>>();
 
@@ -24,7 +29,12 @@ export class RedisPersistence extends AsyncRedisPersistence implements SessionPe
   constructor(url: string, onError: (err: Error) => void, onSlowSubscribe?: (clientId: string, waitedMs: number) => void) {
     const conn = new Redis(url);
     conn.on('error', onError);
-    super({ conn });
+    // The whole queue of a resuming session, as the SQLite store sends it: the package reads the
+    // keys with LRANGE 0 maxSessionDelivery (default 1000, so 1,001 entries), and Aedes reads the
+    // queue only on CONNECT (handlers/connect.js, emptyQueue): the rest waited for watchQueues to
+    // close the connection, 1,001 messages per connection. -1 makes it LRANGE 0 -1, every key in one
+    // atomic read before the first message goes out (the packets are then read one by one).
+    super({ conn, maxSessionDelivery: -1 });
     this.#conn = conn;
     this.#onSlowSubscribe = onSlowSubscribe;
   }
@@ -49,7 +59,7 @@ export class RedisPersistence extends AsyncRedisPersistence implements SessionPe
       Promise.all(
         sessions.map(async (c) => {
           // aedes-persistence-redis's queue of a session: a list of packet keys, oldest first.
-          const oldest = await this.#conn.lindex(`outgoing:${c.id}`, 0);
+          const oldest = await this.#conn.lindex(outgoingKey(c.id), 0);
           if (oldest === null) return;
           if (before.get(c) === oldest) stuck(c);
           else now.set(c, oldest);
@@ -80,12 +90,21 @@ export class RedisPersistence extends AsyncRedisPersistence implements SessionPe
     return undefined;
   }
 
-  /** Only for the sessions whose user may read the topic (SessionPersistence.mayQueue). */
-  override outgoingEnqueueCombi(subs: Array<{ clientId: string }>, packet: { topic?: string }): Promise<void> {
-    const { mayQueue } = this;
+  /**
+   * Only for the sessions whose user may read the topic (SessionPersistence.mayQueue) and whose
+   * queue has room (queueLimit: its length asked of Redis, for bounded sessions only).
+   */
+  override async outgoingEnqueueCombi(subs: Array<{ clientId: string }>, packet: { topic?: string }): Promise<void> {
+    const { mayQueue, queueLimit } = this;
     const topic = packet.topic;
     const allowed = mayQueue && topic !== undefined ? subs.filter((sub) => mayQueue(sub.clientId, topic)) : subs;
-    return allowed.length === 0 ? Promise.resolve() : super.outgoingEnqueueCombi(allowed, packet);
+    const kept = [];
+    for (const sub of allowed) {
+      const limit = queueLimit?.(sub.clientId) ?? Infinity;
+      if (limit === Infinity || (await this.#conn.llen(outgoingKey(sub.clientId))) < limit) kept.push(sub);
+      else this.onQueueFull?.(sub.clientId, topic);
+    }
+    if (kept.length > 0) await super.outgoingEnqueueCombi(kept, packet);
   }
 
   /**

@@ -63,6 +63,12 @@ describe('the AsyncAPI document', () => {
     assert.ok(!('viewer_receive_orderCreated' in doc.operations));
   });
 
+  it("tells the displays' login how much an away session keeps (its '#@ queue' rule), and no service's", () => {
+    const tag = (name: string) => doc.info.tags.find((t) => t.name === name)!.description;
+    assert.match(tag('viewer'), /keeps at most 1000 messages while its client is away/);
+    assert.doesNotMatch(tag('orders'), /keeps at most/);
+  });
+
   it('marks retained channels and QoS in the MQTT bindings', () => {
     const send = (id: string) => Object.entries(doc.operations).find(([key]) => key.endsWith(`_send_${id}`))![1].bindings.mqtt;
     assert.deepEqual(send('stockLevel'), { qos: 1, retain: true, bindingVersion: '0.2.0' });

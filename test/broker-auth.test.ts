@@ -142,9 +142,20 @@ user bob
   assert.match(acl.groupRefusal(as('bob'), 'team-a', 'jobs/x')!, /no "#@ group team-a …" rule for user bob/);
   assert.throws(() => Acl.parse('user a\n#@ clientid x-*\nuser b\n#@ clientid x-1'), /x-\* of user a overlaps x-1 of user b/);
   assert.throws(() => Acl.parse('user a\n#@ clientid ab*\nuser b\n#@ clientid a*'), /belongs to one user/);
-  assert.throws(() => Acl.parse('#@ clientid x'), /line 1: client-id and group rules belong to a user/);
+  assert.throws(() => Acl.parse('#@ clientid x'), /line 1: client-id, group and queue rules belong to a user/);
   assert.throws(() => Acl.parse('user a\n#@ clientid a*b'), /line 2: a name is exact or a prefix ending in \*/);
   assert.throws(() => Acl.parse('user a\n#@ group g'), /line 2: expected/);
+});
+
+test('queue rules: a bound per user, a whole number, once; none means no bound', () => {
+  const acl = Acl.parse('user a\n#@ queue 25\nuser b\n');
+  assert.equal(acl.queueLimit('a'), 25);
+  assert.equal(acl.queueLimit('b'), undefined);
+  assert.equal(Acl.read(aclFile).queueLimit('viewer'), 1000, 'the repository ACL bounds the public login');
+  assert.equal(Acl.read(aclFile).queueLimit('orders'), undefined, 'and no service');
+  assert.throws(() => Acl.parse('#@ queue 5'), /line 1: client-id, group and queue rules belong to a user/);
+  for (const bad of ['0', '-1', '1.5', 'lots', '10000000', '5 6', '']) assert.throws(() => Acl.parse(`user a\n#@ queue ${bad}`), /line 2: expected "#@ queue <messages>"/, bad);
+  assert.throws(() => Acl.parse('user a\n#@ queue 5\nuser a\n#@ queue 6'), /line 4: user a has a queue rule already/);
 });
 
 test('the broker will not start without users unless anonymous clients are allowed', async () => {

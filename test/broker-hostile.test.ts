@@ -1,6 +1,7 @@
 // What a logged-in but hostile client tried against the broker with the repository's ACL, found in a
 // review and kept here: a client id that reuses another's ACL answer, a refused group filter that
-// came back as a membership after a restart, and one SUBSCRIBE with thousands of filters.
+// came back as a membership after a restart, one SUBSCRIBE with thousands of filters, and
+// persistent sessions of the public login that kept whatever came while they were away.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -13,8 +14,11 @@ import { formatPasswordFile } from '../broker/password-hash.js';
 import { closeMqtt } from '../lib/mqtt.js';
 import { startBroker, type RunningBroker } from '../harness/broker.js';
 import { eventually } from '../harness/process.js';
+import { startRedis, type RunningRedis } from '../harness/redis.js';
+import { requireProgram } from './support/programs.js';
 
 const USERS = ['orders', 'stock', 'worker', 'viewer'];
+const redisMissing = requireProgram('redis-server', 'redis-server');
 const password = (user: string) => `${user}-password-for-tests`;
 
 describe('a hostile client with a login', () => {
@@ -122,6 +126,9 @@ describe('a hostile client with a login', () => {
     assert.deepEqual(got.filter((topic) => !topic.startsWith('woodytoys/public/')), []);
   });
 
+  it("an away session of the public viewer keeps at most its '#@ queue' bound; a service's session keeps everything", { timeout: 120_000 }, () =>
+    queueBound({ broker, login, clients }));
+
   it(`closes a connection whose SUBSCRIBE carries more than ${MAX_FILTERS_PER_PACKET} filters, before storing any`, { timeout: 60_000 }, async () => {
     const viewer = await login('viewer', 'viewer-many', { clean: false });
     const closed = closedByBroker(viewer);
@@ -139,3 +146,88 @@ describe('a hostile client with a login', () => {
     assert.equal(connack.sessionPresent, false);
   });
 });
+
+describe('a hostile client with a login, sessions kept in Redis (BROKER_STORE=redis)', { skip: redisMissing }, () => {
+  let dir: string;
+  let redis: RunningRedis;
+  let broker: RunningBroker;
+  const clients: MqttClient[] = [];
+  const login = async (user: string, clientId: string, options: IClientOptions = {}) => {
+    const client = await mqtt.connectAsync(broker.mqttUrl, { username: user, password: password(user), clientId, reconnectPeriod: 0, connectTimeout: 10_000, ...options }, false);
+    clients.push(client);
+    return client;
+  };
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'broker-hostile-redis-'));
+    writeFileSync(join(dir, 'passwd'), formatPasswordFile(Object.fromEntries(USERS.map((u) => [u, password(u)]))));
+    redis = await startRedis();
+    const env = { BROKER_ALLOW_ANONYMOUS: 'false', BROKER_PASSWORD_FILE: join(dir, 'passwd'), BROKER_ACL_FILE: aclFile, DATA_DIR: join(dir, 'data') };
+    broker = await startBroker({ env: { ...env, BROKER_STORE: 'redis', BROKER_REDIS_URL: redis.url, BROKER_NODE_ID: 'node1' } });
+  });
+  after(async () => {
+    await Promise.all(clients.map((c) => closeMqtt(c, 1000).catch(() => {})));
+    await broker?.stop();
+    await redis?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("an away session of the public viewer keeps at most its '#@ queue' bound; a service's session keeps everything", { timeout: 120_000 }, () =>
+    queueBound({ broker, login, clients }));
+});
+
+interface Session {
+  broker: RunningBroker;
+  login(user: string, clientId: string, options?: IClientOptions): Promise<MqttClient>;
+  clients: MqttClient[];
+}
+
+/**
+ * A viewer's away session and the orders service's, each sent more than the viewer's bound. On
+ * Redis, the orders session's 1,100 also come back on one connection: the store read at most 1,001
+ * of a resuming session's queue, and the rest waited for the broker to close the connection.
+ */
+async function queueBound({ broker, login, clients }: Session) {
+  const metric = async (name: string) => Number(new RegExp(`^${name}(?:{[^}]*})? (\\d+)$`, 'm').exec(await (await fetch(`${broker.httpUrl}/metrics`)).text())?.[1] ?? 0);
+  const LIMIT = 1000; // the viewer's "#@ queue" rule in broker/mosquitto/acl
+  const N = LIMIT + 100;
+  // A client id with characters the Redis store encodes in its key names.
+  const HOARDER = 'viewer-hoarder:a/b c';
+  const viewer = await login('viewer', HOARDER, { clean: false });
+  await viewer.subscribeAsync('woodytoys/public/orders/+', { qos: 1 });
+  await closeMqtt(viewer, 2000);
+  const follower = await login('orders', 'orders-follower', { clean: false });
+  await follower.subscribeAsync('woodytoys/orders/confirmed', { qos: 1 });
+  await closeMqtt(follower, 2000);
+  const droppedBefore = await metric('mqtt_session_dropped_messages_total');
+
+  const orders = await login('orders', 'orders-public', { clean: true });
+  const worker = await login('worker', 'worker-outcomes', { clean: true });
+  for (let i = 0; i < N; i += 100) {
+    const batch = Array.from({ length: Math.min(100, N - i) }, (_, k) => String(i + k));
+    await Promise.all(batch.flatMap((n) => [orders.publishAsync('woodytoys/public/orders/o', n, { qos: 1 }), worker.publishAsync('woodytoys/orders/confirmed', n, { qos: 1 })]));
+  }
+  const dropped = async () => (await metric('mqtt_session_dropped_messages_total')) - droppedBefore;
+  await eventually(async () => (await dropped()) >= N - LIMIT, { what: `${N - LIMIT} messages not kept for the viewer` });
+  assert.equal(await dropped(), N - LIMIT, 'the viewer session’s messages beyond its bound, counted');
+  await eventually(() => broker.logs.some((l) => l.includes(HOARDER) && l.includes('queue full')), { what: 'the log line' });
+
+  /** Reconnects a session and collects what it held, until `expected` came (and a moment more to be sure nothing else does). */
+  const resume = async (user: string, clientId: string, expected: number) => {
+    const got: string[] = [];
+    // Listening before the CONNACK: what was queued may come in the same read.
+    const back = mqtt.connect(broker.mqttUrl, { username: user, password: password(user), clientId, clean: false, reconnectPeriod: 0 });
+    clients.push(back);
+    back.on('message', (_topic, payload) => got.push(payload.toString()));
+    await eventually(() => got.length >= expected, { what: `${clientId} receiving ${expected} messages` });
+    // A marker published now arrives after anything still queued: nothing more than `expected` was kept.
+    await (user === 'viewer' ? orders.publishAsync('woodytoys/public/orders/o', 'marker', { qos: 1 }) : worker.publishAsync('woodytoys/orders/confirmed', 'marker', { qos: 1 }));
+    await eventually(() => got.includes('marker'), { what: `the marker reaching ${clientId}` });
+    return got.filter((p) => p !== 'marker');
+  };
+  const everything = Array.from({ length: N }, (_, n) => String(n)).sort();
+  assert.deepEqual((await resume('orders', 'orders-follower', N)).sort(), everything, 'the orders service’s session kept all of them');
+  const kept = await resume('viewer', HOARDER, LIMIT);
+  assert.equal(kept.length, LIMIT, 'the viewer’s session kept its bound');
+  assert.deepEqual(kept.map(Number).sort((a, b) => a - b), Array.from({ length: LIMIT }, (_, n) => n), 'the oldest ones: later messages are the ones not kept');
+}
