@@ -229,10 +229,13 @@ const broker = await Aedes.createBroker({
 broker.on('clientError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'client error'));
 broker.on('connectionError', () => brokerMetrics.refused.inc({ what: 'connect' }));
 const brokerMetrics = registerBrokerMetrics(metrics, { broker, shared, persistence, commits, reclaimer });
-// A session's queue is bounded only while its client is away (on this node): a connected client
-// gets each message live, and what it has not acknowledged yet stays in its queue.
-persistence.queueLimit = (clientId) => (isConnected(broker, clientId) ? Infinity : access.queueLimit(clientId));
-persistence.onQueueFull = dropReporter(log, brokerMetrics.sessionDropped);
+// The ACL's queue bounds (SQLite store only; see SqlitePersistence.queueLimit): a session's queue is
+// bounded only while its client is away, a connected client gets each message live.
+if (persistence instanceof SqlitePersistence) {
+  persistence.queueLimit = access.queueLimit;
+  persistence.isConnected = (clientId) => isConnected(broker, clientId);
+  persistence.onQueueFull = dropReporter(log, brokerMetrics.sessionDropped);
+}
 shared.start(broker);
 // Members' PUBACKs, and (one node) publishes only shared subscriptions want, skip Aedes's pipeline.
 takePackets(broker, {

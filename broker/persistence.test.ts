@@ -48,4 +48,28 @@ test('subscriptions, queued messages, wills and retained messages survive reopen
   second.db.close();
 });
 
+test("a bounded session's queue: full while away, open while connected, and a message not kept for it is still delivered live", async () => {
+  const { db, persistence } = open();
+  await persistence.setup({ id: 'b1' });
+  const connected = new Set<string>();
+  const dropped: string[] = [];
+  persistence.queueLimit = (clientId) => (clientId.startsWith('viewer-') ? 2 : Infinity);
+  persistence.isConnected = (clientId) => connected.has(clientId);
+  persistence.onQueueFull = (clientId) => dropped.push(clientId);
+  const packet = (n: number) => ({ cmd: 'publish' as const, topic: 'woodytoys/public/x', payload: Buffer.from(String(n)), qos: 1 as const, retain: false, brokerId: 'b1', brokerCounter: n });
+  for (let n = 1; n <= 3; n++) await persistence.outgoingEnqueueCombi([{ clientId: 'viewer-1' }, { clientId: 'orders-1' }], packet(n));
+  const held = async (id: string) => (await persistence.outgoingStream({ id }).toArray()).map((p: { payload: Buffer }) => p.payload.toString());
+  assert.deepEqual(await held('viewer-1'), ['1', '2'], 'the bounded session kept its two oldest');
+  assert.deepEqual(await held('orders-1'), ['1', '2', '3'], 'the unbounded one kept all');
+  assert.deepEqual(dropped, ['viewer-1']);
+  // The client was connecting when message 3 came: Aedes hands it over live, with a packet identifier.
+  await persistence.outgoingUpdate({ id: 'viewer-1' }, { ...packet(3), messageId: 7 });
+  await assert.rejects(persistence.outgoingUpdate({ id: 'orders-1' }, { ...packet(4), messageId: 8 }), /no such packet/, 'an unbounded session has no such case');
+  connected.add('viewer-1');
+  await persistence.outgoingEnqueueCombi([{ clientId: 'viewer-1' }], packet(5));
+  assert.deepEqual(await held('viewer-1'), ['1', '2', '5'], 'connected, nothing is dropped');
+  await persistence.destroy();
+  db.close();
+});
+
 test.after(() => rmSync(dir, { recursive: true, force: true }));

@@ -88,12 +88,6 @@ export interface SessionPersistence {
    * and e-mails included, until it came back. Unset: everything.
    */
   mayQueue: ((clientId: string, topic: string) => boolean) | undefined;
-  /**
-   * Set by main.ts: the most messages `clientId`'s session may hold now (Infinity: no bound). A
-   * message that finds it full is not queued for that session, and `onQueueFull` is told. Unset: no bound.
-   */
-  queueLimit: ((clientId: string) => number) | undefined;
-  onQueueFull: ((clientId: string, topic: string | undefined) => void) | undefined;
   /** Messages queued for persistent sessions, for metrics (undefined where not known without a scan). */
   readonly outgoingDepth: number | undefined;
 }
@@ -327,6 +321,10 @@ export class SqlitePersistence implements SessionPersistence {
         return;
       }
     }
+    // A bounded session that was full when the message came, whose client was connecting then
+    // (Aedes subscribes it to live messages before it counts as connected): it gets the message
+    // live, not stored, as a connected client does what it receives before a disconnect.
+    if (Number.isFinite(this.queueLimit?.(client.id) ?? Infinity)) return;
     throw new Error('no such packet');
   }
 
@@ -334,8 +332,15 @@ export class SqlitePersistence implements SessionPersistence {
   claimAck: ((clientId: string, messageId: number | undefined) => boolean) | undefined;
   /** See SessionPersistence.mayQueue. */
   mayQueue: ((clientId: string, topic: string) => boolean) | undefined;
-  /** See SessionPersistence.queueLimit. */
+  /**
+   * Set by main.ts: the most messages `clientId`'s session keeps while its client is away (its
+   * user's ACL bound; Infinity: none), whether the client is connected here (then no bound: it gets
+   * each message live), and who is told of a message not kept. Unset: no bound. Only this store
+   * bounds sessions: on the Redis store a session may be connected to another node, and a message
+   * left out of its list but delivered there would upset the package's per-packet reference count.
+   */
   queueLimit: ((clientId: string) => number) | undefined;
+  isConnected: ((clientId: string) => boolean) | undefined;
   onQueueFull: ((clientId: string, topic: string | undefined) => void) | undefined;
 
   async outgoingClearMessageId(client: ClientRef, packet: StoredPacket): Promise<StoredPacket | undefined> {
@@ -431,7 +436,7 @@ export class SqlitePersistence implements SessionPersistence {
 
   #hasRoom(clientId: string, packet: StoredPacket): boolean {
     const limit = this.queueLimit?.(clientId) ?? Infinity;
-    if (limit === Infinity || (this.#outgoing.get(clientId)?.length ?? 0) < limit) return true;
+    if (limit === Infinity || (this.#outgoing.get(clientId)?.length ?? 0) < limit || this.isConnected?.(clientId)) return true;
     this.onQueueFull?.(clientId, packet.topic);
     return false;
   }

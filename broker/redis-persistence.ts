@@ -16,8 +16,6 @@ const outgoingKey = (clientId: string) => `outgoing:${encodeURIComponent(clientI
 export class RedisPersistence extends AsyncRedisPersistence implements SessionPersistence {
   claimAck: ((clientId: string, messageId: number | undefined) => boolean) | undefined;
   mayQueue: ((clientId: string, topic: string) => boolean) | undefined;
-  queueLimit: ((clientId: string) => number) | undefined;
-  onQueueFull: ((clientId: string, topic: string | undefined) => void) | undefined;
   /** The store of each SUBSCRIBE packet's list under way (see addSubscriptions). */
   readonly #adding = new WeakMap<object, Promise<void>>();
 
@@ -91,20 +89,14 @@ export class RedisPersistence extends AsyncRedisPersistence implements SessionPe
   }
 
   /**
-   * Only for the sessions whose user may read the topic (SessionPersistence.mayQueue) and whose
-   * queue has room (queueLimit: its length asked of Redis, for bounded sessions only).
+   * Only for the sessions whose user may read the topic (SessionPersistence.mayQueue). The ACL's
+   * queue bound is not enforced on this store (see SessionPersistence.queueLimit).
    */
-  override async outgoingEnqueueCombi(subs: Array<{ clientId: string }>, packet: { topic?: string }): Promise<void> {
-    const { mayQueue, queueLimit } = this;
+  override outgoingEnqueueCombi(subs: Array<{ clientId: string }>, packet: { topic?: string }): Promise<void> {
+    const { mayQueue } = this;
     const topic = packet.topic;
     const allowed = mayQueue && topic !== undefined ? subs.filter((sub) => mayQueue(sub.clientId, topic)) : subs;
-    const kept = [];
-    for (const sub of allowed) {
-      const limit = queueLimit?.(sub.clientId) ?? Infinity;
-      if (limit === Infinity || (await this.#conn.llen(outgoingKey(sub.clientId))) < limit) kept.push(sub);
-      else this.onQueueFull?.(sub.clientId, topic);
-    }
-    if (kept.length > 0) await super.outgoingEnqueueCombi(kept, packet);
+    return allowed.length === 0 ? Promise.resolve() : super.outgoingEnqueueCombi(allowed, packet);
   }
 
   /**
