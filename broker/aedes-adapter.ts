@@ -177,13 +177,14 @@ export function whenRouted(broker: Aedes, onRouted: (packet: object) => void): v
   };
 }
 
-const clientsOf = (broker: Aedes) => (broker as unknown as { clients: Record<string, Client | undefined> }).clients;
+/** Aedes's map of the clients connected to this broker (not in its types; it deletes a client's entry when it goes). */
+const clientsOf = (broker: Aedes) => (broker as unknown as { clients: Record<string, Client> }).clients;
 
-/** The clients connected to this broker (Aedes's `clients`, not in its types). */
-export const connectedClients = (broker: Aedes): Client[] => Object.values(clientsOf(broker)).filter((c) => c !== undefined);
+/** The clients connected to this broker. */
+export const connectedClients = (broker: Aedes): Client[] => Object.values(clientsOf(broker));
 
 /** Is a client with this id connected to this broker now? */
-export const isConnected = (broker: Aedes, clientId: string): boolean => clientsOf(broker)[clientId] !== undefined;
+export const isConnected = (broker: Aedes, clientId: string): boolean => Object.hasOwn(clientsOf(broker), clientId);
 
 /** Closes every client's connection; returns how many. */
 export function closeEveryClient(broker: Aedes): number {

@@ -90,7 +90,7 @@ export class RedisPersistence extends AsyncRedisPersistence implements SessionPe
 
   /**
    * Only for the sessions whose user may read the topic (SessionPersistence.mayQueue). The ACL's
-   * queue bound is not enforced on this store (see SessionPersistence.queueLimit).
+   * queue bound is not enforced on this store (see SqlitePersistence.queueLimit).
    */
   override outgoingEnqueueCombi(subs: Array<{ clientId: string }>, packet: { topic?: string }): Promise<void> {
     const { mayQueue } = this;
