@@ -5,7 +5,11 @@
 // Two rules Mosquitto has no words for are written as `#@` lines, which Mosquitto reads as comments:
 //   #@ clientid <id> …           the client ids this user may connect with: exact, or a prefix ending in *
 //   #@ group <name> <filter>     this user may join shared group <name> for filters <filter> covers
+//   #@ queue <messages>          the most messages one of its persistent sessions keeps while away
+//   #@ sessions <n>              the most persistent sessions its clients keep (session-cap.ts)
 // A client id belongs to one user only: two users whose client-id rules overlap are a parse error.
+// The bounds are for logins strangers hold: a user with them needs client-id rules (without, it
+// can keep no session) and no group rules (a group member's session carries a workflow).
 import { readFileSync } from 'node:fs';
 import { topicMatches } from '../lib/events.js';
 
@@ -87,6 +91,8 @@ export class Acl {
     readonly groupRules: GroupRule[],
     /** user → the most messages one of its persistent sessions keeps while away ("#@ queue"); absent: no bound */
     private readonly queueLimits: Map<string, number>,
+    /** user → the most persistent sessions its clients keep ("#@ sessions"); absent: no bound */
+    private readonly sessionLimits: Map<string, number>,
   ) {}
 
   static parse(text: string): Acl {
@@ -96,6 +102,9 @@ export class Acl {
     const clientIds = new Map<string, string[]>();
     const groupRules: GroupRule[] = [];
     const queueLimits = new Map<string, number>();
+    const sessionLimits = new Map<string, number>();
+    /** user → the line of its first bound, for the checks once every line is read */
+    const boundLines = new Map<string, number>();
     let current = anonymous;
     let user: string | undefined;
     text.split('\n').forEach((raw, i) => {
@@ -105,18 +114,20 @@ export class Acl {
       };
       if (line.startsWith('#@')) {
         const [keyword, ...args] = line.slice(2).trim().split(/\s+/);
-        if (!user) fail('client-id, group and queue rules belong to a user');
-        if (keyword === 'queue') {
-          if (args.length !== 1 || !/^[1-9]\d{0,6}$/.test(args[0]!)) fail('expected "#@ queue <messages>", a whole number from 1 to 9999999');
-          if (queueLimits.has(user!)) fail(`user ${user} has a queue rule already`);
-          queueLimits.set(user!, Number(args[0]));
+        if (!user) fail('client-id, group, queue and sessions rules belong to a user');
+        const bound = keyword === 'queue' ? { limits: queueLimits, what: 'messages', max: 6 } : keyword === 'sessions' ? { limits: sessionLimits, what: 'n', max: 5 } : undefined;
+        if (bound) {
+          if (args.length !== 1 || !new RegExp(`^[1-9]\\d{0,${bound.max}}$`).test(args[0]!)) fail(`expected "#@ ${keyword} <${bound.what}>", a whole number from 1 to ${'9'.repeat(bound.max + 1)}`);
+          if (bound.limits.has(user!)) fail(`user ${user} has a ${keyword} rule already`);
+          bound.limits.set(user!, Number(args[0]));
+          if (!boundLines.has(user!)) boundLines.set(user!, i + 1);
           return;
         }
         const names = keyword === 'group' ? args.slice(0, 1) : args;
         if (!names.every((n) => NAME_PATTERN.test(n))) fail('a name is exact or a prefix ending in *');
         if (keyword === 'clientid' && args.length > 0) clientIds.get(user!)!.push(...args);
         else if (keyword === 'group' && args.length === 2) groupRules.push({ user: user!, group: args[0]!, filter: args[1]! });
-        else fail('expected "#@ clientid <id> …", "#@ group <name> <filter>" or "#@ queue <messages>"');
+        else fail('expected "#@ clientid <id> …", "#@ group <name> <filter>", "#@ queue <messages>" or "#@ sessions <n>"');
         return;
       }
       if (!line || line.startsWith('#')) return;
@@ -143,7 +154,11 @@ export class Acl {
       const clash = owned.find((b) => b.u !== a.u && namesOverlap(a.id, b.id));
       if (clash) throw new Error(`ACL: client id ${a.id} of user ${a.u} overlaps ${clash.id} of user ${clash.u}: a client id belongs to one user`);
     }
-    return new Acl(anonymous, byUser, patterns, clientIds, groupRules, queueLimits);
+    for (const [u, line] of boundLines) {
+      if (clientIds.get(u)!.length === 0) throw new Error(`ACL line ${line}: user ${u} has a queue or sessions bound but no "#@ clientid" rule: it can keep no session`);
+      if (groupRules.some((r) => r.user === u)) throw new Error(`ACL line ${line}: user ${u} has a queue or sessions bound and group rules: a group member's session carries a workflow and is never cut`);
+    }
+    return new Acl(anonymous, byUser, patterns, clientIds, groupRules, queueLimits, sessionLimits);
   }
 
   static read(file: string): Acl {
@@ -163,6 +178,11 @@ export class Acl {
   /** The most messages one of `username`'s persistent sessions keeps while its client is away; undefined: no bound. */
   queueLimit(username: string): number | undefined {
     return this.queueLimits.get(username);
+  }
+
+  /** The most persistent sessions `username`'s clients keep; undefined: no bound. */
+  sessionLimit(username: string): number | undefined {
+    return this.sessionLimits.get(username);
   }
 
   /** Why `username` may not connect with `clientId`, or undefined when the id is one of its own. */

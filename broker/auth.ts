@@ -126,6 +126,17 @@ export class Access {
     return username === null ? 0 : (this.opts.acl.queueLimit(username) ?? Infinity);
   };
 
+  /**
+   * The user the ACL gives `clientId` to and its "#@ sessions" bound, undefined when none (the
+   * services) and when anonymous clients are allowed.
+   */
+  sessionLimit = (clientId: string): { user: string; limit: number } | undefined => {
+    if (this.opts.allowAnonymous) return undefined;
+    const username = this.#owner(clientId);
+    const limit = username === null ? undefined : this.opts.acl.sessionLimit(username);
+    return limit === undefined ? undefined : { user: username!, limit };
+  };
+
   /** The user the ACL gives `clientId` to (its "#@ clientid" rules), null for none; remembered. */
   #owner(clientId: string): string | null {
     let username = this.#owners.get(clientId);

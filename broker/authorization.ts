@@ -21,6 +21,8 @@ export interface AuthorizationParts {
   log: Logger;
   /** Counts a refusal, by what was refused. */
   onRefused: (what: 'subscribe' | 'publish') => void;
+  /** Room for a persistent client's session under its user's "#@ sessions" bound, or why none (session-cap.ts). */
+  admitSession?: ((clientId: string) => string | undefined) | undefined;
 }
 
 /**
@@ -42,7 +44,7 @@ export function publishRefusal({ limits, access, log, onRefused }: Omit<Authoriz
 }
 
 export function authorizationHooks(parts: AuthorizationParts): Pick<AedesOptions, 'authorizeSubscribe' | 'authorizePublish' | 'authorizeForward'> {
-  const { limits, access, shared, ingest, persistence, log, onRefused } = parts;
+  const { limits, access, shared, ingest, persistence, log, onRefused, admitSession } = parts;
   const refusal = publishRefusal(parts);
   /**
    * A refused filter leaves its group and the client's session. Aedes also asks again for each
@@ -66,7 +68,9 @@ export function authorizationHooks(parts: AuthorizationParts): Pick<AedesOptions
       const parsed = isShared ? parseShare(sub.topic) : undefined;
       const filter = typeof parsed === 'object' ? parsed.filter : sub.topic;
       const reason =
-        (isShared ? shared.refusal(client, sub.topic) : undefined) ?? access.subscribeRefusal(client, filter, typeof parsed === 'object' ? parsed.group : undefined);
+        (isShared ? shared.refusal(client, sub.topic) : undefined) ??
+        access.subscribeRefusal(client, filter, typeof parsed === 'object' ? parsed.group : undefined) ??
+        (client.clean ? undefined : admitSession?.(client.id));
       if (reason) {
         log.warn({ clientId: client.id, filter: sub.topic, reason }, 'subscription refused');
         refused(client, sub);

@@ -29,8 +29,9 @@ import { SharedSubscriptions, parseDeclaredGroups } from './group-queue.js';
 import { Ingest, routeInboxOf } from './ingest.js';
 import { ConnectionLimits } from './limits.js';
 import { readLogins } from './logins.js';
-import { dropReporter, registerBrokerMetrics } from './metrics.js';
+import { dropReporter, endReporter, registerBrokerMetrics, registerSessionCount } from './metrics.js';
 import { SqlitePersistence, type SessionPersistence, type StoredPacket } from './persistence.js';
+import { SessionCap } from './session-cap.js';
 import { onFanoutReturn } from './fanout-return.js';
 import { migrations } from './schema.js';
 import { SpaceReclaimer } from './reclaim.js';
@@ -218,17 +219,39 @@ if (mq) finishFanoutOnClose(mq, (err, connection) => log.warn({ err: err.message
 // What every publish is checked against, through Aedes (authorizationHooks) or past it (directPublish).
 const publishChecks = { limits, access, log, onRefused: (what: 'subscribe' | 'publish') => brokerMetrics.refused.inc({ what }) };
 
+// The ACL's session bounds (SQLite store only, as the queue bounds below): room for a persistent
+// client's session is made when it first subscribes, by ending the session away the longest.
+const sessionCap =
+  persistence instanceof SqlitePersistence
+    ? new SessionCap({
+        limitOf: access.sessionLimit,
+        holds: (clientId) => persistence.holdsSession(clientId),
+        isConnected: (clientId) => isConnected(broker, clientId),
+        end: (clientId) => persistence.endSession(clientId),
+        onEnded: (...args) => reportEnded(...args),
+      })
+    : undefined;
+
 const broker = await Aedes.createBroker({
   // A new id per start: Aedes de-duplicates deliveries by (broker id, counter), and the counter restarts.
   id: `woodytoys-broker-${cluster ? `${config.BROKER_NODE_ID}-` : ''}${randomUUID().slice(0, 8)}`,
   persistence,
   ...(mq ? { mq, heartbeatInterval: config.BROKER_HEARTBEAT_MS } : {}),
   ...connectHooks({ limits, access }),
-  ...authorizationHooks({ ...publishChecks, shared, ingest, persistence }),
+  ...authorizationHooks({ ...publishChecks, shared, ingest, persistence, admitSession: sessionCap && ((clientId) => sessionCap.admit(clientId)) }),
 });
 broker.on('clientError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'client error'));
 broker.on('connectionError', () => brokerMetrics.refused.inc({ what: 'connect' }));
 const brokerMetrics = registerBrokerMetrics(metrics, { broker, shared, persistence, commits, reclaimer });
+const reportEnded = endReporter(log, brokerMetrics.sessionsEnded);
+const bounded = [...acl.users.keys()].filter((user) => acl.queueLimit(user) !== undefined || acl.sessionLimit(user) !== undefined);
+if (cluster && bounded.length > 0) log.warn({ users: bounded }, 'the ACL\'s "#@ queue" and "#@ sessions" bounds are not enforced on the Redis store (several nodes)');
+if (sessionCap && persistence instanceof SqlitePersistence) {
+  // Aedes had the store load its state (persistence.setup) while it was created.
+  sessionCap.seed(persistence.sessionClientIds());
+  registerSessionCount(metrics, () => sessionCap.counts());
+  broker.on('clientDisconnect', (client) => sessionCap.away(client.id));
+}
 // The ACL's queue bounds (SQLite store only; see SqlitePersistence.queueLimit): a session's queue is
 // bounded only while its client is away, a connected client gets each message live.
 if (persistence instanceof SqlitePersistence) {

@@ -109,7 +109,42 @@ export function registerBrokerMetrics({ registry }: Metrics, { broker, shared, p
     help: 'Messages not kept for a persistent session that was away with its queue full (its user\'s "#@ queue" rule in the ACL)',
     registers,
   });
-  return { refused, sessionDropped };
+  const sessionsEnded = new Counter({
+    name: 'mqtt_sessions_ended_total',
+    help: 'Persistent sessions ended, the one away the longest, to keep their user within its "#@ sessions" bound in the ACL',
+    labelNames: ['user'] as const,
+    registers,
+  });
+  return { refused, sessionDropped, sessionsEnded };
+}
+
+/** The persistent sessions each user with a "#@ sessions" bound keeps now (the users with sessions). */
+export function registerSessionCount({ registry }: Metrics, counts: () => Map<string, number>): void {
+  new Gauge({
+    name: 'mqtt_capped_sessions',
+    help: 'Persistent sessions kept now by a user with a "#@ sessions" bound in the ACL',
+    labelNames: ['user'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [user, n] of counts()) this.set({ user }, n);
+    },
+  });
+}
+
+/**
+ * What the broker does when it ends a session to make room for another of the same user: counts it,
+ * and logs it at the user's 1st, 10th, 100th… (not each: a stranger looping over client ids ends
+ * one per new session).
+ */
+export function endReporter(log: Logger, ended: Counter<'user'>): (user: string, clientId: string, limit: number) => void {
+  const counts = new Map<string, number>();
+  return (user, clientId, limit) => {
+    ended.inc({ user });
+    const n = (counts.get(user) ?? 0) + 1;
+    counts.set(user, n);
+    if (Number.isInteger(Math.log10(n))) log.warn({ user, clientId, limit, ended: n }, 'persistent session ended, the one away the longest: its user keeps at most this many ("#@ sessions" in the ACL)');
+  };
 }
 
 /**

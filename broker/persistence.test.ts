@@ -72,4 +72,34 @@ test("a bounded session's queue: full while away, open while connected, and a me
   db.close();
 });
 
+test("an ended session is gone, from memory and from the file: its subscriptions, queue and QoS 2 state; another client's stays", async () => {
+  const file = join(dir, 'ended.db');
+  const first = open(file);
+  await first.persistence.setup({ id: 'b1' });
+  for (const id of ['viewer-a', 'viewer-b']) {
+    await first.persistence.addSubscriptions({ id }, [{ topic: 'woodytoys/public/#', qos: 1 }]);
+    await first.persistence.incomingStorePacket({ id }, { cmd: 'publish', topic: 'woodytoys/public/q', payload: Buffer.from('2'), qos: 2, messageId: 5 });
+  }
+  await first.persistence.outgoingEnqueueCombi([{ clientId: 'viewer-a' }, { clientId: 'viewer-b' }], { cmd: 'publish', topic: 'woodytoys/public/x', payload: Buffer.from('m'), qos: 1, brokerId: 'b1', brokerCounter: 1 });
+  assert.deepEqual([...first.persistence.sessionClientIds()], ['viewer-a', 'viewer-b']);
+  first.persistence.endSession('viewer-a');
+  const gone = async (p: SqlitePersistence) => {
+    assert.equal(p.holdsSession('viewer-a'), false);
+    assert.deepEqual(await p.subscriptionsByClient({ id: 'viewer-a' }), []);
+    assert.deepEqual(await p.outgoingStream({ id: 'viewer-a' }).toArray(), []);
+    await assert.rejects(p.incomingGetPacket({ id: 'viewer-a' }, { cmd: 'publish', topic: 'woodytoys/public/q', qos: 2, messageId: 5 }), /no such packet/);
+    assert.deepEqual((await p.subscriptionsByTopic('woodytoys/public/x')).map((s) => s.clientId), ['viewer-b'], 'a publish no longer reaches it');
+    assert.equal((await p.outgoingStream({ id: 'viewer-b' }).toArray()).length, 1);
+    assert.equal((await p.incomingGetPacket({ id: 'viewer-b' }, { cmd: 'publish', topic: 'woodytoys/public/q', qos: 2, messageId: 5 })).payload?.toString(), '2');
+  };
+  await gone(first.persistence);
+  await first.persistence.destroy();
+  first.db.close();
+  const second = open(file);
+  await second.persistence.setup({ id: 'b2' });
+  await gone(second.persistence);
+  assert.deepEqual([...second.persistence.sessionClientIds()], ['viewer-b']);
+  second.db.close();
+});
+
 test.after(() => rmSync(dir, { recursive: true, force: true }));

@@ -273,6 +273,31 @@ export class SqlitePersistence implements SessionPersistence {
     await this.commits.write(() => this.#sql.delSubs.run(client.id));
   }
 
+  /** Does a session of `clientId` hold subscriptions? */
+  holdsSession(clientId: string): boolean {
+    return this.#subscriptions.has(clientId);
+  }
+
+  /** The client ids of the stored sessions (with subscriptions), in the order they were stored or loaded. */
+  sessionClientIds(): IterableIterator<string> {
+    return this.#subscriptions.keys();
+  }
+
+  /**
+   * Ends `clientId`'s stored session, as a clean start would: its subscriptions, the messages queued
+   * for it and its QoS 2 state (session-cap.ts, for a client that is away). At once in memory, the
+   * rows with the next commit.
+   */
+  endSession(clientId: string): void {
+    if (this.#subscriptions.delete(clientId)) {
+      this.#byTopic = new Map();
+      this.commits.queue(() => this.#sql.delSubs.run(clientId));
+    }
+    for (const { rowId } of this.#outgoing.get(clientId) ?? []) this.commits.queue(() => this.#sql.delOut.run(rowId));
+    this.#outgoing.delete(clientId);
+    if (this.#incoming.delete(clientId)) this.commits.queue(() => this.#sql.delIns.run(clientId));
+  }
+
   /** Every client holding a subscription whose filter is exactly `topic`. */
   getClientList(topic: string): Readable {
     const subscriptions = this.#subscriptions;

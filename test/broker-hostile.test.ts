@@ -4,28 +4,24 @@
 // persistent sessions of the public login that kept whatever came while they were away.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
-import { aclFile } from '../broker/mosquitto/run.js';
 import { MAX_FILTERS_PER_PACKET } from '../broker/conformance.js';
-import { formatPasswordFile } from '../broker/password-hash.js';
 import { closeMqtt } from '../lib/mqtt.js';
 import { startBroker, type RunningBroker } from '../harness/broker.js';
 import { eventually } from '../harness/process.js';
 import { startRedis, type RunningRedis } from '../harness/redis.js';
 import { requireProgram } from './support/programs.js';
+import { aclBrokerDir, password, tearDown } from './support/acl-broker.js';
 
 const USERS = ['orders', 'stock', 'worker', 'viewer'];
 const redisMissing = requireProgram('redis-server', 'redis-server');
-const password = (user: string) => `${user}-password-for-tests`;
 
 describe('a hostile client with a login', () => {
   let dir: string;
+  let env: Record<string, string>;
   let broker: RunningBroker;
   const clients: MqttClient[] = [];
-  const start = () => startBroker({ env: { BROKER_ALLOW_ANONYMOUS: 'false', BROKER_PASSWORD_FILE: join(dir, 'passwd'), BROKER_ACL_FILE: aclFile, DATA_DIR: join(dir, 'data') } });
+  const start = () => startBroker({ env });
   const login = async (user: string, clientId: string, options: IClientOptions = {}) => {
     const client = await mqtt.connectAsync(broker.mqttUrl, { username: user, password: password(user), clientId, reconnectPeriod: 0, connectTimeout: 10_000, ...options }, false);
     clients.push(client);
@@ -35,15 +31,10 @@ describe('a hostile client with a login', () => {
   const closedByBroker = (client: MqttClient) => (client.connected ? new Promise<void>((resolve) => client.once('close', () => resolve())) : Promise.resolve());
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'broker-hostile-'));
-    writeFileSync(join(dir, 'passwd'), formatPasswordFile(Object.fromEntries(USERS.map((u) => [u, password(u)]))));
+    ({ dir, env } = aclBrokerDir('broker-hostile-', USERS));
     broker = await start();
   });
-  after(async () => {
-    await Promise.all(clients.map((c) => closeMqtt(c, 1000).catch(() => {})));
-    await broker?.stop();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => tearDown(clients, [broker], dir));
 
   it('cannot reuse an ACL answer given for another client id and topic by putting a newline in its own', { timeout: 60_000 }, async () => {
     const observer = await login('stock', 'stock-observer', { clean: true });
@@ -159,18 +150,12 @@ describe('a hostile client with a login, sessions kept in Redis (BROKER_STORE=re
   };
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'broker-hostile-redis-'));
-    writeFileSync(join(dir, 'passwd'), formatPasswordFile(Object.fromEntries(USERS.map((u) => [u, password(u)]))));
+    const made = aclBrokerDir('broker-hostile-redis-', USERS);
+    dir = made.dir;
     redis = await startRedis();
-    const env = { BROKER_ALLOW_ANONYMOUS: 'false', BROKER_PASSWORD_FILE: join(dir, 'passwd'), BROKER_ACL_FILE: aclFile, DATA_DIR: join(dir, 'data') };
-    broker = await startBroker({ env: { ...env, BROKER_STORE: 'redis', BROKER_REDIS_URL: redis.url, BROKER_NODE_ID: 'node1' } });
+    broker = await startBroker({ env: { ...made.env, BROKER_STORE: 'redis', BROKER_REDIS_URL: redis.url, BROKER_NODE_ID: 'node1' } });
   });
-  after(async () => {
-    await Promise.all(clients.map((c) => closeMqtt(c, 1000).catch(() => {})));
-    await broker?.stop();
-    await redis?.stop();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => tearDown(clients, [broker, redis], dir));
 
   it("a service's away session comes back whole on one connection, past 1,001 messages (the ACL's queue bound is not enforced on this store)", { timeout: 120_000 }, () =>
     queueBound({ broker, login, clients }, { bounded: false }));

@@ -1,0 +1,120 @@
+// A stranger with the public login opening persistent sessions in a loop, each with a new client id:
+// the repository's ACL keeps the viewer at 100 sessions ("#@ sessions", broker/session-cap.ts). Each
+// session had cost the broker memory and a place in every public publish's fan-out, without end.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { Acl } from '../broker/acl.js';
+import { aclFile } from '../broker/mosquitto/run.js';
+import { closeMqtt } from '../lib/mqtt.js';
+import { grantedQos, startBroker, type RunningBroker } from '../harness/broker.js';
+import { eventually } from '../harness/process.js';
+import { aclBrokerDir, password, tearDown } from './support/acl-broker.js';
+
+const USERS = ['orders', 'viewer'];
+const LIMIT = Acl.read(aclFile).sessionLimit('viewer')!;
+const PUBLIC = 'woodytoys/public/orders/+';
+
+describe("a stranger opening the public login's persistent sessions in a loop", () => {
+  let dir: string;
+  let env: Record<string, string>;
+  let broker: RunningBroker;
+  const clients: MqttClient[] = [];
+  const start = () => startBroker({ env });
+  const options = (user: string, clientId: string, more: IClientOptions = {}): IClientOptions => ({
+    username: user,
+    password: password(user),
+    clientId,
+    clean: false,
+    reconnectPeriod: 0,
+    connectTimeout: 10_000,
+    ...more,
+  });
+  /** Connects, listening before the CONNACK (what was queued may come in the same read); what it received, and whether the broker had its session. */
+  const connect = async (user: string, clientId: string, more: IClientOptions = {}) => {
+    const client = mqtt.connect(broker.mqttUrl, options(user, clientId, more));
+    clients.push(client);
+    const got: string[] = [];
+    client.on('message', (_topic, payload) => got.push(payload.toString()));
+    const sessionPresent = await new Promise<boolean>((resolve, reject) => {
+      client.once('connect', (connack) => resolve(connack.sessionPresent));
+      client.once('error', reject);
+    });
+    return { client, got, sessionPresent };
+  };
+  /** A session with one subscription, its client gone. */
+  const leaveSession = async (user: string, clientId: string, filter: string) => {
+    const { client } = await connect(user, clientId);
+    assert.deepEqual((await client.subscribeAsync(filter, { qos: 1 })).map((g) => g.qos), [1], `${clientId} subscribed`);
+    await closeMqtt(client, 2000);
+  };
+  const metric = async (name: string) => Number(new RegExp(`^${name}(?:{[^}]*})? (\\d+)$`, 'm').exec(await (await fetch(`${broker.httpUrl}/metrics`)).text())?.[1] ?? 0);
+  const viewerSessions = () => metric('mqtt_capped_sessions');
+  const ended = () => metric('mqtt_sessions_ended_total');
+
+  before(async () => {
+    ({ dir, env } = aclBrokerDir('broker-session-cap-', USERS));
+    broker = await start();
+  });
+  after(() => tearDown(clients, [broker], dir));
+
+  it(`keeps ${LIMIT} sessions: one more ends the one away the longest, whose client comes back to none; a service's session is never ended`, { timeout: 180_000 }, async () => {
+    assert.equal(LIMIT, 100, "the repository ACL's bound for the viewer");
+    await leaveSession('orders', 'orders-keeper', 'woodytoys/orders/confirmed');
+    for (let i = 0; i < LIMIT; i++) await leaveSession('viewer', `viewer-loop-${i}`, PUBLIC);
+    assert.equal(await viewerSessions(), LIMIT);
+    assert.equal(await ended(), 0);
+
+    const { client: orders } = await connect('orders', 'orders-publisher', { clean: true });
+    await orders.publishAsync('woodytoys/public/orders/o', 'while-away', { qos: 1 });
+    await eventually(async () => (await metric('mqtt_session_queued_messages')) >= LIMIT, { what: `the public message queued for the ${LIMIT} away sessions` });
+
+    await leaveSession('viewer', `viewer-loop-${LIMIT}`, PUBLIC);
+    assert.equal(await ended(), 1, 'one session ended');
+    assert.equal(await viewerSessions(), LIMIT);
+    await eventually(() => broker.logs.some((l) => l.includes('"viewer-loop-0"') && l.includes('persistent session ended')), { what: 'the log line naming the ended session' });
+
+    // The next oldest away still has its session and what waited for it…
+    const second = await connect('viewer', 'viewer-loop-1');
+    assert.equal(second.sessionPresent, true, 'viewer-loop-1 kept its session');
+    await eventually(() => second.got.includes('while-away'), { what: 'viewer-loop-1 receiving what waited for it' });
+    // …while the first comes back to no session: nothing waited for it; subscribing again works.
+    const first = await connect('viewer', 'viewer-loop-0');
+    assert.equal(first.sessionPresent, false, 'viewer-loop-0 has no session any more (CONNACK session present 0)');
+    assert.deepEqual((await first.client.subscribeAsync(PUBLIC, { qos: 1 })).map((g) => g.qos), [1], 'it subscribes again');
+    assert.equal(await ended(), 2, 'which ended the next session away the longest (viewer-loop-2)');
+    await orders.publishAsync('woodytoys/public/orders/o', 'marker', { qos: 1 });
+    await eventually(() => first.got.includes('marker'), { what: 'the marker reaching viewer-loop-0' });
+    assert.deepEqual(first.got, ['marker'], 'the message that waited in its ended session is gone with it');
+    assert.equal((await connect('viewer', 'viewer-loop-2')).sessionPresent, false);
+
+    const keeper = await connect('orders', 'orders-keeper');
+    assert.equal(keeper.sessionPresent, true, "the orders service's session was never counted nor ended");
+  });
+
+  it('counts the sessions it finds at start; with every one connected, one more subscription is refused (SUBACK 0x80) and none is ended', { timeout: 180_000 }, async () => {
+    await Promise.all(clients.splice(0).map((c) => closeMqtt(c, 2000)));
+    await broker.stop();
+    broker = await start();
+    assert.equal(await viewerSessions(), LIMIT, 'the stored sessions, counted before any client connects');
+    const held: MqttClient[] = [];
+    for (let i = 0; i < LIMIT; i++) {
+      const { client } = await connect('viewer', `viewer-held-${i}`);
+      assert.deepEqual((await client.subscribeAsync(PUBLIC, { qos: 1 })).map((g) => g.qos), [1]);
+      held.push(client);
+    }
+    const endedBefore = await ended();
+    assert.equal(endedBefore, LIMIT, `the ${LIMIT} stored sessions were ended to make room, none of the connected ones`);
+    const { client: extra } = await connect('viewer', 'viewer-held-one-more');
+    assert.equal(await grantedQos(extra, PUBLIC), 128, 'refused');
+    assert.equal(await ended(), endedBefore);
+    await eventually(() => broker.logs.some((l) => l.includes('viewer-held-one-more') && l.includes(`keeps ${LIMIT} persistent sessions, every one connected`)), { what: 'the refusal in the log' });
+    // A clean-session client is not counted: it keeps nothing once gone.
+    const { client: clean } = await connect('viewer', 'viewer-clean', { clean: true });
+    assert.deepEqual((await clean.subscribeAsync(PUBLIC, { qos: 1 })).map((g) => g.qos), [1]);
+    const connected = await metric('mqtt_connected_clients');
+    await closeMqtt(held[0]!, 2000);
+    await eventually(async () => (await metric('mqtt_connected_clients')) < connected, { what: 'the broker seeing viewer-held-0 go' });
+    assert.equal(await grantedQos(extra, PUBLIC), 1, 'once one goes away, room is made');
+  });
+});
