@@ -5,12 +5,13 @@
 // Aedes sees it; and a publish reaches `published` as the object authorizePublish was given.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { connect as connectTcp, createServer, type Server } from 'node:net';
 import mqttPacket from 'mqtt-packet';
 import { Aedes, type Client } from 'aedes';
 import MemoryPersistence from 'aedes-persistence/asyncPersistence.js';
 import mqtt, { type MqttClient } from 'mqtt';
-import { handleTcp, missingInternals, nextPacketId, onParsed, takePackets, whenRouted, writePackets } from './aedes-adapter.js';
+import { Presence, handleTcp, missingInternals, nextPacketId, onParsed, takePackets, whenRouted, writePackets } from './aedes-adapter.js';
 import { encodePublish, stampPublish } from './publish-packet.js';
 import { eventually } from '../harness/process.js';
 import { connectClient } from '../harness/mqtt.js';
@@ -30,10 +31,19 @@ describe('the Aedes adapter, against the installed Aedes', () => {
   const routed: object[] = [];
   /** Aedes's own default store, kept at hand so a case can slow one of its steps down. */
   const persistence = new MemoryPersistence();
+  /** Who has a connection, as the broker's connect hook tells it; and each admitted connection, by client id. */
+  const gone: string[] = [];
+  const presence = new Presence((clientId) => gone.push(clientId));
+  const conns = new Map<string, Array<Client['conn']>>();
 
   before(async () => {
     broker = await Aedes.createBroker({
       persistence,
+      preConnect(client, packet, callback) {
+        presence.arrive(packet.clientId, client.conn);
+        conns.set(packet.clientId, [...(conns.get(packet.clientId) ?? []), client.conn]);
+        callback(null, true);
+      },
       authorizePublish(_client, packet, done) {
         authorized.add(packet);
         done(null);
@@ -66,6 +76,32 @@ describe('the Aedes adapter, against the installed Aedes', () => {
     const aedesClient = ready.get(clientId);
     assert.ok(aedesClient, 'Aedes reported the client ready before its CONNACK');
     return { client, aedesClient };
+  };
+
+  /**
+   * Holds `id`'s next CONNECT at the step where Aedes stores its will: after its session's
+   * subscriptions are restored, before it is registered and gets its CONNACK.
+   */
+  const holdAtWill = (id: string) => {
+    const delWill = persistence.delWill.bind(persistence);
+    let reached!: () => void;
+    const atWill = new Promise<void>((resolve) => (reached = resolve));
+    let letGo!: () => void;
+    const willStep = new Promise<void>((resolve) => (letGo = resolve));
+    persistence.delWill = async (client) => {
+      if (client.id === id) {
+        reached();
+        await willStep;
+      }
+      return delWill(client);
+    };
+    return {
+      atWill,
+      release() {
+        persistence.delWill = delWill;
+        letGo();
+      },
+    };
   };
 
   /** A client speaking MQTT bytes itself on a raw socket, connected (CONNACK received); `received` is all it got. */
@@ -189,38 +225,55 @@ describe('the Aedes adapter, against the installed Aedes', () => {
     const first = await connectClient(url, { clientId: id, clean: false, protocolVersion: 4, reconnectPeriod: 0 });
     await first.subscribeAsync(topic, { qos: 1 });
     await first.endAsync();
-    const delWill = persistence.delWill.bind(persistence);
-    let restored!: () => void;
-    const subscriptionsRestored = new Promise<void>((resolve) => (restored = resolve));
-    let letGo!: () => void;
-    const willStep = new Promise<void>((resolve) => (letGo = resolve));
-    persistence.delWill = async (client) => {
-      if (client.id === id) {
-        restored();
-        await willStep;
-      }
-      return delWill(client);
-    };
+    const held = holdAtWill(id);
     const order: string[] = [];
     const client = mqtt.connect(url, { clientId: id, clean: false, protocolVersion: 4, reconnectPeriod: 0 });
     client.on('packetreceive', (packet) => order.push(packet.cmd));
     const got: string[] = [];
     client.on('message', (_t, payload) => got.push(payload.toString()));
     try {
-      await subscriptionsRestored;
+      await held.atWill;
       broker.publish({ cmd: 'publish', topic, payload: Buffer.from('while resuming'), qos: 1, retain: false, dup: false }, () => {});
       // Aedes delivers on a later turn (setImmediate, then its outgoing store): give it those turns.
       for (let turn = 0; turn < 10; turn++) await new Promise((resolve) => setImmediate(resolve));
-      letGo();
+      held.release();
       await eventually(() => order.includes('publish'), { what: 'the message', intervalMs: 10 });
       assert.deepEqual(order.slice(0, 2), ['connack', 'publish'], 'the CONNACK first (MQTT-3.2.0-1)');
       // Handed over: the held copy, and the session's queued copy (QoS 1 allows both; none is lost).
       await eventually(() => got.length > 0, { what: 'mqtt.js to hand the message over', intervalMs: 10 });
       assert.deepEqual(new Set(got), new Set(['while resuming']));
     } finally {
-      persistence.delWill = delWill;
+      held.release();
       await client.endAsync(true);
     }
+  });
+
+  it('keeps a client present while a second connection with its id comes and goes before its registration, which Aedes loses it over', { timeout: 20_000 }, async () => {
+    const id = 'adapter-present';
+    const first = await connectClient(url, { clientId: id, clean: false, protocolVersion: 4, reconnectPeriod: 0 });
+    await first.subscribeAsync('woodytoys/present', { qos: 1 });
+    assert.ok(presence.has(id));
+    const counted = broker.connectedClients;
+    // The second connection logs in; between restoring the session and registering (storing its
+    // will), its socket closes: Aedes's Client.close unregisters by id, the first connection's entry.
+    const held = holdAtWill(id);
+    const socket = connectTcp(Number(new URL(url).port), '127.0.0.1');
+    try {
+      socket.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: false, clientId: id, keepalive: 30 }));
+      await held.atWill;
+      const second = conns.get(id)!.at(-1)!;
+      socket.destroy();
+      await once(second, 'close');
+      assert.equal(broker.connectedClients, counted - 1, 'Aedes 1.2.0 counts the first connection gone (if not any more, Presence guards a fixed bug)');
+      assert.equal(first.connected, true, 'the first connection is still open');
+      assert.equal(presence.has(id), true, 'and present');
+      assert.deepEqual(gone.filter((g) => g === id), [], 'it is not gone');
+    } finally {
+      held.release();
+    }
+    await first.endAsync();
+    await eventually(() => !presence.has(id), { what: 'the first connection gone', intervalMs: 10 });
+    assert.deepEqual(gone.filter((g) => g === id), [id], 'gone once, when its last connection closed');
   });
 
   it('hands a routed publish over as the object authorizePublish was given', async () => {

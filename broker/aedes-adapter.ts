@@ -129,7 +129,7 @@ const refusal = (message: string) => Object.assign(new Error(message), { returnC
  * Aedes's authenticate then only confirms that preConnect admitted the client.
  * Breaks: "a client id belongs to one user" in the conformance suite, test/mqtt-access.test.ts.
  */
-export function connectHooks({ limits, access }: { limits: ConnectionLimits; access: Access }): Pick<AedesOptions, 'preConnect' | 'authenticate'> {
+export function connectHooks({ limits, access, presence }: { limits: ConnectionLimits; access: Access; presence?: Presence }): Pick<AedesOptions, 'preConnect' | 'authenticate'> {
   return {
     preConnect(client, packet, callback) {
       const violation = limits.violation(client.conn);
@@ -149,6 +149,7 @@ export function connectHooks({ limits, access }: { limits: ConnectionLimits; acc
         return callback(refusal(admission.reason), false);
       }
       access.bind(client, admission.user);
+      presence?.arrive(packet.clientId, client.conn);
       callback(null, true);
     },
     authenticate(client, _username, _password, done) {
@@ -183,8 +184,37 @@ const clientsOf = (broker: Aedes) => (broker as unknown as { clients: Record<str
 /** The clients connected to this broker. */
 export const connectedClients = (broker: Aedes): Client[] => Object.values(clientsOf(broker));
 
-/** Is a client with this id connected to this broker now? */
-export const isConnected = (broker: Aedes, clientId: string): boolean => Object.hasOwn(clientsOf(broker), clientId);
+/**
+ * Which client ids have a connection to this broker, connected or connecting: from its admission
+ * at CONNECT (connectHooks) until its socket closes. Aedes's own map (`clients`) misses a client
+ * in two cases the session bounds must not: while it connects (its stored subscriptions are
+ * restored, and deliveries to them begin, an event-loop turn before it is registered), and once a
+ * second connection with its id has closed between its login and its registration (Aedes 1.2.0's
+ * Client.close unregisters by id, deleting the first connection's entry while it stays open).
+ */
+export class Presence {
+  readonly #connections = new Map<string, number>();
+
+  /** `onGone`: told when an id's last connection has closed (its session, if any, is away from then on). */
+  constructor(private readonly onGone: (clientId: string) => void = () => {}) {}
+
+  /** An admitted CONNECT's connection; an empty id (a clean session's, named by Aedes) is nobody's session. */
+  arrive(clientId: string, conn: { once(event: 'close', listener: () => void): unknown }): void {
+    if (clientId === '') return;
+    this.#connections.set(clientId, (this.#connections.get(clientId) ?? 0) + 1);
+    conn.once('close', () => {
+      const left = this.#connections.get(clientId)! - 1;
+      if (left > 0) return void this.#connections.set(clientId, left);
+      this.#connections.delete(clientId);
+      this.onGone(clientId);
+    });
+  }
+
+  /** Has `clientId` a connection here now (connected, or connecting)? */
+  has(clientId: string): boolean {
+    return this.#connections.has(clientId);
+  }
+}
 
 /** Closes every client's connection; returns how many. */
 export function closeEveryClient(broker: Aedes): number {

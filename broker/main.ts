@@ -20,7 +20,7 @@ import { createApp, serveApp } from '../lib/http.js';
 import { declaredShares } from '../lib/topics.js';
 import { onShutdown } from '../lib/shutdown.js';
 import { Acl } from './acl.js';
-import { closeEveryClient, connectHooks, connectedClients, finishFanoutOnClose, handleTcp, handleWebSocket, ignoreInFanout, isConnected, maxTopicLevels, subscriberCheck, takePackets } from './aedes-adapter.js';
+import { Presence, closeEveryClient, connectHooks, connectedClients, finishFanoutOnClose, handleTcp, handleWebSocket, ignoreInFanout, maxTopicLevels, subscriberCheck, takePackets } from './aedes-adapter.js';
 import { Access } from './auth.js';
 import { authorizationHooks, publishRefusal } from './authorization.js';
 import { directPublish } from './direct-publish.js';
@@ -219,6 +219,8 @@ if (mq) finishFanoutOnClose(mq, (err, connection) => log.warn({ err: err.message
 // What every publish is checked against, through Aedes (authorizationHooks) or past it (directPublish).
 const publishChecks = { limits, access, log, onRefused: (what: 'subscribe' | 'publish') => brokerMetrics.refused.inc({ what }) };
 
+// Who has a connection here (connected or connecting), for the ACL's bounds: a session is away once its last connection closed.
+const presence = new Presence((clientId) => sessionCap?.away(clientId));
 // The ACL's session bounds (SQLite store only, as the queue bounds below): room for a persistent
 // client's session is made when it first subscribes, by ending the session away the longest.
 const sessionCap =
@@ -226,7 +228,7 @@ const sessionCap =
     ? new SessionCap({
         limitOf: access.sessionLimit,
         holds: (clientId) => persistence.holdsSession(clientId),
-        isConnected: (clientId) => isConnected(broker, clientId),
+        isConnected: (clientId) => presence.has(clientId),
         end: (clientId) => persistence.endSession(clientId),
         onEnded: (...args) => reportEnded(...args),
       })
@@ -237,7 +239,7 @@ const broker = await Aedes.createBroker({
   id: `woodytoys-broker-${cluster ? `${config.BROKER_NODE_ID}-` : ''}${randomUUID().slice(0, 8)}`,
   persistence,
   ...(mq ? { mq, heartbeatInterval: config.BROKER_HEARTBEAT_MS } : {}),
-  ...connectHooks({ limits, access }),
+  ...connectHooks({ limits, access, presence }),
   ...authorizationHooks({ ...publishChecks, shared, ingest, persistence, admitSession: sessionCap && ((clientId) => sessionCap.admit(clientId)) }),
 });
 broker.on('clientError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'client error'));
@@ -250,13 +252,12 @@ if (sessionCap && persistence instanceof SqlitePersistence) {
   // Aedes had the store load its state (persistence.setup) while it was created.
   sessionCap.seed(persistence.sessionClientIds());
   registerSessionCount(metrics, () => sessionCap.counts());
-  broker.on('clientDisconnect', (client) => sessionCap.away(client.id));
 }
 // The ACL's queue bounds (SQLite store only; see SqlitePersistence.queueLimit): a session's queue is
 // bounded only while its client is away, a connected client gets each message live.
 if (persistence instanceof SqlitePersistence) {
   persistence.queueLimit = access.queueLimit;
-  persistence.isConnected = (clientId) => isConnected(broker, clientId);
+  persistence.isConnected = (clientId) => presence.has(clientId);
   persistence.onQueueFull = dropReporter(log, brokerMetrics.sessionDropped);
 }
 shared.start(broker);

@@ -99,6 +99,14 @@ test("an ended session is gone, from memory and from the file: its subscriptions
   await second.persistence.setup({ id: 'b2' });
   await gone(second.persistence);
   assert.deepEqual([...second.persistence.sessionClientIds()], ['viewer-b']);
+  // Unsubscribed from everything, with messages still queued (sent, unacknowledged): still a session, ended whole.
+  await second.persistence.removeSubscriptions({ id: 'viewer-b' }, ['woodytoys/public/#']);
+  assert.equal(second.persistence.holdsSession('viewer-b'), true);
+  assert.deepEqual([...second.persistence.sessionClientIds()], ['viewer-b']);
+  second.persistence.endSession('viewer-b');
+  assert.equal(second.persistence.holdsSession('viewer-b'), false);
+  assert.deepEqual([...second.persistence.sessionClientIds()], []);
+  await second.persistence.destroy();
   second.db.close();
 });
 

@@ -273,14 +273,14 @@ export class SqlitePersistence implements SessionPersistence {
     await this.commits.write(() => this.#sql.delSubs.run(client.id));
   }
 
-  /** Does a session of `clientId` hold subscriptions? */
+  /** Does the store hold anything of `clientId`'s session: subscriptions, queued messages (sent or not), QoS 2 state? */
   holdsSession(clientId: string): boolean {
-    return this.#subscriptions.has(clientId);
+    return this.#subscriptions.has(clientId) || (this.#outgoing.get(clientId)?.length ?? 0) > 0 || (this.#incoming.get(clientId)?.size ?? 0) > 0;
   }
 
-  /** The client ids of the stored sessions (with subscriptions), in the order they were stored or loaded. */
-  sessionClientIds(): IterableIterator<string> {
-    return this.#subscriptions.keys();
+  /** The client ids of the stored sessions (anything held, as holdsSession), those with subscriptions first, in the order they were stored or loaded. */
+  sessionClientIds(): Set<string> {
+    return new Set([...this.#subscriptions.keys(), ...this.#outgoing.keys(), ...this.#incoming.keys()].filter((id) => this.holdsSession(id)));
   }
 
   /**

@@ -13,15 +13,18 @@
 // which the per-address limits bound. A displaced legitimate display loses what waited for it, not
 // its access.
 //
+// A client that is connecting counts as connected: Aedes restores its stored subscriptions before
+// it registers the client, and a session ended in between would be announced as present (CONNACK)
+// with nothing behind it. A session is away once its client's last connection has closed.
 // Sessions in the store at start count as away since then, in the store's order. Enforced with the
 // SQLite store (one node); on Redis a session may be connected to another node (not done yet).
 
 export interface SessionCapOptions {
   /** The user the ACL gives `clientId` to and that user's "#@ sessions" bound; undefined: no bound. */
   limitOf(clientId: string): { user: string; limit: number } | undefined;
-  /** Does the store hold anything for `clientId` (subscriptions)? */
+  /** Does the store hold anything of `clientId`'s session (subscriptions, queued messages, QoS 2 state)? */
   holds(clientId: string): boolean;
-  /** Is `clientId`'s client connected to this broker? */
+  /** Has `clientId` a connection to this broker, connected or still connecting (aedes-adapter.ts Presence)? */
   isConnected(clientId: string): boolean;
   /** Ends `clientId`'s stored session (subscriptions, queue, QoS 2 state). */
   end(clientId: string): void;
