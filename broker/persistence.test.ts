@@ -110,4 +110,33 @@ test("an ended session is gone, from memory and from the file: its subscriptions
   second.db.close();
 });
 
+test('matches persistent subscriptions as MQTT does (a trie now, not a scan): wildcards, empty levels, $ topics, QoS 0 never queued, changes and removals', async () => {
+  const { db, persistence } = open();
+  await persistence.setup({ id: 'b1' });
+  await persistence.addSubscriptions({ id: 'a' }, [
+    { topic: '#', qos: 1 },
+    { topic: 'x/+/z', qos: 1 },
+    { topic: 'x/#', qos: 1 },
+  ]);
+  await persistence.addSubscriptions({ id: 'b' }, [
+    { topic: 'x/y/z', qos: 0 },
+    { topic: 'x/y/+', qos: 1 },
+  ]);
+  // Every change clears the per-topic cache: each answer below is the trie's.
+  const who = async (topic: string) => (await persistence.subscriptionsByTopic(topic)).map((s) => `${s.clientId} ${s.topic}`).sort();
+  assert.deepEqual(await who('x/y/z'), ['a #', 'a x/#', 'a x/+/z', 'b x/y/+'], 'QoS 0 is never queued');
+  assert.deepEqual(await who('x//z'), ['a #', 'a x/#', 'a x/+/z'], '+ matches an empty level');
+  assert.deepEqual(await who('x'), ['a #', 'a x/#'], 'x/# matches its parent level');
+  assert.deepEqual(await who('$SYS/x'), [], 'no filter starting with a wildcard matches a $ topic');
+  assert.equal((await persistence.subscriptionsByTopic('x/y/w'))[0]!.topic, '#', 'multi-level wildcards first');
+  await persistence.addSubscriptions({ id: 'b' }, [{ topic: 'x/y/+', qos: 0 }]);
+  await persistence.removeSubscriptions({ id: 'a' }, ['x/+/z']);
+  assert.deepEqual(await who('x/y/z'), ['a #', 'a x/#'], 'down to QoS 0, or removed: not matched');
+  await persistence.cleanSubscriptions({ id: 'a' });
+  assert.deepEqual(await who('x/y/z'), []);
+  assert.equal(persistence.hasSessionSubscriber('x/q'), false);
+  await persistence.destroy();
+  db.close();
+});
+
 test.after(() => rmSync(dir, { recursive: true, force: true }));

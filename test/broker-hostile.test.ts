@@ -11,7 +11,7 @@ import { startBroker, type RunningBroker } from '../harness/broker.js';
 import { eventually } from '../harness/process.js';
 import { startRedis, type RunningRedis } from '../harness/redis.js';
 import { requireProgram } from './support/programs.js';
-import { aclBrokerDir, password, tearDown } from './support/acl-broker.js';
+import { aclBrokerDir, password, tearDown } from '../harness/acl-broker.js';
 
 const USERS = ['orders', 'stock', 'worker', 'viewer'];
 const redisMissing = requireProgram('redis-server', 'redis-server');

@@ -9,7 +9,7 @@ import { aclFile } from '../broker/mosquitto/run.js';
 import { closeMqtt } from '../lib/mqtt.js';
 import { grantedQos, startBroker, type RunningBroker } from '../harness/broker.js';
 import { eventually } from '../harness/process.js';
-import { aclBrokerDir, password, tearDown } from './support/acl-broker.js';
+import { aclBrokerDir, password, tearDown } from '../harness/acl-broker.js';
 
 const USERS = ['orders', 'viewer'];
 const LIMIT = Acl.read(aclFile).sessionLimit('viewer')!;

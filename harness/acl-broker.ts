@@ -4,9 +4,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { MqttClient } from 'mqtt';
-import { aclFile } from '../../broker/mosquitto/run.js';
-import { formatPasswordFile } from '../../broker/password-hash.js';
-import { closeMqtt } from '../../lib/mqtt.js';
+import { aclFile } from '../broker/mosquitto/run.js';
+import { formatPasswordFile } from '../broker/password-hash.js';
+import { closeMqtt } from '../lib/mqtt.js';
 
 /** Each test user's password. */
 export const password = (user: string) => `${user}-password-for-tests`;
