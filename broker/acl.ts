@@ -7,6 +7,7 @@
 //   #@ group <name> <filter>     this user may join shared group <name> for filters <filter> covers
 //   #@ queue <messages>          the most messages one of its persistent sessions keeps while away
 //   #@ sessions <n>              the most persistent sessions its clients keep (session-cap.ts)
+//   #@ filters <n>               the most topic filters one of its clients holds at once
 // A client id belongs to one user only: two users whose client-id rules overlap are a parse error.
 // The bounds are for logins strangers hold: a user with them needs client-id rules (without, it
 // can keep no session) and no group rules (a group member's session carries a workflow).
@@ -93,6 +94,8 @@ export class Acl {
     private readonly queueLimits: Map<string, number>,
     /** user → the most persistent sessions its clients keep ("#@ sessions"); absent: no bound */
     private readonly sessionLimits: Map<string, number>,
+    /** user → the most topic filters one of its clients holds ("#@ filters"); absent: no bound */
+    private readonly filterLimits: Map<string, number>,
   ) {}
 
   static parse(text: string): Acl {
@@ -103,6 +106,7 @@ export class Acl {
     const groupRules: GroupRule[] = [];
     const queueLimits = new Map<string, number>();
     const sessionLimits = new Map<string, number>();
+    const filterLimits = new Map<string, number>();
     /** user → the line of its first bound, for the checks once every line is read */
     const boundLines = new Map<string, number>();
     let current = anonymous;
@@ -114,20 +118,27 @@ export class Acl {
       };
       if (line.startsWith('#@')) {
         const [keyword, ...args] = line.slice(2).trim().split(/\s+/);
-        if (!user) fail('client-id, group, queue and sessions rules belong to a user');
-        const bound = keyword === 'queue' ? { limits: queueLimits, what: 'messages', max: 6 } : keyword === 'sessions' ? { limits: sessionLimits, what: 'n', max: 5 } : undefined;
+        if (!user) fail('client-id, group, queue, sessions and filters rules belong to a user');
+        const bound =
+          keyword === 'queue'
+            ? { limits: queueLimits, what: 'messages', max: 6 }
+            : keyword === 'sessions'
+              ? { limits: sessionLimits, what: 'n', max: 5 }
+              : keyword === 'filters'
+                ? { limits: filterLimits, what: 'n', max: 5 }
+                : undefined;
         if (bound) {
           if (args.length !== 1 || !new RegExp(`^[1-9]\\d{0,${bound.max}}$`).test(args[0]!)) fail(`expected "#@ ${keyword} <${bound.what}>", a whole number from 1 to ${'9'.repeat(bound.max + 1)}`);
           if (bound.limits.has(user!)) fail(`user ${user} has a ${keyword} rule already`);
           bound.limits.set(user!, Number(args[0]));
-          if (!boundLines.has(user!)) boundLines.set(user!, i + 1);
+          if (keyword !== 'filters' && !boundLines.has(user!)) boundLines.set(user!, i + 1);
           return;
         }
         const names = keyword === 'group' ? args.slice(0, 1) : args;
         if (!names.every((n) => NAME_PATTERN.test(n))) fail('a name is exact or a prefix ending in *');
         if (keyword === 'clientid' && args.length > 0) clientIds.get(user!)!.push(...args);
         else if (keyword === 'group' && args.length === 2) groupRules.push({ user: user!, group: args[0]!, filter: args[1]! });
-        else fail('expected "#@ clientid <id> …", "#@ group <name> <filter>", "#@ queue <messages>" or "#@ sessions <n>"');
+        else fail('expected "#@ clientid <id> …", "#@ group <name> <filter>", "#@ queue <messages>", "#@ sessions <n>" or "#@ filters <n>"');
         return;
       }
       if (!line || line.startsWith('#')) return;
@@ -158,7 +169,7 @@ export class Acl {
       if (clientIds.get(u)!.length === 0) throw new Error(`ACL line ${line}: user ${u} has a queue or sessions bound but no "#@ clientid" rule: it can keep no session`);
       if (groupRules.some((r) => r.user === u)) throw new Error(`ACL line ${line}: user ${u} has a queue or sessions bound and group rules: a group member's session carries a workflow and is never cut`);
     }
-    return new Acl(anonymous, byUser, patterns, clientIds, groupRules, queueLimits, sessionLimits);
+    return new Acl(anonymous, byUser, patterns, clientIds, groupRules, queueLimits, sessionLimits, filterLimits);
   }
 
   static read(file: string): Acl {
@@ -183,6 +194,11 @@ export class Acl {
   /** The most persistent sessions `username`'s clients keep; undefined: no bound. */
   sessionLimit(username: string): number | undefined {
     return this.sessionLimits.get(username);
+  }
+
+  /** The most topic filters one of `username`'s clients holds at once; undefined: no bound. */
+  filterLimit(username: string): number | undefined {
+    return this.filterLimits.get(username);
   }
 
   /** Why `username` may not connect with `clientId`, or undefined when the id is one of its own. */

@@ -137,6 +137,17 @@ export class Access {
     return limit === undefined ? undefined : { user: username!, limit };
   };
 
+  /**
+   * Why `client` may not hold one more topic filter than the `held` it has: its login's "#@ filters"
+   * bound (by the user it logged in as: a clean session's client id may be the broker's random one).
+   */
+  filterRefusal(client: Client, held: number): string | undefined {
+    const username = this.#users.get(client);
+    const limit = username ? this.opts.acl.filterLimit(username) : undefined;
+    if (limit === undefined || held < limit) return undefined;
+    return `user ${username}'s clients hold at most ${limit} topic filters each ("#@ filters" in the ACL)`;
+  }
+
   /** The user the ACL gives `clientId` to (its "#@ clientid" rules), null for none; remembered. */
   #owner(clientId: string): string | null {
     let username = this.#owners.get(clientId);

@@ -43,9 +43,18 @@ export function publishRefusal({ limits, access, log, onRefused }: Omit<Authoriz
   };
 }
 
-export function authorizationHooks(parts: AuthorizationParts): Pick<AedesOptions, 'authorizeSubscribe' | 'authorizePublish' | 'authorizeForward'> {
+export function authorizationHooks(
+  parts: AuthorizationParts,
+): Pick<AedesOptions, 'authorizeSubscribe' | 'authorizePublish' | 'authorizeForward'> & { unsubscribed(client: Client, filters: string[]): void } {
   const { limits, access, shared, ingest, persistence, log, onRefused, admitSession } = parts;
   const refusal = publishRefusal(parts);
+  /** The filters each connection holds (granted, restored or new), against its login's "#@ filters" bound. */
+  const held = new WeakMap<Client, Set<string>>();
+  const heldBy = (client: Client) => {
+    let filters = held.get(client);
+    if (!filters) held.set(client, (filters = new Set()));
+    return filters;
+  };
   /**
    * A refused filter leaves its group and the client's session. Aedes also asks again for each
    * filter of a stored session it restores at a CONNECT, before the client is ready for deliveries:
@@ -53,12 +62,18 @@ export function authorizationHooks(parts: AuthorizationParts): Pick<AedesOptions
    */
   const refused = (client: Client, sub: object & { topic: string }) => {
     onRefused('subscribe');
+    held.get(client)?.delete(sub.topic);
     refuse(sub);
     shared.leaveRefused(client, sub.topic);
     if (client.clean) return;
     persistence.removeSubscriptions({ id: client.id }, [sub.topic]).catch((err: unknown) => log.error({ err, clientId: client.id, filter: sub.topic }, 'could not drop a refused subscription from the session'));
   };
   return {
+    /** An UNSUBSCRIBE gives its filters back (main.ts, on Aedes's 'unsubscribe' event). */
+    unsubscribed(client: Client, filters: string[]) {
+      const filtersHeld = held.get(client);
+      for (const f of filters) filtersHeld?.delete(f);
+    },
     authorizeForward: access.forward,
     authorizeSubscribe(client, sub, done) {
       // A topic filter the protocol rules refused (limits.ts): the connection is already closing.
@@ -67,15 +82,18 @@ export function authorizationHooks(parts: AuthorizationParts): Pick<AedesOptions
       const isShared = sub.topic.startsWith(SHARE_PREFIX);
       const parsed = isShared ? parseShare(sub.topic) : undefined;
       const filter = typeof parsed === 'object' ? parsed.filter : sub.topic;
+      const filters = heldBy(client);
       const reason =
         (isShared ? shared.refusal(client, sub.topic) : undefined) ??
         access.subscribeRefusal(client, filter, typeof parsed === 'object' ? parsed.group : undefined) ??
+        (filters.has(sub.topic) ? undefined : access.filterRefusal(client, filters.size)) ??
         (client.clean ? undefined : admitSession?.(client.id));
       if (reason) {
         log.warn({ clientId: client.id, filter: sub.topic, reason }, 'subscription refused');
         refused(client, sub);
         return done(null, null);
       }
+      filters.add(sub.topic);
       // Shared subscriptions are delivered with QoS 1 at most.
       const granted: typeof sub = isShared && sub.qos > 1 ? { ...sub, qos: 1 } : sub;
       if (!isShared || !shared.clustered) {

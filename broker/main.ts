@@ -234,14 +234,17 @@ const sessionCap =
       })
     : undefined;
 
+const { unsubscribed, ...authorizeHooks } = authorizationHooks({ ...publishChecks, shared, ingest, persistence, admitSession: sessionCap && ((clientId) => sessionCap.admit(clientId)) });
+
 const broker = await Aedes.createBroker({
   // A new id per start: Aedes de-duplicates deliveries by (broker id, counter), and the counter restarts.
   id: `woodytoys-broker-${cluster ? `${config.BROKER_NODE_ID}-` : ''}${randomUUID().slice(0, 8)}`,
   persistence,
   ...(mq ? { mq, heartbeatInterval: config.BROKER_HEARTBEAT_MS } : {}),
   ...connectHooks({ limits, access, presence }),
-  ...authorizationHooks({ ...publishChecks, shared, ingest, persistence, admitSession: sessionCap && ((clientId) => sessionCap.admit(clientId)) }),
+  ...authorizeHooks,
 });
+broker.on('unsubscribe', (filters, client) => unsubscribed(client, filters));
 broker.on('clientError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'client error'));
 broker.on('connectionError', () => brokerMetrics.refused.inc({ what: 'connect' }));
 const brokerMetrics = registerBrokerMetrics(metrics, { broker, shared, persistence, commits, reclaimer });

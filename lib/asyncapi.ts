@@ -192,7 +192,7 @@ const ref = (path: string) => ({ $ref: `#/${path}` });
 const isPublic = (channel: Channel) => filterCovers(`${PUBLIC_ROOT}/#`, channel.filter);
 
 /** The description of one ACL user, from what the ACL lets it do. */
-function userTag(user: string, clientIds: readonly string[], access: Access[], bounds: { queue: number | undefined; sessions: number | undefined }) {
+function userTag(user: string, clientIds: readonly string[], access: Access[], bounds: { queue: number | undefined; sessions: number | undefined; filters: number | undefined }) {
   const mine = access.filter((a) => a.user === user);
   const groups = [...new Set(mine.flatMap((a) => (a.group ? [a.group] : [])))];
   const display = mine.every((a) => a.action === 'receive' && isPublic(a.channel));
@@ -209,6 +209,7 @@ function userTag(user: string, clientIds: readonly string[], access: Access[], b
       bounds.sessions === undefined
         ? ''
         : `The login keeps at most ${bounds.sessions} persistent sessions: one more ends the one whose client has been away the longest (that client comes back to no session, CONNACK session present 0, and subscribes again); with every one connected, the subscription is refused (SUBACK 0x80).`,
+      bounds.filters === undefined ? '' : `Each client holds at most ${bounds.filters} topic filters at once; one more is refused (SUBACK 0x80).`,
     ]
       .filter(Boolean)
       .join(' '),
@@ -250,7 +251,7 @@ export function buildAsyncApi({ acl, brokerHost = '127.0.0.1:1883', gatewayHost 
   const access = accessOf(acl, all);
   const users = [...acl.users].filter(([user]) => access.some((a) => a.user === user));
   const tags = [
-    ...users.map(([user, ids]) => userTag(user, ids, access, { queue: acl.queueLimit(user), sessions: acl.sessionLimit(user) })),
+    ...users.map(([user, ids]) => userTag(user, ids, access, { queue: acl.queueLimit(user), sessions: acl.sessionLimit(user), filters: acl.filterLimit(user) })),
     { name: BROKER_ITSELF, description: 'The broker itself, publishing its own figures (no login).' },
   ];
   const servers = { broker: ref('servers/broker'), gateway: ref('servers/gateway') };

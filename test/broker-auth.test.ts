@@ -142,7 +142,7 @@ user bob
   assert.match(acl.groupRefusal(as('bob'), 'team-a', 'jobs/x')!, /no "#@ group team-a …" rule for user bob/);
   assert.throws(() => Acl.parse('user a\n#@ clientid x-*\nuser b\n#@ clientid x-1'), /x-\* of user a overlaps x-1 of user b/);
   assert.throws(() => Acl.parse('user a\n#@ clientid ab*\nuser b\n#@ clientid a*'), /belongs to one user/);
-  assert.throws(() => Acl.parse('#@ clientid x'), /line 1: client-id, group, queue and sessions rules belong to a user/);
+  assert.throws(() => Acl.parse('#@ clientid x'), /line 1: client-id, group, queue, sessions and filters rules belong to a user/);
   assert.throws(() => Acl.parse('user a\n#@ clientid a*b'), /line 2: a name is exact or a prefix ending in \*/);
   assert.throws(() => Acl.parse('user a\n#@ group g'), /line 2: expected/);
 });
@@ -153,7 +153,7 @@ test('queue rules: a bound per user, a whole number, once; none means no bound',
   assert.equal(acl.queueLimit('b'), undefined);
   assert.equal(Acl.read(aclFile).queueLimit('viewer'), 1000, 'the repository ACL bounds the public login');
   assert.equal(Acl.read(aclFile).queueLimit('orders'), undefined, 'and no service');
-  assert.throws(() => Acl.parse('#@ queue 5'), /line 1: client-id, group, queue and sessions rules belong to a user/);
+  assert.throws(() => Acl.parse('#@ queue 5'), /line 1: client-id, group, queue, sessions and filters rules belong to a user/);
   for (const bad of ['0', '-1', '1.5', 'lots', '10000000', '5 6', '']) assert.throws(() => Acl.parse(`user a\n#@ queue ${bad}`), /line 2: expected "#@ queue <messages>"/, bad);
   assert.throws(() => Acl.parse('user a\n#@ queue 5\nuser a\n#@ queue 6'), /line 4: user a has a queue rule already/);
 });
@@ -164,12 +164,17 @@ test('sessions rules: a bound per user, once; a bounded user needs a client-id r
   assert.equal(acl.sessionLimit('b'), undefined);
   assert.equal(Acl.read(aclFile).sessionLimit('viewer'), 100, 'the repository ACL bounds the public login');
   for (const service of ['orders', 'stock', 'catalog', 'worker', 'deadletters', 'erp']) assert.equal(Acl.read(aclFile).sessionLimit(service), undefined, service);
-  assert.throws(() => Acl.parse('#@ sessions 5'), /line 1: client-id, group, queue and sessions rules belong to a user/);
+  assert.throws(() => Acl.parse('#@ sessions 5'), /line 1: client-id, group, queue, sessions and filters rules belong to a user/);
   for (const bad of ['0', '-1', '2.5', 'many', '1000000', '5 6', '']) assert.throws(() => Acl.parse(`user a\n#@ clientid a\n#@ sessions ${bad}`), /line 3: expected "#@ sessions <n>", a whole number from 1 to 999999/, bad);
   assert.throws(() => Acl.parse('user a\n#@ clientid a\n#@ sessions 5\n#@ sessions 6'), /line 4: user a has a sessions rule already/);
   // Without a client-id rule the user can keep no session: a bound there is a mistake, said at start.
   assert.throws(() => Acl.parse('user a\n#@ queue 5\nuser b\n#@ clientid b'), /line 2: user a has a queue or sessions bound but no "#@ clientid" rule/);
   assert.throws(() => Acl.parse('user a\n#@ sessions 5\ntopic read x'), /line 2: user a has a queue or sessions bound but no "#@ clientid" rule/);
+  // Filters are per connection: any user may have the bound, a service too.
+  assert.equal(Acl.parse('user a\n#@ filters 7\n#@ group g x/#').filterLimit('a'), 7);
+  assert.equal(Acl.read(aclFile).filterLimit('viewer'), 100, 'the repository ACL bounds the public login');
+  assert.equal(Acl.read(aclFile).filterLimit('stock'), undefined);
+  for (const bad of ['0', '1000000', 'x']) assert.throws(() => Acl.parse(`user a\n#@ filters ${bad}`), /line 2: expected "#@ filters <n>", a whole number from 1 to 999999/, bad);
   // A group member's session carries a workflow: bounding it would lose or refuse the group's work.
   assert.throws(() => Acl.parse('user a\n#@ clientid a\n#@ sessions 5\n#@ group g x/#\ntopic read x/#'), /line 3: user a has a queue or sessions bound and group rules/);
 });

@@ -118,3 +118,43 @@ describe("a stranger opening the public login's persistent sessions in a loop", 
     assert.equal(await grantedQos(extra, PUBLIC), 1, 'once one goes away, room is made');
   });
 });
+
+describe("a stranger subscribing the public login's clients to ever more topic filters", () => {
+  let dir: string;
+  let broker: RunningBroker;
+  const clients: MqttClient[] = [];
+  const LIMIT_FILTERS = Acl.read(aclFile).filterLimit('viewer')!;
+  const login = async (clientId: string, clean: boolean) => {
+    const client = await mqtt.connectAsync(broker.mqttUrl, { username: 'viewer', password: password('viewer'), clientId, clean, reconnectPeriod: 0, connectTimeout: 10_000 });
+    clients.push(client);
+    return client;
+  };
+  const filters = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `woodytoys/public/stock/levels/${prefix}${i}`);
+
+  before(async () => {
+    const made = aclBrokerDir('broker-filter-cap-', USERS);
+    dir = made.dir;
+    broker = await startBroker({ env: made.env });
+  });
+  after(() => tearDown(clients, [broker], dir));
+
+  it(`each client holds at most ${LIMIT_FILTERS}: one more is refused, one given back makes room, a resumed session's own count`, { timeout: 60_000 }, async () => {
+    assert.equal(LIMIT_FILTERS, 100, "the repository ACL's bound for the viewer");
+    const viewer = await login('viewer-filters', false);
+    const granted = await viewer.subscribeAsync(filters('p', LIMIT_FILTERS), { qos: 1 });
+    assert.deepEqual(new Set(granted.map((g) => g.qos)), new Set([1]), `all ${LIMIT_FILTERS} granted`);
+    assert.equal(await grantedQos(viewer, 'woodytoys/public/stock/levels/one-more'), 128, 'one more is refused');
+    await eventually(() => broker.logs.some((l) => l.includes('viewer-filters') && l.includes(`hold at most ${LIMIT_FILTERS} topic filters`)), { what: 'the refusal in the log' });
+    assert.equal(await grantedQos(viewer, 'woodytoys/public/stock/levels/p7'), 1, 'a filter it holds may be subscribed again');
+    await viewer.unsubscribeAsync('woodytoys/public/stock/levels/p0');
+    assert.equal(await grantedQos(viewer, 'woodytoys/public/stock/levels/one-more'), 1, 'given one back, room for another');
+    await closeMqtt(viewer, 2000);
+    // Resumed: its 100 stored filters are restored (and counted) before the CONNACK.
+    const again = await login('viewer-filters', false);
+    assert.equal(await grantedQos(again, 'woodytoys/public/stock/levels/after-resume'), 128, 'the restored filters count');
+    // An empty client id gets a random one from the broker: the bound goes with the login, not the id.
+    const anonymousId = await login('', true);
+    await anonymousId.subscribeAsync(filters('c', LIMIT_FILTERS), { qos: 0 });
+    assert.equal(await grantedQos(anonymousId, 'woodytoys/public/stock/levels/c-more'), 128);
+  });
+});
