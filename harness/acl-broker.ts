@@ -1,6 +1,5 @@
 // A temporary directory for a broker run with the repository's ACL (broker/mosquitto/acl) and a
-// password file for some of its users, as the hostile-client tests and bench:session-filters start it, and
-// their teardown.
+// password file for some of its users, as the hostile-client tests start it, and their teardown.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
