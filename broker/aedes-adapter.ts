@@ -372,7 +372,7 @@ export function takePackets(broker: Aedes, takers: PacketTakers): void {
 }
 
 /** Calls `listener` with each packet mqtt-packet parses on `client`'s connection (after Aedes's own handling starts): what the fast path below leaves to the parser. */
-export function onParsed(client: Client, listener: (packet: { cmd: string; messageId?: number }) => void): void {
+export function onParsed(client: Client, listener: (packet: { cmd: string; messageId?: number; unsubscriptions?: string[] }) => void): void {
   internals(client)._parser.on('packet', listener);
 }
 

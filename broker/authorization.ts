@@ -62,14 +62,13 @@ export function authorizationHooks(
    */
   const refused = (client: Client, sub: object & { topic: string }) => {
     onRefused('subscribe');
-    held.get(client)?.delete(sub.topic);
     refuse(sub);
     shared.leaveRefused(client, sub.topic);
     if (client.clean) return;
     persistence.removeSubscriptions({ id: client.id }, [sub.topic]).catch((err: unknown) => log.error({ err, clientId: client.id, filter: sub.topic }, 'could not drop a refused subscription from the session'));
   };
   return {
-    /** An UNSUBSCRIBE gives its filters back (main.ts, on Aedes's 'unsubscribe' event). */
+    /** An UNSUBSCRIBE gives its filters back (main.ts, as each is parsed). */
     unsubscribed(client: Client, filters: string[]) {
       const filtersHeld = held.get(client);
       for (const f of filters) filtersHeld?.delete(f);
@@ -93,6 +92,7 @@ export function authorizationHooks(
         refused(client, sub);
         return done(null, null);
       }
+      const wasHeld = filters.has(sub.topic);
       filters.add(sub.topic);
       // Shared subscriptions are delivered with QoS 1 at most.
       const granted: typeof sub = isShared && sub.qos > 1 ? { ...sub, qos: 1 } : sub;
@@ -108,6 +108,7 @@ export function authorizationHooks(
         },
         (err: unknown) => {
           log.error({ err, clientId: client.id, filter: sub.topic }, 'could not join the group; subscription refused');
+          if (!wasHeld) filters.delete(sub.topic);
           refused(client, sub);
           done(null, null);
         },

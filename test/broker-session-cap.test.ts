@@ -4,12 +4,14 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import mqttPacket from 'mqtt-packet';
 import { Acl } from '../broker/acl.js';
 import { aclFile } from '../broker/mosquitto/run.js';
 import { closeMqtt } from '../lib/mqtt.js';
 import { grantedQos, startBroker, type RunningBroker } from '../harness/broker.js';
 import { eventually } from '../harness/process.js';
 import { aclBrokerDir, password, tearDown } from '../harness/acl-broker.js';
+import { RawClient, connectPacket } from './support/mqtt-raw.js';
 
 const USERS = ['orders', 'viewer'];
 const LIMIT = Acl.read(aclFile).sessionLimit('viewer')!;
@@ -156,5 +158,27 @@ describe("a stranger subscribing the public login's clients to ever more topic f
     const anonymousId = await login('', true);
     await anonymousId.subscribeAsync(filters('c', LIMIT_FILTERS), { qos: 0 });
     assert.equal(await grantedQos(anonymousId, 'woodytoys/public/stock/levels/c-more'), 128);
+  });
+
+  it('gives a filter back as its UNSUBSCRIBE is read: a SUBSCRIBE in the same write finds the room, and the two cannot be looped past the bound', { timeout: 60_000 }, async () => {
+    const raw = await RawClient.open(broker.mqttUrl);
+    const subacks = () => raw.answers().filter((a) => a.type === 'suback');
+    raw.send(connectPacket({ clientId: 'viewer-raw', clean: false, username: 'viewer', password: password('viewer') }));
+    raw.send(mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: filters('r', LIMIT_FILTERS).map((topic) => ({ topic, qos: 1 })) }));
+    await eventually(() => subacks().length === 1, { what: 'the first SUBACK' });
+    assert.deepEqual(new Set(subacks()[0]!.granted), new Set([1]));
+    // At the bound: give one back and take another, in one write (one read at the broker).
+    raw.send(Buffer.concat([mqttPacket.generate({ cmd: 'unsubscribe', messageId: 2, unsubscriptions: ['woodytoys/public/stock/levels/r0'] }), mqttPacket.generate({ cmd: 'subscribe', messageId: 3, subscriptions: [{ topic: 'woodytoys/public/stock/levels/d', qos: 1 }] })]));
+    await eventually(() => subacks().length === 2, { what: 'the second SUBACK' });
+    assert.deepEqual(subacks()[1]!.granted, [1], 'the filter given back in the same write made room');
+    // Unsubscribing and subscribing a filter again in one write, over and over, leaves the count where it was.
+    for (let i = 0; i < 5; i++) {
+      const f = `woodytoys/public/stock/levels/r${i + 1}`;
+      raw.send(Buffer.concat([mqttPacket.generate({ cmd: 'unsubscribe', messageId: 10 + 2 * i, unsubscriptions: [f] }), mqttPacket.generate({ cmd: 'subscribe', messageId: 11 + 2 * i, subscriptions: [{ topic: f, qos: 1 }] })]));
+    }
+    raw.send(mqttPacket.generate({ cmd: 'subscribe', messageId: 99, subscriptions: [{ topic: 'woodytoys/public/stock/levels/past', qos: 1 }] }));
+    await eventually(() => subacks().some((a) => a.messageId === 99), { what: 'the last SUBACK' });
+    assert.deepEqual(subacks().find((a) => a.messageId === 99)!.granted, [128], 'still at the bound');
+    raw.socket.destroy();
   });
 });
