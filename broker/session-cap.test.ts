@@ -73,4 +73,7 @@ test('what the store no longer holds is not counted, and sessions found at start
   assert.equal(subscribe('viewer-next'), undefined);
   assert.deepEqual(ended, ['viewer-old-1', 'viewer-old-2']);
   assert.deepEqual(cap.counts(), new Map([['viewer', 2]]));
+  stored.delete('viewer-next');
+  leave('viewer-next');
+  assert.deepEqual(cap.counts(), new Map([['viewer', 1]]), 'a session the store no longer holds, its client gone, is not reported');
 });

@@ -78,9 +78,10 @@ export class SessionCap {
     if (sessions?.delete(clientId)) sessions.add(clientId);
   }
 
-  /** Sessions counted now per user, for metrics. */
+  /** Sessions kept now per user, for metrics: those counted that the store holds or a client uses. */
   counts(): Map<string, number> {
-    return new Map([...this.#sessions].map(([user, sessions]) => [user, sessions.size]));
+    const kept = (sessions: Set<string>) => [...sessions].filter((id) => this.opts.holds(id) || this.opts.isConnected(id)).length;
+    return new Map([...this.#sessions].map(([user, sessions]) => [user, kept(sessions)]));
   }
 
   /** The counted session whose client went away first (the set keeps them in that order). */

@@ -160,6 +160,20 @@ describe("a stranger subscribing the public login's clients to ever more topic f
     assert.equal(await grantedQos(anonymousId, 'woodytoys/public/stock/levels/c-more'), 128);
   });
 
+  it("counts a WebSocket client away once its connection closes: its session's queue is bounded then", { timeout: 60_000 }, async () => {
+    const QUEUE = Acl.read(aclFile).queueLimit('viewer')!;
+    const viewer = await mqtt.connectAsync(broker.wsUrl, { username: 'viewer', password: password('viewer'), clientId: 'viewer-ws', clean: false, reconnectPeriod: 0, connectTimeout: 10_000 });
+    assert.equal(await grantedQos(viewer, 'woodytoys/public/orders/+'), 1);
+    await closeMqtt(viewer, 2000);
+    const orders = await mqtt.connectAsync(broker.mqttUrl, { username: 'orders', password: password('orders'), clientId: 'orders-ws-test', clean: true, reconnectPeriod: 0 });
+    clients.push(orders);
+    const dropped = async () => Number(/^mqtt_session_dropped_messages_total(?:{[^}]*})? (\d+)$/m.exec(await (await fetch(`${broker.httpUrl}/metrics`)).text())?.[1] ?? 0);
+    const before = await dropped();
+    for (let i = 0; i < QUEUE + 10; i += 100) await Promise.all(Array.from({ length: Math.min(100, QUEUE + 10 - i) }, (_, k) => orders.publishAsync('woodytoys/public/orders/ws', String(i + k), { qos: 1 })));
+    await eventually(async () => (await dropped()) - before >= 10, { what: 'the messages past the bound not kept for the away WebSocket session' });
+    assert.equal((await dropped()) - before, 10);
+  });
+
   it('gives a filter back as its UNSUBSCRIBE is read: a SUBSCRIBE in the same write finds the room, and the two cannot be looped past the bound', { timeout: 60_000 }, async () => {
     const raw = await RawClient.open(broker.mqttUrl);
     const subacks = () => raw.answers().filter((a) => a.type === 'suback');
