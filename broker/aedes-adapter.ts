@@ -322,6 +322,10 @@ export interface PacketTakers {
    * handled: later, or at once with an error (which closes the connection, as in Aedes).
    */
   publish?(client: Client, packet: ParsedPublish, done: (err?: Error | null) => void): boolean;
+  /** An UNSUBSCRIBE's filters, as it is parsed, before Aedes handles it (in order with the packets around it). */
+  unsubscribe?(client: Client, filters: string[]): void;
+  /** Told when a connection's packets cannot be taken (its parser has `listeners` listeners, not Aedes's one). */
+  notTaken?(client: Client, listeners: number): void;
 }
 
 /**
@@ -335,19 +339,32 @@ export interface PacketTakers {
  * none is left (client._nextBatch): a PUBACK taken here is never counted; a PUBLISH taken here is
  * counted and counted off the same way (and read ahead of like Aedes's, ingest.ts).
  * client._keepaliveTimer is refreshed as Aedes would. If the parser has another listener count,
- * nothing is taken over.
+ * nothing is taken over (so nothing else may listen to it before this: it would turn both fast
+ * paths off, which cost the broker half again its CPU per message once; UNSUBSCRIBEs are told here).
  * Breaks: aedes-adapter.test.ts, the conformance suite's flow-control and re-dispatch cases
  * (deliveries never acknowledged), broker/direct-publish.test.ts, test/broker-write-behind.test.ts.
  */
+/** What the broker logs (once) when a connection's packets cannot be taken: the tests look for it. */
+export const FAST_PATHS_OFF = "the PUBACK and PUBLISH fast paths are off: a connection's parser has a listener besides Aedes's";
+
 export function takePackets(broker: Aedes, takers: PacketTakers): void {
   broker.on('client', (client) => {
     const c = internals(client);
     const parser = c._parser;
-    const handlers = parser.listeners('packet') as Array<(this: unknown, packet: { cmd: string; messageId?: number }) => void>;
-    if (handlers.length !== 1) return; // not the Aedes this was written for: leave it alone
+    type Parsed = { cmd: string; messageId?: number; unsubscriptions?: string[] };
+    const unsubscribe = (packet: Parsed) => packet.cmd === 'unsubscribe' && takers.unsubscribe?.(client, packet.unsubscriptions ?? []);
+    const handlers = parser.listeners('packet') as Array<(this: unknown, packet: Parsed) => void>;
+    if (handlers.length !== 1) {
+      // Not the Aedes this was written for, or someone listens already: nothing is taken over;
+      // UNSUBSCRIBEs are still told.
+      takers.notTaken?.(client, handlers.length);
+      parser.on('packet', unsubscribe);
+      return;
+    }
     const enqueue = handlers[0]!;
     parser.removeListener('packet', enqueue);
-    parser.on('packet', function (this: unknown, packet: { cmd: string; messageId?: number }) {
+    parser.on('packet', function (this: unknown, packet: Parsed) {
+      unsubscribe(packet);
       if (client.connected) {
         if (packet.cmd === 'puback' && packet.messageId !== undefined && takers.puback(client, packet.messageId)) {
           c._keepaliveTimer?.refresh();
@@ -372,7 +389,7 @@ export function takePackets(broker: Aedes, takers: PacketTakers): void {
 }
 
 /** Calls `listener` with each packet mqtt-packet parses on `client`'s connection (after Aedes's own handling starts): what the fast path below leaves to the parser. */
-export function onParsed(client: Client, listener: (packet: { cmd: string; messageId?: number; unsubscriptions?: string[] }) => void): void {
+export function onParsed(client: Client, listener: (packet: { cmd: string; messageId?: number }) => void): void {
   internals(client)._parser.on('packet', listener);
 }
 

@@ -20,7 +20,7 @@ import { createApp, serveApp } from '../lib/http.js';
 import { declaredShares } from '../lib/topics.js';
 import { onShutdown } from '../lib/shutdown.js';
 import { Acl } from './acl.js';
-import { Presence, closeEveryClient, connectHooks, connectedClients, finishFanoutOnClose, handleTcp, handleWebSocket, ignoreInFanout, maxTopicLevels, onParsed, subscriberCheck, takePackets } from './aedes-adapter.js';
+import { FAST_PATHS_OFF, Presence, closeEveryClient, connectHooks, connectedClients, finishFanoutOnClose, handleTcp, handleWebSocket, ignoreInFanout, maxTopicLevels, subscriberCheck, takePackets } from './aedes-adapter.js';
 import { Access } from './auth.js';
 import { authorizationHooks, publishRefusal } from './authorization.js';
 import { directPublish } from './direct-publish.js';
@@ -244,9 +244,6 @@ const broker = await Aedes.createBroker({
   ...connectHooks({ limits, access, presence }),
   ...authorizeHooks,
 });
-// An UNSUBSCRIBE gives its filters back as it is parsed, in order with the SUBSCRIBEs around it:
-// Aedes's 'unsubscribe' event comes turns later, after a SUBSCRIBE sent in the same write.
-broker.on('client', (client) => onParsed(client, (packet) => packet.cmd === 'unsubscribe' && unsubscribed(client, packet.unsubscriptions ?? [])));
 broker.on('clientError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'client error'));
 broker.on('connectionError', () => brokerMetrics.refused.inc({ what: 'connect' }));
 const brokerMetrics = registerBrokerMetrics(metrics, { broker, shared, persistence, commits, reclaimer });
@@ -267,8 +264,17 @@ if (persistence instanceof SqlitePersistence) {
 }
 shared.start(broker);
 // Members' PUBACKs, and (one node) publishes only shared subscriptions want, skip Aedes's pipeline.
+let fastPathsOffTold = false;
 takePackets(broker, {
   puback: (client, messageId) => shared.acknowledge(client.id, messageId),
+  // An UNSUBSCRIBE gives its filters back as it is parsed, in order with the SUBSCRIBEs around it:
+  // Aedes's 'unsubscribe' event comes turns later, after a SUBSCRIBE sent in the same write.
+  unsubscribe: unsubscribed,
+  notTaken: (client, listeners) => {
+    if (fastPathsOffTold) return;
+    fastPathsOffTold = true;
+    log.error({ clientId: client.id, listeners }, FAST_PATHS_OFF);
+  },
   publish: mq
     ? undefined
     : directPublish({

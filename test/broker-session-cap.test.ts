@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import mqttPacket from 'mqtt-packet';
 import { Acl } from '../broker/acl.js';
+import { FAST_PATHS_OFF } from '../broker/aedes-adapter.js';
 import { aclFile } from '../broker/mosquitto/run.js';
 import { closeMqtt } from '../lib/mqtt.js';
 import { grantedQos, startBroker, type RunningBroker } from '../harness/broker.js';
@@ -194,5 +195,7 @@ describe("a stranger subscribing the public login's clients to ever more topic f
     await eventually(() => subacks().some((a) => a.messageId === 99), { what: 'the last SUBACK' });
     assert.deepEqual(subacks().find((a) => a.messageId === 99)!.granted, [128], 'still at the bound');
     raw.socket.destroy();
+    // Watching UNSUBSCRIBEs must not cost the fast paths (a second listener on the parser turned them off).
+    assert.ok(!broker.logs.some((l) => l.includes(FAST_PATHS_OFF)), 'the fast paths stayed on');
   });
 });
