@@ -11,7 +11,7 @@ import { parseDeclaredGroups } from '../broker/group-queue.js';
 import { aclFile } from '../broker/mosquitto/run.js';
 import { startBroker, type RunningBroker } from '../harness/broker.js';
 import { startBrokerCluster } from '../harness/cluster.js';
-import { connectClient } from '../harness/mqtt.js';
+import { answered, connectClient } from '../harness/mqtt.js';
 import { eventually } from '../harness/process.js';
 import { SHARED_GROUPS, declaredShares, orderCreated, shareOf, stockReserved } from '../lib/topics.js';
 
@@ -27,13 +27,13 @@ async function member(url: string, clientId: string, share: string) {
   const client = await connectClient(url, { clientId, clean: false, reconnectPeriod: 0 });
   const got: string[] = [];
   client.on('message', (_topic, payload) => got.push(payload.toString()));
-  await client.subscribeAsync(share, { qos: 1 });
+  await answered(client, client.subscribeAsync(share, { qos: 1 }), `${clientId} subscribing to ${share}`);
   return { client, got };
 }
 
 async function publish(url: string, topic: string, payloads: string[]) {
   const publisher = await connectClient(url, { clientId: `declared-pub-${payloads[0]}`, reconnectPeriod: 0 });
-  for (const p of payloads) await publisher.publishAsync(topic, p, { qos: 1 });
+  for (const p of payloads) await answered(publisher, publisher.publishAsync(topic, p, { qos: 1 }), `publishing ${p}`);
   await publisher.endAsync();
 }
 
@@ -61,7 +61,7 @@ describe('groups kept from the first start (BROKER_GROUPS)', () => {
     assert.deepEqual(first.got, ['before-1', 'before-2']);
 
     // Its last member leaves: the group stays, and keeps what comes meanwhile for the next one.
-    await first.client.unsubscribeAsync(SHARE);
+    await answered(first.client, first.client.unsubscribeAsync(SHARE), 'the first member leaving');
     await publish(broker.mqttUrl, TOPIC, ['between']);
     const next = await member(broker.mqttUrl, 'stock-declared-2', SHARE);
     clients.push(next.client);
@@ -94,7 +94,7 @@ describe('groups kept from the first start (BROKER_GROUPS)', () => {
         const all = await connectClient(node.mqttUrl, { clientId: `declared-all-${i}`, reconnectPeriod: 0 });
         clients.push(all);
         all.on('message', (_topic, payload) => everything.push(payload.toString()));
-        await all.subscribeAsync('#', { qos: 1 });
+        await answered(all, all.subscribeAsync('#', { qos: 1 }), "subscribing to '#'");
       }
       await publish(a!.mqttUrl, stockReserved.topic, ['cluster-before']);
       const first = await member(b!.mqttUrl, 'worker-declared-1', share);
@@ -102,7 +102,7 @@ describe('groups kept from the first start (BROKER_GROUPS)', () => {
       await eventually(() => first.got.length >= 1 || undefined, { what: 'the message published on the other node before the first member' });
       assert.deepEqual(first.got, ['cluster-before']);
 
-      await first.client.unsubscribeAsync(share);
+      await answered(first.client, first.client.unsubscribeAsync(share), 'the first member leaving');
       await publish(b!.mqttUrl, stockReserved.topic, ['cluster-between']);
       const next = await member(a!.mqttUrl, 'worker-declared-2', share);
       clients.push(next.client);
