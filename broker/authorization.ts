@@ -48,6 +48,24 @@ export function authorizationHooks(
 ): Pick<AedesOptions, 'authorizeSubscribe' | 'authorizePublish' | 'authorizeForward'> & { unsubscribed(client: Client, filters: string[]): void } {
   const { limits, access, shared, ingest, persistence, log, onRefused, admitSession } = parts;
   const refusal = publishRefusal(parts);
+  /**
+   * Which of a connection's refused subscriptions are logged: the first with each reason (up to
+   * ten reasons), then one line at its 10th, 100th, 1,000th… refusal, with the count. One SUBSCRIBE
+   * carries 100 filters and a client may send them without end: a line each had let a stranger with
+   * the public login write the broker's log at a hundred times its packet rate. Every refusal is
+   * counted (mqtt_refused_total).
+   */
+  const refusals = new WeakMap<Client, { count: number; reasons: Set<string> }>();
+  const refusalLog = (client: Client, reason: string): { refused: number } | undefined => {
+    let seen = refusals.get(client);
+    if (!seen) refusals.set(client, (seen = { count: 0, reasons: new Set() }));
+    seen.count++;
+    if (!seen.reasons.has(reason) && seen.reasons.size < 10) {
+      seen.reasons.add(reason);
+      return { refused: seen.count };
+    }
+    return Number.isInteger(Math.log10(seen.count)) ? { refused: seen.count } : undefined;
+  };
   /** The filters each connection holds (granted, restored or new), against its login's "#@ filters" bound. */
   const held = new WeakMap<Client, Set<string>>();
   const heldBy = (client: Client) => {
@@ -88,7 +106,8 @@ export function authorizationHooks(
         (filters.has(sub.topic) ? undefined : access.filterRefusal(client, filters.size)) ??
         (client.clean ? undefined : admitSession?.(client.id));
       if (reason) {
-        log.warn({ clientId: client.id, filter: sub.topic, reason }, 'subscription refused');
+        const logged = refusalLog(client, reason);
+        if (logged) log.warn({ clientId: client.id, filter: sub.topic, reason, ...logged }, 'subscription refused');
         refused(client, sub);
         return done(null, null);
       }

@@ -175,6 +175,24 @@ describe("a stranger subscribing the public login's clients to ever more topic f
     assert.equal((await dropped()) - before, 10);
   });
 
+  it('logs a few of the subscriptions it refuses a client, not each: the first of each reason, then the 10th, 100th… with the count', { timeout: 60_000 }, async () => {
+    const refusedTotal = async () => Number(/^mqtt_refused_total{[^}]*what="subscribe"[^}]*} (\d+)$/m.exec(await (await fetch(`${broker.httpUrl}/metrics`)).text())?.[1] ?? 0);
+    const before = await refusedTotal();
+    const raw = await RawClient.open(broker.mqttUrl);
+    raw.send(connectPacket({ clientId: 'viewer-noisy', clean: true, username: 'viewer', password: password('viewer') }));
+    // 300 filters the viewer may not read, in three SUBSCRIBEs, then a $share it may not join.
+    for (let p = 0; p < 3; p++) raw.send(mqttPacket.generate({ cmd: 'subscribe', messageId: p + 1, subscriptions: Array.from({ length: 100 }, (_, i) => ({ topic: `woodytoys/orders/x${p * 100 + i}`, qos: 1 as const })) }));
+    raw.send(mqttPacket.generate({ cmd: 'subscribe', messageId: 4, subscriptions: [{ topic: '$share/stock/woodytoys/public/#', qos: 1 }] }));
+    await eventually(() => raw.answers().filter((a) => a.type === 'suback').length === 4, { what: 'the four SUBACKs' });
+    assert.ok(raw.answers().every((a) => a.type !== 'suback' || a.granted!.every((g) => g === 128)), 'every filter refused');
+    await eventually(async () => (await refusedTotal()) - before === 301, { what: 'every refusal counted' });
+    const lines = () => broker.logs.filter((l) => l.includes('viewer-noisy') && l.includes('subscription refused')).map((l) => JSON.parse(l) as { reason: string; refused: number });
+    await eventually(() => lines().length === 4 || undefined, { what: 'four log lines' });
+    assert.deepEqual(lines().map((l) => l.refused), [1, 10, 100, 301], 'the 1st, 10th and 100th, and the first with another reason');
+    assert.equal(new Set(lines().map((l) => l.reason)).size, 2);
+    raw.socket.destroy();
+  });
+
   it('gives a filter back as its UNSUBSCRIBE is read: a SUBSCRIBE in the same write finds the room, and the two cannot be looped past the bound', { timeout: 60_000 }, async () => {
     const raw = await RawClient.open(broker.mqttUrl);
     const subacks = () => raw.answers().filter((a) => a.type === 'suback');
