@@ -11,9 +11,6 @@
 import mqtt from 'mqtt';
 import { startBroker } from '../harness/broker.js';
 import { eventually } from '../harness/process.js';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { processesFrom } from './from.js';
 
 const FILTERS = Number(process.env.BENCH_FILTERS ?? 20_000);
@@ -23,8 +20,8 @@ for (const [name, n] of Object.entries({ BENCH_FILTERS: FILTERS, BENCH_PUBLISHES
 }
 const compiled = processesFrom('BENCH_FROM') === 'dist';
 
-const dir = mkdtempSync(join(tmpdir(), 'bench-session-filters-'));
-const broker = await startBroker({ env: { BROKER_ALLOW_ANONYMOUS: 'true', DATA_DIR: dir }, compiled });
+// The harness's broker: anonymous clients allowed, a scratch data directory removed at exit.
+const broker = await startBroker({ compiled });
 const login = (clientId: string, clean: boolean) => mqtt.connectAsync(broker.mqttUrl, { clientId, clean, reconnectPeriod: 0 });
 const orders = await login('orders-bench', true);
 const viewer = await login('viewer-many-filters', false);
@@ -58,5 +55,4 @@ try {
 } finally {
   await Promise.all([orders.endAsync(), viewer.endAsync()]);
   await broker.stop();
-  rmSync(dir, { recursive: true, force: true });
 }

@@ -107,7 +107,13 @@ export class Acl {
     const queueLimits = new Map<string, number>();
     const sessionLimits = new Map<string, number>();
     const filterLimits = new Map<string, number>();
-    /** user → the line of its first bound, for the checks once every line is read */
+    /** The bound rules: where each goes, its argument's name and most digits, and whether it bounds sessions (checked below). */
+    const bounds = new Map([
+      ['queue', { limits: queueLimits, what: 'messages', digits: 7, sessions: true }],
+      ['sessions', { limits: sessionLimits, what: 'n', digits: 6, sessions: true }],
+      ['filters', { limits: filterLimits, what: 'n', digits: 6, sessions: false }],
+    ]);
+    /** user → the line of its first session bound, for the checks once every line is read */
     const boundLines = new Map<string, number>();
     let current = anonymous;
     let user: string | undefined;
@@ -119,19 +125,12 @@ export class Acl {
       if (line.startsWith('#@')) {
         const [keyword, ...args] = line.slice(2).trim().split(/\s+/);
         if (!user) fail('client-id, group, queue, sessions and filters rules belong to a user');
-        const bound =
-          keyword === 'queue'
-            ? { limits: queueLimits, what: 'messages', max: 6 }
-            : keyword === 'sessions'
-              ? { limits: sessionLimits, what: 'n', max: 5 }
-              : keyword === 'filters'
-                ? { limits: filterLimits, what: 'n', max: 5 }
-                : undefined;
+        const bound = bounds.get(keyword!);
         if (bound) {
-          if (args.length !== 1 || !new RegExp(`^[1-9]\\d{0,${bound.max}}$`).test(args[0]!)) fail(`expected "#@ ${keyword} <${bound.what}>", a whole number from 1 to ${'9'.repeat(bound.max + 1)}`);
+          if (args.length !== 1 || !new RegExp(`^[1-9]\\d{0,${bound.digits - 1}}$`).test(args[0]!)) fail(`expected "#@ ${keyword} <${bound.what}>", a whole number from 1 to ${'9'.repeat(bound.digits)}`);
           if (bound.limits.has(user!)) fail(`user ${user} has a ${keyword} rule already`);
           bound.limits.set(user!, Number(args[0]));
-          if (keyword !== 'filters' && !boundLines.has(user!)) boundLines.set(user!, i + 1);
+          if (bound.sessions && !boundLines.has(user!)) boundLines.set(user!, i + 1);
           return;
         }
         const names = keyword === 'group' ? args.slice(0, 1) : args;

@@ -8,6 +8,7 @@ import type { Access } from './auth.js';
 import { grant, refuse } from './granted.js';
 import { SHARE_PREFIX, parseShare, type SharedSubscriptions } from './group-queue.js';
 import type { Ingest } from './ingest.js';
+import { tenfold } from './metrics.js';
 import type { ConnectionLimits } from './limits.js';
 import type { SessionPersistence, StoredPacket } from './persistence.js';
 
@@ -64,7 +65,7 @@ export function authorizationHooks(
       seen.reasons.add(reason);
       return { refused: seen.count };
     }
-    return Number.isInteger(Math.log10(seen.count)) ? { refused: seen.count } : undefined;
+    return tenfold(seen.count) ? { refused: seen.count } : undefined;
   };
   /** The filters each connection holds (granted, restored or new), against its login's "#@ filters" bound. */
   const held = new WeakMap<Client, Set<string>>();
@@ -100,10 +101,11 @@ export function authorizationHooks(
       const parsed = isShared ? parseShare(sub.topic) : undefined;
       const filter = typeof parsed === 'object' ? parsed.filter : sub.topic;
       const filters = heldBy(client);
+      const wasHeld = filters.has(sub.topic);
       const reason =
         (isShared ? shared.refusal(client, sub.topic) : undefined) ??
         access.subscribeRefusal(client, filter, typeof parsed === 'object' ? parsed.group : undefined) ??
-        (filters.has(sub.topic) ? undefined : access.filterRefusal(client, filters.size)) ??
+        (wasHeld ? undefined : access.filterRefusal(client, filters.size)) ??
         (client.clean ? undefined : admitSession?.(client.id));
       if (reason) {
         const logged = refusalLog(client, reason);
@@ -111,7 +113,6 @@ export function authorizationHooks(
         refused(client, sub);
         return done(null, null);
       }
-      const wasHeld = filters.has(sub.topic);
       filters.add(sub.topic);
       // Shared subscriptions are delivered with QoS 1 at most.
       const granted: typeof sub = isShared && sub.qos > 1 ? { ...sub, qos: 1 } : sub;

@@ -250,18 +250,16 @@ const brokerMetrics = registerBrokerMetrics(metrics, { broker, shared, persisten
 const reportEnded = endReporter(log, brokerMetrics.sessionsEnded);
 const bounded = [...acl.users.keys()].filter((user) => acl.queueLimit(user) !== undefined || acl.sessionLimit(user) !== undefined);
 if (cluster && bounded.length > 0) log.warn({ users: bounded }, 'the ACL\'s "#@ queue" and "#@ sessions" bounds are not enforced on the Redis store (several nodes)');
-if (sessionCap && persistence instanceof SqlitePersistence) {
-  // Aedes had the store load its state (persistence.setup) while it was created.
-  sessionCap.seed(persistence.sessionClientIds());
-  registerSessionCount(metrics, () => sessionCap.counts());
-}
 // The ACL's queue bounds (SQLite store only; see SqlitePersistence.queueLimit): a session's queue is
-// bounded only while its client is away, a connected client gets each message live.
+// bounded only while its client is away, a connected client gets each message live. And the session
+// bounds count the sessions Aedes had the store load while it was created (persistence.setup).
 if (persistence instanceof SqlitePersistence) {
   persistence.queueLimit = access.queueLimit;
   persistence.isConnected = (clientId) => presence.has(clientId);
   persistence.onQueueFull = dropReporter(log, brokerMetrics.sessionDropped);
+  sessionCap?.seed(persistence.sessionClientIds());
 }
+if (sessionCap) registerSessionCount(metrics, () => sessionCap.counts());
 shared.start(broker);
 // Members' PUBACKs, and (one node) publishes only shared subscriptions want, skip Aedes's pipeline.
 let fastPathsOffTold = false;

@@ -132,18 +132,31 @@ export function registerSessionCount({ registry }: Metrics, counts: () => Map<st
   });
 }
 
+/** Is this the 1st, 10th, 100th… occurrence? What the broker logs of what a client may repeat without end. */
+export const tenfold = (n: number): boolean => Number.isInteger(Math.log10(n));
+
+/** Counts occurrences per key: the count at a key's 1st, 10th, 100th… (one to log), else undefined. Past 10,000 keys it starts over. */
+function tenfoldCounter(): (key: string) => number | undefined {
+  const counts = new Map<string, number>();
+  return (key) => {
+    const n = (counts.get(key) ?? 0) + 1;
+    if (counts.size > 10_000) counts.clear();
+    counts.set(key, n);
+    return tenfold(n) ? n : undefined;
+  };
+}
+
 /**
  * What the broker does when it ends a session to make room for another of the same user: counts it,
  * and logs it at the user's 1st, 10th, 100th… (not each: a stranger looping over client ids ends
  * one per new session).
  */
 export function endReporter(log: Logger, ended: Counter<'user'>): (user: string, clientId: string, limit: number) => void {
-  const counts = new Map<string, number>();
+  const nth = tenfoldCounter();
   return (user, clientId, limit) => {
     ended.inc({ user });
-    const n = (counts.get(user) ?? 0) + 1;
-    counts.set(user, n);
-    if (Number.isInteger(Math.log10(n))) log.warn({ user, clientId, limit, ended: n }, 'persistent session ended, the one away the longest: its user keeps at most this many ("#@ sessions" in the ACL)');
+    const n = nth(user);
+    if (n) log.warn({ user, clientId, limit, ended: n }, 'persistent session ended, the one away the longest: its user keeps at most this many ("#@ sessions" in the ACL)');
   };
 }
 
@@ -152,12 +165,10 @@ export function endReporter(log: Logger, ended: Counter<'user'>): (user: string,
  * a session's 1st, 10th, 100th… drop (not each: a full queue on a busy topic drops every message).
  */
 export function dropReporter(log: Logger, dropped: Counter): (clientId: string, topic: string | undefined) => void {
-  const counts = new Map<string, number>();
+  const nth = tenfoldCounter();
   return (clientId, topic) => {
     dropped.inc();
-    const n = (counts.get(clientId) ?? 0) + 1;
-    if (counts.size > 10_000) counts.clear();
-    counts.set(clientId, n);
-    if (Number.isInteger(Math.log10(n))) log.warn({ clientId, topic, dropped: n }, 'persistent session away with its queue full: message not kept for it ("#@ queue" in the ACL)');
+    const n = nth(clientId);
+    if (n) log.warn({ clientId, topic, dropped: n }, 'persistent session away with its queue full: message not kept for it ("#@ queue" in the ACL)');
   };
 }

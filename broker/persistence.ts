@@ -346,8 +346,10 @@ export class SqlitePersistence implements SessionPersistence {
       }
     }
     // A bounded session that was full when the message came, whose client was connecting then
-    // (Aedes subscribes it to live messages before it counts as connected): it gets the message
-    // live, not stored, as a connected client does what it receives before a disconnect.
+    // (Aedes subscribes it to live messages before it registers it): it gets the message live, not
+    // stored, as a connected client does what it receives before a disconnect. The broker's
+    // isConnected (main.ts: Presence) counts a connecting client as connected, so this is the
+    // safety net for a store wired without it (persistence.test.ts).
     if (Number.isFinite(this.queueLimit?.(client.id) ?? Infinity)) return;
     throw new Error('no such packet');
   }
