@@ -5,7 +5,7 @@
 // Two rules Mosquitto has no words for are written as `#@` lines, which Mosquitto reads as comments:
 //   #@ clientid <id> …           the client ids this user may connect with: exact, or a prefix ending in *
 //   #@ group <name> <filter>     this user may join shared group <name> for filters <filter> covers
-//   #@ queue <messages>          the most messages one of its persistent sessions keeps while away
+//   #@ queue <messages>          the most messages one of its persistent sessions keeps
 //   #@ sessions <n>              the most persistent sessions its clients keep (session-cap.ts)
 //   #@ filters <n>               the most topic filters one of its clients holds at once
 // A client id belongs to one user only: two users whose client-id rules overlap are a parse error.
@@ -90,7 +90,7 @@ export class Acl {
     /** user → the client-id patterns it may use */
     private readonly clientIds: Map<string, string[]>,
     readonly groupRules: GroupRule[],
-    /** user → the most messages one of its persistent sessions keeps while away ("#@ queue"); absent: no bound */
+    /** user → the most messages one of its persistent sessions keeps ("#@ queue"); absent: no bound */
     private readonly queueLimits: Map<string, number>,
     /** user → the most persistent sessions its clients keep ("#@ sessions"); absent: no bound */
     private readonly sessionLimits: Map<string, number>,
@@ -185,7 +185,7 @@ export class Acl {
     return [...this.clientIds].find(([, ids]) => ids.some((p) => nameMatches(p, clientId)))?.[0];
   }
 
-  /** The most messages one of `username`'s persistent sessions keeps while its client is away; undefined: no bound. */
+  /** The most messages one of `username`'s persistent sessions keeps, its client away or connected; undefined: no bound. */
   queueLimit(username: string): number | undefined {
     return this.queueLimits.get(username);
   }

@@ -149,8 +149,13 @@ export function connectHooks({ limits, access, presence }: { limits: ConnectionL
         return callback(refusal(admission.reason), false);
       }
       access.bind(client, admission.user);
-      presence?.arrive(packet.clientId, client.conn);
-      callback(null, true);
+      const shared = presence?.arrive(packet.clientId, client.conn, packet.clean);
+      if (!shared) return callback(null, true);
+      // Several nodes: connected for all of them before its session is restored.
+      shared.then(
+        () => callback(null, true),
+        (err: Error) => callback(refusal(`its presence could not be shared with the other nodes: ${err.message}`), false),
+      );
     },
     authenticate(client, _username, _password, done) {
       if (access.admitted(client)) done(null, true);
@@ -191,29 +196,50 @@ export const connectedClients = (broker: Aedes): Client[] => Object.values(clien
  * restored, and deliveries to them begin, an event-loop turn before it is registered), and once a
  * second connection with its id has closed between its login and its registration (Aedes 1.2.0's
  * Client.close unregisters by id, deleting the first connection's entry while it stays open).
+ * On several nodes, the ids with a bound are also told to `shared` (cluster-bounds.ts), so that
+ * every node knows who is connected anywhere.
  */
 export class Presence {
   readonly #connections = new Map<string, number>();
 
-  /** `onGone`: told when an id's last connection has closed (its session, if any, is away from then on). */
-  constructor(private readonly onGone: (clientId: string) => void = () => {}) {}
+  /**
+   * `onGone`: told when an id's last connection has closed (its session, if any, is away from then on).
+   * `shared`: where the ids it says are bounded are present cluster-wide.
+   */
+  constructor(
+    private readonly onGone: (clientId: string) => void = () => {},
+    private readonly shared?: SharedPresence,
+  ) {}
 
-  /** An admitted CONNECT's connection; an empty id (a clean session's, named by Aedes) is nobody's session. */
-  arrive(clientId: string, conn: { once(event: 'close', listener: () => void): unknown }): void {
-    if (clientId === '') return;
+  /**
+   * An admitted CONNECT's connection; an empty id (a clean session's, named by Aedes) is nobody's
+   * session. Returns a promise when the id is bounded and shared: connected cluster-wide once it resolves.
+   */
+  arrive(clientId: string, conn: { once(event: 'close', listener: () => void): unknown }, clean = false): Promise<void> | undefined {
+    if (clientId === '') return undefined;
     this.#connections.set(clientId, (this.#connections.get(clientId) ?? 0) + 1);
+    const shared = this.shared?.bounded(clientId) ? this.shared : undefined;
     conn.once('close', () => {
       const left = this.#connections.get(clientId)! - 1;
       if (left > 0) return void this.#connections.set(clientId, left);
       this.#connections.delete(clientId);
+      shared?.gone(clientId);
       this.onGone(clientId);
     });
+    return shared?.arrive(clientId, clean);
   }
 
   /** Has `clientId` a connection here now (connected, or connecting)? */
   has(clientId: string): boolean {
     return this.#connections.has(clientId);
   }
+}
+
+/** Presence across nodes (cluster-bounds.ts ClusterBounds). */
+export interface SharedPresence {
+  bounded(clientId: string): boolean;
+  arrive(clientId: string, clean: boolean): Promise<void>;
+  gone(clientId: string): void;
 }
 
 /** Closes every client's connection; returns how many. */

@@ -8,7 +8,9 @@ declare module 'aedes-persistence-redis/asyncPersistence.js' {
     setup(broker: { id: string }): Promise<void>;
     addSubscriptions(client: { id: string }, subs: object[]): Promise<void>;
     removeSubscriptions(client: { id: string }, topics: string[]): Promise<void>;
+    cleanSubscriptions(client: { id: string }): Promise<void>;
     outgoingEnqueueCombi(subs: Array<{ clientId: string }>, packet: object): Promise<void>;
+    outgoingUpdate(client: { id: string }, packet: object): Promise<void>;
     outgoingClearMessageId(client: { id: string }, packet: { messageId?: number | undefined }): Promise<unknown>;
     streamWill(brokers?: Record<string, unknown>): AsyncIterable<unknown>;
     createRetainedStreamCombi(patterns: string[]): AsyncIterable<unknown>;

@@ -116,7 +116,7 @@ export class Access {
   };
 
   /**
-   * The most messages the stored session of `clientId` keeps while its client is away: its user's
+   * The most messages the stored session of `clientId` keeps (unacknowledged or waiting): its user's
    * "#@ queue" rule, unbounded without one (the services' sessions carry their workflows: nothing
    * is dropped there) and when anonymous clients are allowed.
    */

@@ -22,8 +22,11 @@ export interface AuthorizationParts {
   log: Logger;
   /** Counts a refusal, by what was refused. */
   onRefused: (what: 'subscribe' | 'publish') => void;
-  /** Room for a persistent client's session under its user's "#@ sessions" bound, or why none (session-cap.ts). */
-  admitSession?: ((clientId: string) => string | undefined) | undefined;
+  /**
+   * Room for a persistent client's session under its user's "#@ sessions" bound, or why none
+   * (session-cap.ts); on several nodes, a promise of it (cluster-bounds.ts).
+   */
+  admitSession?: ((clientId: string) => string | undefined | Promise<string | undefined>) | undefined;
 }
 
 /**
@@ -102,32 +105,53 @@ export function authorizationHooks(
       const filter = typeof parsed === 'object' ? parsed.filter : sub.topic;
       const filters = heldBy(client);
       const wasHeld = filters.has(sub.topic);
-      const reason =
-        (isShared ? shared.refusal(client, sub.topic) : undefined) ??
-        access.subscribeRefusal(client, filter, typeof parsed === 'object' ? parsed.group : undefined) ??
-        (wasHeld ? undefined : access.filterRefusal(client, filters.size)) ??
-        (client.clean ? undefined : admitSession?.(client.id));
-      if (reason) {
+      const refuseWith = (reason: string) => {
         const logged = refusalLog(client, reason);
         if (logged) log.warn({ clientId: client.id, filter: sub.topic, reason, ...logged }, 'subscription refused');
         refused(client, sub);
-        return done(null, null);
-      }
-      filters.add(sub.topic);
-      // Shared subscriptions are delivered with QoS 1 at most.
-      const granted: typeof sub = isShared && sub.qos > 1 ? { ...sub, qos: 1 } : sub;
-      if (!isShared || !shared.clustered) {
-        grant(sub, granted.qos);
-        return done(null, granted);
-      }
-      // Several nodes: a member in the store before its SUBACK (nothing to wait for on one node).
-      shared.admit(client, sub.topic).then(
-        () => {
+        done(null, null);
+      };
+      const reason =
+        (isShared ? shared.refusal(client, sub.topic) : undefined) ??
+        access.subscribeRefusal(client, filter, typeof parsed === 'object' ? parsed.group : undefined) ??
+        (wasHeld ? undefined : access.filterRefusal(client, filters.size));
+      if (reason) return refuseWith(reason);
+      const grantIt = () => {
+        filters.add(sub.topic);
+        // Shared subscriptions are delivered with QoS 1 at most.
+        const granted: typeof sub = isShared && sub.qos > 1 ? { ...sub, qos: 1 } : sub;
+        if (!isShared || !shared.clustered) {
           grant(sub, granted.qos);
-          done(null, granted);
+          return done(null, granted);
+        }
+        // Several nodes: a member in the store before its SUBACK (nothing to wait for on one node).
+        shared.admit(client, sub.topic).then(
+          () => {
+            grant(sub, granted.qos);
+            done(null, granted);
+          },
+          (err: unknown) => {
+            log.error({ err, clientId: client.id, filter: sub.topic }, 'could not join the group; subscription refused');
+            if (!wasHeld) filters.delete(sub.topic);
+            refused(client, sub);
+            done(null, null);
+          },
+        );
+      };
+      const admission = client.clean ? undefined : admitSession?.(client.id);
+      if (admission === undefined) return grantIt();
+      if (typeof admission === 'string') return refuseWith(admission);
+      // Several nodes: the session is counted in Redis first (cluster-bounds.ts); the filter is held
+      // meanwhile, so that the filters bound counts it for the SUBSCRIBE's next filters.
+      filters.add(sub.topic);
+      admission.then(
+        (why) => {
+          if (why === undefined) return grantIt();
+          if (!wasHeld) filters.delete(sub.topic);
+          refuseWith(why);
         },
         (err: unknown) => {
-          log.error({ err, clientId: client.id, filter: sub.topic }, 'could not join the group; subscription refused');
+          log.error({ err, clientId: client.id, filter: sub.topic }, 'could not count the session; subscription refused');
           if (!wasHeld) filters.delete(sub.topic);
           refused(client, sub);
           done(null, null);

@@ -130,8 +130,8 @@ const redisUrl = orExit(() => {
 // on Redis: a single node never needs them, and loading them costs it about 0.2 s of CPU at start
 // and resident memory it keeps for its whole life (docs/benchmarks.md).
 const cluster = redisUrl
-  ? await Promise.all([import('./node-lease.js'), import('./redis-group-store.js'), import('./redis-persistence.js'), import('mqemitter-redis')]).then(
-      ([lease, groupStore, persistence, mqemitter]) => ({ url: redisUrl, ...lease, ...groupStore, ...persistence, MQEmitterRedis: mqemitter.default }),
+  ? await Promise.all([import('./node-lease.js'), import('./redis-group-store.js'), import('./redis-persistence.js'), import('./cluster-bounds.js'), import('mqemitter-redis')]).then(
+      ([lease, groupStore, persistence, bounds, mqemitter]) => ({ url: redisUrl, ...lease, ...groupStore, ...persistence, ...bounds, MQEmitterRedis: mqemitter.default }),
     )
   : undefined;
 
@@ -156,14 +156,15 @@ const commits = new CommitQueue(db, (err) => {
 const redisStore = cluster ? new cluster.RedisGroupStore({ url: cluster.url }) : undefined;
 redisStore?.onError((err) => log.warn({ err: err.message }, 'redis connection (group queues)'));
 await redisStore?.ready();
-const persistence: SessionPersistence = cluster
+const redisPersistence = cluster
   ? new cluster.RedisPersistence(
       cluster.url,
       (err) => log.warn({ err: err.message }, 'redis connection (sessions)'),
       // Its SUBACK waits as long: a node whose fan-out lost its $SYS/sub/+ subscription never answers.
       (clientId, waitedMs) => log.error({ clientId, waitedMs }, 'a SUBSCRIBE still waits for its subscription broadcast through Redis'),
     )
-  : new SqlitePersistence(db, commits);
+  : undefined;
+const persistence: SessionPersistence = redisPersistence ?? new SqlitePersistence(db, commits);
 const shared = new SharedSubscriptions({
   store: redisStore ?? new SqliteGroupStore(db, commits),
   persistence,
@@ -219,10 +220,20 @@ if (mq) finishFanoutOnClose(mq, (err, connection) => log.warn({ err: err.message
 // What every publish is checked against, through Aedes (authorizationHooks) or past it (directPublish).
 const publishChecks = { limits, access, log, onRefused: (what: 'subscribe' | 'publish') => brokerMetrics.refused.inc({ what }) };
 
+// Several nodes: the ACL's queue and session bounds ask Redis who is connected anywhere (cluster-bounds.ts).
+const clusterBounds = cluster
+  ? new cluster.ClusterBounds({
+      url: cluster.url,
+      nodeId: config.BROKER_NODE_ID,
+      sessionLimitOf: access.sessionLimit,
+      onError: (err) => log.warn({ err: err.message }, 'redis connection (bounds)'),
+    })
+  : undefined;
+await clusterBounds?.start();
 // Who has a connection here (connected or connecting), for the ACL's bounds: a session is away once its last connection closed.
-const presence = new Presence((clientId) => sessionCap?.away(clientId));
-// The ACL's session bounds (SQLite store only, as the queue bounds below): room for a persistent
-// client's session is made when it first subscribes, by ending the session away the longest.
+const presence = new Presence((clientId) => sessionCap?.away(clientId), clusterBounds);
+// The ACL's session bounds: room for a persistent client's session is made when it first
+// subscribes, by ending the session away the longest (on several nodes, in Redis: clusterBounds).
 const sessionCap =
   persistence instanceof SqlitePersistence
     ? new SessionCap({
@@ -234,7 +245,12 @@ const sessionCap =
       })
     : undefined;
 
-const { unsubscribed, ...authorizeHooks } = authorizationHooks({ ...publishChecks, shared, ingest, persistence, admitSession: sessionCap && ((clientId) => sessionCap.admit(clientId)) });
+const admitSession = sessionCap
+  ? (clientId: string) => sessionCap.admit(clientId)
+  : clusterBounds &&
+    redisPersistence &&
+    ((clientId: string) => clusterBounds.admit(clientId, (ended, user, limit) => redisPersistence.endSession(ended).then(() => reportEnded(user, ended, limit))));
+const { unsubscribed, ...authorizeHooks } = authorizationHooks({ ...publishChecks, shared, ingest, persistence, admitSession });
 
 const broker = await Aedes.createBroker({
   // A new id per start: Aedes de-duplicates deliveries by (broker id, counter), and the counter restarts.
@@ -248,18 +264,19 @@ broker.on('clientError', (client, err) => log.debug({ clientId: client.id, err: 
 broker.on('connectionError', () => brokerMetrics.refused.inc({ what: 'connect' }));
 const brokerMetrics = registerBrokerMetrics(metrics, { broker, shared, persistence, commits, reclaimer });
 const reportEnded = endReporter(log, brokerMetrics.sessionsEnded);
-const bounded = [...acl.users.keys()].filter((user) => acl.queueLimit(user) !== undefined || acl.sessionLimit(user) !== undefined);
-if (cluster && bounded.length > 0) log.warn({ users: bounded }, 'the ACL\'s "#@ queue" and "#@ sessions" bounds are not enforced on the Redis store (several nodes)');
-// The ACL's queue bounds (SQLite store only; see SqlitePersistence.queueLimit): a session's queue is
-// bounded only while its client is away, a connected client gets each message live. And the session
-// bounds count the sessions Aedes had the store load while it was created (persistence.setup).
-if (persistence instanceof SqlitePersistence) {
-  persistence.queueLimit = access.queueLimit;
-  persistence.isConnected = (clientId) => presence.has(clientId);
-  persistence.onQueueFull = dropReporter(log, brokerMetrics.sessionDropped);
-  sessionCap?.seed(persistence.sessionClientIds());
-}
+// The ACL's queue bounds: what a session keeps, its client away or connected (a connected client
+// gets each message live, kept or not). And the session bounds count the sessions Aedes had the
+// store load while it was created (persistence.setup).
+const boundedQueues = persistence instanceof SqlitePersistence ? persistence : redisPersistence!;
+boundedQueues.queueLimit = access.queueLimit;
+boundedQueues.onQueueFull = dropReporter(log, brokerMetrics.sessionDropped);
+if (persistence instanceof SqlitePersistence) sessionCap?.seed(persistence.sessionClientIds());
 if (sessionCap) registerSessionCount(metrics, () => sessionCap.counts());
+if (clusterBounds && redisPersistence) {
+  await clusterBounds.seed(await redisPersistence.sessionClientIds());
+  const capped = [...acl.users.keys()].filter((user) => acl.sessionLimit(user) !== undefined);
+  if (capped.length > 0) registerSessionCount(metrics, () => clusterBounds.counts(capped));
+}
 shared.start(broker);
 // Members' PUBACKs, and (one node) publishes only shared subscriptions want, skip Aedes's pipeline.
 let fastPathsOffTold = false;
@@ -388,6 +405,7 @@ onShutdown(log, async () => {
   await new Promise<void>((resolve) => broker.close(() => resolve()));
   shared.stop();
   await redisStore?.close();
+  await clusterBounds?.close();
   await nodeLease?.close();
   commits.close();
   await checkpointer.stop();

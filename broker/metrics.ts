@@ -119,15 +119,16 @@ export function registerBrokerMetrics({ registry }: Metrics, { broker, shared, p
 }
 
 /** The persistent sessions each user with a "#@ sessions" bound keeps now (the users with sessions). */
-export function registerSessionCount({ registry }: Metrics, counts: () => Map<string, number>): void {
+export function registerSessionCount({ registry }: Metrics, counts: () => Map<string, number> | Promise<Map<string, number>>): void {
   new Gauge({
     name: 'mqtt_capped_sessions',
     help: 'Persistent sessions kept now by a user with a "#@ sessions" bound in the ACL',
     labelNames: ['user'] as const,
     registers: [registry],
-    collect() {
+    async collect() {
+      const now = await counts();
       this.reset();
-      for (const [user, n] of counts()) this.set({ user }, n);
+      for (const [user, n] of now) this.set({ user }, n);
     },
   });
 }

@@ -30,6 +30,9 @@ export interface NodeLeaseOptions {
   log: Logger;
 }
 
+/** The key that holds a node's id while it runs (cluster-bounds.ts counts a node's clients only then). */
+export const nodeLeaseKey = (nodeId: string) => `woodytoys:broker:node:${nodeId}`;
+
 export class NodeLease {
   readonly #redis: Scripted;
   readonly #token = newToken();
@@ -59,7 +62,7 @@ export class NodeLease {
     this.#redis.defineCommand('leaseRelease', { numberOfKeys: 1, lua: RELEASE });
   }
 
-  #key = (nodeId: string) => `woodytoys:broker:node:${nodeId}`;
+  #key = nodeLeaseKey;
   #take = (nodeId: string, token: string) => this.#redis.leaseAcquire(this.#key(nodeId), `${this.#key(nodeId)}:epoch`, token, this.#ttlMs).then((epoch) => epoch > 0);
 
   /**

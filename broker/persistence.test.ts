@@ -48,13 +48,11 @@ test('subscriptions, queued messages, wills and retained messages survive reopen
   second.db.close();
 });
 
-test("a bounded session's queue: full while away, open while connected, and a message not kept for it is still delivered live", async () => {
+test("a bounded session's queue: full at its bound, its client away or connected, and a message not kept for it is still delivered live", async () => {
   const { db, persistence } = open();
   await persistence.setup({ id: 'b1' });
-  const connected = new Set<string>();
   const dropped: string[] = [];
   persistence.queueLimit = (clientId) => (clientId.startsWith('viewer-') ? 2 : Infinity);
-  persistence.isConnected = (clientId) => connected.has(clientId);
   persistence.onQueueFull = (clientId) => dropped.push(clientId);
   const packet = (n: number) => ({ cmd: 'publish' as const, topic: 'woodytoys/public/x', payload: Buffer.from(String(n)), qos: 1 as const, retain: false, brokerId: 'b1', brokerCounter: n });
   for (let n = 1; n <= 3; n++) await persistence.outgoingEnqueueCombi([{ clientId: 'viewer-1' }, { clientId: 'orders-1' }], packet(n));
@@ -62,12 +60,16 @@ test("a bounded session's queue: full while away, open while connected, and a me
   assert.deepEqual(await held('viewer-1'), ['1', '2'], 'the bounded session kept its two oldest');
   assert.deepEqual(await held('orders-1'), ['1', '2', '3'], 'the unbounded one kept all');
   assert.deepEqual(dropped, ['viewer-1']);
-  // The client was connecting when message 3 came: Aedes hands it over live, with a packet identifier.
+  // Its client is connected: Aedes hands message 3 over live, with a packet identifier, kept or not.
   await persistence.outgoingUpdate({ id: 'viewer-1' }, { ...packet(3), messageId: 7 });
   await assert.rejects(persistence.outgoingUpdate({ id: 'orders-1' }, { ...packet(4), messageId: 8 }), /no such packet/, 'an unbounded session has no such case');
-  connected.add('viewer-1');
+  // Once it acknowledges one, there is room for one more.
+  await persistence.outgoingUpdate({ id: 'viewer-1' }, { ...packet(1), messageId: 5 });
+  await persistence.outgoingClearMessageId({ id: 'viewer-1' }, { ...packet(1), messageId: 5 });
   await persistence.outgoingEnqueueCombi([{ clientId: 'viewer-1' }], packet(5));
-  assert.deepEqual(await held('viewer-1'), ['1', '2', '5'], 'connected, nothing is dropped');
+  await persistence.outgoingEnqueueCombi([{ clientId: 'viewer-1' }], packet(6));
+  assert.deepEqual(await held('viewer-1'), ['2', '5']);
+  assert.deepEqual(dropped, ['viewer-1', 'viewer-1']);
   await persistence.destroy();
   db.close();
 });

@@ -345,11 +345,8 @@ export class SqlitePersistence implements SessionPersistence {
         return;
       }
     }
-    // A bounded session that was full when the message came, whose client was connecting then
-    // (Aedes subscribes it to live messages before it registers it): it gets the message live, not
-    // stored, as a connected client does what it receives before a disconnect. The broker's
-    // isConnected (main.ts: Presence) counts a connecting client as connected, so this is the
-    // safety net for a store wired without it (persistence.test.ts).
+    // A bounded session that was full when the message came, whose client is connected: it gets
+    // the message live, not kept, as a client does what it receives before a disconnect.
     if (Number.isFinite(this.queueLimit?.(client.id) ?? Infinity)) return;
     throw new Error('no such packet');
   }
@@ -359,14 +356,12 @@ export class SqlitePersistence implements SessionPersistence {
   /** See SessionPersistence.mayQueue. */
   mayQueue: ((clientId: string, topic: string) => boolean) | undefined;
   /**
-   * Set by main.ts: the most messages `clientId`'s session keeps while its client is away (its
-   * user's ACL bound; Infinity: none), whether the client is connected here (then no bound: it gets
-   * each message live), and who is told of a message not kept. Unset: no bound. Only this store
-   * bounds sessions: on the Redis store a session may be connected to another node, and a message
-   * left out of its list but delivered there would upset the package's per-packet reference count.
+   * Set by main.ts: the most messages `clientId`'s session keeps (its user's ACL bound; Infinity:
+   * none), and who is told of a message not kept. Unset: no bound. The bound holds whether its
+   * client is away or connected: a connected client gets each message live, kept or not, and what
+   * is kept is what it has not acknowledged, so a client that acknowledges nothing keeps no more.
    */
   queueLimit: ((clientId: string) => number) | undefined;
-  isConnected: ((clientId: string) => boolean) | undefined;
   onQueueFull: ((clientId: string, topic: string | undefined) => void) | undefined;
 
   async outgoingClearMessageId(client: ClientRef, packet: StoredPacket): Promise<StoredPacket | undefined> {
@@ -462,7 +457,7 @@ export class SqlitePersistence implements SessionPersistence {
 
   #hasRoom(clientId: string, packet: StoredPacket): boolean {
     const limit = this.queueLimit?.(clientId) ?? Infinity;
-    if (limit === Infinity || (this.#outgoing.get(clientId)?.length ?? 0) < limit || this.isConnected?.(clientId)) return true;
+    if (limit === Infinity || (this.#outgoing.get(clientId)?.length ?? 0) < limit) return true;
     this.onQueueFull?.(clientId, packet.topic);
     return false;
   }

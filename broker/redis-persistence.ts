@@ -13,13 +13,46 @@ export const SLOW_SUBSCRIBE_MS = 5000;
 /** aedes-persistence-redis's list of a session's queued packet keys, oldest first (its own naming). */
 const outgoingKey = (clientId: string) => `outgoing:${encodeURIComponent(clientId)}`;
 
+/**
+ * Lua, KEYS[1] a session's queue: drops it, and each packet it held that no other session waits for.
+ * The package keeps a packet once (packet:<broker>:<counter>) with a count of the sessions whose
+ * queue holds it (…:offlineCount); a QoS 2 delivery under way is the session's own copy
+ * (outgoing:<client>:<broker>:<counter>), named by the same broker id and counter.
+ */
+const DROP_QUEUE = `
+for _, entry in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  local packet = entry
+  if string.sub(entry, 1, 7) ~= 'packet:' then
+    redis.call('DEL', entry)
+    local broker, counter = string.match(entry, ':([^:]+):([^:]+)$')
+    packet = 'packet:' .. (broker or '') .. ':' .. (counter or '')
+  end
+  local count = packet .. ':offlineCount'
+  if redis.call('EXISTS', count) == 1 and redis.call('DECR', count) <= 0 then redis.call('DEL', packet, count) end
+end
+return redis.call('DEL', KEYS[1])`;
+
+type Scripted = Redis & { dropQueue(queue: string): Promise<number>; queueRoom(...args: Array<string | number>): Promise<number[]> };
+
+/** Lua, KEYS the bounded sessions' queues, ARGV their bounds: 1 for each with room for one more message, else 0. */
+const QUEUE_ROOM = `
+local out = {}
+for i, queue in ipairs(KEYS) do
+  out[i] = redis.call('LLEN', queue) < tonumber(ARGV[i]) and 1 or 0
+end
+return out`;
+
 export class RedisPersistence extends AsyncRedisPersistence implements SessionPersistence {
   claimAck: ((clientId: string, messageId: number | undefined) => boolean) | undefined;
   mayQueue: ((clientId: string, topic: string) => boolean) | undefined;
+  /** As SqlitePersistence.queueLimit: the most messages a session keeps, its client away or connected. */
+  queueLimit: ((clientId: string) => number) | undefined;
+  /** Told of each message a session's bound kept out of its queue. */
+  onQueueFull: ((clientId: string, topic: string | undefined) => void) | undefined;
   /** The store of each SUBSCRIBE packet's list under way (see addSubscriptions). */
   readonly #adding = new WeakMap<object, Promise<void>>();
 
-  readonly #conn: Redis;
+  readonly #conn: Scripted;
 
   readonly #onSlowSubscribe: ((clientId: string, waitedMs: number) => void) | undefined;
 
@@ -33,7 +66,10 @@ export class RedisPersistence extends AsyncRedisPersistence implements SessionPe
     // close the connection, 1,001 messages per connection. -1 makes it LRANGE 0 -1, every key in one
     // atomic read before the first message goes out (the packets are then read one by one).
     super({ conn, maxSessionDelivery: -1 });
-    this.#conn = conn;
+    conn.defineCommand('dropQueue', { numberOfKeys: 1, lua: DROP_QUEUE });
+    // Its number of keys comes first in each call: one queue per bounded session.
+    conn.defineCommand('queueRoom', { lua: QUEUE_ROOM });
+    this.#conn = conn as Scripted;
     this.#onSlowSubscribe = onSlowSubscribe;
   }
 
@@ -89,14 +125,58 @@ export class RedisPersistence extends AsyncRedisPersistence implements SessionPe
   }
 
   /**
-   * Only for the sessions whose user may read the topic (SessionPersistence.mayQueue). The ACL's
-   * queue bound is not enforced on this store (see SqlitePersistence.queueLimit).
+   * Only for the sessions whose user may read the topic (SessionPersistence.mayQueue), and whose
+   * queue has room under the ACL's "#@ queue" bound (one round trip for all the bounded ones). Two
+   * nodes queueing for one session at once may each find the last place free: the bound is passed
+   * by at most the publishes under way at that moment, not without end.
    */
-  override outgoingEnqueueCombi(subs: Array<{ clientId: string }>, packet: { topic?: string }): Promise<void> {
+  override async outgoingEnqueueCombi(subs: Array<{ clientId: string }>, packet: { topic?: string }): Promise<void> {
     const { mayQueue } = this;
     const topic = packet.topic;
-    const allowed = mayQueue && topic !== undefined ? subs.filter((sub) => mayQueue(sub.clientId, topic)) : subs;
-    return allowed.length === 0 ? Promise.resolve() : super.outgoingEnqueueCombi(allowed, packet);
+    let allowed = mayQueue && topic !== undefined ? subs.filter((sub) => mayQueue(sub.clientId, topic)) : subs;
+    const bounded = allowed.map((sub) => this.#limitOf(sub.clientId)).map((limit, i) => ({ i, limit })).filter(({ limit }) => limit !== Infinity);
+    if (bounded.length > 0) {
+      const room = await this.#conn.queueRoom(
+        bounded.length,
+        ...bounded.map(({ i }) => outgoingKey(allowed[i]!.clientId)),
+        ...bounded.map(({ limit }) => limit),
+      );
+      const full = new Set(bounded.filter((_, k) => room[k] !== 1).map(({ i }) => i));
+      for (const i of full) this.onQueueFull?.(allowed[i]!.clientId, topic);
+      if (full.size > 0) allowed = allowed.filter((_, i) => !full.has(i));
+    }
+    if (allowed.length > 0) await super.outgoingEnqueueCombi(allowed, packet);
+  }
+
+  /**
+   * A message delivered to a bounded session that did not keep it (its queue was full) is not
+   * recorded: the package would count its acknowledgement off the packet's count of sessions
+   * waiting for it, which never counted this one, and drop it from a session that still waits.
+   */
+  override async outgoingUpdate(client: { id: string }, packet: { cmd?: string; brokerId?: string; brokerCounter?: number }): Promise<void> {
+    if (this.#limitOf(client.id) !== Infinity && packet.cmd === 'publish' && packet.brokerId !== undefined) {
+      const listed = await this.#conn.lpos(outgoingKey(client.id), `packet:${packet.brokerId}:${packet.brokerCounter}`);
+      if (listed === null) return;
+    }
+    return super.outgoingUpdate(client, packet);
+  }
+
+  #limitOf(clientId: string): number {
+    return this.queueLimit?.(clientId) ?? Infinity;
+  }
+
+  /** The client ids of the sessions with subscriptions in the store (the package's own set). */
+  sessionClientIds(): Promise<string[]> {
+    return this.#conn.smembers('clients');
+  }
+
+  /**
+   * Ends `clientId`'s stored session, as a clean start would: its queue (each queued packet's count
+   * of sessions waiting for it, as the package keeps it) and its subscriptions, on every node.
+   */
+  async endSession(clientId: string): Promise<void> {
+    await this.#conn.dropQueue(outgoingKey(clientId));
+    await this.cleanSubscriptions({ id: clientId });
   }
 
   /**

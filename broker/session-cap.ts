@@ -16,8 +16,8 @@
 // A client that is connecting counts as connected: Aedes restores its stored subscriptions before
 // it registers the client, and a session ended in between would be announced as present (CONNACK)
 // with nothing behind it. A session is away once its client's last connection has closed.
-// Sessions in the store at start count as away since then, in the store's order. Enforced with the
-// SQLite store (one node); on Redis a session may be connected to another node (not done yet).
+// Sessions in the store at start count as away since then, in the store's order. This is the SQLite
+// store's (one node); on Redis (several nodes) the same rule is counted in Redis: cluster-bounds.ts.
 
 export interface SessionCapOptions {
   /** The user the ACL gives `clientId` to and that user's "#@ sessions" bound; undefined: no bound. */

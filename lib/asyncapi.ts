@@ -205,7 +205,7 @@ function userTag(user: string, clientIds: readonly string[], access: Access[], b
       `MQTT user \`${user}\`. ${kind}`,
       `Client ids: ${clientIds.map((id) => `\`${id}\``).join(', ') || 'none'} (a client id belongs to one user; another user's CONNECT with it is refused).`,
       groups.length ? `Shared groups: ${groups.map((g) => `\`$share/${g}/…\``).join(', ')} (members hold persistent sessions, clean=false).` : '',
-      bounds.queue === undefined ? '' : `A persistent session (clean=false) keeps at most ${bounds.queue} messages while its client is away; later ones are not kept for it.`,
+      bounds.queue === undefined ? '' : `A persistent session (clean=false) keeps at most ${bounds.queue} messages not yet acknowledged; later ones are not kept for it (a connected client still gets them live).`,
       bounds.sessions === undefined
         ? ''
         : `The login keeps at most ${bounds.sessions} persistent sessions: one more ends the one whose client has been away the longest (that client comes back to no session, CONNACK session present 0, and subscribes again); with every one connected, the subscription is refused (SUBACK 0x80).`,

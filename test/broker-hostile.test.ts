@@ -10,8 +10,10 @@ import { closeMqtt } from '../lib/mqtt.js';
 import { startBroker, type RunningBroker } from '../harness/broker.js';
 import { eventually } from '../harness/process.js';
 import { startRedis, type RunningRedis } from '../harness/redis.js';
+import { Redis } from 'ioredis';
 import { requireProgram } from './support/programs.js';
 import { aclBrokerDir, password, tearDown } from '../harness/acl-broker.js';
+import { RawClient, connectPacket, subscribePacket } from './support/mqtt-raw.js';
 
 const USERS = ['orders', 'stock', 'worker', 'viewer'];
 const redisMissing = requireProgram('redis-server', 'redis-server');
@@ -118,7 +120,10 @@ describe('a hostile client with a login', () => {
   });
 
   it("an away session of the public viewer keeps at most its '#@ queue' bound; a service's session keeps everything", { timeout: 120_000 }, () =>
-    queueBound({ broker, login, clients }, { bounded: true }));
+    queueBound({ broker, login, clients }));
+
+  it("a connected viewer that never acknowledges gets every message live, and its session keeps at most its '#@ queue' bound", { timeout: 120_000 }, () =>
+    unacknowledged({ broker, login, clients }));
 
   it(`closes a connection whose SUBSCRIBE carries more than ${MAX_FILTERS_PER_PACKET} filters, before storing any`, { timeout: 60_000 }, async () => {
     const viewer = await login('viewer', 'viewer-many', { clean: false });
@@ -157,8 +162,24 @@ describe('a hostile client with a login, sessions kept in Redis (BROKER_STORE=re
   });
   after(() => tearDown(clients, [broker, redis], dir));
 
-  it("a service's away session comes back whole on one connection, past 1,001 messages (the ACL's queue bound is not enforced on this store)", { timeout: 120_000 }, () =>
-    queueBound({ broker, login, clients }, { bounded: false }));
+  it("an away session of the public viewer keeps at most its '#@ queue' bound; a service's away session comes back whole on one connection, past 1,001 messages", { timeout: 120_000 }, () =>
+    queueBound({ broker, login, clients }));
+
+  it("a connected viewer that never acknowledges gets every message live, and its session keeps at most its '#@ queue' bound", { timeout: 120_000 }, async () => {
+    await unacknowledged({ broker, login, clients });
+    // The package keeps each queued packet once, with a count of the sessions waiting for it. A
+    // delivery the session did not keep must not write the packet (it would stay for good) nor,
+    // once acknowledged, count it off for the sessions that do wait for it.
+    const db = new Redis(redis.url);
+    try {
+      const keys = await db.keys('packet:*');
+      const counted = new Set(keys.filter((k) => k.endsWith(':offlineCount')).map((k) => k.slice(0, -':offlineCount'.length)));
+      const orphans = keys.filter((k) => !k.endsWith(':offlineCount') && !counted.has(k));
+      assert.deepEqual(orphans, [], 'no packet kept without a count of the sessions waiting for it');
+    } finally {
+      db.disconnect();
+    }
+  });
 });
 
 interface Session {
@@ -172,7 +193,7 @@ interface Session {
  * Redis, the orders session's 1,100 also come back on one connection: the store read at most 1,001
  * of a resuming session's queue, and the rest waited for the broker to close the connection.
  */
-async function queueBound({ broker, login, clients }: Session, { bounded }: { bounded: boolean }) {
+async function queueBound({ broker, login, clients }: Session) {
   const metric = async (name: string) => Number(new RegExp(`^${name}(?:{[^}]*})? (\\d+)$`, 'm').exec(await (await fetch(`${broker.httpUrl}/metrics`)).text())?.[1] ?? 0);
   const LIMIT = 1000; // the viewer's "#@ queue" rule in broker/mosquitto/acl
   const N = LIMIT + 100;
@@ -193,11 +214,9 @@ async function queueBound({ broker, login, clients }: Session, { bounded }: { bo
     await Promise.all(batch.flatMap((n) => [orders.publishAsync('woodytoys/public/orders/o', n, { qos: 1 }), worker.publishAsync('woodytoys/orders/confirmed', n, { qos: 1 })]));
   }
   const dropped = async () => (await metric('mqtt_session_dropped_messages_total')) - droppedBefore;
-  if (bounded) {
-    await eventually(async () => (await dropped()) >= N - LIMIT, { what: `${N - LIMIT} messages not kept for the viewer` });
-    assert.equal(await dropped(), N - LIMIT, 'the viewer session’s messages beyond its bound, counted');
-    await eventually(() => broker.logs.some((l) => l.includes(HOARDER) && l.includes('queue full')), { what: 'the log line' });
-  }
+  await eventually(async () => (await dropped()) >= N - LIMIT, { what: `${N - LIMIT} messages not kept for the viewer` });
+  assert.equal(await dropped(), N - LIMIT, 'the viewer session’s messages beyond its bound, counted');
+  await eventually(() => broker.logs.some((l) => l.includes(HOARDER) && l.includes('queue full')), { what: 'the log line' });
 
   /** Reconnects a session and collects what it held, until `expected` came (and a moment more to be sure nothing else does). */
   const resume = async (user: string, clientId: string, expected: number) => {
@@ -214,8 +233,46 @@ async function queueBound({ broker, login, clients }: Session, { bounded }: { bo
   };
   const everything = Array.from({ length: N }, (_, n) => String(n)).sort();
   assert.deepEqual((await resume('orders', 'orders-follower', N)).sort(), everything, 'the orders service’s session kept all of them');
-  if (!bounded) return;
   const kept = await resume('viewer', HOARDER, LIMIT);
   assert.equal(kept.length, LIMIT, 'the viewer’s session kept its bound');
   assert.deepEqual(kept.map(Number).sort((a, b) => a - b), Array.from({ length: LIMIT }, (_, n) => n), 'the oldest ones: later messages are the ones not kept');
+}
+
+/**
+ * A viewer connected with a persistent session that reads every message and acknowledges none: each
+ * stays in its session until acknowledged, so a stranger with the public login had made the broker
+ * keep every public message for as long as it stayed connected. The bound holds connected or not.
+ */
+async function unacknowledged({ broker, login, clients }: Session) {
+  const metric = async (name: string) => Number(new RegExp(`^${name}(?:{[^}]*})? (\\d+)$`, 'm').exec(await (await fetch(`${broker.httpUrl}/metrics`)).text())?.[1] ?? 0);
+  const LIMIT = 1000; // the viewer's "#@ queue" rule in broker/mosquitto/acl
+  const N = LIMIT + 100;
+  // A topic only this session follows: nothing else keeps its messages.
+  const TOPIC = 'woodytoys/public/stats/workers/hoard';
+  const droppedBefore = await metric('mqtt_session_dropped_messages_total');
+  const raw = await RawClient.open(broker.mqttUrl);
+  try {
+    raw.send(connectPacket({ clientId: 'viewer-never-acks', clean: false, username: 'viewer', password: password('viewer') }));
+    raw.send(subscribePacket([TOPIC]));
+    await eventually(() => raw.answers().some((a) => a.type === 'suback' && a.granted?.[0] === 1), { what: 'the SUBACK' });
+    const worker = await login('worker', 'worker-to-hoarder', { clean: true });
+    for (let i = 0; i < N; i += 100) await Promise.all(Array.from({ length: Math.min(100, N - i) }, (_, k) => worker.publishAsync(TOPIC, String(i + k), { qos: 1 })));
+    const received = () => raw.answers().filter((a) => a.type === 'publish').length;
+    await eventually(() => received() >= N, { what: `the ${N} messages delivered live` });
+    // Each message's place in the session was decided before its delivery.
+    assert.equal((await metric('mqtt_session_dropped_messages_total')) - droppedBefore, N - LIMIT, 'the messages past the bound, not kept for the session');
+    assert.equal(raw.closed, false, 'still connected');
+  } finally {
+    raw.close();
+  }
+  // What it keeps is what comes back when it resumes: the bound, however many were delivered.
+  const got: string[] = [];
+  const back = mqtt.connect(broker.mqttUrl, { username: 'viewer', password: password('viewer'), clientId: 'viewer-never-acks', clean: false, reconnectPeriod: 0 });
+  clients.push(back);
+  back.on('message', (_topic, payload) => got.push(payload.toString()));
+  await eventually(() => got.length >= LIMIT, { what: `the ${LIMIT} kept messages again` });
+  const worker = await login('worker', 'worker-marker', { clean: true });
+  await worker.publishAsync(TOPIC, 'marker', { qos: 1 });
+  await eventually(() => got.includes('marker'), { what: 'the marker' });
+  assert.equal(got.filter((p) => p !== 'marker').length, LIMIT);
 }

@@ -13,10 +13,14 @@ import { grantedQos, startBroker, type RunningBroker } from '../harness/broker.j
 import { eventually } from '../harness/process.js';
 import { aclBrokerDir, password, tearDown } from '../harness/acl-broker.js';
 import { RawClient, connectPacket } from './support/mqtt-raw.js';
+import { startBrokerCluster, type RunningCluster } from '../harness/cluster.js';
+import { requireProgram } from './support/programs.js';
+import { Redis } from 'ioredis';
 
 const USERS = ['orders', 'viewer'];
 const LIMIT = Acl.read(aclFile).sessionLimit('viewer')!;
 const PUBLIC = 'woodytoys/public/orders/+';
+const redisMissing = requireProgram('redis-server', 'redis-server');
 
 describe("a stranger opening the public login's persistent sessions in a loop", () => {
   let dir: string;
@@ -161,7 +165,7 @@ describe("a stranger subscribing the public login's clients to ever more topic f
     assert.equal(await grantedQos(anonymousId, 'woodytoys/public/stock/levels/c-more'), 128);
   });
 
-  it("counts a WebSocket client away once its connection closes: its session's queue is bounded then", { timeout: 60_000 }, async () => {
+  it("bounds a WebSocket client's session queue once its connection closes, as a TCP client's", { timeout: 60_000 }, async () => {
     const QUEUE = Acl.read(aclFile).queueLimit('viewer')!;
     const viewer = await mqtt.connectAsync(broker.wsUrl, { username: 'viewer', password: password('viewer'), clientId: 'viewer-ws', clean: false, reconnectPeriod: 0, connectTimeout: 10_000 });
     assert.equal(await grantedQos(viewer, 'woodytoys/public/orders/+'), 1);
@@ -215,5 +219,93 @@ describe("a stranger subscribing the public login's clients to ever more topic f
     raw.socket.destroy();
     // Watching UNSUBSCRIBEs must not cost the fast paths (a second listener on the parser turned them off).
     assert.ok(!broker.logs.some((l) => l.includes(FAST_PATHS_OFF)), 'the fast paths stayed on');
+  });
+});
+
+describe("the public login's persistent sessions on two broker nodes (BROKER_STORE=redis)", { skip: redisMissing }, () => {
+  let dir: string;
+  let cluster: RunningCluster;
+  let redis: Redis;
+  const clients: MqttClient[] = [];
+  const connect = async (url: string, clientId: string, more: IClientOptions = {}) => {
+    const user = clientId.split('-')[0]!;
+    const client = mqtt.connect(url, { username: user, password: password(user), clientId, clean: false, reconnectPeriod: 0, connectTimeout: 10_000, ...more });
+    clients.push(client);
+    const got: string[] = [];
+    client.on('message', (_topic, payload) => got.push(payload.toString()));
+    const sessionPresent = await new Promise<boolean>((resolve, reject) => {
+      client.once('connect', (connack) => resolve(connack.sessionPresent));
+      client.once('error', reject);
+    });
+    return { client, got, sessionPresent };
+  };
+  const metric = async (node: number, name: string) =>
+    Number(new RegExp(`^${name}(?:{[^}]*})? (\\d+)$`, 'm').exec(await (await fetch(`${cluster.nodes[node]!.httpUrl}/metrics`)).text())?.[1] ?? 0);
+  /** The i-th session's node: they alternate. */
+  const url = (i: number) => cluster.nodes[i % 2]!.mqttUrl;
+
+  before(async () => {
+    const made = aclBrokerDir('broker-session-cap-cluster-', USERS);
+    dir = made.dir;
+    cluster = await startBrokerCluster({ nodes: 2, env: made.env });
+    redis = new Redis(cluster.redis.url);
+  });
+  after(async () => {
+    redis?.disconnect();
+    await tearDown(clients, [cluster], dir);
+  });
+
+  it(`keeps ${LIMIT} sessions across the nodes: one more on either ends the one away the longest, its queue and subscriptions on both`, { timeout: 180_000 }, async () => {
+    for (let i = 0; i < LIMIT; i++) {
+      const { client } = await connect(url(i), `viewer-spread-${i}`);
+      assert.deepEqual((await client.subscribeAsync(PUBLIC, { qos: 1 })).map((g) => g.qos), [1]);
+      await closeMqtt(client, 2000);
+    }
+    assert.equal(await metric(0, 'mqtt_capped_sessions'), LIMIT, 'counted once for the cluster, on either node');
+    assert.equal(await metric(1, 'mqtt_capped_sessions'), LIMIT);
+    const { client: orders } = await connect(cluster.nodes[0]!.mqttUrl, 'orders-publisher', { clean: true });
+    await orders.publishAsync('woodytoys/public/orders/o', 'while-away', { qos: 1 });
+    await eventually(async () => (await redis.llen('outgoing:viewer-spread-0')) === 1 || undefined, { what: 'the message queued for the first session' });
+
+    // One more, on the second node: the first session (left on the first node) is ended.
+    const { client: extra } = await connect(url(1), `viewer-spread-${LIMIT}`);
+    assert.equal(await grantedQos(extra, PUBLIC), 1);
+    assert.equal(await metric(1, 'mqtt_sessions_ended_total'), 1);
+    assert.equal(await metric(0, 'mqtt_capped_sessions'), LIMIT);
+    assert.equal(await redis.exists('outgoing:viewer-spread-0', 'client:viewer-spread-0'), 0, 'its queue and subscriptions are gone from Redis');
+    const packets = await redis.keys('packet:*:offlineCount');
+    assert.equal(packets.length, 1, 'the message itself is kept for the others');
+    assert.equal(await redis.get(packets[0]!), String(LIMIT - 1), 'counted off for the ended session only');
+
+    const second = await connect(url(0), 'viewer-spread-1');
+    assert.equal(second.sessionPresent, true, 'the next oldest kept its session');
+    await eventually(() => second.got.includes('while-away'), { what: 'viewer-spread-1 receiving what waited for it' });
+    const first = await connect(url(1), 'viewer-spread-0');
+    assert.equal(first.sessionPresent, false, 'the first comes back to no session, on the other node');
+    assert.deepEqual(first.got, []);
+  });
+
+  it('with every counted session connected, on either node, one more is refused; a killed node\'s clients are away once its lease ends', { timeout: 180_000 }, async () => {
+    await Promise.all(clients.splice(0).map((c) => closeMqtt(c, 2000)));
+    for (let i = 0; i < LIMIT; i++) {
+      const { client } = await connect(url(i), `viewer-held-${i}`);
+      assert.deepEqual((await client.subscribeAsync(PUBLIC, { qos: 1 })).map((g) => g.qos), [1]);
+    }
+    const ended = async () => (await metric(0, 'mqtt_sessions_ended_total')) + (await metric(1, 'mqtt_sessions_ended_total'));
+    const endedBefore = await ended();
+    const { client: extra } = await connect(url(0), 'viewer-held-one-more');
+    assert.equal(await grantedQos(extra, PUBLIC), 128, 'refused: half of the connected sessions are on the other node');
+    assert.equal(await ended(), endedBefore, 'none ended');
+    // kill -9 of the second node: its fifty clients are cut off, and it cannot say so. Once its
+    // lease has run out, their sessions are away, and one is ended to make room.
+    const endedHere = await metric(0, 'mqtt_sessions_ended_total');
+    await cluster.nodes[1]!.kill();
+    await eventually(async () => (await grantedQos(extra, PUBLIC)) === 1 || undefined, { what: "room once the killed node's lease has run out" });
+    assert.equal(await metric(0, 'mqtt_sessions_ended_total'), endedHere + 1);
+    const kept = async (i: number) => (await redis.exists(`client:viewer-held-${i}`)) === 1;
+    const endedIds: number[] = [];
+    for (let i = 0; i < LIMIT; i++) if (!(await kept(i))) endedIds.push(i);
+    assert.equal(endedIds.length, 1);
+    assert.equal(endedIds[0]! % 2, 1, "the session ended is one of the killed node's clients'");
   });
 });
