@@ -106,7 +106,7 @@ export function registerBrokerMetrics({ registry }: Metrics, { broker, shared, p
   });
   const sessionDropped = new Counter({
     name: 'mqtt_session_dropped_messages_total',
-    help: 'Messages not kept for a persistent session that was away with its queue full (its user\'s "#@ queue" rule in the ACL)',
+    help: 'Messages not kept for a persistent session whose queue was full (its user\'s "#@ queue" rule in the ACL); a connected client still gets them live',
     registers,
   });
   const sessionsEnded = new Counter({
@@ -170,6 +170,6 @@ export function dropReporter(log: Logger, dropped: Counter): (clientId: string, 
   return (clientId, topic) => {
     dropped.inc();
     const n = nth(clientId);
-    if (n) log.warn({ clientId, topic, dropped: n }, 'persistent session away with its queue full: message not kept for it ("#@ queue" in the ACL)');
+    if (n) log.warn({ clientId, topic, dropped: n }, 'persistent session with its queue full: message not kept for it ("#@ queue" in the ACL)');
   };
 }

@@ -14,13 +14,13 @@ export const SLOW_SUBSCRIBE_MS = 5000;
 const outgoingKey = (clientId: string) => `outgoing:${encodeURIComponent(clientId)}`;
 
 /**
- * Lua, KEYS[1] a session's queue: drops it, and each packet it held that no other session waits for.
- * The package keeps a packet once (packet:<broker>:<counter>) with a count of the sessions whose
+ * Lua: a session's queue entry taken out, with the packet it names when no other session waits for
+ * it. The package keeps a packet once (packet:<broker>:<counter>) with a count of the sessions whose
  * queue holds it (…:offlineCount); a QoS 2 delivery under way is the session's own copy
  * (outgoing:<client>:<broker>:<counter>), named by the same broker id and counter.
  */
-const DROP_QUEUE = `
-for _, entry in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+const FORGET = `
+local function forget(entry)
   local packet = entry
   if string.sub(entry, 1, 7) ~= 'packet:' then
     redis.call('DEL', entry)
@@ -30,17 +30,42 @@ for _, entry in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
   local count = packet .. ':offlineCount'
   if redis.call('EXISTS', count) == 1 and redis.call('DECR', count) <= 0 then redis.call('DEL', packet, count) end
 end
+`;
+
+/** Lua, KEYS[1] a session's queue: drops it, and each packet it held that no other session waits for. */
+const DROP_QUEUE = `${FORGET}
+for _, entry in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do forget(entry) end
 return redis.call('DEL', KEYS[1])`;
 
-type Scripted = Redis & { dropQueue(queue: string): Promise<number>; queueRoom(...args: Array<string | number>): Promise<number[]> };
-
-/** Lua, KEYS the bounded sessions' queues, ARGV their bounds: 1 for each with room for one more message, else 0. */
-const QUEUE_ROOM = `
+/**
+ * Lua, KEYS bounded sessions' queues and ARGV their bounds: takes the newest messages of each past
+ * its bound out of it (not a QoS 2 delivery under way, which the package moves to the end) and
+ * returns how many, per queue. Run after each publish is queued, so the bound holds however many
+ * publishes, on however many nodes, were queued at once: the check and the trim are one step.
+ */
+const TRIM_QUEUES = `${FORGET}
 local out = {}
 for i, queue in ipairs(KEYS) do
-  out[i] = redis.call('LLEN', queue) < tonumber(ARGV[i]) and 1 or 0
+  local over = redis.call('LLEN', queue) - tonumber(ARGV[i])
+  local n = 0
+  local at = -1
+  while over > 0 do
+    local entry = redis.call('LINDEX', queue, at)
+    if not entry then break end
+    if string.sub(entry, 1, 7) == 'packet:' then
+      redis.call('LREM', queue, -1, entry)
+      forget(entry)
+      n = n + 1
+      over = over - 1
+    else
+      at = at - 1
+    end
+  end
+  out[i] = n
 end
 return out`;
+
+type Scripted = Redis & { dropQueue(queue: string): Promise<number>; trimQueues(...args: Array<string | number>): Promise<number[]> };
 
 export class RedisPersistence extends AsyncRedisPersistence implements SessionPersistence {
   claimAck: ((clientId: string, messageId: number | undefined) => boolean) | undefined;
@@ -68,7 +93,7 @@ export class RedisPersistence extends AsyncRedisPersistence implements SessionPe
     super({ conn, maxSessionDelivery: -1 });
     conn.defineCommand('dropQueue', { numberOfKeys: 1, lua: DROP_QUEUE });
     // Its number of keys comes first in each call: one queue per bounded session.
-    conn.defineCommand('queueRoom', { lua: QUEUE_ROOM });
+    conn.defineCommand('trimQueues', { lua: TRIM_QUEUES });
     this.#conn = conn as Scripted;
     this.#onSlowSubscribe = onSlowSubscribe;
   }
@@ -125,27 +150,23 @@ export class RedisPersistence extends AsyncRedisPersistence implements SessionPe
   }
 
   /**
-   * Only for the sessions whose user may read the topic (SessionPersistence.mayQueue), and whose
-   * queue has room under the ACL's "#@ queue" bound (one round trip for all the bounded ones). Two
-   * nodes queueing for one session at once may each find the last place free: the bound is passed
-   * by at most the publishes under way at that moment, not without end.
+   * Only for the sessions whose user may read the topic (SessionPersistence.mayQueue), and within
+   * the ACL's "#@ queue" bound: the package queues the message, then one Lua call takes what is past
+   * the bound out of the bounded sessions' queues again, the newest first (so the oldest are kept,
+   * as on one node), and counts each message taken out as not kept.
    */
   override async outgoingEnqueueCombi(subs: Array<{ clientId: string }>, packet: { topic?: string }): Promise<void> {
     const { mayQueue } = this;
     const topic = packet.topic;
-    let allowed = mayQueue && topic !== undefined ? subs.filter((sub) => mayQueue(sub.clientId, topic)) : subs;
-    const bounded = allowed.map((sub) => this.#limitOf(sub.clientId)).map((limit, i) => ({ i, limit })).filter(({ limit }) => limit !== Infinity);
-    if (bounded.length > 0) {
-      const room = await this.#conn.queueRoom(
-        bounded.length,
-        ...bounded.map(({ i }) => outgoingKey(allowed[i]!.clientId)),
-        ...bounded.map(({ limit }) => limit),
-      );
-      const full = new Set(bounded.filter((_, k) => room[k] !== 1).map(({ i }) => i));
-      for (const i of full) this.onQueueFull?.(allowed[i]!.clientId, topic);
-      if (full.size > 0) allowed = allowed.filter((_, i) => !full.has(i));
-    }
-    if (allowed.length > 0) await super.outgoingEnqueueCombi(allowed, packet);
+    const allowed = mayQueue && topic !== undefined ? subs.filter((sub) => mayQueue(sub.clientId, topic)) : subs;
+    if (allowed.length === 0) return;
+    await super.outgoingEnqueueCombi(allowed, packet);
+    const bounded = allowed.map(({ clientId }) => ({ clientId, limit: this.#limitOf(clientId) })).filter(({ limit }) => limit !== Infinity);
+    if (bounded.length === 0) return;
+    const taken = await this.#conn.trimQueues(bounded.length, ...bounded.map(({ clientId }) => outgoingKey(clientId)), ...bounded.map(({ limit }) => limit));
+    bounded.forEach(({ clientId }, i) => {
+      for (let n = 0; n < (taken[i] ?? 0); n++) this.onQueueFull?.(clientId, topic);
+    });
   }
 
   /**

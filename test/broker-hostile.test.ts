@@ -258,10 +258,13 @@ async function unacknowledged({ broker, login, clients }: Session) {
     const worker = await login('worker', 'worker-to-hoarder', { clean: true });
     for (let i = 0; i < N; i += 100) await Promise.all(Array.from({ length: Math.min(100, N - i) }, (_, k) => worker.publishAsync(TOPIC, String(i + k), { qos: 1 })));
     const received = () => raw.answers().filter((a) => a.type === 'publish').length;
-    await eventually(() => received() >= N, { what: `the ${N} messages delivered live` });
-    // Each message's place in the session was decided before its delivery.
-    assert.equal((await metric('mqtt_session_dropped_messages_total')) - droppedBefore, N - LIMIT, 'the messages past the bound, not kept for the session');
-    assert.equal(raw.closed, false, 'still connected');
+    const dropped = async () => (await metric('mqtt_session_dropped_messages_total')) - droppedBefore;
+    await eventually(async () => (await dropped()) >= N - LIMIT, { what: `${N - LIMIT} messages not kept for the session` });
+    assert.equal(await dropped(), N - LIMIT, 'the messages past the bound, not kept for the session');
+    // Delivered live all the same. (On Redis the broker closes a connection whose oldest queued
+    // message stays unacknowledged for two of its 5 s looks, so a slow run may end it first.)
+    await eventually(() => received() >= N || raw.closed, { what: `the ${N} messages delivered live` });
+    if (!raw.closed) assert.equal(received(), N);
   } finally {
     raw.close();
   }
