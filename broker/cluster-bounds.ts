@@ -89,14 +89,22 @@ export class ClusterBounds {
   constructor(opts: ClusterBoundsOptions) {
     this.#opts = opts;
     this.#presence = presenceKey(opts.nodeId);
-    this.#redis = new Redis(opts.url) as Scripted;
+    // Fail fast while Redis is away: a CONNECT or SUBSCRIBE is refused then, and a metrics scrape
+    // does without the count, rather than each waiting for ioredis's retries.
+    this.#redis = new Redis(opts.url, { enableOfflineQueue: false, commandTimeout: 2000, maxRetriesPerRequest: 1 }) as Scripted;
     this.#redis.on('error', opts.onError);
     this.#redis.defineCommand('sessionAdmit', { numberOfKeys: 1, lua: ADMIT });
   }
 
   /** Before the node takes clients: its presence set from a previous run is stale. */
   async start(): Promise<void> {
+    if (this.#redis.status !== 'ready') await new Promise((resolve) => this.#redis.once('ready', resolve));
     await this.#redis.multi().del(this.#presence).sadd(NODES, this.#opts.nodeId).exec();
+  }
+
+  /** A node that is gone for good (its inbox adopted, node-lease.ts): its presence set is stale. */
+  async forgetNode(nodeId: string): Promise<void> {
+    await this.#redis.multi().del(presenceKey(nodeId)).srem(NODES, nodeId).exec();
   }
 
   /** Has `clientId`'s user a sessions bound (so its presence counts cluster-wide)? */
@@ -104,17 +112,21 @@ export class ClusterBounds {
     return this.#opts.sessionLimitOf(clientId) !== undefined;
   }
 
-  /**
-   * A bounded client's first connection to this node: present cluster-wide once this resolves. A
-   * clean start drops its stored session, which then no longer counts.
-   */
+  /** A bounded client's connection to this node: present cluster-wide once this resolves. */
   async arrive(clientId: string, clean: boolean): Promise<void> {
     this.#here.add(clientId);
     if (clean) this.#admitted.delete(clientId);
-    const m = this.#redis.multi().sadd(this.#presence, clientId);
+    await this.#redis.sadd(this.#presence, clientId);
+  }
+
+  /**
+   * A clean start has dropped the client's stored session (told once Aedes has registered the
+   * client, main.ts): it no longer counts. Not before: a clean CONNECT refused or cut off after its
+   * login drops nothing, and un-counting it then let a stranger keep sessions nobody counted.
+   */
+  cleanStart(clientId: string): void {
     const bound = this.#opts.sessionLimitOf(clientId);
-    if (clean && bound) m.zrem(sessionsKey(bound.user), clientId);
-    await m.exec();
+    if (bound) this.#redis.zrem(sessionsKey(bound.user), clientId).catch((err: Error) => this.#opts.onError(err));
   }
 
   /** Its last connection to this node closed: away from now on (unless connected elsewhere). */
@@ -137,7 +149,9 @@ export class ClusterBounds {
     const bound = this.#opts.sessionLimitOf(clientId);
     if (!bound || this.#admitted.has(clientId)) return undefined;
     return this.#redis.sessionAdmit(sessionsKey(bound.user), clientId, bound.limit, Date.now()).then(async ([answer, ...ended]) => {
-      for (const id of ended) await end(id, bound.user, bound.limit);
+      // Each is no longer counted: every one is ended, whatever becomes of the others.
+      const ends = await Promise.allSettled(ended.map((id) => end(id, bound.user, bound.limit)));
+      for (const e of ends) if (e.status === 'rejected') this.#opts.onError(e.reason as Error);
       if (answer !== 'ok') return `user ${bound.user} keeps ${bound.limit} persistent sessions, every one connected ("#@ sessions" in the ACL)`;
       if (this.#here.has(clientId)) this.#admitted.add(clientId);
       return undefined;

@@ -161,7 +161,7 @@ const redisPersistence = cluster
       cluster.url,
       (err) => log.warn({ err: err.message }, 'redis connection (sessions)'),
       // Its SUBACK waits as long: a node whose fan-out lost its $SYS/sub/+ subscription never answers.
-      (clientId, waitedMs) => log.error({ clientId, waitedMs }, 'a SUBSCRIBE still waits for its subscription broadcast through Redis'),
+      (clientId, waitedMs) => log.error({ clientId, waitedMs }, 'a change of subscriptions still waits for its broadcast through Redis'),
     )
   : undefined;
 const persistence: SessionPersistence = redisPersistence ?? new SqlitePersistence(db, commits);
@@ -260,6 +260,8 @@ const broker = await Aedes.createBroker({
   ...connectHooks({ limits, access, presence }),
   ...authorizeHooks,
 });
+// A clean start has dropped the client's stored session once Aedes registers it: no longer counted.
+if (clusterBounds) broker.on('client', (client) => client.clean && clusterBounds.cleanStart(client.id));
 broker.on('clientError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'client error'));
 broker.on('connectionError', () => brokerMetrics.refused.inc({ what: 'connect' }));
 const brokerMetrics = registerBrokerMetrics(metrics, { broker, shared, persistence, commits, reclaimer });
@@ -311,7 +313,8 @@ nodeLease?.keep(() => {
   log.fatal('another process took this node id (after an outage of Redis longer than its lease): stopping');
   process.exit(1);
 });
-nodeLease?.adoptEvery(config.DATA_DIR, async (file) => {
+nodeLease?.adoptEvery(config.DATA_DIR, async (file, nodeId) => {
+  await clusterBounds?.forgetNode(nodeId);
   const orphan = openDatabase(file, { migrations, shrinkable });
   try {
     return await routeInboxOf(broker, orphan);

@@ -109,7 +109,7 @@ export class NodeLease {
    * back from an outage of Redis takes its id back in between), and adopts each: takes its id,
    * calls `route` with the file, deletes the file, frees the id. Returns the ids adopted.
    */
-  async adoptOrphans(dir: string, route: (file: string) => Promise<number>): Promise<string[]> {
+  async adoptOrphans(dir: string, route: (file: string, nodeId: string) => Promise<number>): Promise<string[]> {
     const ids = readdirSync(dir)
       .map((name) => INBOX_FILE.exec(name)?.[1])
       .filter((id): id is string => id !== undefined && id !== this.#nodeId);
@@ -125,7 +125,7 @@ export class NodeLease {
       if (!(await this.#take(id, token))) continue;
       try {
         const file = join(dir, `${inboxName(id)}.db`);
-        const rows = await route(file);
+        const rows = await route(file, id);
         for (const suffix of ['', '-wal', '-shm']) rmSync(`${file}${suffix}`, { force: true });
         this.#log.warn({ node: id, messages: rows }, 'adopted the inbox of a broker node that is gone');
         adopted.push(id);
@@ -138,7 +138,7 @@ export class NodeLease {
   }
 
   /** adoptOrphans every half of the lease's time; failures are logged and tried again. */
-  adoptEvery(dir: string, route: (file: string) => Promise<number>): void {
+  adoptEvery(dir: string, route: (file: string, nodeId: string) => Promise<number>): void {
     let running = false;
     const timer = setInterval(() => {
       if (running) return;

@@ -23,7 +23,8 @@ const FORGET = `
 local function forget(entry)
   local packet = entry
   if string.sub(entry, 1, 7) ~= 'packet:' then
-    redis.call('DEL', entry)
+    -- The package leaves such an entry in the list after PUBCOMP, its count already taken off.
+    if redis.call('DEL', entry) == 0 then return end
     local broker, counter = string.match(entry, ':([^:]+):([^:]+)$')
     packet = 'packet:' .. (broker or '') .. ':' .. (counter or '')
   end
@@ -175,11 +176,16 @@ export class RedisPersistence extends AsyncRedisPersistence implements SessionPe
    * waiting for it, which never counted this one, and drop it from a session that still waits.
    */
   override async outgoingUpdate(client: { id: string }, packet: { cmd?: string; brokerId?: string; brokerCounter?: number }): Promise<void> {
-    if (this.#limitOf(client.id) !== Infinity && packet.cmd === 'publish' && packet.brokerId !== undefined) {
+    if (this.#limitOf(client.id) === Infinity) return super.outgoingUpdate(client, packet);
+    if (packet.cmd === 'publish' && packet.brokerId !== undefined) {
       const listed = await this.#conn.lpos(outgoingKey(client.id), `packet:${packet.brokerId}:${packet.brokerCounter}`);
       if (listed === null) return;
     }
-    return super.outgoingUpdate(client, packet);
+    // A QoS 2 delivery not kept has nothing recorded for its PUBREL either (the package's "unknown
+    // key", whose error would close the connection): it goes on unrecorded.
+    return super.outgoingUpdate(client, packet).catch((err: Error) => {
+      if (packet.cmd !== 'pubrel' || err.message !== 'unknown key') throw err;
+    });
   }
 
   #limitOf(clientId: string): number {
@@ -197,7 +203,14 @@ export class RedisPersistence extends AsyncRedisPersistence implements SessionPe
    */
   async endSession(clientId: string): Promise<void> {
     await this.#conn.dropQueue(outgoingKey(clientId));
-    await this.cleanSubscriptions({ id: clientId });
+    // The package waits for its own broadcast of the removal to come back through Redis, without a
+    // bound (as for a SUBSCRIBE, addSubscriptions): the SUBACK that made room waits at most this.
+    const removed = this.cleanSubscriptions({ id: clientId });
+    const timer = new Promise<'slow'>((resolve) => setTimeout(resolve, SLOW_SUBSCRIBE_MS, 'slow').unref());
+    if ((await Promise.race([removed, timer])) === 'slow') {
+      this.#onSlowSubscribe?.(clientId, SLOW_SUBSCRIBE_MS);
+      removed.catch(() => undefined);
+    }
   }
 
   /**

@@ -357,7 +357,7 @@ describe('a SUBSCRIBE held up in Redis', { skip: redisMissing }, () => {
       await redis.call('CLIENT', 'PAUSE', '7000', 'WRITE');
       const granted = await member.subscribeAsync(TOPIC, { qos: 1 });
       assert.equal(granted[0]?.qos, 1, 'answered once Redis writes again');
-      const line = node.logs.find((l) => l.includes('a SUBSCRIBE still waits for its subscription broadcast'));
+      const line = node.logs.find((l) => l.includes('a change of subscriptions still waits for its broadcast through Redis'));
       assert.ok(line?.includes('"clientId":"worker-paused"'), 'the wait was logged with the client');
       await member.endAsync();
     } finally {

@@ -259,7 +259,12 @@ async function unacknowledged({ broker, login, clients }: Session) {
     for (let i = 0; i < N; i += 100) await Promise.all(Array.from({ length: Math.min(100, N - i) }, (_, k) => worker.publishAsync(TOPIC, String(i + k), { qos: 1 })));
     const received = () => raw.answers().filter((a) => a.type === 'publish').length;
     const dropped = async () => (await metric('mqtt_session_dropped_messages_total')) - droppedBefore;
-    await eventually(async () => (await dropped()) >= N - LIMIT, { what: `${N - LIMIT} messages not kept for the session` });
+    let seen = 0;
+    await eventually(async () => (seen = await dropped()) >= N - LIMIT, { what: `${N - LIMIT} messages not kept for the session` }).catch((err: Error) => {
+      // What the run had come to, should it ever stall here.
+      const errors = broker.logs.filter((l) => /"level":(40|50|60)/.test(l)).slice(-5);
+      throw new Error(`${err.message} (not kept: ${seen}; received: ${received()}; closed: ${raw.closed}; last warnings: ${errors.join(' | ') || 'none'})`);
+    });
     assert.equal(await dropped(), N - LIMIT, 'the messages past the bound, not kept for the session');
     // Delivered live all the same. (On Redis the broker closes a connection whose oldest queued
     // message stays unacknowledged for two of its 5 s looks, so a slow run may end it first.)

@@ -285,6 +285,28 @@ describe("the public login's persistent sessions on two broker nodes (BROKER_STO
     assert.deepEqual(first.got, []);
   });
 
+  it('a clean start un-counts a session once it has dropped it, and not when the clean CONNECT is refused', { timeout: 60_000 }, async () => {
+    const id = 'viewer-with-a-client-id-over-23-bytes';
+    const counted = async () => (await redis.zscore('woodytoys:broker:sessions:viewer', id)) !== null;
+    const { client } = await connect(url(0), id);
+    assert.deepEqual((await client.subscribeAsync(PUBLIC, { qos: 1 })).map((g) => g.qos), [1]);
+    await closeMqtt(client, 2000);
+    assert.equal(await counted(), true);
+    // MQTT 3.1 (MQIsdp, level 3) allows client ids of 23 bytes at most: Aedes refuses this CONNECT
+    // (CONNACK 2) after the login, and drops nothing of the stored session.
+    const raw = await RawClient.open(url(0));
+    raw.send(connectPacket({ clientId: id, protocolName: 'MQIsdp', level: 3, clean: true, username: 'viewer', password: password('viewer') }));
+    await eventually(() => raw.answers().some((a) => a.type === 'connack') || raw.closed || undefined, { what: 'the refusal' });
+    raw.close();
+    assert.deepEqual(raw.answers().find((a) => a.type === 'connack')?.returnCode, 2);
+    assert.equal(await redis.exists(`client:${id}`), 1, 'the session is still stored');
+    assert.equal(await counted(), true, 'and still counted');
+    const { client: clean } = await connect(url(1), id, { clean: true });
+    await eventually(async () => !(await counted()) || undefined, { what: 'a clean start un-counting the session it dropped' });
+    assert.equal(await redis.exists(`client:${id}`), 0);
+    await closeMqtt(clean, 2000);
+  });
+
   it('with every counted session connected, on either node, one more is refused; a killed node\'s clients are away once its lease ends', { timeout: 180_000 }, async () => {
     await Promise.all(clients.splice(0).map((c) => closeMqtt(c, 2000)));
     for (let i = 0; i < LIMIT; i++) {
