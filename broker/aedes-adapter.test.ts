@@ -180,7 +180,8 @@ describe('the Aedes adapter, against the installed Aedes', () => {
       });
       const [a, b, c] = ids as [number, number, number];
       const puback = (id: number) => Buffer.from([0x40, 0x02, id >> 8, id & 0xff]);
-      const notOurs = a + 1000;
+      // An identifier of 16 bits that is not one of ours (Aedes's counter starts at a random one).
+      const notOurs = ((a + 1000) % 65535) + 1;
       // One chunk: ours, a PINGREQ, one the group queue does not claim, ours, half of ours.
       socket.write(Buffer.concat([puback(a), Buffer.from([0xc0, 0x00]), puback(notOurs), puback(b), puback(c).subarray(0, 2)]));
       await eventually(() => order.includes(`taken ${b}`) && raw.got([0xd0, 0x00]), { what: 'the first chunk handled', intervalMs: 10 });

@@ -25,14 +25,42 @@ import type { ConnectionLimits } from './limits.js';
  * through conn.write(), not through a pipe or writev.
  * Breaks (as a drop in throughput, not a failure): npm run bench:broker.
  */
-export function handleTcp(broker: Aedes, socket: Socket): Client {
+export function handleTcp(broker: Aedes, socket: Socket, unsent?: UnsentBound): Client {
   coalesceWrites(socket);
-  return holdUntilConnack(broker, broker.handle(socket));
+  return boundUnsent(holdUntilConnack(broker, broker.handle(socket)), unsent);
 }
 
 /** Hands a WebSocket's stream to Aedes, with the HTTP upgrade request addressOf() reads the peer from. */
-export function handleWebSocket(broker: Aedes, stream: Duplex, req: IncomingMessage): Client {
-  return holdUntilConnack(broker, broker.handle(stream, req));
+export function handleWebSocket(broker: Aedes, stream: Duplex, req: IncomingMessage, unsent?: UnsentBound): Client {
+  return boundUnsent(holdUntilConnack(broker, broker.handle(stream, req)), unsent);
+}
+
+/** The most bytes written to a connection and not yet sent, and who is told when one passes it. */
+export interface UnsentBound {
+  maxBytes: number;
+  onPassed(client: Client, bytes: number): void;
+}
+
+/**
+ * A client that stops reading holds up every other client's deliveries: Aedes calls a delivery
+ * done only once the connection's buffer has drained (write.js, client.waitForDrain), and keeps at
+ * most `concurrency` (100) deliveries under way in the whole broker (mqemitter), so a hundred
+ * messages for a frozen client stop all deliveries until Aedes's drainTimeout (60 s) closes it; a
+ * stranger with the public login could do it again at will. Here a delivery is done once written,
+ * and a connection whose bytes not yet sent pass `maxBytes` is closed: it is not reading.
+ * Breaks: aedes-adapter.test.ts (missingInternals), test/broker-hostile.test.ts ("stops reading").
+ */
+function boundUnsent(client: Client, unsent: UnsentBound | undefined): Client {
+  if (!unsent) return client;
+  (client as unknown as Pick<ClientInternals, 'waitForDrain'>).waitForDrain = (done) => {
+    const bytes = client.conn.writableLength;
+    if (bytes > unsent.maxBytes && !client.closed) {
+      unsent.onPassed(client, bytes);
+      client.close();
+    }
+    setImmediate(done);
+  };
+  return client;
 }
 
 type Deliver = (packet: object, done: () => void) => void;
@@ -149,6 +177,12 @@ export function connectHooks({ limits, access, presence }: { limits: ConnectionL
         return callback(refusal(admission.reason), false);
       }
       access.bind(client, admission.user);
+      // Nothing more is read from the connection until Aedes has sent the CONNACK (it resumes
+      // reading then, handlers/connect.js emptyQueue). Aedes pauses only once the login begins: a
+      // packet that came in a later read while this hook or its next tick ran was handled at once,
+      // a SUBSCRIBE before the client had its id, answered ahead of the CONNACK and stored for
+      // nobody (seen on several nodes, where this hook waits for Redis).
+      (client as unknown as Pick<ClientInternals, 'pause'>).pause();
       const shared = presence?.arrive(packet.clientId, client.conn, packet.clean);
       if (!shared) return callback(null, true);
       // Several nodes: connected for all of them before its session is restored.
@@ -265,6 +299,10 @@ interface ClientInternals {
   _parsingBatch: number;
   /** Called as each packet is handled: counts it off, and reads on once none is left. */
   _nextBatch: (err?: Error | null) => void;
+  /** What a write that filled the connection's buffer waits with (write.js). */
+  waitForDrain: (done: () => void) => void;
+  /** Stops handling what the connection reads, until resume() (Aedes's own use: while a CONNECT is handled). */
+  pause: () => void;
 }
 
 const internals = (client: Client) => client as unknown as ClientInternals;
@@ -296,6 +334,8 @@ export function missingInternals(client: Client): string[] {
   if (typeof client.conn?.write !== 'function') missing.push('conn (the connection Aedes writes to)');
   if (typeof c.deliver0 !== 'function' || typeof c.deliverQoS !== 'function') missing.push('deliver0 and deliverQoS (what a subscription delivers with)');
   if (!Number.isInteger(c._parsingBatch) || typeof c._nextBatch !== 'function') missing.push('_parsingBatch and _nextBatch (the count of packets a read waits for)');
+  if (typeof c.waitForDrain !== 'function') missing.push('waitForDrain (what a write that filled the buffer waits with)');
+  if (typeof c.pause !== 'function') missing.push('pause (what stops reading while a CONNECT is handled)');
   return missing;
 }
 

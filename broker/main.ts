@@ -20,7 +20,21 @@ import { createApp, serveApp } from '../lib/http.js';
 import { declaredShares } from '../lib/topics.js';
 import { onShutdown } from '../lib/shutdown.js';
 import { Acl } from './acl.js';
-import { FAST_PATHS_OFF, Presence, closeEveryClient, connectHooks, connectedClients, finishFanoutOnClose, handleTcp, handleWebSocket, ignoreInFanout, maxTopicLevels, subscriberCheck, takePackets } from './aedes-adapter.js';
+import {
+  FAST_PATHS_OFF,
+  Presence,
+  closeEveryClient,
+  connectHooks,
+  connectedClients,
+  finishFanoutOnClose,
+  handleTcp,
+  handleWebSocket,
+  ignoreInFanout,
+  maxTopicLevels,
+  subscriberCheck,
+  takePackets,
+  type UnsentBound,
+} from './aedes-adapter.js';
 import { Access } from './auth.js';
 import { authorizationHooks, publishRefusal } from './authorization.js';
 import { directPublish } from './direct-publish.js';
@@ -74,6 +88,11 @@ const config = loadConfig({
   BROKER_MEMORY_TRIM_BYTES: z.coerce.number().int().min(0).default(16 * 1024 * 1024),
   /** Largest packet accepted from a client, CONNECT included; larger ones close the connection as soon as announced. */
   BROKER_MAX_PACKET_BYTES: z.coerce.number().int().min(1024).max(268_435_455).default(1024 * 1024),
+  /**
+   * Bytes written to a connection and not yet sent past which its client counts as not reading and
+   * is disconnected (broker/aedes-adapter.ts boundUnsent). At least BROKER_MAX_PACKET_BYTES.
+   */
+  BROKER_MAX_UNSENT_BYTES: z.coerce.number().int().min(64 * 1024).default(8 * 1024 * 1024),
   /** How long a new connection has to send its whole CONNECT. */
   BROKER_CONNECT_TIMEOUT_MS: z.coerce.number().int().min(100).max(120_000).default(10_000),
   BROKER_MAX_CONNECTIONS_PER_ADDRESS: z.coerce.number().int().min(1).default(512),
@@ -354,11 +373,19 @@ const listen = (server: NetServer | ReturnType<typeof createHttpServer>, p: numb
     server.listen(p, mqttHost, () => resolve((server.address() as { port: number }).port));
   });
 
+// A client that stops reading is disconnected rather than left to hold up everyone's deliveries.
+const unsent: UnsentBound = {
+  maxBytes: Math.max(config.BROKER_MAX_UNSENT_BYTES, config.BROKER_MAX_PACKET_BYTES),
+  onPassed: (client, bytes) => {
+    brokerMetrics.refused.inc({ what: 'unsent' });
+    log.warn({ clientId: client.id, unsentBytes: bytes, maxBytes: unsent.maxBytes }, 'client not reading its connection: disconnected');
+  },
+};
 // No Nagle: acknowledgements and small PUBLISH packets go out at once (flow control waits on
 // them), but what one tick writes leaves together.
 const tcp = createServer({ noDelay: true }, (socket) => {
   if (!limits.accept(socket)) return;
-  handleTcp(broker, socket);
+  handleTcp(broker, socket, unsent);
   limits.watch(socket, socket);
 });
 const mqttPort = await listen(tcp, config.MQTT_PORT);
@@ -369,7 +396,7 @@ wsHttp.on('connection', (socket) => limits.accept(socket));
 const wss = new WebSocketServer({ server: wsHttp, maxPayload: config.BROKER_MAX_PACKET_BYTES + 64 * 1024 });
 wss.on('connection', (ws, req) => {
   const stream = createWebSocketStream(ws);
-  handleWebSocket(broker, stream, req);
+  handleWebSocket(broker, stream, req, unsent);
   limits.watch(stream, req.socket);
 });
 const wsPort = await listen(wsHttp, config.MQTT_WS_PORT);

@@ -30,7 +30,7 @@ export function registerBrokerMetrics({ registry }: Metrics, { broker, shared, p
   });
   const messagesIn = new Counter({ name: 'mqtt_messages_in_total', help: 'PUBLISH packets accepted from clients', labelNames: ['qos'] as const, registers });
   const messagesOut = new Counter({ name: 'mqtt_messages_acknowledged_total', help: 'QoS 1 deliveries acknowledged by subscribers (PUBACK)', registers });
-  const refused = new Counter({ name: 'mqtt_refused_total', help: 'Connections, publishes and subscriptions refused', labelNames: ['what'] as const, registers });
+  const refused = new Counter({ name: 'mqtt_refused_total', help: 'Connections, publishes and subscriptions refused, and connections closed for not reading (what="unsent")', labelNames: ['what'] as const, registers });
   const inByQos = [messagesIn.labels('0'), messagesIn.labels('1'), messagesIn.labels('2')];
   broker.on('publish', (packet, client) => {
     if (client) inByQos[packet.qos]?.inc();

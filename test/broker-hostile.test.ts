@@ -34,6 +34,9 @@ describe('a hostile client with a login', () => {
 
   before(async () => {
     ({ dir, env } = aclBrokerDir('broker-hostile-', USERS));
+    // A client that stops reading is disconnected past 2 MiB unsent (8 by default): what loopback's
+    // socket buffers hold on top of that varies by machine, and the test sends 20 MiB.
+    env.BROKER_MAX_UNSENT_BYTES = String(2 * 1024 * 1024);
     broker = await start();
   });
   after(() => tearDown(clients, [broker], dir));
@@ -125,6 +128,32 @@ describe('a hostile client with a login', () => {
   it("a connected viewer that never acknowledges gets every message live, and its session keeps at most its '#@ queue' bound", { timeout: 120_000 }, () =>
     unacknowledged({ broker, login, clients }));
 
+  it("a viewer that stops reading its connection holds up nobody else's deliveries, and is disconnected", { timeout: 120_000 }, async () => {
+    const frozen = await RawClient.open(broker.mqttUrl);
+    frozen.send(connectPacket({ clientId: 'viewer-frozen', clean: true, username: 'viewer', password: password('viewer') }));
+    frozen.send(subscribePacket(['woodytoys/public/#']));
+    await eventually(() => frozen.answers().some((a) => a.type === 'suback'), { what: 'the SUBACK' });
+    frozen.socket.pause(); // reads nothing more: the broker's writes to it stop draining
+    const watcher = await login('viewer', 'viewer-watcher', { clean: true });
+    let got = 0;
+    watcher.on('message', () => got++);
+    await watcher.subscribeAsync('woodytoys/public/orders/+', { qos: 1 });
+    const orders = await login('orders', 'orders-flood', { clean: true });
+    // 640 × 32 KiB: more than a paused loopback socket's buffers hold, and than Aedes's 100
+    // deliveries under way at once, which had each waited for the frozen socket to drain (up to
+    // Aedes's 60 s drainTimeout), every other client's deliveries with them.
+    const M = 640;
+    const payload = Buffer.alloc(32 * 1024, 'x');
+    for (let i = 0; i < M; i += 64) await Promise.all(Array.from({ length: 64 }, () => orders.publishAsync('woodytoys/public/orders/flood', payload, { qos: 1 })));
+    await eventually(() => got >= M || undefined, { what: `the watcher receiving the ${M} messages`, timeoutMs: 30_000 });
+    await eventually(() => broker.logs.some((l) => l.includes('viewer-frozen') && l.includes('not reading')), { what: 'the log line' });
+    // Its end comes after what was already sent: reading again, the client finds its connection closed.
+    frozen.socket.resume();
+    await eventually(() => frozen.closed || undefined, { what: 'the frozen client disconnected' });
+    const refused = /^mqtt_refused_total{[^}]*what="unsent"[^}]*} (\d+)$/m.exec(await (await fetch(`${broker.httpUrl}/metrics`)).text())?.[1];
+    assert.equal(refused, '1');
+  });
+
   it(`closes a connection whose SUBSCRIBE carries more than ${MAX_FILTERS_PER_PACKET} filters, before storing any`, { timeout: 60_000 }, async () => {
     const viewer = await login('viewer', 'viewer-many', { clean: false });
     const closed = closedByBroker(viewer);
@@ -166,12 +195,13 @@ describe('a hostile client with a login, sessions kept in Redis (BROKER_STORE=re
     queueBound({ broker, login, clients }));
 
   it("a connected viewer that never acknowledges gets every message live, and its session keeps at most its '#@ queue' bound", { timeout: 120_000 }, async () => {
-    await unacknowledged({ broker, login, clients });
-    // The package keeps each queued packet once, with a count of the sessions waiting for it. A
-    // delivery the session did not keep must not write the packet (it would stay for good) nor,
-    // once acknowledged, count it off for the sessions that do wait for it.
     const db = new Redis(redis.url);
     try {
+      // Should it stall, what the store holds of the session says why.
+      await unacknowledged({ broker, login, clients }, async (id) => `queue ${await db.llen(`outgoing:${id}`)}, filters ${await db.hlen(`client:${id}`)}`);
+      // The package keeps each queued packet once, with a count of the sessions waiting for it. A
+      // delivery the session did not keep must not write the packet (it would stay for good) nor,
+      // once acknowledged, count it off for the sessions that do wait for it.
       const keys = await db.keys('packet:*');
       const counted = new Set(keys.filter((k) => k.endsWith(':offlineCount')).map((k) => k.slice(0, -':offlineCount'.length)));
       const orphans = keys.filter((k) => !k.endsWith(':offlineCount') && !counted.has(k));
@@ -243,7 +273,7 @@ async function queueBound({ broker, login, clients }: Session) {
  * stays in its session until acknowledged, so a stranger with the public login had made the broker
  * keep every public message for as long as it stayed connected. The bound holds connected or not.
  */
-async function unacknowledged({ broker, login, clients }: Session) {
+async function unacknowledged({ broker, login, clients }: Session, stored?: (clientId: string) => Promise<string>) {
   const metric = async (name: string) => Number(new RegExp(`^${name}(?:{[^}]*})? (\\d+)$`, 'm').exec(await (await fetch(`${broker.httpUrl}/metrics`)).text())?.[1] ?? 0);
   const LIMIT = 1000; // the viewer's "#@ queue" rule in broker/mosquitto/acl
   const N = LIMIT + 100;
@@ -255,15 +285,19 @@ async function unacknowledged({ broker, login, clients }: Session) {
     raw.send(connectPacket({ clientId: 'viewer-never-acks', clean: false, username: 'viewer', password: password('viewer') }));
     raw.send(subscribePacket([TOPIC]));
     await eventually(() => raw.answers().some((a) => a.type === 'suback' && a.granted?.[0] === 1), { what: 'the SUBACK' });
+    // The SUBSCRIBE, sent right behind the CONNECT, was once handled before it on Redis (answered
+    // first, and stored for no client id).
+    assert.deepEqual(raw.answers().map((a) => a.type), ['connack', 'suback'], 'the CONNACK first');
     const worker = await login('worker', 'worker-to-hoarder', { clean: true });
     for (let i = 0; i < N; i += 100) await Promise.all(Array.from({ length: Math.min(100, N - i) }, (_, k) => worker.publishAsync(TOPIC, String(i + k), { qos: 1 })));
     const received = () => raw.answers().filter((a) => a.type === 'publish').length;
     const dropped = async () => (await metric('mqtt_session_dropped_messages_total')) - droppedBefore;
     let seen = 0;
-    await eventually(async () => (seen = await dropped()) >= N - LIMIT, { what: `${N - LIMIT} messages not kept for the session` }).catch((err: Error) => {
+    await eventually(async () => (seen = await dropped()) >= N - LIMIT, { what: `${N - LIMIT} messages not kept for the session` }).catch(async (err: Error) => {
       // What the run had come to, should it ever stall here.
-      const errors = broker.logs.filter((l) => /"level":(40|50|60)/.test(l)).slice(-5);
-      throw new Error(`${err.message} (not kept: ${seen}; received: ${received()}; closed: ${raw.closed}; last warnings: ${errors.join(' | ') || 'none'})`);
+      const errors = broker.logs.filter((l) => /"level":(40|50|60)/.test(l) || l.includes('never-acks')).slice(-5);
+      const held = stored ? await stored('viewer-never-acks') : '';
+      throw new Error(`${err.message} (not kept: ${seen}; received: ${received()}; closed: ${raw.closed}; ${held}; last warnings: ${errors.join(' | ') || 'none'})`);
     });
     assert.equal(await dropped(), N - LIMIT, 'the messages past the bound, not kept for the session');
     // Delivered live all the same. (On Redis the broker closes a connection whose oldest queued
