@@ -154,6 +154,25 @@ describe('a hostile client with a login', () => {
     assert.equal(refused, '1');
   });
 
+  it("a service resuming a session whose queue is larger than the unsent bound gets all of it, at its own pace", { timeout: 120_000 }, async () => {
+    const follower = await login('orders', 'orders-big-backlog', { clean: false });
+    await follower.subscribeAsync('woodytoys/orders/confirmed', { qos: 1 });
+    await closeMqtt(follower, 2000);
+    const worker = await login('worker', 'worker-big-backlog', { clean: true });
+    // 200 × 32 KiB: three times the 2 MiB this broker lets a connection leave unsent.
+    const M = 200;
+    const payload = Buffer.alloc(32 * 1024, 'y');
+    for (let i = 0; i < M; i += 50) await Promise.all(Array.from({ length: 50 }, () => worker.publishAsync('woodytoys/orders/confirmed', payload, { qos: 1 })));
+    let got = 0;
+    // Listening before the CONNACK: what was queued may come in the same read.
+    const back = mqtt.connect(broker.mqttUrl, { username: 'orders', password: password('orders'), clientId: 'orders-big-backlog', clean: false, reconnectPeriod: 0 });
+    clients.push(back);
+    back.on('message', () => got++);
+    await eventually(() => got >= M || undefined, { what: `the ${M} queued messages` });
+    assert.ok(back.connected, 'still connected');
+    assert.ok(!broker.logs.some((l) => l.includes('orders-big-backlog') && l.includes('not reading')), 'never taken for a client that is not reading');
+  });
+
   it(`closes a connection whose SUBSCRIBE carries more than ${MAX_FILTERS_PER_PACKET} filters, before storing any`, { timeout: 60_000 }, async () => {
     const viewer = await login('viewer', 'viewer-many', { clean: false });
     const closed = closedByBroker(viewer);
