@@ -288,3 +288,50 @@ describe('the Aedes adapter, against the installed Aedes', () => {
     }
   });
 });
+
+describe('live deliveries that do not wait for a connection to drain (handleTcp with an unsent bound)', () => {
+  let broker: Aedes;
+  let server: Server;
+  let url: string;
+  const persistence = new MemoryPersistence();
+  const passed: string[] = [];
+
+  before(async () => {
+    broker = await Aedes.createBroker({ persistence });
+    server = createServer((socket) => handleTcp(broker, socket, { maxBytes: 8 << 20, onPassed: (client) => passed.push(client.id) }));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    url = `mqtt://127.0.0.1:${(server.address() as { port: number }).port}`;
+  });
+  after(async () => {
+    await new Promise<void>((resolve) => broker.close(() => resolve()));
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  it("delivers, in order and all of them, the messages held for a resuming session's CONNACK, more than Aedes keeps under way", { timeout: 60_000 }, async () => {
+    const N = 2000; // Aedes (mqemitter) keeps 100 under way; the rest wait for a place
+    const first = await mqtt.connectAsync(url, { clientId: 'held-many', clean: false, reconnectPeriod: 0 });
+    await first.subscribeAsync('held/#', { qos: 0 });
+    await first.endAsync();
+    // The resume takes a while (as a Redis round trip under load may): the CONNACK waits for delWill.
+    const delWill = persistence.delWill.bind(persistence);
+    let slow = true;
+    persistence.delWill = ((client: { id: string }) => (slow ? new Promise((r) => setTimeout(r, 200)).then(() => delWill(client as never)) : delWill(client as never))) as typeof persistence.delWill;
+    const seen: number[] = [];
+    const back = mqtt.connect(url, { clientId: 'held-many', clean: false, reconnectPeriod: 0 });
+    back.on('message', (_topic, payload) => seen.push(Number(payload.toString())));
+    try {
+      await new Promise((r) => setTimeout(r, 50));
+      for (let i = 0; i < N; i++) broker.publish({ cmd: 'publish', topic: `held/${i % 10}`, payload: Buffer.from(String(i)), qos: 0, retain: false, dup: false }, () => {});
+      await new Promise<void>((resolve) => back.once('connect', () => resolve()));
+      slow = false;
+      await eventually(() => seen.length >= N || undefined, { what: `the ${N} messages`, intervalMs: 20 });
+      // Started each from the one before, the waiting ones had overflowed the stack, and gone out
+      // ahead of the held ones, which Aedes then dropped as duplicates.
+      assert.deepEqual(seen, Array.from({ length: N }, (_, i) => i));
+      assert.deepEqual(passed, []);
+    } finally {
+      persistence.delWill = delWill;
+      await back.endAsync(true);
+    }
+  });
+});

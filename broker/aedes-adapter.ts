@@ -58,22 +58,38 @@ function boundUnsent(client: Client, unsent: UnsentBound | undefined): Client {
   if (!unsent) return client;
   const c = internals(client);
   if (typeof c.waitForDrain !== 'function' || typeof c.deliver0 !== 'function' || typeof c.deliverQoS !== 'function') return client; // missingInternals() says so
-  const wait = c.waitForDrain.bind(client);
+  // Who waits for the connection to drain: told once it has, or once it is closed. Not Aedes's own
+  // waiting (client.js waitForDrain): its 60 s timer would now run for live writes too, which keep
+  // coming while a client reads at about their pace, and cut off a client that does read.
+  let waiting: Array<() => void> = [];
+  const drained = () => {
+    const told = waiting;
+    waiting = [];
+    for (const done of told) done();
+  };
+  client.conn.on('close', drained);
   c.waitForDrain = (done) => {
     const bytes = client.conn.writableLength;
-    if (bytes <= unsent.maxBytes || client.closed) return wait(done);
-    unsent.onPassed(client, bytes);
-    client.close();
-    setImmediate(done);
+    if (bytes > unsent.maxBytes && !client.closed) {
+      unsent.onPassed(client, bytes);
+      client.close();
+    }
+    if (client.closed || client.conn.destroyed) return void setImmediate(done);
+    if (waiting.length === 0) client.conn.once('drain', drained);
+    waiting.push(done);
   };
   // A retained message sent for a SUBSCRIBE has no broker id (handlers/subscribe.js sendRetained):
-  // its stream goes on when it is written. Any other comes from the broker's deliveries.
+  // its stream goes on when it is written. Any other comes from the broker's deliveries, which go on
+  // in the next turn, as Aedes's own callbacks do: at once, the messages waiting for a place would
+  // each be started from the one before, over and over (held ones released at a CONNACK had
+  // overflowed the stack, and delivered later messages ahead of the held ones, which Aedes then
+  // dropped as duplicates).
   const detach =
     (deliver: Deliver): Deliver =>
     (packet, done) => {
       if ((packet as { brokerId?: unknown }).brokerId === null) return deliver(packet, done);
       deliver(packet, noop);
-      done();
+      setImmediate(done);
     };
   c.deliver0 = detach(c.deliver0);
   c.deliverQoS = detach(c.deliverQoS);
