@@ -22,33 +22,30 @@ const LIMIT = Acl.read(aclFile).sessionLimit('viewer')!;
 const PUBLIC = 'woodytoys/public/orders/+';
 const redisMissing = requireProgram('redis-server', 'redis-server');
 
+/**
+ * Connects `clientId` as `user`, a persistent session unless `more` says otherwise, listening before
+ * the CONNACK (what was queued may come in the same read): what it receives, and whether the broker
+ * had its session.
+ */
+async function connectSession(url: string, user: string, clientId: string, clients: MqttClient[], more: IClientOptions = {}) {
+  const client = mqtt.connect(url, { username: user, password: password(user), clientId, clean: false, reconnectPeriod: 0, connectTimeout: 10_000, ...more });
+  clients.push(client);
+  const got: string[] = [];
+  client.on('message', (_topic, payload) => got.push(payload.toString()));
+  const sessionPresent = await new Promise<boolean>((resolve, reject) => {
+    client.once('connect', (connack) => resolve(connack.sessionPresent));
+    client.once('error', reject);
+  });
+  return { client, got, sessionPresent };
+}
+
 describe("a stranger opening the public login's persistent sessions in a loop", () => {
   let dir: string;
   let env: Record<string, string>;
   let broker: RunningBroker;
   const clients: MqttClient[] = [];
   const start = () => startBroker({ env });
-  const options = (user: string, clientId: string, more: IClientOptions = {}): IClientOptions => ({
-    username: user,
-    password: password(user),
-    clientId,
-    clean: false,
-    reconnectPeriod: 0,
-    connectTimeout: 10_000,
-    ...more,
-  });
-  /** Connects, listening before the CONNACK (what was queued may come in the same read); what it received, and whether the broker had its session. */
-  const connect = async (user: string, clientId: string, more: IClientOptions = {}) => {
-    const client = mqtt.connect(broker.mqttUrl, options(user, clientId, more));
-    clients.push(client);
-    const got: string[] = [];
-    client.on('message', (_topic, payload) => got.push(payload.toString()));
-    const sessionPresent = await new Promise<boolean>((resolve, reject) => {
-      client.once('connect', (connack) => resolve(connack.sessionPresent));
-      client.once('error', reject);
-    });
-    return { client, got, sessionPresent };
-  };
+  const connect = (user: string, clientId: string, more: IClientOptions = {}) => connectSession(broker.mqttUrl, user, clientId, clients, more);
   /** A session with one subscription, its client gone. */
   const leaveSession = async (user: string, clientId: string, filter: string) => {
     const { client } = await connect(user, clientId);
@@ -227,18 +224,8 @@ describe("the public login's persistent sessions on two broker nodes (BROKER_STO
   let cluster: RunningCluster;
   let redis: Redis;
   const clients: MqttClient[] = [];
-  const connect = async (url: string, clientId: string, more: IClientOptions = {}) => {
-    const user = clientId.split('-')[0]!;
-    const client = mqtt.connect(url, { username: user, password: password(user), clientId, clean: false, reconnectPeriod: 0, connectTimeout: 10_000, ...more });
-    clients.push(client);
-    const got: string[] = [];
-    client.on('message', (_topic, payload) => got.push(payload.toString()));
-    const sessionPresent = await new Promise<boolean>((resolve, reject) => {
-      client.once('connect', (connack) => resolve(connack.sessionPresent));
-      client.once('error', reject);
-    });
-    return { client, got, sessionPresent };
-  };
+  /** The user is the client id's first word (viewer-…, orders-…). */
+  const connect = (url: string, clientId: string, more: IClientOptions = {}) => connectSession(url, clientId.split('-')[0]!, clientId, clients, more);
   const metric = async (node: number, name: string) =>
     Number(new RegExp(`^${name}(?:{[^}]*})? (\\d+)$`, 'm').exec(await (await fetch(`${cluster.nodes[node]!.httpUrl}/metrics`)).text())?.[1] ?? 0);
   /** The i-th session's node: they alternate. */
