@@ -298,7 +298,7 @@ describe('live deliveries that do not wait for a connection to drain (handleTcp 
 
   before(async () => {
     broker = await Aedes.createBroker({ persistence });
-    server = createServer((socket) => handleTcp(broker, socket, { maxBytes: 8 << 20, onPassed: (client) => passed.push(client.id) }));
+    server = createServer((socket) => handleTcp(broker, socket, { maxBytes: 8 << 20, onPassed: (client) => passed.push(client.id), detached: () => true }));
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     url = `mqtt://127.0.0.1:${(server.address() as { port: number }).port}`;
   });

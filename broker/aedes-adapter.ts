@@ -39,6 +39,12 @@ export function handleWebSocket(broker: Aedes, stream: Duplex, req: IncomingMess
 export interface UnsentBound {
   maxBytes: number;
   onPassed(client: Client, bytes: number): void;
+  /**
+   * Whose live deliveries do not wait for its connection to drain (a stranger's: the public login's).
+   * The others' do, as in Aedes: the services rely on it (a consumer that holds as many messages as
+   * it may stops reading, and TCP carries the wait back to the broker, lib/mqtt.ts consume).
+   */
+  detached(client: Client): boolean;
 }
 
 /**
@@ -58,9 +64,11 @@ function boundUnsent(client: Client, unsent: UnsentBound | undefined): Client {
   if (!unsent) return client;
   const c = internals(client);
   if (typeof c.waitForDrain !== 'function' || typeof c.deliver0 !== 'function' || typeof c.deliverQoS !== 'function') return client; // missingInternals() says so
-  // Who waits for the connection to drain: told once it has, or once it is closed. Not Aedes's own
-  // waiting (client.js waitForDrain): its 60 s timer would now run for live writes too, which keep
-  // coming while a client reads at about their pace, and cut off a client that does read.
+  const aedesWait = c.waitForDrain.bind(client);
+  // A detached client's writes that wait for the connection to drain: told once it has, or once it
+  // is closed. Not Aedes's own waiting (client.js waitForDrain): its 60 s timer would run for live
+  // writes too, which keep coming while a client reads at about their pace, and cut off a client
+  // that does read. The others keep Aedes's, timer included.
   let waiting: Array<() => void> = [];
   const drained = () => {
     const told = waiting;
@@ -75,6 +83,7 @@ function boundUnsent(client: Client, unsent: UnsentBound | undefined): Client {
       client.close();
     }
     if (client.closed || client.conn.destroyed) return void setImmediate(done);
+    if (!unsent.detached(client)) return aedesWait(done);
     if (waiting.length === 0) client.conn.once('drain', drained);
     waiting.push(done);
   };
@@ -87,7 +96,7 @@ function boundUnsent(client: Client, unsent: UnsentBound | undefined): Client {
   const detach =
     (deliver: Deliver): Deliver =>
     (packet, done) => {
-      if ((packet as { brokerId?: unknown }).brokerId === null) return deliver(packet, done);
+      if ((packet as { brokerId?: unknown }).brokerId === null || !unsent.detached(client)) return deliver(packet, done);
       deliver(packet, noop);
       setImmediate(done);
     };

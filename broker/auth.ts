@@ -70,6 +70,17 @@ export class Access {
     this.#users.set(client, user ?? null);
   }
 
+  /**
+   * Is `client` logged in as a user with a bound in the ACL ("#@ queue", "#@ sessions" or
+   * "#@ filters": the public login's kind, whoever holds it), whose slowness must cost nobody else?
+   */
+  bounded(client: Client): boolean {
+    const username = this.#users.get(client);
+    if (!username) return false;
+    const { acl } = this.opts;
+    return acl.queueLimit(username) !== undefined || acl.sessionLimit(username) !== undefined || acl.filterLimit(username) !== undefined;
+  }
+
   /** Was this client admitted (and bound)? Anything else is refused everything. */
   admitted(client: Client): boolean {
     return this.#users.has(client);

@@ -373,9 +373,10 @@ const listen = (server: NetServer | ReturnType<typeof createHttpServer>, p: numb
     server.listen(p, mqttHost, () => resolve((server.address() as { port: number }).port));
   });
 
-// A client that stops reading is disconnected rather than left to hold up everyone's deliveries.
+// A stranger that stops reading is disconnected rather than left to hold up everyone's deliveries.
 const unsent: UnsentBound = {
   maxBytes: Math.max(config.BROKER_MAX_UNSENT_BYTES, config.BROKER_MAX_PACKET_BYTES),
+  detached: (client) => access.bounded(client),
   onPassed: (client, bytes) => {
     brokerMetrics.refused.inc({ what: 'unsent' });
     log.warn({ clientId: client.id, unsentBytes: bytes, maxBytes: unsent.maxBytes }, 'client not reading its connection: disconnected');
