@@ -15,6 +15,7 @@ import { Presence, handleTcp, missingInternals, nextPacketId, onParsed, takePack
 import { encodePublish, stampPublish } from './publish-packet.js';
 import { eventually } from '../harness/process.js';
 import { connectClient } from '../harness/mqtt.js';
+import { RawClient, connectPacket, subscribePacket } from '../test/support/mqtt-raw.js';
 
 describe('the Aedes adapter, against the installed Aedes', () => {
   let broker: Aedes;
@@ -332,6 +333,29 @@ describe('live deliveries that do not wait for a connection to drain (handleTcp 
     } finally {
       persistence.delWill = delWill;
       await back.endAsync(true);
+    }
+  });
+
+  it('closes a detached client that stops reading with less than the bound unsent, once nothing has gone out for a while', { timeout: 60_000 }, async () => {
+    const stalledBroker = await Aedes.createBroker({});
+    const closedIds: string[] = [];
+    const stalledServer = createServer((socket) => handleTcp(stalledBroker, socket, { maxBytes: 256 << 20, stalledMs: 300, onPassed: (client) => closedIds.push(client.id), detached: () => true }));
+    await new Promise<void>((resolve) => stalledServer.listen(0, '127.0.0.1', resolve));
+    const port = (stalledServer.address() as { port: number }).port;
+    const raw = await RawClient.open(`mqtt://127.0.0.1:${port}`);
+    try {
+      raw.send(connectPacket({ clientId: 'stalls', clean: true }));
+      raw.send(subscribePacket(['big/#']));
+      await eventually(() => raw.answers().some((a) => a.type === 'suback'), { what: 'the SUBACK', intervalMs: 10 });
+      raw.socket.pause();
+      // More than loopback's buffers hold, far less than the 256 MiB bound: only the stall can end it.
+      const payload = Buffer.alloc(64 * 1024, 'z');
+      for (let i = 0; i < 400; i++) stalledBroker.publish({ cmd: 'publish', topic: 'big/x', payload, qos: 0, retain: false, dup: false }, () => {});
+      await eventually(() => closedIds.includes('stalls') || undefined, { what: 'the stalled client closed', intervalMs: 20 });
+    } finally {
+      raw.close();
+      await new Promise<void>((resolve) => stalledBroker.close(() => resolve()));
+      await new Promise<void>((resolve) => stalledServer.close(() => resolve()));
     }
   });
 });

@@ -45,6 +45,8 @@ export interface UnsentBound {
    * it may stops reading, and TCP carries the wait back to the broker, lib/mqtt.ts consume).
    */
   detached(client: Client): boolean;
+  /** How long a detached client's writes may wait with nothing of its buffer going out (Aedes's own drainTimeout by default). */
+  stalledMs?: number;
 }
 
 /**
@@ -66,13 +68,35 @@ function boundUnsent(client: Client, unsent: UnsentBound | undefined): Client {
   if (typeof c.waitForDrain !== 'function' || typeof c.deliver0 !== 'function' || typeof c.deliverQoS !== 'function') return client; // missingInternals() says so
   const aedesWait = c.waitForDrain.bind(client);
   // A detached client's writes that wait for the connection to drain: told once it has, or once it
-  // is closed. Not Aedes's own waiting (client.js waitForDrain): its 60 s timer would run for live
-  // writes too, which keep coming while a client reads at about their pace, and cut off a client
-  // that does read. The others keep Aedes's, timer included.
+  // is closed. Not Aedes's own waiting (client.js waitForDrain): its timer closes the connection
+  // 60 s after the first write that waits unless the buffer has emptied, and live writes, which
+  // keep coming while a client reads at about their pace, would have it cut off a client that does
+  // read. Here the client is closed when, while writes wait, nothing it was sent goes out for
+  // `stalledMs`: it has stopped reading, whatever it still sends (PINGREQs keep it alive otherwise).
+  // The others keep Aedes's, timer included.
   let waiting: Array<() => void> = [];
+  let watch: NodeJS.Timeout | undefined;
+  // What has gone out of the buffer so far: a socket's bytes handed to the system (bytesWritten
+  // counts the buffer too); a WebSocket stream says only what is buffered, so less of it is progress.
+  const conn = client.conn as Duplex & { bytesWritten?: number };
+  const sent = () => (typeof conn.bytesWritten === 'number' ? conn.bytesWritten - conn.writableLength : -conn.writableLength);
+  let before = 0;
+  const stalled = () => {
+    if (waiting.length === 0 || client.closed) return void (watch = undefined);
+    const now = sent();
+    if (now > before) {
+      before = now;
+      return void watch?.refresh();
+    }
+    watch = undefined;
+    unsent.onPassed(client, conn.writableLength);
+    client.close();
+  };
   const drained = () => {
     const told = waiting;
     waiting = [];
+    clearTimeout(watch);
+    watch = undefined;
     for (const done of told) done();
   };
   client.conn.on('close', drained);
@@ -86,6 +110,11 @@ function boundUnsent(client: Client, unsent: UnsentBound | undefined): Client {
     if (!unsent.detached(client)) return aedesWait(done);
     if (waiting.length === 0) client.conn.once('drain', drained);
     waiting.push(done);
+    if (!watch) {
+      before = sent();
+      watch = setTimeout(stalled, unsent.stalledMs ?? 60_000);
+      watch.unref();
+    }
   };
   // A retained message sent for a SUBSCRIBE has no broker id (handlers/subscribe.js sendRetained):
   // its stream goes on when it is written. Any other comes from the broker's deliveries, which go on

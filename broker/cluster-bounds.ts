@@ -177,7 +177,9 @@ export class ClusterBounds {
     return new Map(results.map((result, i) => [users[i]!, Number(result[1])]));
   }
 
+  /** A node stopping: its clients are gone (its presence set goes with it), then the connection. */
   async close(): Promise<void> {
+    await this.forgetNode(this.#opts.nodeId).catch(() => undefined);
     await this.#redis.quit().catch(() => this.#redis.disconnect());
   }
 }

@@ -374,6 +374,9 @@ const listen = (server: NetServer | ReturnType<typeof createHttpServer>, p: numb
   });
 
 // A stranger that stops reading is disconnected rather than left to hold up everyone's deliveries.
+if (config.BROKER_MAX_UNSENT_BYTES < config.BROKER_MAX_PACKET_BYTES) {
+  log.warn({ BROKER_MAX_UNSENT_BYTES: config.BROKER_MAX_UNSENT_BYTES, BROKER_MAX_PACKET_BYTES: config.BROKER_MAX_PACKET_BYTES }, 'BROKER_MAX_UNSENT_BYTES is below the packet bound: the packet bound is used');
+}
 const unsent: UnsentBound = {
   maxBytes: Math.max(config.BROKER_MAX_UNSENT_BYTES, config.BROKER_MAX_PACKET_BYTES),
   detached: (client) => access.bounded(client),

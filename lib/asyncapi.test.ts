@@ -63,7 +63,7 @@ describe('the AsyncAPI document', () => {
     assert.ok(!('viewer_receive_orderCreated' in doc.operations));
   });
 
-  it("tells the displays' login how much an away session keeps and how many sessions it keeps (its '#@ queue', '#@ sessions' and '#@ filters' rules), and no service's", () => {
+  it("tells the displays' login how much a session keeps and how many sessions it keeps (its '#@ queue', '#@ sessions' and '#@ filters' rules), and no service's", () => {
     const tag = (name: string) => doc.info.tags.find((t) => t.name === name)!.description;
     assert.match(tag('viewer'), /keeps at most 1000 messages not yet acknowledged/);
     assert.match(tag('viewer'), /keeps at most 100 persistent sessions: one more ends the one whose client has been away the longest/);
