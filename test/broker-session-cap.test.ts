@@ -3,6 +3,8 @@
 // session had cost the broker memory and a place in every public publish's fan-out, without end.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import mqttPacket from 'mqtt-packet';
 import { Acl } from '../broker/acl.js';
@@ -216,6 +218,39 @@ describe("a stranger subscribing the public login's clients to ever more topic f
     raw.socket.destroy();
     // Watching UNSUBSCRIBEs must not cost the fast paths (a second listener on the parser turned them off).
     assert.ok(!broker.logs.some((l) => l.includes(FAST_PATHS_OFF)), 'the fast paths stayed on');
+  });
+});
+
+describe('a WebSocket client counted away once its connection closes (an ACL keeping two sessions)', () => {
+  let dir: string;
+  let broker: RunningBroker;
+  const clients: MqttClient[] = [];
+  const ended = async () => Number(/^mqtt_sessions_ended_total(?:{[^}]*})? (\d+)$/m.exec(await (await fetch(`${broker.httpUrl}/metrics`)).text())?.[1] ?? 0);
+
+  before(async () => {
+    const made = aclBrokerDir('broker-session-cap-ws-', USERS);
+    dir = made.dir;
+    // The repository's rules for the viewer, with room for two sessions instead of a hundred.
+    const acl = join(dir, 'acl');
+    writeFileSync(acl, 'user viewer\n#@ clientid viewer viewer-*\n#@ queue 10\n#@ sessions 2\ntopic read woodytoys/public/#\n\nuser orders\n#@ clientid orders orders-*\n');
+    broker = await startBroker({ env: { ...made.env, BROKER_ACL_FILE: acl, BROKER_GROUPS: 'none' } });
+  });
+  after(() => tearDown(clients, [broker], dir));
+
+  it('its session is the one away the longest, and the one ended to make room', { timeout: 60_000 }, async () => {
+    const { client: ws } = await connectSession(broker.wsUrl, 'viewer', 'viewer-ws', clients);
+    assert.deepEqual((await ws.subscribeAsync(PUBLIC, { qos: 1 })).map((g) => g.qos), [1]);
+    await closeMqtt(ws, 2000);
+    const { client: tcp } = await connectSession(broker.mqttUrl, 'viewer', 'viewer-tcp', clients);
+    assert.deepEqual((await tcp.subscribeAsync(PUBLIC, { qos: 1 })).map((g) => g.qos), [1]);
+    await closeMqtt(tcp, 2000);
+    // A third: the WebSocket client's session, away the longest, is ended. Had its stream's close
+    // gone unseen, it would count as connected, and the TCP client's session would go instead.
+    const { client: third } = await connectSession(broker.mqttUrl, 'viewer', 'viewer-third', clients);
+    assert.equal(await grantedQos(third, PUBLIC), 1);
+    assert.equal(await ended(), 1);
+    assert.equal((await connectSession(broker.mqttUrl, 'viewer', 'viewer-tcp', clients)).sessionPresent, true, 'the TCP client kept its session');
+    assert.equal((await connectSession(broker.wsUrl, 'viewer', 'viewer-ws', clients)).sessionPresent, false, "the WebSocket client's was ended");
   });
 });
 
