@@ -261,6 +261,8 @@ const sessionCap =
         isConnected: (clientId) => presence.has(clientId),
         end: (clientId) => persistence.endSession(clientId),
         onEnded: (...args) => reportEnded(...args),
+        onOrdered: (clientId) => persistence.markAway(clientId, Date.now()),
+        onForgotten: (clientId) => persistence.forgetAway(clientId),
       })
     : undefined;
 

@@ -132,6 +132,8 @@ export class SqlitePersistence implements SessionPersistence {
       delIns: db.prepare('DELETE FROM incoming WHERE client_id = ?'),
       putWill: db.prepare('INSERT OR REPLACE INTO wills (client_id, packet, payload) VALUES (?, ?, ?)'),
       delWill: db.prepare('DELETE FROM wills WHERE client_id = ?'),
+      putAway: db.prepare('INSERT OR REPLACE INTO session_away (client_id, since) VALUES (?, ?)'),
+      delAway: db.prepare('DELETE FROM session_away WHERE client_id = ?'),
     };
   }
 
@@ -282,7 +284,20 @@ export class SqlitePersistence implements SessionPersistence {
 
   /** The client ids of the stored sessions (anything held, as holdsSession), those with subscriptions first, in the order they were stored or loaded. */
   sessionClientIds(): Set<string> {
-    return new Set([...this.#subscriptions.keys(), ...this.#outgoing.keys(), ...this.#incoming.keys()].filter((id) => this.holdsSession(id)));
+    const held = new Set([...this.#subscriptions.keys(), ...this.#outgoing.keys(), ...this.#incoming.keys()].filter((id) => this.holdsSession(id)));
+    // Those whose time is kept first, the longest away first; then the others, as they were.
+    const away = this.db.prepare<[], { client_id: string }>('SELECT client_id FROM session_away ORDER BY since, client_id').all().map((r) => r.client_id);
+    return new Set([...away.filter((id) => held.has(id)), ...held]);
+  }
+
+  /** Keeps when a counted session went away (or was counted): its place in the order sessionClientIds() gives. */
+  markAway(clientId: string, since: number): void {
+    this.commits.queue(() => this.#sql.putAway.run(clientId, since));
+  }
+
+  /** A session no longer counted: its time goes. */
+  forgetAway(clientId: string): void {
+    this.commits.queue(() => this.#sql.delAway.run(clientId));
   }
 
   /**
@@ -295,6 +310,7 @@ export class SqlitePersistence implements SessionPersistence {
     for (const { rowId } of this.#outgoing.get(clientId) ?? []) this.commits.queue(() => this.#sql.delOut.run(rowId));
     this.#outgoing.delete(clientId);
     if (this.#incoming.delete(clientId)) this.commits.queue(() => this.#sql.delIns.run(clientId));
+    this.forgetAway(clientId);
   }
 
   /** Every client holding a subscription whose filter is exactly `topic`. */

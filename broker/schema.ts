@@ -62,4 +62,9 @@ export const migrations: readonly Migration[] = [
       DROP TABLE shared_messages;
     `);
   },
+  // When each counted session of a user with a "#@ sessions" bound went away (or was counted):
+  // after a restart, the one away the longest is still the first ended (session-cap.ts).
+  `
+  CREATE TABLE session_away (client_id TEXT PRIMARY KEY, since INTEGER NOT NULL) WITHOUT ROWID;
+  `,
 ];

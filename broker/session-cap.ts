@@ -16,7 +16,8 @@
 // A client that is connecting counts as connected: Aedes restores its stored subscriptions before
 // it registers the client, and a session ended in between would be announced as present (CONNACK)
 // with nothing behind it. A session is away once its client's last connection has closed.
-// Sessions in the store at start count as away since then, in the store's order. This is the SQLite
+// Sessions in the store at start count as away in the order they went away (kept in the store,
+// session_away), those without a time after them. This is the SQLite
 // store's (one node); on Redis (several nodes) the same rule is counted in Redis: cluster-bounds.ts.
 
 export interface SessionCapOptions {
@@ -30,6 +31,9 @@ export interface SessionCapOptions {
   end(clientId: string): void;
   /** Told of each session ended to make room, with how many `user` keeps. */
   onEnded?(user: string, clientId: string, limit: number): void;
+  /** Told when a counted session takes the last place in the order (counted, or its client went away), and when one is no longer counted. */
+  onOrdered?(clientId: string): void;
+  onForgotten?(clientId: string): void;
 }
 
 export class SessionCap {
@@ -58,7 +62,11 @@ export class SessionCap {
     // What the store no longer holds (a clean start took it, or every filter was unsubscribed) and
     // no connected client uses is no session: forgotten, not counted.
     if (sessions.size >= bound.limit) {
-      for (const id of sessions) if (!this.opts.holds(id) && !this.opts.isConnected(id)) sessions.delete(id);
+      for (const id of sessions) {
+        if (this.opts.holds(id) || this.opts.isConnected(id)) continue;
+        sessions.delete(id);
+        this.opts.onForgotten?.(id);
+      }
     }
     while (sessions.size >= bound.limit) {
       const oldest = this.#awayLongest(sessions);
@@ -68,6 +76,7 @@ export class SessionCap {
       this.opts.onEnded?.(bound.user, oldest, bound.limit);
     }
     sessions.add(clientId);
+    this.opts.onOrdered?.(clientId);
     return undefined;
   }
 
@@ -75,7 +84,9 @@ export class SessionCap {
   away(clientId: string): void {
     const bound = this.opts.limitOf(clientId);
     const sessions = bound && this.#sessions.get(bound.user);
-    if (sessions?.delete(clientId)) sessions.add(clientId);
+    if (!sessions?.delete(clientId)) return;
+    sessions.add(clientId);
+    this.opts.onOrdered?.(clientId);
   }
 
   /** Sessions kept now per user, for metrics: those counted that the store holds or a client uses. */

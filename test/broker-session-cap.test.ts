@@ -221,8 +221,9 @@ describe("a stranger subscribing the public login's clients to ever more topic f
   });
 });
 
-describe('a WebSocket client counted away once its connection closes (an ACL keeping two sessions)', () => {
+describe('the order sessions went away in, over WebSocket and across a restart (an ACL keeping two sessions)', () => {
   let dir: string;
+  let env: Record<string, string>;
   let broker: RunningBroker;
   const clients: MqttClient[] = [];
   const ended = async () => Number(/^mqtt_sessions_ended_total(?:{[^}]*})? (\d+)$/m.exec(await (await fetch(`${broker.httpUrl}/metrics`)).text())?.[1] ?? 0);
@@ -233,11 +234,12 @@ describe('a WebSocket client counted away once its connection closes (an ACL kee
     // The repository's rules for the viewer, with room for two sessions instead of a hundred.
     const acl = join(dir, 'acl');
     writeFileSync(acl, 'user viewer\n#@ clientid viewer viewer-*\n#@ queue 10\n#@ sessions 2\ntopic read woodytoys/public/#\n\nuser orders\n#@ clientid orders orders-*\n');
-    broker = await startBroker({ env: { ...made.env, BROKER_ACL_FILE: acl, BROKER_GROUPS: 'none' } });
+    env = { ...made.env, BROKER_ACL_FILE: acl, BROKER_GROUPS: 'none' };
+    broker = await startBroker({ env });
   });
   after(() => tearDown(clients, [broker], dir));
 
-  it('its session is the one away the longest, and the one ended to make room', { timeout: 60_000 }, async () => {
+  it("a WebSocket client's session is away once its stream closes: the one away the longest, and the one ended to make room", { timeout: 60_000 }, async () => {
     const { client: ws } = await connectSession(broker.wsUrl, 'viewer', 'viewer-ws', clients);
     assert.deepEqual((await ws.subscribeAsync(PUBLIC, { qos: 1 })).map((g) => g.qos), [1]);
     await closeMqtt(ws, 2000);
@@ -251,6 +253,23 @@ describe('a WebSocket client counted away once its connection closes (an ACL kee
     assert.equal(await ended(), 1);
     assert.equal((await connectSession(broker.mqttUrl, 'viewer', 'viewer-tcp', clients)).sessionPresent, true, 'the TCP client kept its session');
     assert.equal((await connectSession(broker.wsUrl, 'viewer', 'viewer-ws', clients)).sessionPresent, false, "the WebSocket client's was ended");
+  });
+
+  it('after a restart, the session ended first is the one away the longest, not the first by client id', { timeout: 60_000 }, async () => {
+    await Promise.all(clients.splice(0).map((c) => closeMqtt(c, 2000)));
+    // Two sessions left, away in this order; by client id the second would come first.
+    for (const id of ['viewer-z-away-first', 'viewer-a-away-second']) {
+      const { client } = await connectSession(broker.mqttUrl, 'viewer', id, clients);
+      assert.equal(await grantedQos(client, PUBLIC), 1);
+      await closeMqtt(client, 2000);
+    }
+    await broker.stop();
+    broker = await startBroker({ env });
+    const { client: next } = await connectSession(broker.mqttUrl, 'viewer', 'viewer-after-restart', clients);
+    assert.equal(await grantedQos(next, PUBLIC), 1);
+    assert.equal(await ended(), 1);
+    assert.equal((await connectSession(broker.mqttUrl, 'viewer', 'viewer-a-away-second', clients)).sessionPresent, true, 'the one away since later kept its session');
+    assert.equal((await connectSession(broker.mqttUrl, 'viewer', 'viewer-z-away-first', clients)).sessionPresent, false, 'the one away the longest was ended');
   });
 });
 
