@@ -81,6 +81,10 @@ function boundUnsent(client: Client, unsent: UnsentBound | undefined): Client {
   const conn = client.conn as Duplex & { bytesWritten?: number };
   const sent = () => (typeof conn.bytesWritten === 'number' ? conn.bytesWritten - conn.writableLength : -conn.writableLength);
   let before = 0;
+  const cut = () => {
+    unsent.onPassed(client, conn.writableLength);
+    client.close();
+  };
   const stalled = () => {
     if (waiting.length === 0 || client.closed) return void (watch = undefined);
     const now = sent();
@@ -89,8 +93,7 @@ function boundUnsent(client: Client, unsent: UnsentBound | undefined): Client {
       return void watch?.refresh();
     }
     watch = undefined;
-    unsent.onPassed(client, conn.writableLength);
-    client.close();
+    cut();
   };
   const drained = () => {
     const told = waiting;
@@ -101,11 +104,7 @@ function boundUnsent(client: Client, unsent: UnsentBound | undefined): Client {
   };
   client.conn.on('close', drained);
   c.waitForDrain = (done) => {
-    const bytes = client.conn.writableLength;
-    if (bytes > unsent.maxBytes && !client.closed) {
-      unsent.onPassed(client, bytes);
-      client.close();
-    }
+    if (conn.writableLength > unsent.maxBytes && !client.closed) cut();
     if (client.closed || client.conn.destroyed) return void setImmediate(done);
     if (!unsent.detached(client)) return aedesWait(done);
     if (waiting.length === 0) client.conn.once('drain', drained);

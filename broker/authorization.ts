@@ -130,13 +130,15 @@ export function authorizationHooks(
             grant(sub, granted.qos);
             done(null, granted);
           },
-          (err: unknown) => {
-            log.error({ err, clientId: client.id, filter: sub.topic }, 'could not join the group; subscription refused');
-            if (!wasHeld) filters.delete(sub.topic);
-            refused(client, sub);
-            done(null, null);
-          },
+          (err: unknown) => failed(err, 'could not join the group; subscription refused'),
         );
+      };
+      /** What Redis could not do (several nodes): the filter is refused, and not held. */
+      const failed = (err: unknown, message: string) => {
+        log.error({ err, clientId: client.id, filter: sub.topic }, message);
+        if (!wasHeld) filters.delete(sub.topic);
+        refused(client, sub);
+        done(null, null);
       };
       const admission = client.clean ? undefined : admitSession?.(client.id);
       if (admission === undefined) return grantIt();
@@ -150,12 +152,7 @@ export function authorizationHooks(
           if (!wasHeld) filters.delete(sub.topic);
           refuseWith(why);
         },
-        (err: unknown) => {
-          log.error({ err, clientId: client.id, filter: sub.topic }, 'could not count the session; subscription refused');
-          if (!wasHeld) filters.delete(sub.topic);
-          refused(client, sub);
-          done(null, null);
-        },
+        (err: unknown) => failed(err, 'could not count the session; subscription refused'),
       );
     },
     authorizePublish(client, packet, done) {

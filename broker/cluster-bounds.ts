@@ -75,6 +75,8 @@ export interface ClusterBoundsOptions {
   nodeId: string;
   /** The user the ACL gives `clientId` to and its "#@ sessions" bound; undefined: none. */
   sessionLimitOf(clientId: string): { user: string; limit: number } | undefined;
+  /** Has `clientId` a connection to this node now (aedes-adapter.ts Presence)? */
+  isHere(clientId: string): boolean;
   onError(err: Error): void;
 }
 
@@ -82,8 +84,7 @@ export class ClusterBounds {
   readonly #redis: Scripted;
   readonly #opts: ClusterBoundsOptions;
   readonly #presence: string;
-  /** Bounded ids connected to this node, and those of them whose session is counted. */
-  readonly #here = new Set<string>();
+  /** Bounded ids connected to this node whose session is counted. */
   readonly #admitted = new Set<string>();
 
   constructor(opts: ClusterBoundsOptions) {
@@ -114,7 +115,6 @@ export class ClusterBounds {
 
   /** A bounded client's connection to this node: present cluster-wide once this resolves. */
   async arrive(clientId: string, clean: boolean): Promise<void> {
-    this.#here.add(clientId);
     if (clean) this.#admitted.delete(clientId);
     await this.#redis.sadd(this.#presence, clientId);
   }
@@ -131,7 +131,6 @@ export class ClusterBounds {
 
   /** Its last connection to this node closed: away from now on (unless connected elsewhere). */
   gone(clientId: string): void {
-    this.#here.delete(clientId);
     this.#admitted.delete(clientId);
     const m = this.#redis.multi().srem(this.#presence, clientId);
     const bound = this.#opts.sessionLimitOf(clientId);
@@ -153,7 +152,7 @@ export class ClusterBounds {
       const ends = await Promise.allSettled(ended.map((id) => end(id, bound.user, bound.limit)));
       for (const e of ends) if (e.status === 'rejected') this.#opts.onError(e.reason as Error);
       if (answer !== 'ok') return `user ${bound.user} keeps ${bound.limit} persistent sessions, every one connected ("#@ sessions" in the ACL)`;
-      if (this.#here.has(clientId)) this.#admitted.add(clientId);
+      if (this.#opts.isHere(clientId)) this.#admitted.add(clientId);
       return undefined;
     });
   }

@@ -245,6 +245,7 @@ const clusterBounds = cluster
       url: cluster.url,
       nodeId: config.BROKER_NODE_ID,
       sessionLimitOf: access.sessionLimit,
+      isHere: (clientId): boolean => presence.has(clientId),
       onError: (err) => log.warn({ err: err.message }, 'redis connection (bounds)'),
     })
   : undefined;

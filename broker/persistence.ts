@@ -282,10 +282,13 @@ export class SqlitePersistence implements SessionPersistence {
     return (this.#subscriptions.get(clientId)?.size ?? 0) > 0 || (this.#outgoing.get(clientId)?.length ?? 0) > 0 || (this.#incoming.get(clientId)?.size ?? 0) > 0;
   }
 
-  /** The client ids of the stored sessions (anything held, as holdsSession), those with subscriptions first, in the order they were stored or loaded. */
+  /**
+   * The client ids of the stored sessions (anything held, as holdsSession): those with a time in
+   * session_away first, the longest away first; then the others, those with subscriptions first, in
+   * the order they were stored or loaded.
+   */
   sessionClientIds(): Set<string> {
     const held = new Set([...this.#subscriptions.keys(), ...this.#outgoing.keys(), ...this.#incoming.keys()].filter((id) => this.holdsSession(id)));
-    // Those whose time is kept first, the longest away first; then the others, as they were.
     const away = this.db.prepare<[], { client_id: string }>('SELECT client_id FROM session_away ORDER BY since, client_id').all().map((r) => r.client_id);
     return new Set([...away.filter((id) => held.has(id)), ...held]);
   }

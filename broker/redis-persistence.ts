@@ -206,11 +206,7 @@ export class RedisPersistence extends AsyncRedisPersistence implements SessionPe
     // The package waits for its own broadcast of the removal to come back through Redis, without a
     // bound (as for a SUBSCRIBE, addSubscriptions): the SUBACK that made room waits at most this.
     const removed = this.cleanSubscriptions({ id: clientId });
-    const timer = new Promise<'slow'>((resolve) => setTimeout(resolve, SLOW_SUBSCRIBE_MS, 'slow').unref());
-    if ((await Promise.race([removed, timer])) === 'slow') {
-      this.#onSlowSubscribe?.(clientId, SLOW_SUBSCRIBE_MS);
-      removed.catch(() => undefined);
-    }
+    if ((await Promise.race([removed, this.#slow(clientId, removed)])) === 'slow') removed.catch(() => undefined);
   }
 
   /**
@@ -225,14 +221,27 @@ export class RedisPersistence extends AsyncRedisPersistence implements SessionPe
       adding = super.addSubscriptions(client, subs);
       this.#adding.set(subs, adding);
       // The package waits for the broadcast without a bound, and the SUBACK with it: said, not hidden.
-      const slow = setTimeout(() => this.#onSlowSubscribe?.(client.id, SLOW_SUBSCRIBE_MS), SLOW_SUBSCRIBE_MS);
-      slow.unref();
-      adding.then(
-        () => clearTimeout(slow),
-        () => clearTimeout(slow),
-      );
+      void this.#slow(client.id, adding);
     }
     return adding;
+  }
+
+  /**
+   * Resolves (and tells onSlowSubscribe) once `work`, a change of `clientId`'s subscriptions that
+   * waits for its own broadcast through Redis, has taken SLOW_SUBSCRIBE_MS; never if it ends before.
+   */
+  #slow(clientId: string, work: Promise<unknown>): Promise<'slow'> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#onSlowSubscribe?.(clientId, SLOW_SUBSCRIBE_MS);
+        resolve('slow');
+      }, SLOW_SUBSCRIBE_MS);
+      timer.unref();
+      work.then(
+        () => clearTimeout(timer),
+        () => clearTimeout(timer),
+      );
+    });
   }
 
   // Aedes 1.2 pipes these (subscribe.js: stream.pipe); the package returns async generators.

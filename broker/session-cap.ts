@@ -17,8 +17,8 @@
 // it registers the client, and a session ended in between would be announced as present (CONNACK)
 // with nothing behind it. A session is away once its client's last connection has closed.
 // Sessions in the store at start count as away in the order they went away (kept in the store,
-// session_away), those without a time after them. This is the SQLite
-// store's (one node); on Redis (several nodes) the same rule is counted in Redis: cluster-bounds.ts.
+// session_away), those without a time after them. This is the SQLite store's (one node); on Redis
+// (several nodes) the same rule is counted in Redis: cluster-bounds.ts.
 
 export interface SessionCapOptions {
   /** The user the ACL gives `clientId` to and that user's "#@ sessions" bound; undefined: no bound. */
