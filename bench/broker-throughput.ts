@@ -10,8 +10,10 @@
 // rounds alternating between the brokers; prints messages per second (median of the rounds) and the
 // ratios, and what a message cost each broker in CPU time (its processes' user + system time from
 // /proc over the measured round, so less disturbed by neighbours on a shared machine than the rates;
-// on Redis, the nodes' and not Redis's own). Our broker and Mosquitto both let a member hold 32
-// unacknowledged messages (their configs).
+// on Redis, the nodes' and not Redis's own), and what it cost the clients (this process: the
+// publisher and the members), which tells a broker that is slower from one that makes its clients
+// work harder. Our broker and Mosquitto both let a member hold 128 unacknowledged messages (their
+// configs).
 //
 //   npm run bench:broker   (BENCH_MESSAGES=20000 BENCH_PAYLOAD_BYTES=256,1024 BENCH_INFLIGHT=500 BENCH_WARMUP=10000 BENCH_ROUNDS=5;
 //                           BENCH_CLUSTER_NODES=1,2,3, empty for none; BROKER_INFLIGHT_WINDOW is passed on to our broker)
@@ -61,11 +63,13 @@ interface Placement {
 const cpuOf = (pids: Array<number | undefined>) => pids.reduce<number>((sum, pid) => sum + (cpuSeconds(pid) ?? NaN), 0);
 
 /** A warm-up round (JIT, caches), then the measured one: messages per second, and the broker's CPU microseconds per message. */
-async function measure(c: Contender, payload: Buffer): Promise<{ rate: number; cpu: number }> {
+async function measure(c: Contender, payload: Buffer): Promise<{ rate: number; cpu: number; clients: number }> {
   await run(c.where, c.how, WARMUP, payload);
   const before = cpuOf(c.pids);
+  const clientsBefore = process.cpuUsage();
   const rate = await run(c.where, c.how, MESSAGES, payload);
-  return { rate, cpu: ((cpuOf(c.pids) - before) * 1e6) / MESSAGES };
+  const { user, system } = process.cpuUsage(clientsBefore);
+  return { rate, cpu: ((cpuOf(c.pids) - before) * 1e6) / MESSAGES, clients: (user + system) / MESSAGES };
 }
 
 /** Publishes `count` messages with QoS 1 and resolves with messages per second once all were delivered. */
@@ -138,6 +142,8 @@ interface Contender {
   rates: Map<number, number[]>;
   /** payload size → the broker's CPU microseconds per message in each round */
   cpu: Map<number, number[]>;
+  /** payload size → this process's (the clients') CPU microseconds per message in each round */
+  clients?: Map<number, number[]>;
 }
 
 // Every broker and redis-server started here guards against being orphaned with an exit listener.
@@ -176,7 +182,9 @@ if (CLUSTER_NODES.length > 0 && !findProgram('redis-server')) {
 for (const payload of PAYLOADS) {
   for (let round = 0; round < ROUNDS; round++) {
     for (const c of contenders) {
-      const { rate, cpu } = await measure(c, payload);
+      const { rate, cpu, clients } = await measure(c, payload);
+      c.clients ??= new Map();
+      c.clients.set(payload.length, [...(c.clients.get(payload.length) ?? []), clients]);
       c.rates.set(payload.length, [...(c.rates.get(payload.length) ?? []), rate]);
       c.cpu.set(payload.length, [...(c.cpu.get(payload.length) ?? []), cpu]);
     }
@@ -199,7 +207,7 @@ for (const payload of PAYLOADS) {
   for (const c of contenders) {
     const rates = c.rates.get(size)!;
     const cpu = median(c.cpu.get(size)!);
-    process.stdout.write(`${c.name.padEnd(58)} ${Math.round(median(rates)).toString().padStart(7)} msg/s   (${rates.map((r) => Math.round(r)).join(', ')})${Number.isNaN(cpu) ? '' : `   CPU ${cpu.toFixed(1)} µs/msg`}\n`);
+    process.stdout.write(`${c.name.padEnd(58)} ${Math.round(median(rates)).toString().padStart(7)} msg/s   (${rates.map((r) => Math.round(r)).join(', ')})${Number.isNaN(cpu) ? '' : `   CPU ${cpu.toFixed(1)} µs/msg`}, clients ${median(c.clients!.get(size)!).toFixed(1)}\n`);
   }
   process.stdout.write(`our broker / plain Aedes: ${(oursRate! / plainRate!).toFixed(2)}\n`);
   if (mosquittoRate) process.stdout.write(`our broker / Mosquitto:   ${(oursRate! / mosquittoRate).toFixed(2)} (goal: at least 1.00)\n`);

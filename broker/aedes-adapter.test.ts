@@ -58,6 +58,14 @@ describe('the Aedes adapter, against the installed Aedes', () => {
         order.push(`taken ${messageId}`);
         return true;
       },
+      // Publishes to woodytoys/taken/… are this test's own; their PUBACK is written at once.
+      publish: (client, packet, done) => {
+        if (!packet.topic.startsWith('woodytoys/taken/')) return false;
+        order.push(`taken publish ${packet.topic} qos ${packet.qos}${packet.messageId === undefined ? '' : ` id ${packet.messageId}`}${packet.dup ? ' dup' : ''}${packet.retain ? ' retained' : ''}: ${packet.payload.toString()}`);
+        if (packet.qos === 1) writePackets(client, Buffer.from([0x40, 0x02, packet.messageId! >> 8, packet.messageId! & 0xff]));
+        done();
+        return true;
+      },
     });
     broker.on('clientReady', (client) => ready.set(client.id, client));
     broker.on('ack', (packet) => {
@@ -194,6 +202,61 @@ describe('the Aedes adapter, against the installed Aedes', () => {
     } finally {
       socket.destroy();
     }
+  });
+
+  it('takes PUBLISH packets before mqtt-packet parses them, in the order the packets came', async () => {
+    const raw = await connectRaw('adapter-raw-publish');
+    const { socket } = raw;
+    try {
+      const aedesClient = ready.get('adapter-raw-publish')!;
+      order.length = 0;
+      onParsed(aedesClient, (packet) => order.push(`parsed ${packet.cmd}`));
+      const publish = (topic: string, payload: string, qos: 0 | 1, messageId?: number, flags: { dup?: boolean; retain?: boolean } = {}) =>
+        mqttPacket.generate({ cmd: 'publish', topic, payload: Buffer.from(payload), qos, ...(messageId === undefined ? {} : { messageId }), dup: flags.dup ?? false, retain: flags.retain ?? false });
+      const cut = publish('woodytoys/taken/cut', 'split over two writes', 1, 7);
+      // One chunk: taken (QoS 1, then a duplicate), a PINGREQ, one the taker leaves (Aedes's), QoS 0
+      // taken, a retained one (the parser's; the taker still gets it, parsed), half of one.
+      socket.write(
+        Buffer.concat([
+          publish('woodytoys/taken/a', 'één', 1, 1),
+          publish('woodytoys/taken/a', 'again', 1, 2, { dup: true }),
+          Buffer.from([0xc0, 0x00]),
+          publish('woodytoys/aedes', 'for Aedes', 1, 3),
+          publish('woodytoys/taken/b', 'at most once', 0),
+          publish('woodytoys/taken/c', 'kept', 1, 4, { retain: true }),
+          cut.subarray(0, 9),
+        ]),
+      );
+      await eventually(() => order.includes('taken publish woodytoys/taken/b qos 0: at most once') && raw.got([0x40, 0x02, 0x00, 0x04]), { what: 'the first chunk handled', intervalMs: 10 });
+      socket.write(cut.subarray(9));
+      await eventually(() => raw.got([0x40, 0x02, 0x00, 0x07]), { what: 'the cut PUBLISH acknowledged', intervalMs: 10 });
+      assert.deepEqual(order, [
+        'taken publish woodytoys/taken/a qos 1 id 1: één',
+        'taken publish woodytoys/taken/a qos 1 id 2 dup: again',
+        'parsed pingreq',
+        'parsed publish',
+        'taken publish woodytoys/taken/b qos 0: at most once',
+        'taken publish woodytoys/taken/c qos 1 id 4 retained: kept',
+        'parsed publish',
+        'taken publish woodytoys/taken/cut qos 1 id 7: split over two writes',
+        'parsed publish',
+      ]);
+      // Aedes acknowledged the one it was left (identifier 3), and the connection is still open.
+      await eventually(() => raw.got([0x40, 0x02, 0x00, 0x03]), { what: "Aedes's PUBACK", intervalMs: 10 });
+      assert.ok(!socket.destroyed && aedesClient.connected);
+    } finally {
+      socket.destroy();
+    }
+  });
+
+  it('leaves a malformed PUBLISH to mqtt-packet, which closes the connection', async () => {
+    const raw = await connectRaw('adapter-raw-bad-publish');
+    const closed = new Promise((resolve) => raw.socket.once('close', resolve));
+    order.length = 0;
+    // QoS 1, remaining length 4: a topic of 2 bytes ("ab") and no room for the packet identifier.
+    raw.socket.write(Buffer.from([0x32, 0x04, 0x00, 0x02, 0x61, 0x62]));
+    await closed;
+    assert.deepEqual(order, []);
   });
 
   it('takes no PUBACK that follows a packet Aedes closed the connection for', async () => {

@@ -387,6 +387,8 @@ interface PacketParser extends NodeJS.EventEmitter {
   /** The step of the packet being read; 0 (its header) between packets. */
   _stateCounter: number;
   error: Error | null;
+  /** The connection's CONNECT once parsed: its protocol level decides how later packets read. */
+  settings?: { protocolVersion?: number };
 }
 
 /**
@@ -520,7 +522,7 @@ export function takePackets(broker: Aedes, takers: PacketTakers): void {
       }
       enqueue.call(this, packet);
     });
-    takePubacksUnparsed(client, parser, takers, (messageId) => {
+    takeUnparsed(client, parser, takers, (messageId) => {
       broker.emit('ack', { cmd: 'puback', messageId } as never, client);
     }, () => c._keepaliveTimer?.refresh());
   });
@@ -533,19 +535,28 @@ export function onParsed(client: Client, listener: (packet: { cmd: string; messa
 
 /** The fixed header of a PUBACK with only its packet identifier (2 bytes): how members acknowledge. */
 const PUBACK = 0x40;
+/** A PUBLISH's packet type (its fixed header's high nibble); the low one is DUP, QoS and RETAIN. */
+const PUBLISH_TYPE = 3;
 
 /**
- * The PUBACK fast path. A member draining a backlog sends one 4-byte PUBACK per message, and
- * mqtt-packet spends on each what a PUBLISH costs (a packet object, its buffer list, its state
- * steps, an event): a tenth of the broker's time in a drain (docs/benchmarks.md). So each chunk the
- * parser is given is read here first, when it starts between two packets: PUBACKs of exactly
- * 4 bytes that `takers.puback` claims are taken out, and the bytes around them go to the parser in
- * their order. Anything else (a packet cut by the chunk's end, a PUBACK with a reason code, one the
- * group queue does not claim, a chunk that starts inside a packet) is the parser's, as before.
- * Breaks: aedes-adapter.test.ts ("takes PUBACKs before mqtt-packet parses them").
+ * The fast paths for what mqtt-packet would parse. A member draining a backlog sends one 4-byte
+ * PUBACK per message, and a publisher one PUBLISH; mqtt-packet spends on each a packet object, its
+ * buffer list, its state steps and an event: a tenth of the broker's time in a drain, and about as
+ * much for the publishes (docs/benchmarks.md). So each chunk the parser is given is read here first,
+ * when it starts between two packets, and these are taken out, the bytes around them going to the
+ * parser in their order:
+ * - PUBACKs of exactly 4 bytes that `takers.puback` claims;
+ * - PUBLISH packets of MQTT 3.1 and 3.1.1 at QoS 0 or 1, not retained, whole in the chunk, that
+ *   `takers.publish` takes (read here as mqtt-packet reads them; their bytes passed the protocol
+ *   rules, limits.ts, before the parser was given them). One it leaves goes to the parser after all.
+ * Anything else (a packet cut by the chunk's end, a PUBACK with a reason code, one the group queue
+ * does not claim, a chunk that starts inside a packet) is the parser's, as before.
+ * Breaks: aedes-adapter.test.ts ("takes PUBACKs before mqtt-packet parses them", "takes PUBLISH
+ * packets before mqtt-packet parses them").
  */
-function takePubacksUnparsed(client: Client, parser: PacketParser, takers: PacketTakers, acked: (messageId: number) => void, refreshKeepalive: () => void): void {
+function takeUnparsed(client: Client, parser: PacketParser, takers: PacketTakers, acked: (messageId: number) => void, refreshKeepalive: () => void): void {
   const parse = parser.parse.bind(parser);
+  const c = internals(client);
   /** Chunks given to parse() while one is being read here (a handler reading on): read after it, in order. */
   let later: Buffer[] | undefined;
   parser.parse = (buf: Buffer): number => {
@@ -562,12 +573,30 @@ function takePubacksUnparsed(client: Client, parser: PacketParser, takers: Packe
     }
     return left;
   };
+  /** A PUBLISH whose body is buf[from, to) as mqtt-packet would parse it, when this path reads it. */
+  const publishOf = (header: number, buf: Buffer, from: number, to: number): ParsedPublish | undefined => {
+    const qos = (header >> 1) & 3;
+    const version = parser.settings?.protocolVersion;
+    if (qos > 1 || header & 1 || !takers.publish || (version !== 4 && version !== 3) || to - from < 2) return undefined;
+    const topicEnd = from + 2 + buf.readUInt16BE(from);
+    const payloadFrom = topicEnd + (qos > 0 ? 2 : 0);
+    if (payloadFrom > to) return undefined; // malformed: the parser's error
+    return {
+      cmd: 'publish',
+      retain: false,
+      qos: qos as 0 | 1,
+      dup: (header & 8) !== 0,
+      topic: buf.toString('utf8', from + 2, topicEnd),
+      ...(qos > 0 ? { messageId: buf.readUInt16BE(topicEnd) } : {}),
+      payload: buf.subarray(payloadFrom, to),
+    };
+  };
   const readChunk = (buf: Buffer): number => {
     let from = 0; // bytes before it are handed on or taken
     let o = 0;
     let took = false;
     // Open: connected, and not closed by a packet before (Aedes closes at once on a protocol error,
-    // and `connected` turns false only later): a PUBACK on a dropped connection acknowledges nothing.
+    // and `connected` turns false only later): a packet on a dropped connection is not handled.
     const open = () => client.connected && !client.closed;
     while (o < buf.length && open() && parser._list.length === 0 && parser._stateCounter === 0 && !parser.error) {
       // The fixed header: type and flags, then the remaining length (1 to 4 bytes).
@@ -583,15 +612,29 @@ function takePubacksUnparsed(client: Client, parser: PacketParser, takers: Packe
         }
       }
       if (!complete || i + length > buf.length) break; // cut by the chunk's end (or malformed): the parser's
-      if (buf[o] === PUBACK && length === 2) {
+      const header = buf[o]!;
+      const isPuback = header === PUBACK && length === 2;
+      const publish = !isPuback && header >> 4 === PUBLISH_TYPE ? publishOf(header, buf, i, i + length) : undefined;
+      if (isPuback || publish) {
         // The packets before it go first, so that everything is handled in the order it came.
         if (from < o) parse(buf.subarray(from, o));
         // A parse error closes the connection; the parser would have dropped the rest of its input.
         if (parser.error) return 0;
-        const messageId = buf.readUInt16BE(i);
-        if (open() && parser._list.length === 0 && takers.puback(client, messageId)) {
+        let taken = false;
+        if (open() && parser._list.length === 0) {
+          if (publish) {
+            // Counted as Aedes's `enqueue` counts a packet, and counted off by `done` (takePackets).
+            c._parsingBatch++;
+            taken = takers.publish!(client, publish, c._nextBatch);
+            if (!taken) c._parsingBatch--;
+          } else {
+            const messageId = buf.readUInt16BE(i);
+            taken = takers.puback(client, messageId);
+            if (taken) acked(messageId);
+          }
+        }
+        if (taken) {
           took = true;
-          acked(messageId);
           from = i + length;
         } else from = o; // the parser's after all
       }

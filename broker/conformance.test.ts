@@ -47,6 +47,9 @@ test('CONNECT: name and level agree, MQTT 5 refused with the reason, client id, 
 
 test('PUBLISH topic names and SUBSCRIBE / UNSUBSCRIBE filters', () => {
   assert.equal(checkPublish(body(publishPacket({ topic: 'a/b', payload: 'x' }))), undefined);
+  // Past the ASCII fast path: well-formed UTF-8 is a valid topic name.
+  assert.equal(checkPublish(body(publishPacket({ topic: 'café/ü/日本', payload: 'x' }))), undefined);
+  assert.equal(checkPublish(Buffer.from([0, 5, 0x61, 0x2f, 0x62]))?.reason, 'malformed PUBLISH', 'a topic longer than the packet');
   for (const [topic, reason] of [
     [Buffer.from([0x61, 0xff]), 'ill-formed UTF-8 in a topic name'],
     ['a/\u0000', 'U+0000 in a topic name'],

@@ -33,6 +33,9 @@ export function stringProblem(bytes: Buffer): string | undefined {
 /** Why `bytes` is not a valid topic name (a PUBLISH's or a will's), or undefined. */
 export function topicNameProblem(bytes: Buffer): string | undefined {
   if (bytes.length === 0) return 'an empty topic name';
+  // Every PUBLISH comes here: a topic of ASCII without U+0000 or a wildcard, as ours all are, is
+  // valid without decoding it.
+  if (plainAsciiTopic(bytes, 0, bytes.length)) return undefined;
   const problem = stringProblem(bytes);
   if (problem) return `${problem} in a topic name`;
   if (bytes.includes(0x2b) || bytes.includes(0x23)) return 'a wildcard in a topic name';
@@ -115,8 +118,21 @@ export function checkConnect(body: Buffer): Violation | undefined {
   return undefined;
 }
 
+/** Whether bytes[from, to) are all ASCII from U+0001, and neither '+' nor '#'. */
+function plainAsciiTopic(bytes: Buffer, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) {
+    const b = bytes[i]!;
+    if (b === 0 || b >= 0x80 || b === 0x2b || b === 0x23) return false;
+  }
+  return true;
+}
+
 /** A PUBLISH's topic name, from the first bytes of its body. */
 export function checkPublish(head: Buffer): Violation | undefined {
+  if (head.length >= 2) {
+    const end = 2 + head.readUInt16BE(0);
+    if (end > 2 && end <= head.length && plainAsciiTopic(head, 2, end)) return undefined;
+  }
   const topic = new Fields(head).field();
   if (topic === undefined) return { reason: 'malformed PUBLISH' };
   const problem = topicNameProblem(topic);

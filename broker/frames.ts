@@ -24,6 +24,13 @@ export function bytesToKeep(type: number, length: number): number {
   return 0;
 }
 
+/** The head of a frame that keeps nothing (a PUBACK, a PINGREQ). */
+const NOTHING = Buffer.alloc(0);
+
+/**
+ * Frames in the order their last byte came. A frame's head may be a view of the chunk it came in:
+ * read it before the chunk is let go of (the reader never keeps one).
+ */
 export class FrameReader {
   #stage: 'header' | 'length' | 'body' = 'header';
   #type = 0;
@@ -77,6 +84,9 @@ export class FrameReader {
 
   #finish(): Frame {
     this.#stage = 'header';
-    return { type: this.#type, length: this.#length, head: Buffer.concat(this.#head) };
+    // Read at once and let go (limits.ts): a head in one piece is a view of the chunk, not a copy,
+    // since every PUBLISH has one (its topic and what follows, the payload of a small message).
+    const head = this.#head.length === 1 ? this.#head[0]! : this.#head.length === 0 ? NOTHING : Buffer.concat(this.#head);
+    return { type: this.#type, length: this.#length, head };
   }
 }
