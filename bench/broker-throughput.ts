@@ -12,12 +12,14 @@
 // /proc over the measured round, so less disturbed by neighbours on a shared machine than the rates;
 // on Redis, the nodes' and not Redis's own), and what it cost the clients (this process: the
 // publisher and the members), which tells a broker that is slower from one that makes its clients
-// work harder. Our broker and Mosquitto both let a member hold 128 unacknowledged messages (their
+// work harder; and how busy the clients' event loop was (near 100 %, the clients were the limit of
+// that round, not the broker). Our broker and Mosquitto both let a member hold 128 unacknowledged messages (their
 // configs).
 //
 //   npm run bench:broker   (BENCH_MESSAGES=20000 BENCH_PAYLOAD_BYTES=256,1024 BENCH_INFLIGHT=500 BENCH_WARMUP=10000 BENCH_ROUNDS=5;
 //                           BENCH_CLUSTER_NODES=1,2,3, empty for none; BROKER_INFLIGHT_WINDOW is passed on to our broker)
 import { spawn } from 'node:child_process';
+import { performance } from 'node:perf_hooks';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -63,13 +65,15 @@ interface Placement {
 const cpuOf = (pids: Array<number | undefined>) => pids.reduce<number>((sum, pid) => sum + (cpuSeconds(pid) ?? NaN), 0);
 
 /** A warm-up round (JIT, caches), then the measured one: messages per second, and the broker's CPU microseconds per message. */
-async function measure(c: Contender, payload: Buffer): Promise<{ rate: number; cpu: number; clients: number }> {
+async function measure(c: Contender, payload: Buffer): Promise<{ rate: number; cpu: number; clients: number; busy: number }> {
   await run(c.where, c.how, WARMUP, payload);
   const before = cpuOf(c.pids);
   const clientsBefore = process.cpuUsage();
+  const loop = performance.eventLoopUtilization();
   const rate = await run(c.where, c.how, MESSAGES, payload);
+  const busy = performance.eventLoopUtilization(loop).utilization;
   const { user, system } = process.cpuUsage(clientsBefore);
-  return { rate, cpu: ((cpuOf(c.pids) - before) * 1e6) / MESSAGES, clients: (user + system) / MESSAGES };
+  return { rate, cpu: ((cpuOf(c.pids) - before) * 1e6) / MESSAGES, clients: (user + system) / MESSAGES, busy };
 }
 
 /** Publishes `count` messages with QoS 1 and resolves with messages per second once all were delivered. */
@@ -144,6 +148,8 @@ interface Contender {
   cpu: Map<number, number[]>;
   /** payload size → this process's (the clients') CPU microseconds per message in each round */
   clients?: Map<number, number[]>;
+  /** payload size → the share of each round this process's event loop was busy (near 1: the clients are the limit) */
+  busy?: Map<number, number[]>;
 }
 
 // Every broker and redis-server started here guards against being orphaned with an exit listener.
@@ -182,9 +188,11 @@ if (CLUSTER_NODES.length > 0 && !findProgram('redis-server')) {
 for (const payload of PAYLOADS) {
   for (let round = 0; round < ROUNDS; round++) {
     for (const c of contenders) {
-      const { rate, cpu, clients } = await measure(c, payload);
+      const { rate, cpu, clients, busy } = await measure(c, payload);
       c.clients ??= new Map();
       c.clients.set(payload.length, [...(c.clients.get(payload.length) ?? []), clients]);
+      c.busy ??= new Map();
+      c.busy.set(payload.length, [...(c.busy.get(payload.length) ?? []), busy]);
       c.rates.set(payload.length, [...(c.rates.get(payload.length) ?? []), rate]);
       c.cpu.set(payload.length, [...(c.cpu.get(payload.length) ?? []), cpu]);
     }
@@ -207,7 +215,7 @@ for (const payload of PAYLOADS) {
   for (const c of contenders) {
     const rates = c.rates.get(size)!;
     const cpu = median(c.cpu.get(size)!);
-    process.stdout.write(`${c.name.padEnd(58)} ${Math.round(median(rates)).toString().padStart(7)} msg/s   (${rates.map((r) => Math.round(r)).join(', ')})${Number.isNaN(cpu) ? '' : `   CPU ${cpu.toFixed(1)} µs/msg`}, clients ${median(c.clients!.get(size)!).toFixed(1)}\n`);
+    process.stdout.write(`${c.name.padEnd(58)} ${Math.round(median(rates)).toString().padStart(7)} msg/s   (${rates.map((r) => Math.round(r)).join(', ')})${Number.isNaN(cpu) ? '' : `   CPU ${cpu.toFixed(1)} µs/msg`}; clients ${median(c.clients!.get(size)!).toFixed(1)} µs/msg, their event loop ${Math.round(median(c.busy!.get(size)!) * 100)} % busy\n`);
   }
   process.stdout.write(`our broker / plain Aedes: ${(oursRate! / plainRate!).toFixed(2)}\n`);
   if (mosquittoRate) process.stdout.write(`our broker / Mosquitto:   ${(oursRate! / mosquittoRate).toFixed(2)} (goal: at least 1.00)\n`);
