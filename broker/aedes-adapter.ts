@@ -503,8 +503,14 @@ export function takePackets(broker: Aedes, takers: PacketTakers): void {
     }
     const enqueue = handlers[0]!;
     parser.removeListener('packet', enqueue);
+    /** PUBLISH packets the taker already left, read from the raw bytes (takeUnparsed): the next ones parsed. */
+    let declined = 0;
     parser.on('packet', function (this: unknown, packet: Parsed) {
       unsubscribe(packet);
+      if (packet.cmd === 'publish' && declined > 0) {
+        declined--;
+        return enqueue.call(this, packet);
+      }
       if (client.connected) {
         if (packet.cmd === 'puback' && packet.messageId !== undefined && takers.puback(client, packet.messageId)) {
           c._keepaliveTimer?.refresh();
@@ -522,9 +528,11 @@ export function takePackets(broker: Aedes, takers: PacketTakers): void {
       }
       enqueue.call(this, packet);
     });
-    takeUnparsed(client, parser, takers, (messageId) => {
-      broker.emit('ack', { cmd: 'puback', messageId } as never, client);
-    }, () => c._keepaliveTimer?.refresh());
+    takeUnparsed(client, parser, takers, {
+      acked: (messageId) => broker.emit('ack', { cmd: 'puback', messageId } as never, client),
+      declined: () => declined++,
+      refreshKeepalive: () => c._keepaliveTimer?.refresh(),
+    });
   });
 }
 
@@ -554,7 +562,15 @@ const PUBLISH_TYPE = 3;
  * Breaks: aedes-adapter.test.ts ("takes PUBACKs before mqtt-packet parses them", "takes PUBLISH
  * packets before mqtt-packet parses them").
  */
-function takeUnparsed(client: Client, parser: PacketParser, takers: PacketTakers, acked: (messageId: number) => void, refreshKeepalive: () => void): void {
+interface Unparsed {
+  /** A PUBACK taken. */
+  acked(messageId: number): void;
+  /** A PUBLISH read here that the taker left: the parser's after all (and not the taker's again). */
+  declined(): void;
+  refreshKeepalive(): void;
+}
+
+function takeUnparsed(client: Client, parser: PacketParser, takers: PacketTakers, { acked, declined, refreshKeepalive }: Unparsed): void {
   const parse = parser.parse.bind(parser);
   const c = internals(client);
   /** Chunks given to parse() while one is being read here (a handler reading on): read after it, in order. */
@@ -596,8 +612,9 @@ function takeUnparsed(client: Client, parser: PacketParser, takers: PacketTakers
     let o = 0;
     let took = false;
     // Open: connected, and not closed by a packet before (Aedes closes at once on a protocol error,
-    // and `connected` turns false only later): a packet on a dropped connection is not handled.
-    const open = () => client.connected && !client.closed;
+    // and `connected` turns false only later; limits.ts destroys the socket): a packet on a dropped
+    // connection is not handled.
+    const open = () => client.connected && !client.closed && !client.conn.destroyed;
     while (o < buf.length && open() && parser._list.length === 0 && parser._stateCounter === 0 && !parser.error) {
       // The fixed header: type and flags, then the remaining length (1 to 4 bytes).
       let length = 0;
@@ -626,7 +643,10 @@ function takeUnparsed(client: Client, parser: PacketParser, takers: PacketTakers
             // Counted as Aedes's `enqueue` counts a packet, and counted off by `done` (takePackets).
             c._parsingBatch++;
             taken = takers.publish!(client, publish, c._nextBatch);
-            if (!taken) c._parsingBatch--;
+            if (!taken) {
+              c._parsingBatch--;
+              declined();
+            }
           } else {
             const messageId = buf.readUInt16BE(i);
             taken = takers.puback(client, messageId);

@@ -50,6 +50,13 @@ test('PUBLISH topic names and SUBSCRIBE / UNSUBSCRIBE filters', () => {
   // Past the ASCII fast path: well-formed UTF-8 is a valid topic name.
   assert.equal(checkPublish(body(publishPacket({ topic: 'café/ü/日本', payload: 'x' }))), undefined);
   assert.equal(checkPublish(Buffer.from([0, 5, 0x61, 0x2f, 0x62]))?.reason, 'malformed PUBLISH', 'a topic longer than the packet');
+  // QoS 1 and 2 need two bytes after the topic for the packet identifier, within the announced length.
+  const noId = Buffer.from([0, 3, 0x61, 0x2f, 0x62]);
+  assert.equal(checkPublish(noId, 0, noId.length), undefined, 'QoS 0 has no identifier');
+  assert.equal(checkPublish(noId, 1, noId.length)?.reason, 'malformed PUBLISH');
+  assert.equal(checkPublish(noId, 2, noId.length + 1)?.reason, 'malformed PUBLISH', 'one byte short');
+  assert.equal(checkPublish(noId, 1, noId.length + 2), undefined, 'the identifier follows, past the kept head');
+  assert.equal(checkPublish(Buffer.from([0, 3, 0xc3, 0xa9, 0x2f]), 1, 5)?.reason, 'malformed PUBLISH', 'the same past the ASCII fast path');
   for (const [topic, reason] of [
     [Buffer.from([0x61, 0xff]), 'ill-formed UTF-8 in a topic name'],
     ['a/\u0000', 'U+0000 in a topic name'],

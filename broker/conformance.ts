@@ -127,14 +127,19 @@ function plainAsciiTopic(bytes: Buffer, from: number, to: number): boolean {
   return true;
 }
 
-/** A PUBLISH's topic name, from the first bytes of its body. */
-export function checkPublish(head: Buffer): Violation | undefined {
+/**
+ * A PUBLISH's topic name, from the first bytes of its body (`head`), and room for its packet
+ * identifier at QoS 1 and 2 within the `length` its fixed header announced. (mqtt-packet reads a
+ * missing identifier from the bytes of the next packet, or gives -1, and Aedes acts on it.)
+ */
+export function checkPublish(head: Buffer, qos = 0, length = head.length): Violation | undefined {
+  const idBytes = qos > 0 ? 2 : 0;
   if (head.length >= 2) {
     const end = 2 + head.readUInt16BE(0);
-    if (end > 2 && end <= head.length && plainAsciiTopic(head, 2, end)) return undefined;
+    if (end > 2 && end <= head.length && end + idBytes <= length && plainAsciiTopic(head, 2, end)) return undefined;
   }
   const topic = new Fields(head).field();
-  if (topic === undefined) return { reason: 'malformed PUBLISH' };
+  if (topic === undefined || 2 + topic.length + idBytes > length) return { reason: 'malformed PUBLISH' };
   const problem = topicNameProblem(topic);
   return problem ? { reason: problem } : undefined;
 }

@@ -6,6 +6,8 @@
 export interface Frame {
   /** packet type, 1 CONNECT … 14 DISCONNECT */
   type: number;
+  /** the fixed header's low four bits (a PUBLISH's DUP, QoS and RETAIN) */
+  flags: number;
   /** remaining length announced by the fixed header */
   length: number;
   /** the first bytes of the body, as many as `keep` asked for */
@@ -34,6 +36,7 @@ const NOTHING = Buffer.alloc(0);
 export class FrameReader {
   #stage: 'header' | 'length' | 'body' = 'header';
   #type = 0;
+  #flags = 0;
   #length = 0;
   #lengthBytes = 0;
   #remaining = 0;
@@ -49,6 +52,7 @@ export class FrameReader {
     let o = 0;
     while (o < chunk.length) {
       if (this.#stage === 'header') {
+        this.#flags = chunk[o]! & 0x0f;
         this.#type = chunk[o++]! >> 4;
         this.#length = 0;
         this.#lengthBytes = 0;
@@ -87,6 +91,7 @@ export class FrameReader {
     // Read at once and let go (limits.ts): a head in one piece is a view of the chunk, not a copy,
     // since every PUBLISH has one (its topic and what follows, the payload of a small message).
     const head = this.#head.length === 1 ? this.#head[0]! : this.#head.length === 0 ? NOTHING : Buffer.concat(this.#head);
-    return { type: this.#type, length: this.#length, head };
+    this.#head = [];
+    return { type: this.#type, flags: this.#flags, length: this.#length, head };
   }
 }

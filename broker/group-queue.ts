@@ -66,6 +66,9 @@ export function parseShare(topic: string): { group: string; filter: string } | s
   return { group, filter };
 }
 
+/** Dispatch passes a turn of the event loop that run as soon as what asked for them is done (#dispatch). */
+const SOON_PASSES = 16;
+
 interface Entry extends StoredEntry {
   /** Write-behind: handed out before being written; its batch settles once it is acknowledged or written. */
   unwritten?: Unwritten;
@@ -251,6 +254,8 @@ export class SharedSubscriptions {
   /** Queues to hand out from in the next pass: one pass per turn serves every acknowledgement of it. */
   readonly #dirty = new Set<GroupQueue>();
   #passScheduled = false;
+  /** Passes run at once (process.nextTick) since the last turn's check phase. */
+  #soonPasses = 0;
   readonly #store: GroupStore;
   readonly #cluster: ClusterGroupStore | undefined;
   readonly #timers: NodeJS.Timeout[] = [];
@@ -611,21 +616,27 @@ export class SharedSubscriptions {
   }
 
   /**
-   * Hands out what the queue has for members with room, in the next pass: once what runs now is
-   * done (a socket read's PUBACKs, a commit's entries), so that the deliveries leave in this turn's
-   * writes; a pass at the next turn (setImmediate) held each freed window a turn longer, and the
-   * clients of `bench:broker` waited on the broker a fifth of the time against a seventh now.
+   * Hands out what the queue has for members with room, in the next pass. `soon` (a socket read's
+   * PUBACKs, a commit's entries): once what runs now is done, so that the deliveries leave in this
+   * turn's writes; a pass at the next turn (setImmediate) held each freed window a turn longer, and
+   * the clients of `bench:broker` waited on the broker a fifth of the time against a seventh now.
+   * At most SOON_PASSES such passes a turn, and what a read from the store brings waits for the
+   * next turn: a member at QoS 0 frees its window as it is written, and pass, read and pass again
+   * would otherwise send a whole stored backlog without the event loop turning once.
    */
-  #dispatch(queue: GroupQueue) {
+  #dispatch(queue: GroupQueue, soon = true) {
     this.#dirty.add(queue);
     if (this.#passScheduled) return;
     this.#passScheduled = true;
-    process.nextTick(() => {
+    const pass = () => {
       this.#passScheduled = false;
       const queues = [...this.#dirty];
       this.#dirty.clear();
       for (const q of queues) this.#handOut(q);
-    });
+    };
+    if (!soon || this.#soonPasses >= SOON_PASSES) return void setImmediate(pass);
+    if (this.#soonPasses++ === 0) setImmediate(() => (this.#soonPasses = 0));
+    process.nextTick(pass);
   }
 
   #handOut(queue: GroupQueue) {
@@ -666,7 +677,7 @@ export class SharedSubscriptions {
           if (this.#queues.get(share) !== queue) return;
           for (const e of entries) queue.backlog.push(e);
           if (entries.length > 0) queue.cursor = entries.at(-1)!.id;
-          this.#dispatch(queue);
+          this.#dispatch(queue, false);
         },
         (err: unknown) => {
           queue.reading = false;

@@ -118,7 +118,7 @@ export class ConnectionLimits {
       case CONNECT:
         return checkConnect(frame.head);
       case PUBLISH:
-        return checkPublish(frame.head);
+        return checkPublish(frame.head, (frame.flags >> 1) & 3, frame.length);
       case SUBSCRIBE:
         return checkFilters(frame.head, true);
       case UNSUBSCRIBE:

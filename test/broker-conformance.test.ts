@@ -576,12 +576,16 @@ for (const kind of ['aedes', 'cluster', 'mosquitto'] as const) {
       await watcher.subscribeAsync('woodytoys/test/#', { qos: 1 });
       const as = (user: User) => connectPacket({ clientId: `${user}-${id('raw')}`, username: user, password: password(user) });
       const bad = (topic: Buffer | string) => publishPacket({ topic, payload: 'bad', qos: 1, messageId: 7 });
+      /** A QoS 1 PUBLISH whose remaining length ends with its topic. */
+      const noIdentifier = (topic: string) => Buffer.concat([Buffer.from([0x32, 2 + topic.length, 0, topic.length]), Buffer.from(topic)]);
       const cases: [string, User, Buffer, 'puback' | 'suback' | undefined][] = [
         ['ill-formed UTF-8 in a topic name', 'tester', bad(Buffer.concat([Buffer.from(`${t}/`), Buffer.from([0xff])])), undefined],
         ['an encoded surrogate in a topic name', 'tester', bad(Buffer.concat([Buffer.from(`${t}/`), Buffer.from([0xed, 0xa0, 0x80])])), undefined],
         ['U+0000 in a topic name', 'tester', bad(`${t}/a\u0000b`), undefined],
         ['+ in a topic name', 'tester', bad(`${t}/+`), undefined],
         ['# in a topic name', 'tester', bad(`${t}/#`), undefined],
+        // mqtt-packet would read the identifier from the PINGREQ after it (or give -1), and Aedes act on it.
+        ['a QoS 1 PUBLISH without room for its packet identifier', 'tester', Buffer.concat([noIdentifier(`${t}/short`), Buffer.from([0xc0, 0x00])]), undefined],
         ['ill-formed UTF-8 in a filter', 'tester', subscribePacket([Buffer.concat([Buffer.from(`${t}/`), Buffer.from([0xc3])])]), undefined],
         ['U+0000 in a filter', 'tester', subscribePacket([`${t}/\u0000/#`]), undefined],
         // Mosquitto acknowledges the publish it refuses, then closes: the publisher believes it delivered.
