@@ -27,6 +27,8 @@ describe('the Aedes adapter, against the installed Aedes', () => {
   /** Identifiers the test's own deliveries hold, as the group queue's in-flight map would. */
   const ours = new Set<number>();
   const ready = new Map<string, Client>();
+  /** Clients the test's stand-in for limits.ts has condemned. */
+  const condemned = new Set<string>();
   let acksSeenByAedes = 0;
   const authorized = new Set<object>();
   const routed: object[] = [];
@@ -58,6 +60,7 @@ describe('the Aedes adapter, against the installed Aedes', () => {
         order.push(`taken ${messageId}`);
         return true;
       },
+      condemned: (client) => condemned.has(client.id),
       // Publishes to woodytoys/taken/… are this test's own; their PUBACK is written at once.
       publish: (client, packet, done) => {
         if (!packet.topic.startsWith('woodytoys/taken/')) {
@@ -251,6 +254,47 @@ describe('the Aedes adapter, against the installed Aedes', () => {
       assert.ok(!socket.destroyed && aedesClient.connected);
     } finally {
       socket.destroy();
+    }
+  });
+
+  it('leaves a PUBLISH without room for its packet identifier to mqtt-packet (limits.ts refuses it in the broker)', async () => {
+    const raw = await connectRaw('adapter-raw-bad-publish');
+    try {
+      const aedesClient = ready.get('adapter-raw-bad-publish')!;
+      order.length = 0;
+      onParsed(aedesClient, (packet) => order.push(`parsed ${packet.cmd}`));
+      // QoS 1, remaining length 2 + 17: the topic, and no room for the packet identifier.
+      const topic = 'woodytoys/taken/x';
+      raw.socket.write(Buffer.concat([Buffer.from([0x32, 2 + topic.length, 0, topic.length]), Buffer.from(topic)]));
+      await eventually(() => order.includes('parsed publish') || raw.socket.destroyed, { what: 'the packet handled', intervalMs: 10 });
+      assert.ok(order.includes('parsed publish'), `read by mqtt-packet, not from the raw bytes: ${order.join('; ')}`);
+    } finally {
+      raw.socket.destroy();
+    }
+  });
+
+  it('takes nothing from a connection the limits condemned, neither on the raw bytes nor parsed', async () => {
+    const raw = await connectRaw('adapter-condemned');
+    try {
+      const aedesClient = ready.get('adapter-condemned')!;
+      order.length = 0;
+      onParsed(aedesClient, (packet) => order.push(`parsed ${packet.cmd}`));
+      const id = nextPacketId(aedesClient, ours);
+      ours.add(id);
+      condemned.add('adapter-condemned');
+      raw.socket.write(
+        Buffer.concat([
+          Buffer.from([0x40, 0x02, id >> 8, id & 0xff]),
+          mqttPacket.generate({ cmd: 'publish', topic: 'woodytoys/taken/c', payload: Buffer.from('x'), qos: 1, messageId: 9, dup: false, retain: false }),
+        ]),
+      );
+      await eventually(() => order.filter((o) => o.startsWith('parsed')).length === 2, { what: 'both packets parsed', intervalMs: 10 });
+      assert.deepEqual(order, ['parsed puback', 'parsed publish']);
+      assert.ok(ours.has(id), 'the delivery is still unacknowledged');
+      ours.delete(id);
+    } finally {
+      condemned.delete('adapter-condemned');
+      raw.socket.destroy();
     }
   });
 

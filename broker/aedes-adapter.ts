@@ -466,6 +466,8 @@ export interface PacketTakers {
   unsubscribe?(client: Client, filters: string[]): void;
   /** Told when a connection's packets cannot be taken (its parser has `listeners` listeners, not Aedes's one). */
   notTaken?(client: Client, listeners: number): void;
+  /** Whether a connection was condemned (a protocol violation, limits.ts): nothing more of it is taken. */
+  condemned?(client: Client): boolean;
 }
 
 /**
@@ -505,13 +507,17 @@ export function takePackets(broker: Aedes, takers: PacketTakers): void {
     parser.removeListener('packet', enqueue);
     /** PUBLISH packets the taker already left, read from the raw bytes (takeUnparsed): the next ones parsed. */
     let declined = 0;
+    // Connected, and not closed or condemned by a packet before (Aedes closes at once on a protocol
+    // error, and `connected` turns false only later; limits.ts destroys the socket under a
+    // WebSocket's stream): a packet on a dropped connection is Aedes's, which handles nothing more of it.
+    const open = () => client.connected && !client.closed && !client.conn.destroyed && !takers.condemned?.(client);
     parser.on('packet', function (this: unknown, packet: Parsed) {
       unsubscribe(packet);
       if (packet.cmd === 'publish' && declined > 0) {
         declined--;
         return enqueue.call(this, packet);
       }
-      if (client.connected) {
+      if (open()) {
         if (packet.cmd === 'puback' && packet.messageId !== undefined && takers.puback(client, packet.messageId)) {
           c._keepaliveTimer?.refresh();
           broker.emit('ack', packet as never, client);
@@ -529,6 +535,7 @@ export function takePackets(broker: Aedes, takers: PacketTakers): void {
       enqueue.call(this, packet);
     });
     takeUnparsed(client, parser, takers, {
+      open,
       acked: (messageId) => broker.emit('ack', { cmd: 'puback', messageId } as never, client),
       declined: () => declined++,
       refreshKeepalive: () => c._keepaliveTimer?.refresh(),
@@ -563,6 +570,8 @@ const PUBLISH_TYPE = 3;
  * packets before mqtt-packet parses them").
  */
 interface Unparsed {
+  /** Whether packets of the connection may be taken now. */
+  open(): boolean;
   /** A PUBACK taken. */
   acked(messageId: number): void;
   /** A PUBLISH read here that the taker left: the parser's after all (and not the taker's again). */
@@ -570,7 +579,7 @@ interface Unparsed {
   refreshKeepalive(): void;
 }
 
-function takeUnparsed(client: Client, parser: PacketParser, takers: PacketTakers, { acked, declined, refreshKeepalive }: Unparsed): void {
+function takeUnparsed(client: Client, parser: PacketParser, takers: PacketTakers, { open, acked, declined, refreshKeepalive }: Unparsed): void {
   const parse = parser.parse.bind(parser);
   const c = internals(client);
   /** Chunks given to parse() while one is being read here (a handler reading on): read after it, in order. */
@@ -611,10 +620,6 @@ function takeUnparsed(client: Client, parser: PacketParser, takers: PacketTakers
     let from = 0; // bytes before it are handed on or taken
     let o = 0;
     let took = false;
-    // Open: connected, and not closed by a packet before (Aedes closes at once on a protocol error,
-    // and `connected` turns false only later; limits.ts destroys the socket): a packet on a dropped
-    // connection is not handled.
-    const open = () => client.connected && !client.closed && !client.conn.destroyed;
     while (o < buf.length && open() && parser._list.length === 0 && parser._stateCounter === 0 && !parser.error) {
       // The fixed header: type and flags, then the remaining length (1 to 4 bytes).
       let length = 0;

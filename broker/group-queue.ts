@@ -252,8 +252,11 @@ export class SharedSubscriptions {
   /** clientId → packet identifier → the queue holding that in-flight message */
   readonly #inflightByClient = new Map<string, Map<number, GroupQueue>>();
   /** Queues to hand out from in the next pass: one pass per turn serves every acknowledgement of it. */
-  readonly #dirty = new Set<GroupQueue>();
-  #passScheduled = false;
+  /** The queues each kind of dispatch pass will hand out (#dispatch), and whether it is asked for. */
+  readonly #passes = {
+    soon: { dirty: new Set<GroupQueue>(), scheduled: false },
+    later: { dirty: new Set<GroupQueue>(), scheduled: false },
+  };
   /** Passes run at once (process.nextTick) since the last turn's check phase. */
   #soonPasses = 0;
   readonly #store: GroupStore;
@@ -536,7 +539,7 @@ export class SharedSubscriptions {
     if (queue.members.size === 0 && !queue.declared) {
       // The shared subscription ends with its last member, and so does its queue.
       this.#queues.delete(share);
-      this.#dirty.delete(queue);
+      this.#forgetPasses(queue);
       queue.backlog.clear();
       this.#store.drop(share);
       return;
@@ -625,18 +628,27 @@ export class SharedSubscriptions {
    * would otherwise send a whole stored backlog without the event loop turning once.
    */
   #dispatch(queue: GroupQueue, soon = true) {
-    this.#dirty.add(queue);
-    if (this.#passScheduled) return;
-    this.#passScheduled = true;
-    const pass = () => {
-      this.#passScheduled = false;
-      const queues = [...this.#dirty];
-      this.#dirty.clear();
+    // Joins the pass of its kind already asked for; a soon one only while this turn has room for one.
+    const kind = soon && (this.#passes.soon.scheduled || this.#soonPasses < SOON_PASSES) ? 'soon' : 'later';
+    const pass = this.#passes[kind];
+    pass.dirty.add(queue);
+    if (pass.scheduled) return;
+    pass.scheduled = true;
+    const run = () => {
+      pass.scheduled = false;
+      const queues = [...pass.dirty];
+      pass.dirty.clear();
       for (const q of queues) this.#handOut(q);
     };
-    if (!soon || this.#soonPasses >= SOON_PASSES) return void setImmediate(pass);
+    if (kind === 'later') return void setImmediate(run);
     if (this.#soonPasses++ === 0) setImmediate(() => (this.#soonPasses = 0));
-    process.nextTick(pass);
+    process.nextTick(run);
+  }
+
+  /** A queue that ended: no pass hands it out. */
+  #forgetPasses(queue: GroupQueue) {
+    this.#passes.soon.dirty.delete(queue);
+    this.#passes.later.dirty.delete(queue);
   }
 
   #handOut(queue: GroupQueue) {
@@ -839,7 +851,7 @@ export class SharedSubscriptions {
       queue.membersChanged();
       if (queue.members.size === 0) {
         this.#queues.delete(queue.share);
-        this.#dirty.delete(queue);
+        this.#forgetPasses(queue);
       }
     }
   }

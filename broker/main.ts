@@ -309,6 +309,7 @@ takePackets(broker, {
   // An UNSUBSCRIBE gives its filters back as it is parsed, in order with the SUBSCRIBEs around it:
   // Aedes's 'unsubscribe' event comes turns later, after a SUBSCRIBE sent in the same write.
   unsubscribe: unsubscribed,
+  condemned: (client) => limits.violation(client.conn) !== undefined,
   notTaken: (client, listeners) => {
     if (fastPathsOffTold) return;
     fastPathsOffTold = true;
