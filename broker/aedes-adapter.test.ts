@@ -129,6 +129,18 @@ describe('the Aedes adapter, against the installed Aedes', () => {
     return raw;
   };
 
+  /**
+   * A raw client, connected, whose packets `order` records from here on: as mqtt-packet parses them
+   * (`parsed <cmd>`, with the packet identifier when `withIds`), beside what the takers record.
+   */
+  const watchedRaw = async (clientId: string, withIds = false) => {
+    const raw = await connectRaw(clientId);
+    const aedesClient = ready.get(clientId)!;
+    order.length = 0;
+    onParsed(aedesClient, (packet) => order.push(`parsed ${packet.cmd}${withIds && packet.messageId !== undefined ? ` ${packet.messageId}` : ''}`));
+    return { raw, socket: raw.socket, aedesClient };
+  };
+
   it('finds every private member it relies on', async () => {
     const { client, aedesClient } = await connect('adapter-internals');
     try {
@@ -182,12 +194,8 @@ describe('the Aedes adapter, against the installed Aedes', () => {
   });
 
   it('takes PUBACKs before mqtt-packet parses them, in the order the packets came', async () => {
-    const raw = await connectRaw('adapter-raw');
-    const { socket } = raw;
+    const { raw, socket, aedesClient } = await watchedRaw('adapter-raw', true);
     try {
-      const aedesClient = ready.get('adapter-raw')!;
-      order.length = 0;
-      onParsed(aedesClient, (packet) => order.push(`parsed ${packet.cmd}${packet.messageId === undefined ? '' : ` ${packet.messageId}`}`));
       const ids = [1, 2, 3].map(() => {
         const id = nextPacketId(aedesClient, ours);
         ours.add(id);
@@ -211,12 +219,8 @@ describe('the Aedes adapter, against the installed Aedes', () => {
   });
 
   it('takes PUBLISH packets before mqtt-packet parses them, in the order the packets came', async () => {
-    const raw = await connectRaw('adapter-raw-publish');
-    const { socket } = raw;
+    const { raw, socket, aedesClient } = await watchedRaw('adapter-raw-publish');
     try {
-      const aedesClient = ready.get('adapter-raw-publish')!;
-      order.length = 0;
-      onParsed(aedesClient, (packet) => order.push(`parsed ${packet.cmd}`));
       const publish = (topic: string, payload: string, qos: 0 | 1, messageId?: number, flags: { dup?: boolean; retain?: boolean } = {}) =>
         mqttPacket.generate({ cmd: 'publish', topic, payload: Buffer.from(payload), qos, ...(messageId === undefined ? {} : { messageId }), dup: flags.dup ?? false, retain: flags.retain ?? false });
       const cut = publish('woodytoys/taken/cut', 'split over two writes', 1, 7);
@@ -258,11 +262,8 @@ describe('the Aedes adapter, against the installed Aedes', () => {
   });
 
   it('leaves a PUBLISH without room for its packet identifier to mqtt-packet (limits.ts refuses it in the broker)', async () => {
-    const raw = await connectRaw('adapter-raw-bad-publish');
+    const { raw } = await watchedRaw('adapter-raw-bad-publish');
     try {
-      const aedesClient = ready.get('adapter-raw-bad-publish')!;
-      order.length = 0;
-      onParsed(aedesClient, (packet) => order.push(`parsed ${packet.cmd}`));
       // QoS 1, remaining length 2 + 17: the topic, and no room for the packet identifier.
       const topic = 'woodytoys/taken/x';
       raw.socket.write(Buffer.concat([Buffer.from([0x32, 2 + topic.length, 0, topic.length]), Buffer.from(topic)]));
@@ -274,11 +275,8 @@ describe('the Aedes adapter, against the installed Aedes', () => {
   });
 
   it('takes nothing from a connection the limits condemned, neither on the raw bytes nor parsed', async () => {
-    const raw = await connectRaw('adapter-condemned');
+    const { raw, aedesClient } = await watchedRaw('adapter-condemned');
     try {
-      const aedesClient = ready.get('adapter-condemned')!;
-      order.length = 0;
-      onParsed(aedesClient, (packet) => order.push(`parsed ${packet.cmd}`));
       const id = nextPacketId(aedesClient, ours);
       ours.add(id);
       condemned.add('adapter-condemned');
