@@ -82,7 +82,7 @@ export class RedisPersistence extends AsyncRedisPersistence implements SessionPe
 
   readonly #onSlowSubscribe: ((clientId: string, waitedMs: number) => void) | undefined;
 
-  /** `onSlowSubscribe`: a SUBSCRIBE's store still waits for its broadcast after SLOW_SUBSCRIBE_MS. */
+  /** `onSlowSubscribe`: a SUBSCRIBE's store, or an UNSUBSCRIBE's removal, still waits for its broadcast after SLOW_SUBSCRIBE_MS. */
   constructor(url: string, onError: (err: Error) => void, onSlowSubscribe?: (clientId: string, waitedMs: number) => void) {
     const conn = new Redis(url);
     conn.on('error', onError);
@@ -224,6 +224,13 @@ export class RedisPersistence extends AsyncRedisPersistence implements SessionPe
       void this.#slow(client.id, adding);
     }
     return adding;
+  }
+
+  /** The same wait for an UNSUBSCRIBE's removal (its UNSUBACK waits with it): said, not hidden. */
+  override removeSubscriptions(client: { id: string }, topics: string[]): Promise<void> {
+    const removing = super.removeSubscriptions(client, topics);
+    void this.#slow(client.id, removing);
+    return removing;
   }
 
   /**

@@ -345,8 +345,8 @@ describe('broker nodes sharing one data directory, as replicas share a volume', 
   });
 });
 
-describe('a SUBSCRIBE held up in Redis', { skip: redisMissing }, () => {
-  it('is logged by the node after 5 s (its SUBACK waits for the subscription broadcast), and answered once Redis is back', async () => {
+describe('a SUBSCRIBE or UNSUBSCRIBE held up in Redis', { skip: redisMissing }, () => {
+  it('is logged by the node after 5 s (its SUBACK or UNSUBACK waits for the broadcast), and answered once Redis is back', async () => {
     const cluster = await startBrokerCluster({ nodes: 1 });
     const redis = new Redis(cluster.redis.url);
     try {
@@ -357,8 +357,12 @@ describe('a SUBSCRIBE held up in Redis', { skip: redisMissing }, () => {
       await redis.call('CLIENT', 'PAUSE', '7000', 'WRITE');
       const granted = await member.subscribeAsync(TOPIC, { qos: 1 });
       assert.equal(granted[0]?.qos, 1, 'answered once Redis writes again');
-      const line = node.logs.find((l) => l.includes('a change of subscriptions still waits for its broadcast through Redis'));
-      assert.ok(line?.includes('"clientId":"worker-paused"'), 'the wait was logged with the client');
+      const waits = () => node.logs.filter((l) => l.includes('a change of subscriptions still waits for its broadcast through Redis') && l.includes('"clientId":"worker-paused"'));
+      assert.equal(waits().length, 1, 'the wait was logged with the client');
+      // The same for its removal: the UNSUBACK waits, and the wait is said.
+      await redis.call('CLIENT', 'PAUSE', '7000', 'WRITE');
+      await member.unsubscribeAsync(TOPIC);
+      assert.equal(waits().length, 2, 'the removal’s wait was logged too');
       await member.endAsync();
     } finally {
       redis.disconnect();
