@@ -11,7 +11,7 @@ import mqttPacket from 'mqtt-packet';
 import { Aedes, type Client } from 'aedes';
 import MemoryPersistence from 'aedes-persistence/asyncPersistence.js';
 import mqtt, { type MqttClient } from 'mqtt';
-import { Presence, handleTcp, missingInternals, nextPacketId, onParsed, takePackets, whenRouted, writePackets } from './aedes-adapter.js';
+import { Presence, countConnected, handleTcp, missingInternals, nextPacketId, onParsed, takePackets, whenRouted, writePackets } from './aedes-adapter.js';
 import { encodePublish, stampPublish } from './publish-packet.js';
 import { eventually } from '../harness/process.js';
 import { connectClient } from '../harness/mqtt.js';
@@ -38,6 +38,8 @@ describe('the Aedes adapter, against the installed Aedes', () => {
   const gone: string[] = [];
   const presence = new Presence((clientId) => gone.push(clientId));
   const conns = new Map<string, Array<Client['conn']>>();
+  /** Clients connected now, as the broker's gauge counts them. */
+  let connected: () => number;
 
   before(async () => {
     broker = await Aedes.createBroker({
@@ -53,6 +55,7 @@ describe('the Aedes adapter, against the installed Aedes', () => {
       },
     });
     whenRouted(broker, (packet) => routed.push(packet));
+    connected = countConnected(broker);
     takePackets(broker, {
       puback: (client, messageId) => {
         if (!ours.delete(messageId)) return false;
@@ -356,6 +359,7 @@ describe('the Aedes adapter, against the installed Aedes', () => {
     await first.subscribeAsync('woodytoys/present', { qos: 1 });
     assert.ok(presence.has(id));
     const counted = broker.connectedClients;
+    const open = connected();
     // The second connection logs in; between restoring the session and registering (storing its
     // will), its socket closes: Aedes's Client.close unregisters by id, the first connection's entry.
     const held = holdAtWill(id);
@@ -367,6 +371,7 @@ describe('the Aedes adapter, against the installed Aedes', () => {
       socket.destroy();
       await once(second, 'close');
       assert.equal(broker.connectedClients, counted - 1, 'Aedes 1.2.0 counts the first connection gone (if not any more, Presence guards a fixed bug)');
+      assert.equal(connected(), open, 'the gauge still counts it');
       assert.equal(first.connected, true, 'the first connection is still open');
       assert.equal(presence.has(id), true, 'and present');
       assert.deepEqual(gone.filter((g) => g === id), [], 'it is not gone');
@@ -375,6 +380,7 @@ describe('the Aedes adapter, against the installed Aedes', () => {
     }
     await first.endAsync();
     await eventually(() => !presence.has(id), { what: 'the first connection gone', intervalMs: 10 });
+    await eventually(() => connected() === open - 1, { what: 'the gauge to count it off', intervalMs: 10 });
     assert.deepEqual(gone.filter((g) => g === id), [id], 'gone once, when its last connection closed');
   });
 

@@ -341,6 +341,23 @@ export class Presence {
   }
 }
 
+/**
+ * The connections Aedes registered whose streams are still open: what broker.connectedClients
+ * should say. Aedes 1.2.0 counts one off too many when a second connection with the same id closes
+ * between its login and its registration (see Presence), and never counts it back.
+ * Breaks: "keeps a client present while a second connection…" (aedes-adapter.test.ts).
+ */
+export function countConnected(broker: Aedes): () => number {
+  const open = new Set<Client>();
+  broker.on('clientReady', (client) => {
+    // Closing already: its 'close' may have gone by.
+    if (client.closed || client.conn.destroyed) return;
+    open.add(client);
+    client.conn.once('close', () => open.delete(client));
+  });
+  return () => open.size;
+}
+
 /** Presence across nodes (cluster-bounds.ts ClusterBounds). */
 export interface SharedPresence {
   bounded(clientId: string): boolean;

@@ -33,6 +33,7 @@ import {
   maxTopicLevels,
   subscriberCheck,
   takePackets,
+  countConnected,
   type UnsentBound,
 } from './aedes-adapter.js';
 import { Access } from './auth.js';
@@ -286,7 +287,7 @@ const broker = await Aedes.createBroker({
 if (clusterBounds) broker.on('client', (client) => client.clean && clusterBounds.cleanStart(client.id));
 broker.on('clientError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'client error'));
 broker.on('connectionError', () => brokerMetrics.refused.inc({ what: 'connect' }));
-const brokerMetrics = registerBrokerMetrics(metrics, { broker, shared, persistence, commits, reclaimer });
+const brokerMetrics = registerBrokerMetrics(metrics, { broker, connected: countConnected(broker), shared, persistence, commits, reclaimer });
 const reportEnded = endReporter(log, brokerMetrics.sessionsEnded);
 // The ACL's queue bounds: what a session keeps, its client away or connected (a connected client
 // gets each message live, kept or not). And the session bounds count the sessions Aedes had the

@@ -12,20 +12,22 @@ import type { SpaceReclaimer } from './reclaim.js';
 
 export interface BrokerMetricsSources {
   broker: Aedes;
+  /** Clients connected now (countConnected, aedes-adapter.ts). */
+  connected: () => number;
   shared: SharedSubscriptions;
   persistence: SessionPersistence;
   commits: CommitQueue;
   reclaimer: SpaceReclaimer;
 }
 
-export function registerBrokerMetrics({ registry }: Metrics, { broker, shared, persistence, commits, reclaimer }: BrokerMetricsSources) {
+export function registerBrokerMetrics({ registry }: Metrics, { broker, connected, shared, persistence, commits, reclaimer }: BrokerMetricsSources) {
   const registers = [registry];
   new Gauge({
     name: 'mqtt_connected_clients',
     help: 'Connected MQTT clients',
     registers,
     collect() {
-      this.set(broker.connectedClients);
+      this.set(connected());
     },
   });
   const messagesIn = new Counter({ name: 'mqtt_messages_in_total', help: 'PUBLISH packets accepted from clients', labelNames: ['qos'] as const, registers });
