@@ -283,6 +283,12 @@ describe('the Aedes adapter, against the installed Aedes', () => {
       const id = nextPacketId(aedesClient, ours);
       ours.add(id);
       condemned.add('adapter-condemned');
+      // Aedes's own PUBACK handling (in the broker it reaches the group queue too, through claimAck).
+      const clear = persistence.outgoingClearMessageId.bind(persistence);
+      persistence.outgoingClearMessageId = (client, packet) => {
+        order.push(`aedes puback ${packet.messageId}`);
+        return clear(client, packet);
+      };
       raw.socket.write(
         Buffer.concat([
           Buffer.from([0x40, 0x02, id >> 8, id & 0xff]),
@@ -294,6 +300,7 @@ describe('the Aedes adapter, against the installed Aedes', () => {
       assert.ok(ours.has(id), 'the delivery is still unacknowledged');
       ours.delete(id);
     } finally {
+      persistence.outgoingClearMessageId = MemoryPersistence.prototype.outgoingClearMessageId;
       condemned.delete('adapter-condemned');
       raw.socket.destroy();
     }

@@ -344,12 +344,13 @@ export class Presence {
 /**
  * The connections Aedes registered whose streams are still open: what broker.connectedClients
  * should say. Aedes 1.2.0 counts one off too many when a second connection with the same id closes
- * between its login and its registration (see Presence), and never counts it back.
+ * between its login and its registration (see Presence), and never counts it back. Counted from
+ * registration ('client'), not from 'clientReady', which waits until a session's queue is sent.
  * Breaks: "keeps a client present while a second connection…" (aedes-adapter.test.ts).
  */
 export function countConnected(broker: Aedes): () => number {
   const open = new Set<Client>();
-  broker.on('clientReady', (client) => {
+  broker.on('client', (client) => {
     // Closing already: its 'close' may have gone by.
     if (client.closed || client.conn.destroyed) return;
     open.add(client);
@@ -530,6 +531,9 @@ export function takePackets(broker: Aedes, takers: PacketTakers): void {
     const open = () => client.connected && !client.closed && !client.conn.destroyed && !takers.condemned?.(client);
     parser.on('packet', function (this: unknown, packet: Parsed) {
       unsubscribe(packet);
+      // A condemned connection's PUBACK acknowledges nothing (Aedes would pass it to the group
+      // queue too, through the store's claimAck); like one taken, it is never counted in the read.
+      if (packet.cmd === 'puback' && takers.condemned?.(client)) return;
       if (packet.cmd === 'publish' && declined > 0) {
         declined--;
         return enqueue.call(this, packet);

@@ -287,7 +287,8 @@ const broker = await Aedes.createBroker({
 if (clusterBounds) broker.on('client', (client) => client.clean && clusterBounds.cleanStart(client.id));
 broker.on('clientError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'client error'));
 broker.on('connectionError', () => brokerMetrics.refused.inc({ what: 'connect' }));
-const brokerMetrics = registerBrokerMetrics(metrics, { broker, connected: countConnected(broker), shared, persistence, commits, reclaimer });
+const connected = countConnected(broker);
+const brokerMetrics = registerBrokerMetrics(metrics, { broker, connected, shared, persistence, commits, reclaimer });
 const reportEnded = endReporter(log, brokerMetrics.sessionsEnded);
 // The ACL's queue bounds: what a session keeps, its client away or connected (a connected client
 // gets each message live, kept or not). And the session bounds count the sessions Aedes had the
@@ -428,7 +429,7 @@ log.info(
 );
 
 // Group backlogs for displays and the dashboard: woodytoys/public/stats/broker, retained, once a second.
-const stats = new BrokerStats(broker, shared);
+const stats = new BrokerStats(broker, shared, connected);
 stats.start();
 
 onShutdown(log, async () => {

@@ -81,6 +81,8 @@ export class RedisPersistence extends AsyncRedisPersistence implements SessionPe
   readonly #conn: Scripted;
 
   readonly #onSlowSubscribe: ((clientId: string, waitedMs: number) => void) | undefined;
+  /** Clients whose slow wait onSlowSubscribe was told of, until that wait ends. */
+  readonly #slowTold = new Set<string>();
 
   /** `onSlowSubscribe`: a SUBSCRIBE's store, or an UNSUBSCRIBE's removal, still waits for its broadcast after SLOW_SUBSCRIBE_MS. */
   constructor(url: string, onError: (err: Error) => void, onSlowSubscribe?: (clientId: string, waitedMs: number) => void) {
@@ -239,15 +241,23 @@ export class RedisPersistence extends AsyncRedisPersistence implements SessionPe
    */
   #slow(clientId: string, work: Promise<unknown>): Promise<'slow'> {
     return new Promise((resolve) => {
+      let told = false;
       const timer = setTimeout(() => {
-        this.#onSlowSubscribe?.(clientId, SLOW_SUBSCRIBE_MS);
+        // Once per client while a wait it was told of lasts: a SUBSCRIBE's refused filters are each
+        // removed (authorization.ts), and a session's end removes them through the package too.
+        if (!this.#slowTold.has(clientId)) {
+          this.#slowTold.add(clientId);
+          told = true;
+          this.#onSlowSubscribe?.(clientId, SLOW_SUBSCRIBE_MS);
+        }
         resolve('slow');
       }, SLOW_SUBSCRIBE_MS);
       timer.unref();
-      work.then(
-        () => clearTimeout(timer),
-        () => clearTimeout(timer),
-      );
+      const settled = () => {
+        clearTimeout(timer);
+        if (told) this.#slowTold.delete(clientId);
+      };
+      work.then(settled, settled);
     });
   }
 

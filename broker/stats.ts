@@ -27,6 +27,8 @@ export class BrokerStats {
   constructor(
     private readonly broker: Aedes,
     private readonly shared: SharedSubscriptions,
+    /** Clients connected now (countConnected, aedes-adapter.ts), as the Prometheus gauge says. */
+    private readonly connected: () => number,
     private readonly intervalMs = 1000,
   ) {}
 
@@ -36,7 +38,7 @@ export class BrokerStats {
   }
 
   publish(): void {
-    const payload = JSON.stringify({ name: 'broker', at: new Date().toISOString(), ...brokerFigures(this.broker.connectedClients, this.shared.stats) });
+    const payload = JSON.stringify({ name: 'broker', at: new Date().toISOString(), ...brokerFigures(this.connected(), this.shared.stats) });
     this.broker.publish({ cmd: 'publish', topic: statsTopic('broker'), payload: Buffer.from(payload), ...STATS_DELIVERY, dup: false }, () => {});
   }
 
