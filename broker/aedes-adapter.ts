@@ -529,6 +529,24 @@ export function takePackets(broker: Aedes, takers: PacketTakers): void {
     // error, and `connected` turns false only later; limits.ts destroys the socket under a
     // WebSocket's stream): a packet on a dropped connection is Aedes's, which handles nothing more of it.
     const open = () => client.connected && !client.closed && !client.conn.destroyed && !takers.condemned?.(client);
+    // What either path takes. A PUBACK the group queue claims still raises Aedes's 'ack' event
+    // (metrics count it). A PUBLISH taken is counted as Aedes's `enqueue` counts a packet of the
+    // read, and counted off by its `done`; one the taker leaves is not counted.
+    const takePuback = (messageId: number) => {
+      if (!takers.puback(client, messageId)) return false;
+      broker.emit('ack', { cmd: 'puback', messageId } as never, client);
+      return true;
+    };
+    const publishTaker = takers.publish;
+    const takePublish =
+      publishTaker &&
+      ((packet: ParsedPublish) => {
+        c._parsingBatch++;
+        if (publishTaker(client, packet, c._nextBatch)) return true;
+        c._parsingBatch--;
+        return false;
+      });
+    const refreshKeepalive = () => c._keepaliveTimer?.refresh();
     parser.on('packet', function (this: unknown, packet: Parsed) {
       unsubscribe(packet);
       // A condemned connection's PUBACK acknowledges nothing (Aedes would pass it to the group
@@ -539,28 +557,13 @@ export function takePackets(broker: Aedes, takers: PacketTakers): void {
         return enqueue.call(this, packet);
       }
       if (open()) {
-        if (packet.cmd === 'puback' && packet.messageId !== undefined && takers.puback(client, packet.messageId)) {
-          c._keepaliveTimer?.refresh();
-          broker.emit('ack', packet as never, client);
-          return;
-        }
-        if (packet.cmd === 'publish' && takers.publish) {
-          c._parsingBatch++;
-          if (takers.publish(client, packet as ParsedPublish, c._nextBatch)) {
-            c._keepaliveTimer?.refresh();
-            return;
-          }
-          c._parsingBatch--;
-        }
+        const taken =
+          packet.cmd === 'puback' ? packet.messageId !== undefined && takePuback(packet.messageId) : packet.cmd === 'publish' && takePublish !== undefined && takePublish(packet as ParsedPublish);
+        if (taken) return void refreshKeepalive();
       }
       enqueue.call(this, packet);
     });
-    takeUnparsed(client, parser, takers, {
-      open,
-      acked: (messageId) => broker.emit('ack', { cmd: 'puback', messageId } as never, client),
-      declined: () => declined++,
-      refreshKeepalive: () => c._keepaliveTimer?.refresh(),
-    });
+    takeUnparsed(parser, { open, takePuback, takePublish, declined: () => declined++, refreshKeepalive });
   });
 }
 
@@ -593,16 +596,17 @@ const PUBLISH_TYPE = 3;
 interface Unparsed {
   /** Whether packets of the connection may be taken now. */
   open(): boolean;
-  /** A PUBACK taken. */
-  acked(messageId: number): void;
+  /** Takes a PUBACK (true), or leaves it to the parser. */
+  takePuback(messageId: number): boolean;
+  /** Takes a PUBLISH (true), or leaves it; undefined when no PUBLISH is taken at all. */
+  takePublish: ((packet: ParsedPublish) => boolean) | undefined;
   /** A PUBLISH read here that the taker left: the parser's after all (and not the taker's again). */
   declined(): void;
   refreshKeepalive(): void;
 }
 
-function takeUnparsed(client: Client, parser: PacketParser, takers: PacketTakers, { open, acked, declined, refreshKeepalive }: Unparsed): void {
+function takeUnparsed(parser: PacketParser, { open, takePuback, takePublish, declined, refreshKeepalive }: Unparsed): void {
   const parse = parser.parse.bind(parser);
-  const c = internals(client);
   /** Chunks given to parse() while one is being read here (a handler reading on): read after it, in order. */
   let later: Buffer[] | undefined;
   parser.parse = (buf: Buffer): number => {
@@ -623,7 +627,7 @@ function takeUnparsed(client: Client, parser: PacketParser, takers: PacketTakers
   const publishOf = (header: number, buf: Buffer, from: number, to: number): ParsedPublish | undefined => {
     const qos = (header >> 1) & 3;
     const version = parser.settings?.protocolVersion;
-    if (qos > 1 || header & 1 || !takers.publish || (version !== 4 && version !== 3) || to - from < 2) return undefined;
+    if (qos > 1 || header & 1 || !takePublish || (version !== 4 && version !== 3) || to - from < 2) return undefined;
     const topicEnd = from + 2 + buf.readUInt16BE(from);
     const payloadFrom = topicEnd + (qos > 0 ? 2 : 0);
     if (payloadFrom > to) return undefined; // malformed: the parser's error
@@ -665,19 +669,8 @@ function takeUnparsed(client: Client, parser: PacketParser, takers: PacketTakers
         if (parser.error) return 0;
         let taken = false;
         if (open() && parser._list.length === 0) {
-          if (publish) {
-            // Counted as Aedes's `enqueue` counts a packet, and counted off by `done` (takePackets).
-            c._parsingBatch++;
-            taken = takers.publish!(client, publish, c._nextBatch);
-            if (!taken) {
-              c._parsingBatch--;
-              declined();
-            }
-          } else {
-            const messageId = buf.readUInt16BE(i);
-            taken = takers.puback(client, messageId);
-            if (taken) acked(messageId);
-          }
+          if (!publish) taken = takePuback(buf.readUInt16BE(i));
+          else if (!(taken = takePublish!(publish))) declined();
         }
         if (taken) {
           took = true;

@@ -35,7 +35,7 @@ export function topicNameProblem(bytes: Buffer): string | undefined {
   if (bytes.length === 0) return 'an empty topic name';
   // Every PUBLISH comes here: a topic of ASCII without U+0000 or a wildcard, as ours all are, is
   // valid without decoding it.
-  if (plainAsciiTopic(bytes, 0, bytes.length)) return undefined;
+  if (plainAsciiTopic(bytes)) return undefined;
   const problem = stringProblem(bytes);
   if (problem) return `${problem} in a topic name`;
   if (bytes.includes(0x2b) || bytes.includes(0x23)) return 'a wildcard in a topic name';
@@ -118,9 +118,9 @@ export function checkConnect(body: Buffer): Violation | undefined {
   return undefined;
 }
 
-/** Whether bytes[from, to) are all ASCII from U+0001, and neither '+' nor '#'. */
-function plainAsciiTopic(bytes: Buffer, from: number, to: number): boolean {
-  for (let i = from; i < to; i++) {
+/** Whether `bytes` are all ASCII from U+0001, and neither '+' nor '#'. */
+function plainAsciiTopic(bytes: Buffer): boolean {
+  for (let i = 0; i < bytes.length; i++) {
     const b = bytes[i]!;
     if (b === 0 || b >= 0x80 || b === 0x2b || b === 0x23) return false;
   }
@@ -133,13 +133,8 @@ function plainAsciiTopic(bytes: Buffer, from: number, to: number): boolean {
  * missing identifier from the bytes of the next packet, or gives -1, and Aedes acts on it.)
  */
 export function checkPublish(head: Buffer, qos = 0, length = head.length): Violation | undefined {
-  const idBytes = qos > 0 ? 2 : 0;
-  if (head.length >= 2) {
-    const end = 2 + head.readUInt16BE(0);
-    if (end > 2 && end <= head.length && end + idBytes <= length && plainAsciiTopic(head, 2, end)) return undefined;
-  }
   const topic = new Fields(head).field();
-  if (topic === undefined || 2 + topic.length + idBytes > length) return { reason: 'malformed PUBLISH' };
+  if (topic === undefined || 2 + topic.length + (qos > 0 ? 2 : 0) > length) return { reason: 'malformed PUBLISH' };
   const problem = topicNameProblem(topic);
   return problem ? { reason: problem } : undefined;
 }

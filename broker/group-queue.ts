@@ -251,7 +251,6 @@ export class SharedSubscriptions {
   readonly #graceTimers = new Map<string, NodeJS.Timeout>();
   /** clientId → packet identifier → the queue holding that in-flight message */
   readonly #inflightByClient = new Map<string, Map<number, GroupQueue>>();
-  /** Queues to hand out from in the next pass: one pass per turn serves every acknowledgement of it. */
   /** The queues each kind of dispatch pass will hand out (#dispatch), and whether it is asked for. */
   readonly #passes = {
     soon: { dirty: new Set<GroupQueue>(), scheduled: false },

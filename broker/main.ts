@@ -26,6 +26,7 @@ import {
   closeEveryClient,
   connectHooks,
   connectedClients,
+  countConnected,
   finishFanoutOnClose,
   handleTcp,
   handleWebSocket,
@@ -33,7 +34,6 @@ import {
   maxTopicLevels,
   subscriberCheck,
   takePackets,
-  countConnected,
   type UnsentBound,
 } from './aedes-adapter.js';
 import { Access } from './auth.js';
