@@ -107,6 +107,8 @@ const config = loadConfig({
   BROKER_GROUPS: z.string().default(declaredShares().join(',')),
   /** Where sessions and group queues live: this node's SQLite, or Redis shared by any number of nodes. */
   BROKER_STORE: z.enum(['sqlite', 'redis']).default('sqlite'),
+  /** Several nodes: how long a SUBSCRIBE or UNSUBSCRIBE may wait for its broadcast through Redis before the connection is closed. */
+  BROKER_REDIS_SUBSCRIBE_TIMEOUT_MS: z.coerce.number().int().min(1000).max(600_000).default(30_000),
   BROKER_REDIS_URL: z.string().regex(/^rediss?:\/\/.+/, 'must be a redis:// or rediss:// URL').optional(),
   /** This node's name among several (logs, the Aedes broker id). */
   BROKER_NODE_ID: z
@@ -180,8 +182,13 @@ const redisPersistence = cluster
   ? new cluster.RedisPersistence(
       cluster.url,
       (err) => log.warn({ err: err.message }, 'redis connection (sessions)'),
-      // Its SUBACK waits as long: a node whose fan-out lost its $SYS/sub/+ subscription never answers.
-      (clientId, waitedMs) => log.error({ clientId, waitedMs }, 'a change of subscriptions still waits for its broadcast through Redis'),
+      {
+        // Its SUBACK waits as long: a node whose fan-out lost its $SYS/sub/+ subscription never answers.
+        onSlow: (clientId, waitedMs) => log.error({ clientId, waitedMs }, 'a change of subscriptions still waits for its broadcast through Redis'),
+        onTimeout: (clientId, waitedMs) =>
+          log.error({ clientId, waitedMs }, 'a change of subscriptions gave up waiting for its broadcast through Redis; connection closed (the client subscribes again when it reconnects)'),
+        timeoutMs: config.BROKER_REDIS_SUBSCRIBE_TIMEOUT_MS,
+      },
     )
   : undefined;
 const persistence: SessionPersistence = redisPersistence ?? new SqlitePersistence(db, commits);

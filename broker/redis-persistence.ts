@@ -9,6 +9,24 @@ import type { SessionPersistence } from './persistence.js';
 
 /** How long a SUBSCRIBE's store may wait for its own broadcast through Redis before it is logged. */
 export const SLOW_SUBSCRIBE_MS = 5000;
+/** How long it may wait in all (BROKER_REDIS_SUBSCRIBE_TIMEOUT_MS): then the client's connection is closed. */
+export const SUBSCRIBE_TIMEOUT_MS = 30_000;
+
+export interface SubscriptionWaits {
+  /** A SUBSCRIBE's store, or an UNSUBSCRIBE's removal, still waits for its broadcast after SLOW_SUBSCRIBE_MS (told once per client while it lasts). */
+  onSlow?: (clientId: string, waitedMs: number) => void;
+  /** Such a wait passed `timeoutMs`: it failed, and Aedes closes the client's connection. */
+  onTimeout?: (clientId: string, waitedMs: number) => void;
+  timeoutMs?: number;
+}
+
+/** A change of subscriptions that waited longer than SubscriptionWaits.timeoutMs for its broadcast. */
+export class SubscriptionTimeout extends Error {
+  constructor(waitedMs: number) {
+    super(`the change of subscriptions waited ${waitedMs} ms for its broadcast through Redis; connect again to subscribe again`);
+    this.name = 'SubscriptionTimeout';
+  }
+}
 
 /** aedes-persistence-redis's list of a session's queued packet keys, oldest first (its own naming). */
 const outgoingKey = (clientId: string) => `outgoing:${encodeURIComponent(clientId)}`;
@@ -80,12 +98,11 @@ export class RedisPersistence extends AsyncRedisPersistence implements SessionPe
 
   readonly #conn: Scripted;
 
-  readonly #onSlowSubscribe: ((clientId: string, waitedMs: number) => void) | undefined;
-  /** Clients whose slow wait onSlowSubscribe was told of, until that wait ends. */
+  readonly #waits: SubscriptionWaits;
+  /** Clients whose slow wait onSlow was told of, until that wait ends. */
   readonly #slowTold = new Set<string>();
 
-  /** `onSlowSubscribe`: a SUBSCRIBE's store, or an UNSUBSCRIBE's removal, still waits for its broadcast after SLOW_SUBSCRIBE_MS. */
-  constructor(url: string, onError: (err: Error) => void, onSlowSubscribe?: (clientId: string, waitedMs: number) => void) {
+  constructor(url: string, onError: (err: Error) => void, waits: SubscriptionWaits = {}) {
     const conn = new Redis(url);
     conn.on('error', onError);
     // The whole queue of a resuming session, as the SQLite store sends it: the package reads the
@@ -98,7 +115,7 @@ export class RedisPersistence extends AsyncRedisPersistence implements SessionPe
     // Its number of keys comes first in each call: one queue per bounded session.
     conn.defineCommand('trimQueues', { lua: TRIM_QUEUES });
     this.#conn = conn as Scripted;
-    this.#onSlowSubscribe = onSlowSubscribe;
+    this.#waits = waits;
   }
 
   /**
@@ -220,19 +237,45 @@ export class RedisPersistence extends AsyncRedisPersistence implements SessionPe
   override addSubscriptions(client: { id: string }, subs: object[]): Promise<void> {
     let adding = this.#adding.get(subs);
     if (!adding) {
-      adding = super.addSubscriptions(client, subs);
+      adding = this.#bounded(client.id, super.addSubscriptions(client, subs));
       this.#adding.set(subs, adding);
-      // The package waits for the broadcast without a bound, and the SUBACK with it: said, not hidden.
-      void this.#slow(client.id, adding);
     }
     return adding;
   }
 
-  /** The same wait for an UNSUBSCRIBE's removal (its UNSUBACK waits with it): said, not hidden. */
+  /** The same wait for an UNSUBSCRIBE's removal (its UNSUBACK waits with it). */
   override removeSubscriptions(client: { id: string }, topics: string[]): Promise<void> {
-    const removing = super.removeSubscriptions(client, topics);
-    void this.#slow(client.id, removing);
-    return removing;
+    return this.#bounded(client.id, super.removeSubscriptions(client, topics));
+  }
+
+  /**
+   * The package waits for its own broadcast without a bound, and the SUBACK or UNSUBACK with it.
+   * Said after SLOW_SUBSCRIBE_MS; after `timeoutMs` the change fails with SubscriptionTimeout,
+   * and Aedes closes the connection (handlers/subscribe.js and unsubscribe.js pass the error on):
+   * the client connects again and subscribes again, which broadcasts anew (the change itself was
+   * stored before the wait, so nothing of it is undone).
+   */
+  #bounded(clientId: string, work: Promise<void>): Promise<void> {
+    void this.#slow(clientId, work);
+    const timeoutMs = this.#waits.timeoutMs ?? SUBSCRIBE_TIMEOUT_MS;
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        work.catch(() => undefined);
+        this.#waits.onTimeout?.(clientId, timeoutMs);
+        reject(new SubscriptionTimeout(timeoutMs));
+      }, timeoutMs);
+      timer.unref();
+      work.then(
+        () => {
+          clearTimeout(timer);
+          resolve();
+        },
+        (err: unknown) => {
+          clearTimeout(timer);
+          reject(err);
+        },
+      );
+    });
   }
 
   /**
@@ -248,7 +291,7 @@ export class RedisPersistence extends AsyncRedisPersistence implements SessionPe
         if (!this.#slowTold.has(clientId)) {
           this.#slowTold.add(clientId);
           told = true;
-          this.#onSlowSubscribe?.(clientId, SLOW_SUBSCRIBE_MS);
+          this.#waits.onSlow?.(clientId, SLOW_SUBSCRIBE_MS);
         }
         resolve('slow');
       }, SLOW_SUBSCRIBE_MS);

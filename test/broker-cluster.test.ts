@@ -377,4 +377,54 @@ describe('a SUBSCRIBE or UNSUBSCRIBE held up in Redis', { skip: redisMissing }, 
       await cluster.stop();
     }
   });
+
+  it('is given up after BROKER_REDIS_SUBSCRIBE_TIMEOUT_MS: the connection closes, and the client subscribes again once it reconnects', async () => {
+    const cluster = await startBrokerCluster({ nodes: 1, env: { BROKER_REDIS_SUBSCRIBE_TIMEOUT_MS: '1500' } });
+    const redis = new Redis(cluster.redis.url);
+    const clients: Array<{ endAsync: (force?: boolean) => Promise<unknown> }> = [];
+    try {
+      const node = cluster.nodes[0]!;
+      const gaveUp = () => node.logs.filter((l) => l.includes('a change of subscriptions gave up waiting for its broadcast through Redis') && l.includes('"clientId":"worker-timeout"'));
+      const connect = async () => {
+        const c = await connectClient(node.mqttUrl, { clientId: 'worker-timeout', clean: false, reconnectPeriod: 0 });
+        clients.push(c);
+        return c;
+      };
+      for (const [what, change] of [
+        ['SUBSCRIBE', (c: Awaited<ReturnType<typeof connect>>) => c.subscribeAsync(TOPIC, { qos: 1 })],
+        ['UNSUBSCRIBE', (c: Awaited<ReturnType<typeof connect>>) => c.unsubscribeAsync(TOPIC)],
+      ] as const) {
+        const member = await connect();
+        const closed = new Promise<void>((resolve) => member.once('close', () => resolve()));
+        // Redis runs no write for 4 s: the change's store and its broadcast wait, past the 1.5 s bound.
+        await redis.call('CLIENT', 'PAUSE', '4000', 'WRITE');
+        const answered = (change(member) as Promise<unknown>).then(
+          () => 'answered',
+          () => 'failed',
+        );
+        await closed;
+        assert.equal(await answered, 'failed', `the ${what} is not answered`);
+        await eventually(() => gaveUp().length === (what === 'SUBSCRIBE' ? 1 : 2), { what: `the ${what}'s timeout logged with the client` });
+        await redis.call('CLIENT', 'UNPAUSE');
+        // Connected again, the same change is answered, and the subscription works.
+        const again = await connect();
+        if (what === 'SUBSCRIBE') {
+          const granted = await again.subscribeAsync(TOPIC, { qos: 1 });
+          assert.equal(granted[0]?.qos, 1);
+          const got = new Promise<string>((resolve) => again.once('message', (_t, payload) => resolve(payload.toString())));
+          const publisher = await connectClient(node.mqttUrl, { clientId: 'publisher-timeout', reconnectPeriod: 0 });
+          clients.push(publisher);
+          await publisher.publishAsync(TOPIC, 'after the timeout', { qos: 1 });
+          assert.equal(await got, 'after the timeout');
+        } else {
+          await again.unsubscribeAsync(TOPIC);
+        }
+        await again.endAsync();
+      }
+    } finally {
+      await Promise.all(clients.map((c) => c.endAsync(true).catch(() => undefined)));
+      redis.disconnect();
+      await cluster.stop();
+    }
+  });
 });
